@@ -1,0 +1,320 @@
+//! The command line (SPEC 1). Each command loads what it needs and nothing more.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::clock::{Clock, duration_ms, system_ms};
+use crate::config::{self, Alg, Config, PasswordSettings, format_timestamp};
+use crate::credentials::{MAX_PASSWORD_BYTES, Password, PasswordHasher};
+use crate::keys::{self, KeyRing, files, key_state};
+use crate::startup::Application;
+use crate::store::{self, SharedStore, StoreError, User};
+
+#[derive(Parser, Debug)]
+#[command(name = "latchkey", version, about = "A token issuer: JWT access tokens, rotating refresh tokens, published keys.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// The config file.
+    #[arg(short = 'c', long = "config", env = "LATCHKEY_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub path: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the issuer.
+    Serve(ConfigArg),
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// User accounts.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Read a client secret on standard input and print its argon2id hash.
+    HashSecret,
+    /// Configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Write a new PKCS#8 PEM private key (mode 0600) and print its [[keys]] snippet.
+    Generate {
+        #[arg(long, value_parser = ["ES256", "RS256"])]
+        alg: String,
+        /// Defaults to `<year>-<month>-<es|rs>-<random>`.
+        #[arg(long)]
+        kid: Option<String>,
+        #[arg(long, default_value = "keys")]
+        dir: PathBuf,
+        /// RSA modulus size.
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+    },
+    /// One row per configured key: its state now, signing window and publication.
+    List(ConfigArg),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    /// Create a user; the password is read from standard input.
+    Add {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Set a user's password (read from standard input); revokes every session of the user.
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Disable a user; revokes every session of the user.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List users.
+    List(ConfigArg),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the config and the key schedule; one line per problem, non-zero exit on any.
+    Check(ConfigArg),
+}
+
+/// A failed command: printed as `latchkey: <message>` and a non-zero exit.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CliError(pub String);
+
+impl CliError {
+    fn from_display(e: impl std::fmt::Display) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(c) => serve(&c.path).await,
+        Command::Keys(KeysCommand::Generate { alg, kid, dir, bits }) => {
+            keys_generate(&alg, kid, &dir, bits)
+        }
+        Command::Keys(KeysCommand::List(c)) => keys_list(&c.path),
+        Command::Users(cmd) => users(cmd).await,
+        Command::HashSecret => {
+            let secret = read_secret("secret")?;
+            let hasher = PasswordHasher::new(&PasswordSettings::default())
+                .map_err(CliError::from_display)?;
+            println!("{}", hasher.hash(&secret).await.map_err(CliError::from_display)?);
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check(c)) => config_check(&c.path),
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config, CliError> {
+    Config::load(path).map_err(CliError::from_display)
+}
+
+async fn serve(path: &Path) -> Result<(), CliError> {
+    crate::telemetry::init();
+    let config = load_config(path)?;
+    for kid in keys::generate_missing(&config).map_err(CliError::from_display)? {
+        tracing::warn!(
+            kid,
+            "!!! GENERATED A NEW SIGNING KEY because its file was missing and the config says \
+             generate_if_missing = true. This is for development only: in production, create keys \
+             with `latchkey keys generate` and remove generate_if_missing !!!"
+        );
+    }
+    let app = Application::build(config.clone(), Clock::system())
+        .await
+        .map_err(CliError::from_display)?;
+    tracing::info!(
+        issuer = %config.issuer,
+        addr = %config.listen.ip(),
+        port = app.port(),
+        "latchkey is listening"
+    );
+    app.run_until_stopped().await.map_err(CliError::from_display)
+}
+
+fn keys_generate(alg: &str, kid: Option<String>, dir: &Path, bits: usize) -> Result<(), CliError> {
+    let alg = Alg::parse(alg).ok_or_else(|| CliError("--alg must be ES256 or RS256".into()))?;
+    if alg == Alg::RS256 && ![2048, 3072, 4096].contains(&bits) {
+        return Err(CliError("--bits must be 2048, 3072 or 4096".into()));
+    }
+    let now = system_ms();
+    let kid = match kid {
+        Some(kid) => kid,
+        None => {
+            let month = &format_timestamp(now)[..7];
+            let family = if alg == Alg::ES256 { "es" } else { "rs" };
+            format!("{month}-{family}-{}", &crate::tokens::new_jti()[..6])
+        }
+    };
+    if !config::valid_kid(&kid) {
+        return Err(CliError("--kid must be 1-64 characters of A-Z a-z 0-9 . _ -".into()));
+    }
+    let path = dir.join(format!("{kid}.pem"));
+    let der = files::generate(alg, bits).map_err(CliError::from_display)?;
+    files::write_private_pem(&path, &der).map_err(CliError::from_display)?;
+    // Publish a day before signing, well beyond any sane jwks.max_age; sign for 90 days.
+    let not_before = (now / 3_600_000 + 25) * 3_600_000;
+    let not_after = not_before + 90 * 86_400_000;
+    println!("{kid}");
+    println!();
+    println!("# Paste into the config. Resource servers must see a key before it signs:");
+    println!("# keep not_before at least jwks.max_age after this entry is first deployed.");
+    println!("[[keys]]");
+    println!("kid = \"{kid}\"");
+    println!("alg = \"{alg}\"");
+    println!("path = \"{}\"", path.display());
+    println!("not_before = \"{}\"", format_timestamp(not_before));
+    println!("not_after = \"{}\"", format_timestamp(not_after));
+    Ok(())
+}
+
+fn keys_list(path: &Path) -> Result<(), CliError> {
+    let config = load_config(path)?;
+    let tail = duration_ms(config.publish_tail());
+    let now = system_ms();
+    println!(
+        "{:<24} {:<6} {:<9} {:<20} {:<20} {:<20}",
+        "KID", "ALG", "STATE", "SIGNS FROM", "SIGNS UNTIL", "PUBLISHED UNTIL"
+    );
+    for spec in &config.keys {
+        let published_until = if spec.revoked {
+            "-".to_string()
+        } else {
+            format_timestamp(spec.not_after.saturating_add(tail))
+        };
+        println!(
+            "{:<24} {:<6} {:<9} {:<20} {:<20} {:<20}",
+            spec.kid,
+            spec.alg,
+            key_state(&config.keys, tail, spec, now).to_string(),
+            format_timestamp(spec.not_before),
+            format_timestamp(spec.not_after),
+            published_until
+        );
+    }
+    Ok(())
+}
+
+fn config_check(path: &Path) -> Result<(), CliError> {
+    let config = Config::load(path).map_err(|e| CliError(e.problems.join("\n")))?;
+    let mut problems = Vec::new();
+    if let Err(e) = KeyRing::load(&config) {
+        problems.push(e.to_string());
+    }
+    if keys::scheduled_signer(&config.keys, system_ms()).is_none() {
+        problems.push("keys: no key is scheduled to sign now".to_string());
+    }
+    if !problems.is_empty() {
+        return Err(CliError(problems.join("\n")));
+    }
+    println!("{}: ok ({} keys)", path.display(), config.keys.len());
+    Ok(())
+}
+
+async fn users(cmd: UsersCommand) -> Result<(), CliError> {
+    let (name, path) = match &cmd {
+        UsersCommand::Add { name, config }
+        | UsersCommand::Passwd { name, config }
+        | UsersCommand::Disable { name, config } => (Some(name.clone()), config.path.clone()),
+        UsersCommand::List(config) => (None, config.path.clone()),
+    };
+    let config = load_config(&path)?;
+    let store = store::open(&config.store.url).await.map_err(CliError::from_display)?;
+    let hasher = PasswordHasher::new(&config.passwords).map_err(CliError::from_display)?;
+    match cmd {
+        UsersCommand::Add { .. } => {
+            let name = name.unwrap_or_default();
+            crate::issuer::validate_username(&name).map_err(CliError::from_display)?;
+            let password = read_secret("password")?;
+            let user = User {
+                id: uuid::Uuid::new_v4().to_string(),
+                username: name.clone(),
+                password_hash: hasher.hash(&password).await.map_err(CliError::from_display)?,
+                disabled: false,
+                created_at: system_ms(),
+            };
+            match store.create_user(&user).await {
+                Err(StoreError::Conflict) => Err(CliError(format!("user {name:?} already exists"))),
+                Err(e) => Err(CliError::from_display(e)),
+                Ok(()) => {
+                    println!("created user {name} ({})", user.id);
+                    Ok(())
+                }
+            }
+        }
+        UsersCommand::Passwd { .. } => {
+            let mut user = find_user(&store, name.as_deref()).await?;
+            let password = read_secret("password")?;
+            user.password_hash = hasher.hash(&password).await.map_err(CliError::from_display)?;
+            store.update_user(&user).await.map_err(CliError::from_display)?;
+            let n = store.revoke_user_sessions(&user.id).await.map_err(CliError::from_display)?;
+            println!("password changed for {}; {n} sessions revoked", user.username);
+            Ok(())
+        }
+        UsersCommand::Disable { .. } => {
+            let mut user = find_user(&store, name.as_deref()).await?;
+            user.disabled = true;
+            store.update_user(&user).await.map_err(CliError::from_display)?;
+            let n = store.revoke_user_sessions(&user.id).await.map_err(CliError::from_display)?;
+            println!("disabled {}; {n} sessions revoked", user.username);
+            Ok(())
+        }
+        UsersCommand::List(_) => {
+            println!("{:<32} {:<36} {:<8} {:<20}", "USERNAME", "ID", "STATUS", "CREATED");
+            for u in store.list_users().await.map_err(CliError::from_display)? {
+                println!(
+                    "{:<32} {:<36} {:<8} {:<20}",
+                    u.username,
+                    u.id,
+                    if u.disabled { "disabled" } else { "active" },
+                    format_timestamp(u.created_at)
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn find_user(store: &SharedStore, name: Option<&str>) -> Result<User, CliError> {
+    let name = name.unwrap_or_default();
+    store
+        .user_by_name(name)
+        .await
+        .map_err(CliError::from_display)?
+        .ok_or_else(|| CliError(format!("no user {name:?}")))
+}
+
+/// Reads a secret from standard input (never argv, which other users can see): the first line,
+/// without its line ending.
+fn read_secret(what: &str) -> Result<Password, CliError> {
+    let mut input = String::new();
+    std::io::stdin()
+        .take(MAX_PASSWORD_BYTES as u64 + 2)
+        .read_to_string(&mut input)
+        .map_err(|e| CliError(format!("cannot read the {what} from standard input: {e}")))?;
+    let line = input.lines().next().unwrap_or("").to_owned();
+    if line.is_empty() {
+        return Err(CliError(format!("no {what} on standard input")));
+    }
+    if line.len() > MAX_PASSWORD_BYTES {
+        return Err(CliError(format!("the {what} is longer than {MAX_PASSWORD_BYTES} bytes")));
+    }
+    Ok(Password::new(line))
+}

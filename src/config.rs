@@ -1,0 +1,621 @@
+//! The configuration: TOML read once, environment overrides applied, then validated into a typed
+//! [`Config`] or refused with one line per problem, each naming the field.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::clock::UnixMs;
+
+/// Where the config is read from when neither `-c` nor `LATCHKEY_CONFIG` names a file.
+pub const DEFAULT_PATH: &str = "config/latchkey.toml";
+
+/// A validated configuration. Every duration is positive and every cross-field rule holds.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The `iss` claim and the base of every URL in discovery, without a trailing slash.
+    pub issuer: String,
+    /// The socket address the server binds.
+    pub listen: SocketAddr,
+    pub tokens: TokenSettings,
+    pub store: StoreSettings,
+    pub jwks: JwksSettings,
+    pub passwords: PasswordSettings,
+    /// Signing keys in the order they appear in the file.
+    pub keys: Vec<KeySpec>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    pub access_ttl: Duration,
+    /// Absolute lifetime of a login session (a refresh family).
+    pub refresh_ttl: Duration,
+    /// A refresh token unused this long is dead.
+    pub refresh_idle_ttl: Duration,
+    /// How long a consumed refresh token still yields its successor (racing tabs).
+    pub reuse_grace: Duration,
+    /// Clock skew tolerated when checking `exp`/`nbf`, and added to each key's publication.
+    pub leeway: Duration,
+    pub audience: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct StoreSettings {
+    /// May carry a password (`redis://:secret@host`), so it never reaches `Debug`.
+    pub url: String,
+}
+
+impl fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = self.url.split("://").next().unwrap_or("");
+        f.debug_struct("StoreSettings")
+            .field("url", &format_args!("{scheme}://<hidden>"))
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct JwksSettings {
+    /// `Cache-Control: max-age` of the JWKS document.
+    pub max_age: Duration,
+    /// `Cache-Control: stale-if-error`: how long resource servers may keep using a cached JWKS
+    /// while the issuer is unreachable.
+    pub stale_if_error: Duration,
+}
+
+/// argon2id cost. The defaults are OWASP's (19 MiB, 2 passes, 1 lane); tests lower them.
+#[derive(Clone, Debug)]
+pub struct PasswordSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Hashes computed at once; the rest queue, so a login flood cannot exhaust memory.
+    pub max_concurrent: usize,
+}
+
+impl Default for PasswordSettings {
+    fn default() -> Self {
+        let raw = RawPasswords::default();
+        PasswordSettings {
+            memory_kib: raw.memory_kib,
+            iterations: raw.iterations,
+            parallelism: raw.parallelism,
+            max_concurrent: raw.max_concurrent,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Alg {
+    ES256,
+    RS256,
+}
+
+impl Alg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::ES256 => "ES256",
+            Alg::RS256 => "RS256",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Alg> {
+        match s {
+            "ES256" => Some(Alg::ES256),
+            "RS256" => Some(Alg::RS256),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Alg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct KeySpec {
+    pub kid: String,
+    pub alg: Alg,
+    pub path: PathBuf,
+    /// Starts signing at (inclusive).
+    pub not_before: UnixMs,
+    /// Stops signing at (exclusive).
+    pub not_after: UnixMs,
+    /// Emergency switch: unpublished at once, its tokens stop verifying.
+    pub revoked: bool,
+    /// Dev convenience: a missing file is generated at start, with a loud warning.
+    pub generate_if_missing: bool,
+}
+
+/// Why a config was refused: one line per problem.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn one(problem: String) -> Self {
+        ConfigError {
+            problems: vec![problem],
+        }
+    }
+}
+
+// ---- the file's shape: every field documented, unknown fields refused ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    /// The issuer URL (`iss`).
+    issuer: String,
+    /// `HOST:PORT` to bind.
+    listen: String,
+    #[serde(default)]
+    tokens: RawTokens,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    jwks: RawJwks,
+    #[serde(default)]
+    passwords: RawPasswords,
+    #[serde(default)]
+    keys: Vec<RawKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTokens {
+    access_ttl: String,
+    refresh_ttl: String,
+    refresh_idle_ttl: String,
+    reuse_grace: String,
+    leeway: String,
+    audience: Vec<String>,
+}
+
+impl Default for RawTokens {
+    fn default() -> Self {
+        RawTokens {
+            access_ttl: "15m".into(),
+            refresh_ttl: "30d".into(),
+            refresh_idle_ttl: "7d".into(),
+            reuse_grace: "10s".into(),
+            leeway: "60s".into(),
+            audience: vec!["api".into()],
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStore {
+    url: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            url: "sqlite://data/latchkey.db".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawJwks {
+    max_age: String,
+    stale_if_error: String,
+}
+
+impl Default for RawJwks {
+    fn default() -> Self {
+        RawJwks {
+            max_age: "5m".into(),
+            stale_if_error: "1d".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPasswords {
+    memory_kib: u32,
+    iterations: u32,
+    parallelism: u32,
+    max_concurrent: usize,
+}
+
+impl Default for RawPasswords {
+    fn default() -> Self {
+        RawPasswords {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: 4,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    kid: String,
+    alg: String,
+    path: PathBuf,
+    not_before: String,
+    not_after: String,
+    #[serde(default)]
+    revoked: bool,
+    #[serde(default)]
+    generate_if_missing: bool,
+}
+
+/// Environment overrides: `LATCHKEY_<SECTION>_<KEY>`, plus the two top-level fields.
+const ENV_FIELDS: &[(&str, Option<&str>, &str, EnvKind)] = &[
+    ("LATCHKEY_ISSUER", None, "issuer", EnvKind::Str),
+    ("LATCHKEY_LISTEN", None, "listen", EnvKind::Str),
+    ("LATCHKEY_STORE_URL", Some("store"), "url", EnvKind::Str),
+    ("LATCHKEY_TOKENS_ACCESS_TTL", Some("tokens"), "access_ttl", EnvKind::Str),
+    ("LATCHKEY_TOKENS_REFRESH_TTL", Some("tokens"), "refresh_ttl", EnvKind::Str),
+    ("LATCHKEY_TOKENS_REFRESH_IDLE_TTL", Some("tokens"), "refresh_idle_ttl", EnvKind::Str),
+    ("LATCHKEY_TOKENS_REUSE_GRACE", Some("tokens"), "reuse_grace", EnvKind::Str),
+    ("LATCHKEY_TOKENS_LEEWAY", Some("tokens"), "leeway", EnvKind::Str),
+    ("LATCHKEY_TOKENS_AUDIENCE", Some("tokens"), "audience", EnvKind::List),
+    ("LATCHKEY_JWKS_MAX_AGE", Some("jwks"), "max_age", EnvKind::Str),
+    ("LATCHKEY_JWKS_STALE_IF_ERROR", Some("jwks"), "stale_if_error", EnvKind::Str),
+    ("LATCHKEY_PASSWORDS_MEMORY_KIB", Some("passwords"), "memory_kib", EnvKind::Int),
+    ("LATCHKEY_PASSWORDS_ITERATIONS", Some("passwords"), "iterations", EnvKind::Int),
+    ("LATCHKEY_PASSWORDS_PARALLELISM", Some("passwords"), "parallelism", EnvKind::Int),
+    ("LATCHKEY_PASSWORDS_MAX_CONCURRENT", Some("passwords"), "max_concurrent", EnvKind::Int),
+];
+
+#[derive(Clone, Copy)]
+enum EnvKind {
+    Str,
+    Int,
+    List,
+}
+
+impl Config {
+    /// Reads `path`, applies the process environment, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::one(format!("{}: cannot read: {e}", path.display())))?;
+        Config::parse(&text, |name| std::env::var(name).ok())
+            .map_err(|e| e.prefixed(&path.display().to_string()))
+    }
+
+    /// Parses TOML text with `env` as the source of overrides.
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text)
+            .map_err(|e| ConfigError::one(one_line(&e.to_string())))?;
+        apply_env(&mut table, env)?;
+        let raw: RawConfig = RawConfig::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::one(one_line(&e.to_string())))?;
+        validate(raw)
+    }
+
+    /// Publication is bounded by this: a token signed at the end of a key's window is still
+    /// valid for `access_ttl`, and verifiers tolerate `leeway` of skew.
+    pub fn publish_tail(&self) -> Duration {
+        self.tokens.access_ttl + self.tokens.leeway
+    }
+}
+
+impl ConfigError {
+    fn prefixed(self, source: &str) -> Self {
+        ConfigError {
+            problems: self
+                .problems
+                .into_iter()
+                .map(|p| format!("{source}: {p}"))
+                .collect(),
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for (var, section, key, kind) in ENV_FIELDS {
+        let Some(value) = env(var) else { continue };
+        let value = match kind {
+            EnvKind::Str => toml::Value::String(value),
+            EnvKind::Int => toml::Value::Integer(value.trim().parse().map_err(|_| {
+                ConfigError::one(format!("{var}: expected a whole number, got {value:?}"))
+            })?),
+            EnvKind::List => toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_owned()))
+                    .collect(),
+            ),
+        };
+        let target = match section {
+            None => &mut *table,
+            Some(section) => {
+                let entry = table
+                    .entry(section.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                match entry.as_table_mut() {
+                    Some(t) => t,
+                    None => {
+                        return Err(ConfigError::one(format!("{section}: must be a table")));
+                    }
+                }
+            }
+        };
+        target.insert(key.to_string(), value);
+    }
+    Ok(())
+}
+
+/// Parses `"900s"`, `"15m"`, `"30d"`, `"1h 30m"`.
+pub fn parse_duration(field: &str, value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim())
+        .map_err(|e| format!("{field}: invalid duration {value:?} ({e}); use e.g. \"900s\", \"15m\", \"30d\""))
+}
+
+/// Parses an RFC 3339 UTC timestamp such as `"2026-11-01T00:00:00Z"`.
+pub fn parse_timestamp(field: &str, value: &str) -> Result<UnixMs, String> {
+    let t = humantime::parse_rfc3339_weak(value.trim()).map_err(|e| {
+        format!("{field}: invalid timestamp {value:?} ({e}); use e.g. \"2026-11-01T00:00:00Z\"")
+    })?;
+    let d = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("{field}: timestamp {value:?} is before 1970"))?;
+    Ok(crate::clock::duration_ms(d))
+}
+
+pub fn format_timestamp(ms: UnixMs) -> String {
+    let secs = u64::try_from(ms.div_euclid(1000)).unwrap_or(0);
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let mut duration = |field: &str, value: &str| -> Duration {
+        match parse_duration(field, value) {
+            Ok(d) if d.is_zero() && field != "tokens.reuse_grace" && field != "tokens.leeway" => {
+                problems.push(format!("{field}: must be greater than zero"));
+                d
+            }
+            Ok(d) => d,
+            Err(p) => {
+                problems.push(p);
+                Duration::ZERO
+            }
+        }
+    };
+    let tokens = TokenSettings {
+        access_ttl: duration("tokens.access_ttl", &raw.tokens.access_ttl),
+        refresh_ttl: duration("tokens.refresh_ttl", &raw.tokens.refresh_ttl),
+        refresh_idle_ttl: duration("tokens.refresh_idle_ttl", &raw.tokens.refresh_idle_ttl),
+        reuse_grace: duration("tokens.reuse_grace", &raw.tokens.reuse_grace),
+        leeway: duration("tokens.leeway", &raw.tokens.leeway),
+        audience: raw.tokens.audience,
+    };
+    let jwks = JwksSettings {
+        max_age: duration("jwks.max_age", &raw.jwks.max_age),
+        stale_if_error: duration("jwks.stale_if_error", &raw.jwks.stale_if_error),
+    };
+
+    if tokens.refresh_idle_ttl > tokens.refresh_ttl {
+        problems.push("tokens.refresh_idle_ttl: must not exceed tokens.refresh_ttl".into());
+    }
+    if tokens.access_ttl >= tokens.refresh_idle_ttl && !tokens.refresh_idle_ttl.is_zero() {
+        problems.push("tokens.access_ttl: must be shorter than tokens.refresh_idle_ttl".into());
+    }
+    if tokens.reuse_grace > Duration::from_secs(300) {
+        problems.push("tokens.reuse_grace: at most 5m; longer windows weaken theft detection".into());
+    }
+    if tokens.audience.is_empty() || tokens.audience.iter().any(|a| a.trim().is_empty()) {
+        problems.push("tokens.audience: needs at least one non-empty audience".into());
+    }
+
+    let issuer = raw.issuer.trim_end_matches('/').to_owned();
+    if !(issuer.starts_with("https://") || issuer.starts_with("http://"))
+        || issuer.contains(['?', '#', ' '])
+    {
+        problems.push(format!(
+            "issuer: {issuer:?} must be an http(s) URL without query or fragment"
+        ));
+    }
+    let listen = match raw.listen.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            problems.push(format!(
+                "listen: {:?} must be IP:PORT, e.g. \"127.0.0.1:8080\"",
+                raw.listen
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    };
+
+    let url = raw.store.url;
+    let scheme = url.split("://").next().unwrap_or_default();
+    if matches!(scheme, "rediss" | "redis+cluster") {
+        problems.push(format!("store.url: {scheme}:// is not supported by this build yet; use redis:// or sqlite://"));
+    } else if !url.contains("://") || !matches!(scheme, "sqlite" | "redis") {
+        problems.push("store.url: must start with sqlite:// or redis://".into());
+    } else if scheme == "sqlite" && url.trim_start_matches("sqlite://").is_empty() {
+        problems.push("store.url: sqlite:// needs a file path, e.g. sqlite://data/latchkey.db".into());
+    }
+
+    let p = raw.passwords;
+    if let Err(e) = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, None) {
+        problems.push(format!("passwords: invalid argon2 parameters: {e}"));
+    }
+    if p.max_concurrent == 0 {
+        problems.push("passwords.max_concurrent: must be at least 1".into());
+    }
+    let passwords = PasswordSettings {
+        memory_kib: p.memory_kib,
+        iterations: p.iterations,
+        parallelism: p.parallelism,
+        max_concurrent: p.max_concurrent,
+    };
+
+    let mut keys = Vec::new();
+    let mut kids = HashSet::new();
+    for (i, k) in raw.keys.into_iter().enumerate() {
+        let at = format!("keys[{i}]");
+        if !valid_kid(&k.kid) {
+            problems.push(format!(
+                "{at}.kid: {:?} must be 1-64 characters of A-Z a-z 0-9 . _ -",
+                k.kid
+            ));
+        } else if !kids.insert(k.kid.clone()) {
+            problems.push(format!("{at}.kid: {:?} appears twice", k.kid));
+        }
+        let alg = Alg::parse(&k.alg).unwrap_or_else(|| {
+            problems.push(format!("{at}.alg: {:?} must be ES256 or RS256", k.alg));
+            Alg::ES256
+        });
+        let not_before = parse_timestamp(&format!("{at}.not_before"), &k.not_before)
+            .unwrap_or_else(|p| {
+                problems.push(p);
+                0
+            });
+        let not_after = parse_timestamp(&format!("{at}.not_after"), &k.not_after)
+            .unwrap_or_else(|p| {
+                problems.push(p);
+                0
+            });
+        if not_after <= not_before {
+            problems.push(format!("{at}.not_after: must be later than not_before"));
+        }
+        keys.push(KeySpec {
+            kid: k.kid,
+            alg,
+            path: k.path,
+            not_before,
+            not_after,
+            revoked: k.revoked,
+            generate_if_missing: k.generate_if_missing,
+        });
+    }
+    if keys.iter().all(|k| k.revoked) {
+        problems.push("keys: at least one [[keys]] entry that is not revoked is needed".into());
+    }
+
+    if !problems.is_empty() {
+        return Err(ConfigError { problems });
+    }
+    Ok(Config {
+        issuer,
+        listen,
+        tokens,
+        store: StoreSettings { url },
+        jwks,
+        passwords,
+        keys,
+    })
+}
+
+pub fn valid_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= 64
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+issuer = "http://127.0.0.1:8080/"
+listen = "127.0.0.1:8080"
+[[keys]]
+kid = "k1"
+alg = "ES256"
+path = "keys/k1.pem"
+not_before = "2026-01-01T00:00:00Z"
+not_after = "2027-01-01T00:00:00Z"
+"#;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(MINIMAL, no_env).unwrap();
+        assert_eq!(c.issuer, "http://127.0.0.1:8080");
+        assert_eq!(c.tokens.access_ttl, Duration::from_secs(900));
+        assert_eq!(c.tokens.refresh_ttl, Duration::from_secs(30 * 86400));
+        assert_eq!(c.store.url, "sqlite://data/latchkey.db");
+        assert_eq!(c.keys[0].alg, Alg::ES256);
+        assert_eq!(c.passwords.memory_kib, 19456);
+    }
+
+    #[test]
+    fn unknown_field_is_refused_by_name() {
+        let text = format!("{MINIMAL}\n[tokens]\nacess_ttl = \"5m\"\n");
+        let err = Config::parse(&text, no_env).unwrap_err().to_string();
+        assert!(err.contains("acess_ttl"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let text = MINIMAL.replace("ES256", "HS256").replace("2027-01-01", "2025-01-01");
+        let text = format!("{text}\n[tokens]\naccess_ttl = \"15x\"\n");
+        let err = Config::parse(&text, no_env).unwrap_err();
+        let all = err.to_string();
+        assert!(all.contains("keys[0].alg"), "{all}");
+        assert!(all.contains("keys[0].not_after"), "{all}");
+        assert!(all.contains("tokens.access_ttl"), "{all}");
+        assert_eq!(err.problems.len(), 3, "{all}");
+    }
+
+    #[test]
+    fn env_overrides_win() {
+        let env = |name: &str| match name {
+            "LATCHKEY_LISTEN" => Some("127.0.0.1:9999".to_string()),
+            "LATCHKEY_STORE_URL" => Some("redis://127.0.0.1:7000/0".to_string()),
+            "LATCHKEY_TOKENS_AUDIENCE" => Some("a, b".to_string()),
+            "LATCHKEY_PASSWORDS_MEMORY_KIB" => Some("64".to_string()),
+            _ => None,
+        };
+        let c = Config::parse(MINIMAL, env).unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.store.url, "redis://127.0.0.1:7000/0");
+        assert_eq!(c.tokens.audience, vec!["a", "b"]);
+        assert_eq!(c.passwords.memory_kib, 64);
+    }
+
+    #[test]
+    fn store_url_stays_out_of_debug() {
+        let env = |name: &str| {
+            (name == "LATCHKEY_STORE_URL").then(|| "redis://:hunter2@127.0.0.1/0".to_string())
+        };
+        let c = Config::parse(MINIMAL, env).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn durations_and_timestamps() {
+        assert_eq!(parse_duration("f", "900s").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("f", "30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert!(parse_duration("f", "soon").is_err());
+        let t = parse_timestamp("f", "2026-11-01T00:00:00Z").unwrap();
+        assert_eq!(t, 1_793_491_200_000);
+        assert_eq!(format_timestamp(t), "2026-11-01T00:00:00Z");
+    }
+}

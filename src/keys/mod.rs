@@ -1,0 +1,453 @@
+//! The signing-key ring: which key signs now, which keys are published, and the JWKS bytes.
+//!
+//! Every decision is a pure function of the config and `now`, so instances reading the same
+//! config agree without talking to each other. Private keys are parsed once, at load.
+
+pub mod files;
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use jsonwebtoken::DecodingKey;
+use serde_json::json;
+
+use crate::clock::{UnixMs, duration_ms};
+use crate::config::{Alg, Config, KeySpec};
+use files::KeyFileError;
+
+pub const MIN_RSA_BITS: usize = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    File(#[from] KeyFileError),
+    #[error("key {kid}: {reason}")]
+    Invalid { kid: String, reason: String },
+}
+
+enum Signer {
+    Ec(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
+}
+
+/// One configured, non-revoked key with its private half parsed and its public half prepared.
+pub struct LoadedKey {
+    pub spec: KeySpec,
+    signer: Signer,
+    /// `base64url({"alg","kid","typ":"at+jwt"})`, prepared once.
+    header_b64: String,
+    jwk: serde_json::Value,
+    pub decoding: DecodingKey,
+    /// Published until then: `not_after + access_ttl + leeway`.
+    pub publish_until: UnixMs,
+}
+
+impl fmt::Debug for LoadedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedKey")
+            .field("kid", &self.spec.kid)
+            .field("alg", &self.spec.alg)
+            .field("key", &"<hidden>")
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("signing failed")]
+pub struct SignError;
+
+impl LoadedKey {
+    fn load(spec: &KeySpec, publish_tail_ms: i64) -> Result<LoadedKey, KeyError> {
+        let der = files::read_private_der(&spec.path)?;
+        let invalid = |reason: String| KeyError::Invalid {
+            kid: spec.kid.clone(),
+            reason,
+        };
+        let (signer, jwk, decoding) = match spec.alg {
+            Alg::ES256 => {
+                let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+                    .map_err(|e| invalid(format!("not a P-256 PKCS#8 key ({e})")))?;
+                // Uncompressed SEC1 point: 0x04 || x || y.
+                let point = pair.public_key().as_ref();
+                if point.len() != 65 {
+                    return Err(invalid("unexpected P-256 public key encoding".into()));
+                }
+                let (x, y) = (B64.encode(&point[1..33]), B64.encode(&point[33..65]));
+                let decoding = DecodingKey::from_ec_components(&x, &y)
+                    .map_err(|e| invalid(format!("public key: {e}")))?;
+                let jwk = json!({"kty": "EC", "crv": "P-256", "x": x, "y": y});
+                (Signer::Ec(pair), jwk, decoding)
+            }
+            Alg::RS256 => {
+                let pair = RsaKeyPair::from_pkcs8(&der)
+                    .map_err(|e| invalid(format!("not an RSA PKCS#8 key ({e})")))?;
+                let bits = pair.public_modulus_len() * 8;
+                if bits < MIN_RSA_BITS {
+                    return Err(invalid(format!(
+                        "RSA key of {bits} bits; at least {MIN_RSA_BITS} are required"
+                    )));
+                }
+                let public = pair.public_key();
+                let n = public.modulus().big_endian_without_leading_zero().to_vec();
+                let e = public.exponent().big_endian_without_leading_zero().to_vec();
+                let jwk = json!({"kty": "RSA", "n": B64.encode(&n), "e": B64.encode(&e)});
+                (
+                    Signer::Rsa(pair),
+                    jwk,
+                    DecodingKey::from_rsa_raw_components(&n, &e),
+                )
+            }
+        };
+        let mut jwk = jwk;
+        jwk["kid"] = json!(spec.kid);
+        jwk["use"] = json!("sig");
+        jwk["alg"] = json!(spec.alg.as_str());
+        let header = json!({"alg": spec.alg.as_str(), "typ": "at+jwt", "kid": spec.kid});
+        Ok(LoadedKey {
+            spec: spec.clone(),
+            signer,
+            header_b64: B64.encode(header.to_string()),
+            jwk,
+            decoding,
+            publish_until: spec.not_after.saturating_add(publish_tail_ms),
+        })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.spec.kid
+    }
+
+    pub fn alg(&self) -> Alg {
+        self.spec.alg
+    }
+
+    /// The public JWK (RFC 7517); it never holds a private member.
+    pub fn jwk(&self) -> &serde_json::Value {
+        &self.jwk
+    }
+
+    /// Signs `payload` (JSON claims) into a compact JWS with this key's prepared header.
+    pub fn sign_jws(&self, payload: &[u8]) -> Result<String, SignError> {
+        let mut out = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 360);
+        out.push_str(&self.header_b64);
+        out.push('.');
+        B64.encode_string(payload, &mut out);
+        let signature = match &self.signer {
+            Signer::Ec(pair) => pair
+                .sign(&SystemRandom::new(), out.as_bytes())
+                .map_err(|_| SignError)?
+                .as_ref()
+                .to_vec(),
+            Signer::Rsa(pair) => {
+                let mut sig = vec![0; pair.public_modulus_len()];
+                pair.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), out.as_bytes(), &mut sig)
+                    .map_err(|_| SignError)?;
+                sig
+            }
+        };
+        out.push('.');
+        B64.encode_string(signature, &mut out);
+        Ok(out)
+    }
+
+    fn published_at(&self, now: UnixMs) -> bool {
+        now < self.publish_until
+    }
+}
+
+/// A key's state at one instant, as `keys list` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// Published, not yet signing.
+    Upcoming,
+    /// The key that signs now.
+    Active,
+    /// Published, no longer signing: tokens it signed may still be live.
+    Retiring,
+    /// Past its publication; dropped from the JWKS.
+    Expired,
+    /// Pulled by the admin: unpublished, its tokens rejected.
+    Revoked,
+}
+
+impl fmt::Display for KeyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyState::Upcoming => "upcoming",
+            KeyState::Active => "active",
+            KeyState::Retiring => "retiring",
+            KeyState::Expired => "expired",
+            KeyState::Revoked => "revoked",
+        })
+    }
+}
+
+/// The JWKS document prepared once and served as bytes until the key set next changes.
+#[derive(Debug)]
+pub struct JwksDocument {
+    pub body: Vec<u8>,
+    /// Quoted strong validator for `If-None-Match`.
+    pub etag: String,
+    /// The first instant at which a key leaves the set and the document must be rebuilt.
+    valid_until: UnixMs,
+}
+
+/// Every configured key, loaded, plus the schedule rules.
+#[derive(Debug)]
+pub struct KeyRing {
+    /// Non-revoked keys, ordered by `not_before`.
+    keys: Vec<LoadedKey>,
+    /// Every configured key, revoked ones included, for `state`.
+    specs: Vec<KeySpec>,
+    publish_tail_ms: i64,
+    jwks: Mutex<Option<Arc<JwksDocument>>>,
+}
+
+impl KeyRing {
+    /// Loads every non-revoked key named in `config`. Revoked keys are not read at all.
+    pub fn load(config: &Config) -> Result<KeyRing, KeyError> {
+        let publish_tail_ms = duration_ms(config.publish_tail());
+        let mut keys = config
+            .keys
+            .iter()
+            .filter(|k| !k.revoked)
+            .map(|spec| LoadedKey::load(spec, publish_tail_ms))
+            .collect::<Result<Vec<_>, _>>()?;
+        keys.sort_by_key(|k| k.spec.not_before);
+        Ok(KeyRing {
+            keys,
+            specs: config.keys.clone(),
+            publish_tail_ms,
+            jwks: Mutex::new(None),
+        })
+    }
+
+    /// The key that signs at `now`: its window holds `now`, and the latest `not_before` wins.
+    pub fn active(&self, now: UnixMs) -> Option<&LoadedKey> {
+        let kid = &scheduled_signer(&self.specs, now)?.kid;
+        self.keys.iter().find(|k| &k.spec.kid == kid)
+    }
+
+    /// A key that verifies at `now`: published and not revoked.
+    pub fn verifying(&self, kid: &str, now: UnixMs) -> Option<&LoadedKey> {
+        self.keys
+            .iter()
+            .find(|k| k.spec.kid == kid && k.published_at(now))
+    }
+
+    pub fn state(&self, spec: &KeySpec, now: UnixMs) -> KeyState {
+        key_state(&self.specs, self.publish_tail_ms, spec, now)
+    }
+
+    pub fn specs(&self) -> &[KeySpec] {
+        &self.specs
+    }
+
+    pub fn publish_until(&self, spec: &KeySpec) -> UnixMs {
+        spec.not_after.saturating_add(self.publish_tail_ms)
+    }
+
+    /// The JWKS at `now`, rebuilt only when a key has left the set since the last build.
+    pub fn jwks(&self, now: UnixMs) -> Arc<JwksDocument> {
+        let mut cached = self.jwks.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(doc) = cached.as_ref().filter(|d| now < d.valid_until) {
+            return Arc::clone(doc);
+        }
+        let published: Vec<&LoadedKey> = self.keys.iter().filter(|k| k.published_at(now)).collect();
+        let body = json!({"keys": published.iter().map(|k| k.jwk()).collect::<Vec<_>>()})
+            .to_string()
+            .into_bytes();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
+        let doc = Arc::new(JwksDocument {
+            etag: format!("\"{}\"", hex(&digest.as_ref()[..16])),
+            valid_until: published
+                .iter()
+                .map(|k| k.publish_until)
+                .min()
+                .unwrap_or(UnixMs::MAX),
+            body,
+        });
+        *cached = Some(Arc::clone(&doc));
+        doc
+    }
+}
+
+/// The kid that signs at `now` under `specs`: the non-revoked key whose window holds `now`,
+/// the latest `not_before` winning. [`KeyRing::active`] applies the same rule to loaded keys.
+pub fn scheduled_signer(specs: &[KeySpec], now: UnixMs) -> Option<&KeySpec> {
+    specs
+        .iter()
+        .filter(|k| !k.revoked && k.not_before <= now && now < k.not_after)
+        .max_by_key(|k| k.not_before)
+}
+
+/// A key's state at `now`, from the config alone (no key file is read).
+pub fn key_state(specs: &[KeySpec], publish_tail_ms: i64, spec: &KeySpec, now: UnixMs) -> KeyState {
+    if spec.revoked {
+        KeyState::Revoked
+    } else if now >= spec.not_after.saturating_add(publish_tail_ms) {
+        KeyState::Expired
+    } else if scheduled_signer(specs, now).is_some_and(|a| a.kid == spec.kid) {
+        KeyState::Active
+    } else if now < spec.not_before {
+        KeyState::Upcoming
+    } else {
+        KeyState::Retiring
+    }
+}
+
+/// The ring in force, swapped whole on reload so readers never see half a config.
+#[derive(Debug)]
+pub struct KeyRingHandle(RwLock<Arc<KeyRing>>);
+
+impl KeyRingHandle {
+    pub fn new(ring: KeyRing) -> Self {
+        KeyRingHandle(RwLock::new(Arc::new(ring)))
+    }
+
+    pub fn current(&self) -> Arc<KeyRing> {
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn replace(&self, ring: KeyRing) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// For `serve` with the dev config: generates each missing key file marked `generate_if_missing`.
+/// Returns the kids generated, so the caller can warn loudly.
+pub fn generate_missing(config: &Config) -> Result<Vec<String>, KeyFileError> {
+    let mut generated = Vec::new();
+    for spec in config.keys.iter().filter(|k| k.generate_if_missing && !k.revoked) {
+        if !spec.path.exists() {
+            files::write_private_pem(&spec.path, &files::generate(spec.alg, MIN_RSA_BITS)?)?;
+            generated.push(spec.kid.clone());
+        }
+    }
+    Ok(generated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config_with(dir: &Path, keys: &[(&str, Alg, &str, &str, bool)]) -> Config {
+        let mut text = String::from(
+            "issuer = \"http://localhost\"\nlisten = \"127.0.0.1:0\"\n[tokens]\naccess_ttl = \"10m\"\nleeway = \"1m\"\n",
+        );
+        for (kid, alg, nb, na, revoked) in keys {
+            let path = dir.join(format!("{kid}.pem"));
+            if !path.exists() {
+                files::write_private_pem(&path, &files::generate(*alg, 2048).unwrap()).unwrap();
+            }
+            text.push_str(&format!(
+                "[[keys]]\nkid = \"{kid}\"\nalg = \"{alg}\"\npath = \"{}\"\nnot_before = \"{nb}\"\nnot_after = \"{na}\"\nrevoked = {revoked}\n",
+                path.display()
+            ));
+        }
+        Config::parse(&text, |_| None).unwrap()
+    }
+
+    fn at(s: &str) -> UnixMs {
+        crate::config::parse_timestamp("t", s).unwrap()
+    }
+
+    #[test]
+    fn schedule_picks_latest_started_key_and_publishes_until_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_with(
+            dir.path(),
+            &[
+                ("old", Alg::ES256, "2026-01-01T00:00:00Z", "2026-03-01T00:00:00Z", false),
+                ("new", Alg::RS256, "2026-02-01T00:00:00Z", "2026-06-01T00:00:00Z", false),
+                ("gone", Alg::ES256, "2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z", true),
+            ],
+        );
+        let ring = KeyRing::load(&config).unwrap();
+        assert_eq!(ring.active(at("2026-01-15T00:00:00Z")).unwrap().kid(), "old");
+        // Overlap: the later not_before wins.
+        assert_eq!(ring.active(at("2026-02-15T00:00:00Z")).unwrap().kid(), "new");
+        assert!(ring.active(at("2025-12-31T00:00:00Z")).is_none());
+
+        let old = &config.keys[0];
+        // Published up to not_after + 10m + 1m, not a moment longer.
+        assert_eq!(ring.state(old, at("2026-03-01T00:10:59Z")), KeyState::Retiring);
+        assert_eq!(ring.state(old, at("2026-03-01T00:11:00Z")), KeyState::Expired);
+        assert_eq!(ring.state(&config.keys[1], at("2026-01-15T00:00:00Z")), KeyState::Upcoming);
+        assert_eq!(ring.state(&config.keys[2], at("2026-01-15T00:00:00Z")), KeyState::Revoked);
+        assert!(ring.verifying("gone", at("2026-01-15T00:00:00Z")).is_none());
+        assert!(ring.verifying("old", at("2026-03-01T00:10:59Z")).is_some());
+        assert!(ring.verifying("old", at("2026-03-01T00:11:00Z")).is_none());
+    }
+
+    #[test]
+    fn jwks_lists_published_public_keys_and_rebuilds_when_one_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_with(
+            dir.path(),
+            &[
+                ("old", Alg::ES256, "2026-01-01T00:00:00Z", "2026-03-01T00:00:00Z", false),
+                ("new", Alg::RS256, "2026-02-01T00:00:00Z", "2026-06-01T00:00:00Z", false),
+            ],
+        );
+        let ring = KeyRing::load(&config).unwrap();
+        let before = ring.jwks(at("2026-02-15T00:00:00Z"));
+        let doc: serde_json::Value = serde_json::from_slice(&before.body).unwrap();
+        let keys = doc["keys"].as_array().unwrap();
+        assert_eq!(keys.len(), 2);
+        for k in keys {
+            assert_eq!(k["use"], "sig");
+            for private in ["d", "p", "q", "dp", "dq", "qi"] {
+                assert!(k.get(private).is_none());
+            }
+        }
+        let after = ring.jwks(at("2026-03-02T00:00:00Z"));
+        let doc: serde_json::Value = serde_json::from_slice(&after.body).unwrap();
+        assert_eq!(doc["keys"].as_array().unwrap().len(), 1);
+        assert_ne!(before.etag, after.etag);
+    }
+
+    #[test]
+    fn signatures_verify_with_the_published_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_with(
+            dir.path(),
+            &[
+                ("e", Alg::ES256, "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z", false),
+                ("r", Alg::RS256, "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z", false),
+            ],
+        );
+        let ring = KeyRing::load(&config).unwrap();
+        for kid in ["e", "r"] {
+            let key = ring.verifying(kid, at("2026-06-01T00:00:00Z")).unwrap();
+            let jws = key.sign_jws(br#"{"sub":"x"}"#).unwrap();
+            let alg = match key.alg() {
+                Alg::ES256 => jsonwebtoken::Algorithm::ES256,
+                Alg::RS256 => jsonwebtoken::Algorithm::RS256,
+            };
+            let mut v = jsonwebtoken::Validation::new(alg);
+            v.required_spec_claims.clear();
+            v.validate_exp = false;
+            v.validate_aud = false;
+            let data = jsonwebtoken::decode::<serde_json::Value>(&jws, &key.decoding, &v).unwrap();
+            assert_eq!(data.claims["sub"], "x");
+            assert_eq!(data.header.kid.as_deref(), Some(kid));
+            assert_eq!(data.header.typ.as_deref(), Some("at+jwt"));
+        }
+    }
+}

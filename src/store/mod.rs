@@ -1,0 +1,184 @@
+//! The storage seam: users and refresh-token families, behind one trait with two backends,
+//! Redis ([`redis`]) for deployments of many instances and SQLite ([`embedded`]) for one box.
+//!
+//! Every backend passes the same conformance suite (`tests/api/store_conformance.rs`). The rules
+//! it must keep: rotation is one atomic check-and-swap, a family is one chain that never
+//! branches, the sealed successor lives only for the grace window, and nothing outlives its
+//! family's expiry. Expiry is decided with the caller's `now`, never the backend's own clock.
+
+pub mod embedded;
+pub mod redis;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::clock::UnixMs;
+use crate::tokens::TokenId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or did not answer in time: clients get 503.
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A unique value (a username) is taken.
+    #[error("already exists")]
+    Conflict,
+    /// The backend answered with data this version cannot read.
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Unavailable(Box::new(e))
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    /// Stable id, the `sub` claim.
+    pub id: String,
+    pub username: String,
+    /// PHC string (`$argon2id$…`).
+    pub password_hash: String,
+    pub disabled: bool,
+    pub created_at: UnixMs,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("password_hash", &"<hidden>")
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+/// A login session (a refresh family) as it is created, with its first token.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    pub id: Uuid,
+    pub user_id: String,
+    pub client_id: String,
+    pub scope: String,
+    pub created_at: UnixMs,
+    /// Absolute end of the family: `created_at + refresh_ttl`.
+    pub expires_at: UnixMs,
+    pub user_agent: String,
+    pub ip: String,
+    pub first_token: TokenId,
+    /// `min(created_at + refresh_idle_ttl, expires_at)`.
+    pub first_token_expires_at: UnixMs,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: String,
+    pub client_id: String,
+    pub scope: String,
+    pub created_at: UnixMs,
+    pub last_used_at: UnixMs,
+    pub expires_at: UnixMs,
+    pub user_agent: String,
+    pub ip: String,
+}
+
+/// One presentation of a refresh token, with the successor prepared in advance so the backend
+/// can swap in a single step.
+#[derive(Clone, Debug)]
+pub struct Rotation {
+    pub session_id: Uuid,
+    pub presented: TokenId,
+    pub successor: TokenId,
+    /// The successor sealed under a key derived from the presented token.
+    pub sealed_successor: Vec<u8>,
+    pub now: UnixMs,
+    pub idle_ttl_ms: i64,
+    pub grace_ms: i64,
+    pub user_agent: String,
+    pub ip: String,
+}
+
+/// What the family grants to whoever presented a valid token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub user_id: String,
+    pub client_id: String,
+    pub scope: String,
+    /// When the successor token dies unless it is used.
+    pub successor_expires_at: UnixMs,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The presented token was live: it is now consumed and `Rotation::successor` is live.
+    Rotated(Grant),
+    /// The presented token was consumed less than the grace window ago: the caller gets the
+    /// successor the first presentation got, still sealed.
+    Replayed {
+        grant: Grant,
+        sealed_successor: Vec<u8>,
+    },
+    /// Presented after its grace window: theft is assumed and the whole family is now revoked.
+    Reused { user_id: String },
+    /// Unknown, expired, or from a revoked family.
+    Invalid,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Succeeds only when the backend answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError>;
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError>;
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    /// Writes `password_hash` and `disabled` of an existing user.
+    async fn update_user(&self, user: &User) -> Result<(), StoreError>;
+
+    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
+    /// The atomic check-and-rotate of SPEC 4.3.
+    async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
+    /// The session if it is live at `now`.
+    async fn session(&self, id: Uuid, now: UnixMs) -> Result<Option<Session>, StoreError>;
+    /// Every live session of a user.
+    async fn sessions_of(&self, user_id: &str, now: UnixMs) -> Result<Vec<Session>, StoreError>;
+    /// Revokes the family of `token` if the store ever issued that token (logout). Returns
+    /// whether a family was revoked.
+    async fn revoke_by_token(&self, session_id: Uuid, token: TokenId) -> Result<bool, StoreError>;
+    async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError>;
+    /// Revokes every family of the user; returns how many.
+    async fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError>;
+
+    /// Removes whatever has expired at `now`. Backends with native expiry do nothing.
+    async fn sweep(&self, _now: UnixMs) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The store in use, shared by every worker.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the backend the URL names: `sqlite://PATH` or `redis://…`.
+pub async fn open(url: &str) -> Result<SharedStore, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(embedded::EmbeddedStore::open(path).await?));
+    }
+    if url.starts_with("redis://") {
+        return Ok(Arc::new(redis::RedisStore::new(url)?));
+    }
+    Err(StoreError::Unavailable(
+        format!(
+            "store URL scheme {:?} is not supported by this build (use sqlite:// or redis://)",
+            url.split("://").next().unwrap_or_default()
+        )
+        .into(),
+    ))
+}

@@ -1,0 +1,16 @@
+//! Logging: human-readable lines on standard error, level from `LATCHKEY_LOG` (default `info`).
+
+use tracing::level_filters::LevelFilter;
+
+pub fn init() {
+    let level = std::env::var("LATCHKEY_LOG")
+        .ok()
+        .and_then(|v| v.parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
+    // A second init (tests build many apps in one process) is harmless.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
