@@ -13,7 +13,11 @@ use crate::startup::Application;
 use crate::store::{self, SharedStore, StoreError, User};
 
 #[derive(Parser, Debug)]
-#[command(name = "latchkey", version, about = "A token issuer: JWT access tokens, rotating refresh tokens, published keys.")]
+#[command(
+    name = "latchkey",
+    version,
+    about = "A token issuer: JWT access tokens, rotating refresh tokens, published keys."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -106,16 +110,22 @@ impl CliError {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(c) => serve(&c.path).await,
-        Command::Keys(KeysCommand::Generate { alg, kid, dir, bits }) => {
-            keys_generate(&alg, kid, &dir, bits)
-        }
+        Command::Keys(KeysCommand::Generate {
+            alg,
+            kid,
+            dir,
+            bits,
+        }) => keys_generate(&alg, kid, &dir, bits),
         Command::Keys(KeysCommand::List(c)) => keys_list(&c.path),
         Command::Users(cmd) => users(cmd).await,
         Command::HashSecret => {
             let secret = read_secret("secret")?;
             let hasher = PasswordHasher::new(&PasswordSettings::default())
                 .map_err(CliError::from_display)?;
-            println!("{}", hasher.hash(&secret).await.map_err(CliError::from_display)?);
+            println!(
+                "{}",
+                hasher.hash(&secret).await.map_err(CliError::from_display)?
+            );
             Ok(())
         }
         Command::Config(ConfigCommand::Check(c)) => config_check(&c.path),
@@ -146,7 +156,9 @@ async fn serve(path: &Path) -> Result<(), CliError> {
         port = app.port(),
         "latchkey is listening"
     );
-    app.run_until_stopped().await.map_err(CliError::from_display)
+    app.run_until_stopped()
+        .await
+        .map_err(CliError::from_display)
 }
 
 fn keys_generate(alg: &str, kid: Option<String>, dir: &Path, bits: usize) -> Result<(), CliError> {
@@ -164,7 +176,9 @@ fn keys_generate(alg: &str, kid: Option<String>, dir: &Path, bits: usize) -> Res
         }
     };
     if !config::valid_kid(&kid) {
-        return Err(CliError("--kid must be 1-64 characters of A-Z a-z 0-9 . _ -".into()));
+        return Err(CliError(
+            "--kid must be 1-64 characters of A-Z a-z 0-9 . _ -".into(),
+        ));
     }
     let path = dir.join(format!("{kid}.pem"));
     let der = files::generate(alg, bits).map_err(CliError::from_display)?;
@@ -236,7 +250,9 @@ async fn users(cmd: UsersCommand) -> Result<(), CliError> {
         UsersCommand::List(config) => (None, config.path.clone()),
     };
     let config = load_config(&path)?;
-    let store = store::open(&config.store.url).await.map_err(CliError::from_display)?;
+    let store = store::open(&config.store.url)
+        .await
+        .map_err(CliError::from_display)?;
     let hasher = PasswordHasher::new(&config.passwords).map_err(CliError::from_display)?;
     match cmd {
         UsersCommand::Add { .. } => {
@@ -246,7 +262,10 @@ async fn users(cmd: UsersCommand) -> Result<(), CliError> {
             let user = User {
                 id: uuid::Uuid::new_v4().to_string(),
                 username: name.clone(),
-                password_hash: hasher.hash(&password).await.map_err(CliError::from_display)?,
+                password_hash: hasher
+                    .hash(&password)
+                    .await
+                    .map_err(CliError::from_display)?,
                 disabled: false,
                 created_at: system_ms(),
             };
@@ -262,22 +281,43 @@ async fn users(cmd: UsersCommand) -> Result<(), CliError> {
         UsersCommand::Passwd { .. } => {
             let mut user = find_user(&store, name.as_deref()).await?;
             let password = read_secret("password")?;
-            user.password_hash = hasher.hash(&password).await.map_err(CliError::from_display)?;
-            store.update_user(&user).await.map_err(CliError::from_display)?;
-            let n = store.revoke_user_sessions(&user.id).await.map_err(CliError::from_display)?;
-            println!("password changed for {}; {n} sessions revoked", user.username);
+            user.password_hash = hasher
+                .hash(&password)
+                .await
+                .map_err(CliError::from_display)?;
+            store
+                .update_user(&user)
+                .await
+                .map_err(CliError::from_display)?;
+            let n = store
+                .revoke_user_sessions(&user.id)
+                .await
+                .map_err(CliError::from_display)?;
+            println!(
+                "password changed for {}; {n} sessions revoked",
+                user.username
+            );
             Ok(())
         }
         UsersCommand::Disable { .. } => {
             let mut user = find_user(&store, name.as_deref()).await?;
             user.disabled = true;
-            store.update_user(&user).await.map_err(CliError::from_display)?;
-            let n = store.revoke_user_sessions(&user.id).await.map_err(CliError::from_display)?;
+            store
+                .update_user(&user)
+                .await
+                .map_err(CliError::from_display)?;
+            let n = store
+                .revoke_user_sessions(&user.id)
+                .await
+                .map_err(CliError::from_display)?;
             println!("disabled {}; {n} sessions revoked", user.username);
             Ok(())
         }
         UsersCommand::List(_) => {
-            println!("{:<32} {:<36} {:<8} {:<20}", "USERNAME", "ID", "STATUS", "CREATED");
+            println!(
+                "{:<32} {:<36} {:<8} {:<20}",
+                "USERNAME", "ID", "STATUS", "CREATED"
+            );
             for u in store.list_users().await.map_err(CliError::from_display)? {
                 println!(
                     "{:<32} {:<36} {:<8} {:<20}",
@@ -314,7 +354,9 @@ fn read_secret(what: &str) -> Result<Password, CliError> {
         return Err(CliError(format!("no {what} on standard input")));
     }
     if line.len() > MAX_PASSWORD_BYTES {
-        return Err(CliError(format!("the {what} is longer than {MAX_PASSWORD_BYTES} bytes")));
+        return Err(CliError(format!(
+            "the {what} is longer than {MAX_PASSWORD_BYTES} bytes"
+        )));
     }
     Ok(Password::new(line))
 }

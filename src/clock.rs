@@ -31,8 +31,7 @@ impl Clock {
 
     /// Moves this clock (and every clone of it) forward.
     pub fn advance(&self, by: Duration) {
-        self.offset_ms
-            .fetch_add(duration_ms(by), Ordering::Relaxed);
+        self.offset_ms.fetch_add(duration_ms(by), Ordering::Relaxed);
     }
 }
 

@@ -262,18 +262,78 @@ const ENV_FIELDS: &[(&str, Option<&str>, &str, EnvKind)] = &[
     ("LATCHKEY_ISSUER", None, "issuer", EnvKind::Str),
     ("LATCHKEY_LISTEN", None, "listen", EnvKind::Str),
     ("LATCHKEY_STORE_URL", Some("store"), "url", EnvKind::Str),
-    ("LATCHKEY_TOKENS_ACCESS_TTL", Some("tokens"), "access_ttl", EnvKind::Str),
-    ("LATCHKEY_TOKENS_REFRESH_TTL", Some("tokens"), "refresh_ttl", EnvKind::Str),
-    ("LATCHKEY_TOKENS_REFRESH_IDLE_TTL", Some("tokens"), "refresh_idle_ttl", EnvKind::Str),
-    ("LATCHKEY_TOKENS_REUSE_GRACE", Some("tokens"), "reuse_grace", EnvKind::Str),
-    ("LATCHKEY_TOKENS_LEEWAY", Some("tokens"), "leeway", EnvKind::Str),
-    ("LATCHKEY_TOKENS_AUDIENCE", Some("tokens"), "audience", EnvKind::List),
-    ("LATCHKEY_JWKS_MAX_AGE", Some("jwks"), "max_age", EnvKind::Str),
-    ("LATCHKEY_JWKS_STALE_IF_ERROR", Some("jwks"), "stale_if_error", EnvKind::Str),
-    ("LATCHKEY_PASSWORDS_MEMORY_KIB", Some("passwords"), "memory_kib", EnvKind::Int),
-    ("LATCHKEY_PASSWORDS_ITERATIONS", Some("passwords"), "iterations", EnvKind::Int),
-    ("LATCHKEY_PASSWORDS_PARALLELISM", Some("passwords"), "parallelism", EnvKind::Int),
-    ("LATCHKEY_PASSWORDS_MAX_CONCURRENT", Some("passwords"), "max_concurrent", EnvKind::Int),
+    (
+        "LATCHKEY_TOKENS_ACCESS_TTL",
+        Some("tokens"),
+        "access_ttl",
+        EnvKind::Str,
+    ),
+    (
+        "LATCHKEY_TOKENS_REFRESH_TTL",
+        Some("tokens"),
+        "refresh_ttl",
+        EnvKind::Str,
+    ),
+    (
+        "LATCHKEY_TOKENS_REFRESH_IDLE_TTL",
+        Some("tokens"),
+        "refresh_idle_ttl",
+        EnvKind::Str,
+    ),
+    (
+        "LATCHKEY_TOKENS_REUSE_GRACE",
+        Some("tokens"),
+        "reuse_grace",
+        EnvKind::Str,
+    ),
+    (
+        "LATCHKEY_TOKENS_LEEWAY",
+        Some("tokens"),
+        "leeway",
+        EnvKind::Str,
+    ),
+    (
+        "LATCHKEY_TOKENS_AUDIENCE",
+        Some("tokens"),
+        "audience",
+        EnvKind::List,
+    ),
+    (
+        "LATCHKEY_JWKS_MAX_AGE",
+        Some("jwks"),
+        "max_age",
+        EnvKind::Str,
+    ),
+    (
+        "LATCHKEY_JWKS_STALE_IF_ERROR",
+        Some("jwks"),
+        "stale_if_error",
+        EnvKind::Str,
+    ),
+    (
+        "LATCHKEY_PASSWORDS_MEMORY_KIB",
+        Some("passwords"),
+        "memory_kib",
+        EnvKind::Int,
+    ),
+    (
+        "LATCHKEY_PASSWORDS_ITERATIONS",
+        Some("passwords"),
+        "iterations",
+        EnvKind::Int,
+    ),
+    (
+        "LATCHKEY_PASSWORDS_PARALLELISM",
+        Some("passwords"),
+        "parallelism",
+        EnvKind::Int,
+    ),
+    (
+        "LATCHKEY_PASSWORDS_MAX_CONCURRENT",
+        Some("passwords"),
+        "max_concurrent",
+        EnvKind::Int,
+    ),
 ];
 
 #[derive(Clone, Copy)]
@@ -294,8 +354,8 @@ impl Config {
 
     /// Parses TOML text with `env` as the source of overrides.
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut table: toml::Table = toml::from_str(text)
-            .map_err(|e| ConfigError::one(one_line(&e.to_string())))?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::one(one_line(&e.to_string())))?;
         apply_env(&mut table, env)?;
         let raw: RawConfig = RawConfig::deserialize(toml::Value::Table(table))
             .map_err(|e| ConfigError::one(one_line(&e.to_string())))?;
@@ -366,8 +426,9 @@ fn apply_env(
 
 /// Parses `"900s"`, `"15m"`, `"30d"`, `"1h 30m"`.
 pub fn parse_duration(field: &str, value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value.trim())
-        .map_err(|e| format!("{field}: invalid duration {value:?} ({e}); use e.g. \"900s\", \"15m\", \"30d\""))
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        format!("{field}: invalid duration {value:?} ({e}); use e.g. \"900s\", \"15m\", \"30d\"")
+    })
 }
 
 /// Parses an RFC 3339 UTC timestamp such as `"2026-11-01T00:00:00Z"`.
@@ -421,7 +482,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         problems.push("tokens.access_ttl: must be shorter than tokens.refresh_idle_ttl".into());
     }
     if tokens.reuse_grace > Duration::from_secs(300) {
-        problems.push("tokens.reuse_grace: at most 5m; longer windows weaken theft detection".into());
+        problems
+            .push("tokens.reuse_grace: at most 5m; longer windows weaken theft detection".into());
     }
     if tokens.audience.is_empty() || tokens.audience.iter().any(|a| a.trim().is_empty()) {
         problems.push("tokens.audience: needs at least one non-empty audience".into());
@@ -449,11 +511,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let url = raw.store.url;
     let scheme = url.split("://").next().unwrap_or_default();
     if matches!(scheme, "rediss" | "redis+cluster") {
-        problems.push(format!("store.url: {scheme}:// is not supported by this build yet; use redis:// or sqlite://"));
+        problems.push(format!(
+            "store.url: {scheme}:// is not supported by this build yet; use redis:// or sqlite://"
+        ));
     } else if !url.contains("://") || !matches!(scheme, "sqlite" | "redis") {
         problems.push("store.url: must start with sqlite:// or redis://".into());
     } else if scheme == "sqlite" && url.trim_start_matches("sqlite://").is_empty() {
-        problems.push("store.url: sqlite:// needs a file path, e.g. sqlite://data/latchkey.db".into());
+        problems
+            .push("store.url: sqlite:// needs a file path, e.g. sqlite://data/latchkey.db".into());
     }
 
     let p = raw.passwords;
@@ -491,8 +556,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 problems.push(p);
                 0
             });
-        let not_after = parse_timestamp(&format!("{at}.not_after"), &k.not_after)
-            .unwrap_or_else(|p| {
+        let not_after =
+            parse_timestamp(&format!("{at}.not_after"), &k.not_after).unwrap_or_else(|p| {
                 problems.push(p);
                 0
             });
@@ -574,7 +639,9 @@ not_after = "2027-01-01T00:00:00Z"
 
     #[test]
     fn bad_values_name_their_field() {
-        let text = MINIMAL.replace("ES256", "HS256").replace("2027-01-01", "2025-01-01");
+        let text = MINIMAL
+            .replace("ES256", "HS256")
+            .replace("2027-01-01", "2025-01-01");
         let text = format!("{text}\n[tokens]\naccess_ttl = \"15x\"\n");
         let err = Config::parse(&text, no_env).unwrap_err();
         let all = err.to_string();
@@ -611,8 +678,14 @@ not_after = "2027-01-01T00:00:00Z"
 
     #[test]
     fn durations_and_timestamps() {
-        assert_eq!(parse_duration("f", "900s").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_duration("f", "30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert_eq!(
+            parse_duration("f", "900s").unwrap(),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            parse_duration("f", "30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
         assert!(parse_duration("f", "soon").is_err());
         let t = parse_timestamp("f", "2026-11-01T00:00:00Z").unwrap();
         assert_eq!(t, 1_793_491_200_000);

@@ -6,9 +6,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use tokio::sync::Semaphore;
 
 use crate::config::PasswordSettings;
@@ -86,7 +86,8 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &Password) -> Result<String, CredentialError> {
         let params = self.params.clone();
         let password = password.clone();
-        self.run(move || hash_with(&params, password.expose())).await?
+        self.run(move || hash_with(&params, password.expose()))
+            .await?
     }
 
     /// Checks `password` against `stored`, or against the dummy hash when there is no user.
@@ -157,11 +158,26 @@ mod tests {
     #[tokio::test]
     async fn hash_then_verify() {
         let hasher = PasswordHasher::new(&cheap()).unwrap();
-        let hash = hasher.hash(&Password::new("correct horse".into())).await.unwrap();
+        let hash = hasher
+            .hash(&Password::new("correct horse".into()))
+            .await
+            .unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
-        assert!(hasher.verify(Some(&hash), &Password::new("correct horse".into())).await);
-        assert!(!hasher.verify(Some(&hash), &Password::new("wrong".into())).await);
-        assert!(!hasher.verify(Some("not a hash"), &Password::new("x".into())).await);
+        assert!(
+            hasher
+                .verify(Some(&hash), &Password::new("correct horse".into()))
+                .await
+        );
+        assert!(
+            !hasher
+                .verify(Some(&hash), &Password::new("wrong".into()))
+                .await
+        );
+        assert!(
+            !hasher
+                .verify(Some("not a hash"), &Password::new("x".into()))
+                .await
+        );
     }
 
     #[tokio::test]

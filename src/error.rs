@@ -107,9 +107,15 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         match self {
-            ApiError::Internal(e) => tracing::error!(error = %error_chain(e.as_ref()), "request failed"),
-            ApiError::StoreUnavailable(e) => tracing::warn!(error = %error_chain(e), "store unavailable"),
-            ApiError::NoSigningKey => tracing::error!("no signing key is active: check [[keys]] not_before/not_after"),
+            ApiError::Internal(e) => {
+                tracing::error!(error = %error_chain(e.as_ref()), "request failed")
+            }
+            ApiError::StoreUnavailable(e) => {
+                tracing::warn!(error = %error_chain(e), "store unavailable")
+            }
+            ApiError::NoSigningKey => {
+                tracing::error!("no signing key is active: check [[keys]] not_before/not_after")
+            }
             _ => {}
         }
         let description = self.description();
@@ -164,7 +170,10 @@ pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
             let msg = e.to_string();
             let safe = msg.starts_with("missing field") || msg.starts_with("unknown field");
             ApiError::InvalidRequest(match (e.classify(), safe) {
-                (_, true) => format!("invalid body: {}", msg.split(" at line").next().unwrap_or("")),
+                (_, true) => format!(
+                    "invalid body: {}",
+                    msg.split(" at line").next().unwrap_or("")
+                ),
                 (serde_json::error::Category::Data, false) => {
                     "invalid body: a field has the wrong type or value".into()
                 }

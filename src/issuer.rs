@@ -87,6 +87,8 @@ impl Issuer {
             None => DEFAULT_CLIENT_ID,
         };
 
+        // Checked first, so no session is created (nor token consumed) that cannot be answered.
+        self.ensure_signing_key()?;
         let user = self.store.user_by_name(username).await?;
         let matched = self
             .hasher
@@ -128,11 +130,16 @@ impl Issuer {
     }
 
     #[tracing::instrument(name = "refresh", skip_all, fields(sid))]
-    pub async fn refresh(&self, token: &str, meta: &RequestMeta) -> Result<TokenResponse, ApiError> {
+    pub async fn refresh(
+        &self,
+        token: &str,
+        meta: &RequestMeta,
+    ) -> Result<TokenResponse, ApiError> {
         let presented =
             RefreshToken::parse(token).map_err(|_| ApiError::InvalidGrant(BAD_REFRESH))?;
         let sid = presented.session_id;
         tracing::Span::current().record("sid", tracing::field::display(sid));
+        self.ensure_signing_key()?;
         let successor = RefreshToken::generate(sid).map_err(ApiError::internal)?;
         let now = self.clock.now_ms();
         let tokens = &self.config.tokens;
@@ -188,7 +195,11 @@ impl Issuer {
         let claims = self.verify_access(token, now)?;
         let user = match self.store.user_by_id(&claims.sub).await? {
             Some(user) if !user.disabled => user,
-            _ => return Err(ApiError::InvalidToken("the user no longer exists or is disabled")),
+            _ => {
+                return Err(ApiError::InvalidToken(
+                    "the user no longer exists or is disabled",
+                ));
+            }
         };
         if let Some(sid) = &claims.sid {
             let sid = Uuid::parse_str(sid).map_err(|_| ApiError::InvalidToken("invalid sid"))?;
@@ -218,7 +229,9 @@ impl Issuer {
             .kid
             .as_deref()
             .and_then(|kid| ring.verifying(kid, now))
-            .ok_or(ApiError::InvalidToken("signed by an unknown or withdrawn key"))?;
+            .ok_or(ApiError::InvalidToken(
+                "signed by an unknown or withdrawn key",
+            ))?;
         let alg = match key.alg() {
             Alg::ES256 => Algorithm::ES256,
             Alg::RS256 => Algorithm::RS256,
@@ -277,6 +290,13 @@ impl Issuer {
         Ok((jws, ttl))
     }
 
+    fn ensure_signing_key(&self) -> Result<(), ApiError> {
+        match self.keys.current().active(self.clock.now_ms()) {
+            Some(_) => Ok(()),
+            None => Err(ApiError::NoSigningKey),
+        }
+    }
+
     fn respond(
         &self,
         grant: &Grant,
@@ -284,9 +304,15 @@ impl Issuer {
         refresh: RefreshToken,
         now: UnixMs,
     ) -> Result<TokenResponse, ApiError> {
-        let (access_token, expires_in) =
-            self.sign_access(&grant.user_id, &grant.client_id, &grant.scope, Some(sid), now)?;
-        let refresh_expires_in = u64::try_from((grant.successor_expires_at - now).max(0) / 1000).unwrap_or(0);
+        let (access_token, expires_in) = self.sign_access(
+            &grant.user_id,
+            &grant.client_id,
+            &grant.scope,
+            Some(sid),
+            now,
+        )?;
+        let refresh_expires_in =
+            u64::try_from((grant.successor_expires_at - now).max(0) / 1000).unwrap_or(0);
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",

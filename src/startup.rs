@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::{DefaultHeaders, Next, from_fn};
 use actix_web::{App, HttpServer, web};
@@ -112,6 +112,16 @@ impl Application {
         self.port
     }
 
+    /// Stops the server from elsewhere (tests, signal handlers).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// The issuer state the server runs with.
+    pub fn issuer(&self) -> &Issuer {
+        &self.issuer
+    }
+
     /// Serves until the server is stopped (SIGINT/SIGTERM: graceful, in-flight requests finish).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let sweeper = tokio::spawn(sweep_forever(self.issuer.clone()));
@@ -133,7 +143,10 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/auth/refresh", web::post().to(auth::refresh)))
         .service(resource("/auth/logout", web::post().to(auth::logout)))
         .service(resource("/auth/userinfo", web::get().to(auth::userinfo)))
-        .service(resource("/.well-known/jwks.json", web::get().to(well_known::jwks)))
+        .service(resource(
+            "/.well-known/jwks.json",
+            web::get().to(well_known::jwks),
+        ))
         .service(resource(
             "/.well-known/oauth-authorization-server",
             web::get().to(well_known::metadata),

@@ -242,7 +242,11 @@ mod tests {
             &format!("{}=", &good.as_str()[..good.as_str().len() - 1]),
             &"é".repeat(REFRESH_TOKEN_LEN / 2),
         ] {
-            assert_eq!(RefreshToken::parse(bad).unwrap_err(), MalformedToken, "{bad}");
+            assert_eq!(
+                RefreshToken::parse(bad).unwrap_err(),
+                MalformedToken,
+                "{bad}"
+            );
         }
     }
 
@@ -261,7 +265,11 @@ mod tests {
         tampered[20] ^= 1;
         assert_eq!(p.open(&tampered), None);
         // The sealed bytes do not contain the successor in the clear.
-        assert!(!sealed.windows(16).any(|w| successor.as_str().as_bytes().windows(16).any(|s| s == w)));
+        assert!(
+            !sealed
+                .windows(16)
+                .any(|w| successor.as_str().as_bytes().windows(16).any(|s| s == w))
+        );
     }
 
     #[test]

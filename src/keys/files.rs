@@ -89,7 +89,9 @@ pub fn read_private_der(path: &Path) -> Result<Vec<u8>, KeyFileError> {
     match label {
         "PRIVATE KEY" => {}
         "ENCRYPTED PRIVATE KEY" => {
-            return Err(format("encrypted PKCS#8 keys are not supported by this build"));
+            return Err(format(
+                "encrypted PKCS#8 keys are not supported by this build",
+            ));
         }
         "EC PRIVATE KEY" | "RSA PRIVATE KEY" => {
             return Err(format(
@@ -156,8 +158,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.pem");
         std::fs::write(&path, pem_encode("EC PRIVATE KEY", b"x")).unwrap();
-        assert!(read_private_der(&path).unwrap_err().to_string().contains("openssl pkcs8"));
+        assert!(
+            read_private_der(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("openssl pkcs8")
+        );
         std::fs::write(&path, pem_encode("ENCRYPTED PRIVATE KEY", b"x")).unwrap();
-        assert!(read_private_der(&path).unwrap_err().to_string().contains("encrypted"));
+        assert!(
+            read_private_der(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("encrypted")
+        );
     }
 }

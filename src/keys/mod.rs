@@ -146,8 +146,13 @@ impl LoadedKey {
                 .to_vec(),
             Signer::Rsa(pair) => {
                 let mut sig = vec![0; pair.public_modulus_len()];
-                pair.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), out.as_bytes(), &mut sig)
-                    .map_err(|_| SignError)?;
+                pair.sign(
+                    &RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    out.as_bytes(),
+                    &mut sig,
+                )
+                .map_err(|_| SignError)?;
                 sig
             }
         };
@@ -322,17 +327,23 @@ impl KeyRingHandle {
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// For `serve` with the dev config: generates each missing key file marked `generate_if_missing`.
 /// Returns the kids generated, so the caller can warn loudly.
 pub fn generate_missing(config: &Config) -> Result<Vec<String>, KeyFileError> {
     let mut generated = Vec::new();
-    for spec in config.keys.iter().filter(|k| k.generate_if_missing && !k.revoked) {
+    for spec in config
+        .keys
+        .iter()
+        .filter(|k| k.generate_if_missing && !k.revoked)
+    {
         if !spec.path.exists() {
             files::write_private_pem(&spec.path, &files::generate(spec.alg, MIN_RSA_BITS)?)?;
             generated.push(spec.kid.clone());
@@ -373,23 +384,59 @@ mod tests {
         let config = config_with(
             dir.path(),
             &[
-                ("old", Alg::ES256, "2026-01-01T00:00:00Z", "2026-03-01T00:00:00Z", false),
-                ("new", Alg::RS256, "2026-02-01T00:00:00Z", "2026-06-01T00:00:00Z", false),
-                ("gone", Alg::ES256, "2026-01-01T00:00:00Z", "2026-06-01T00:00:00Z", true),
+                (
+                    "old",
+                    Alg::ES256,
+                    "2026-01-01T00:00:00Z",
+                    "2026-03-01T00:00:00Z",
+                    false,
+                ),
+                (
+                    "new",
+                    Alg::RS256,
+                    "2026-02-01T00:00:00Z",
+                    "2026-06-01T00:00:00Z",
+                    false,
+                ),
+                (
+                    "gone",
+                    Alg::ES256,
+                    "2026-01-01T00:00:00Z",
+                    "2026-06-01T00:00:00Z",
+                    true,
+                ),
             ],
         );
         let ring = KeyRing::load(&config).unwrap();
-        assert_eq!(ring.active(at("2026-01-15T00:00:00Z")).unwrap().kid(), "old");
+        assert_eq!(
+            ring.active(at("2026-01-15T00:00:00Z")).unwrap().kid(),
+            "old"
+        );
         // Overlap: the later not_before wins.
-        assert_eq!(ring.active(at("2026-02-15T00:00:00Z")).unwrap().kid(), "new");
+        assert_eq!(
+            ring.active(at("2026-02-15T00:00:00Z")).unwrap().kid(),
+            "new"
+        );
         assert!(ring.active(at("2025-12-31T00:00:00Z")).is_none());
 
         let old = &config.keys[0];
         // Published up to not_after + 10m + 1m, not a moment longer.
-        assert_eq!(ring.state(old, at("2026-03-01T00:10:59Z")), KeyState::Retiring);
-        assert_eq!(ring.state(old, at("2026-03-01T00:11:00Z")), KeyState::Expired);
-        assert_eq!(ring.state(&config.keys[1], at("2026-01-15T00:00:00Z")), KeyState::Upcoming);
-        assert_eq!(ring.state(&config.keys[2], at("2026-01-15T00:00:00Z")), KeyState::Revoked);
+        assert_eq!(
+            ring.state(old, at("2026-03-01T00:10:59Z")),
+            KeyState::Retiring
+        );
+        assert_eq!(
+            ring.state(old, at("2026-03-01T00:11:00Z")),
+            KeyState::Expired
+        );
+        assert_eq!(
+            ring.state(&config.keys[1], at("2026-01-15T00:00:00Z")),
+            KeyState::Upcoming
+        );
+        assert_eq!(
+            ring.state(&config.keys[2], at("2026-01-15T00:00:00Z")),
+            KeyState::Revoked
+        );
         assert!(ring.verifying("gone", at("2026-01-15T00:00:00Z")).is_none());
         assert!(ring.verifying("old", at("2026-03-01T00:10:59Z")).is_some());
         assert!(ring.verifying("old", at("2026-03-01T00:11:00Z")).is_none());
@@ -401,8 +448,20 @@ mod tests {
         let config = config_with(
             dir.path(),
             &[
-                ("old", Alg::ES256, "2026-01-01T00:00:00Z", "2026-03-01T00:00:00Z", false),
-                ("new", Alg::RS256, "2026-02-01T00:00:00Z", "2026-06-01T00:00:00Z", false),
+                (
+                    "old",
+                    Alg::ES256,
+                    "2026-01-01T00:00:00Z",
+                    "2026-03-01T00:00:00Z",
+                    false,
+                ),
+                (
+                    "new",
+                    Alg::RS256,
+                    "2026-02-01T00:00:00Z",
+                    "2026-06-01T00:00:00Z",
+                    false,
+                ),
             ],
         );
         let ring = KeyRing::load(&config).unwrap();
@@ -428,8 +487,20 @@ mod tests {
         let config = config_with(
             dir.path(),
             &[
-                ("e", Alg::ES256, "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z", false),
-                ("r", Alg::RS256, "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z", false),
+                (
+                    "e",
+                    Alg::ES256,
+                    "2026-01-01T00:00:00Z",
+                    "2027-01-01T00:00:00Z",
+                    false,
+                ),
+                (
+                    "r",
+                    Alg::RS256,
+                    "2026-01-01T00:00:00Z",
+                    "2027-01-01T00:00:00Z",
+                    false,
+                ),
             ],
         );
         let ring = KeyRing::load(&config).unwrap();

@@ -34,7 +34,12 @@ pub async fn login(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let response = issuer
-        .login(&body.username, &body.password, body.client_id.as_deref(), &request_meta(&req))
+        .login(
+            &body.username,
+            &body.password,
+            body.client_id.as_deref(),
+            &request_meta(&req),
+        )
         .await?;
     Ok(HttpResponse::Ok().json(response))
 }
@@ -44,7 +49,9 @@ pub async fn refresh(
     req: HttpRequest,
     body: web::Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let response = issuer.refresh(&body.refresh_token, &request_meta(&req)).await?;
+    let response = issuer
+        .refresh(&body.refresh_token, &request_meta(&req))
+        .await?;
     Ok(HttpResponse::Ok().json(response))
 }
 
@@ -56,7 +63,10 @@ pub async fn logout(
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn userinfo(issuer: web::Data<Issuer>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn userinfo(
+    issuer: web::Data<Issuer>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let auth = issuer.authenticate(bearer_token(&req)?).await?;
     Ok(HttpResponse::Ok().json(UserInfo {
         sub: &auth.user.id,

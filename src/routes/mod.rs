@@ -25,7 +25,10 @@ pub fn request_meta(req: &HttpRequest) -> RequestMeta {
         .collect();
     RequestMeta {
         user_agent,
-        ip: req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+        ip: req
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -38,10 +41,14 @@ pub fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
         .to_str()
         .map_err(|_| ApiError::InvalidToken("malformed Authorization header"))?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(token.trim())
         }
-        _ => Err(ApiError::InvalidToken("expected Authorization: Bearer <token>")),
+        _ => Err(ApiError::InvalidToken(
+            "expected Authorization: Bearer <token>",
+        )),
     }
 }
 

@@ -15,7 +15,12 @@ pub async fn readyz(issuer: web::Data<Issuer>) -> HttpResponse {
     let reason = if let Err(e) = issuer.store.ping().await {
         tracing::warn!(error = %crate::error::error_chain(&e), "readiness: store unreachable");
         Some("store unreachable")
-    } else if issuer.keys.current().active(issuer.clock.now_ms()).is_none() {
+    } else if issuer
+        .keys
+        .current()
+        .active(issuer.clock.now_ms())
+        .is_none()
+    {
         Some("no active signing key")
     } else {
         None

@@ -136,6 +136,9 @@ fn session_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
     })
 }
 
+/// `expires_at, used_at, successor_expires_at, sealed_successor` of one refresh token.
+type TokenRow = (i64, Option<i64>, Option<i64>, Option<Vec<u8>>);
+
 fn rotate_in(conn: &mut Connection, r: &Rotation) -> Result<RotateOutcome, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let sid = r.session_id.as_bytes().as_slice();
@@ -159,7 +162,7 @@ fn rotate_in(conn: &mut Connection, r: &Rotation) -> Result<RotateOutcome, Store
     if now >= family_expires {
         return Ok(RotateOutcome::Invalid);
     }
-    let token: Option<(i64, Option<i64>, Option<i64>, Option<Vec<u8>>)> = tx
+    let token: Option<TokenRow> = tx
         .query_row(
             "SELECT expires_at, used_at, successor_expires_at, sealed_successor
              FROM refresh_tokens WHERE id = ?1 AND session_id = ?2",
@@ -188,7 +191,13 @@ fn rotate_in(conn: &mut Connection, r: &Rotation) -> Result<RotateOutcome, Store
             tx.execute(
                 "UPDATE refresh_tokens SET used_at = ?1, successor_expires_at = ?2,
                  sealed_successor = ?3, sealed_until = ?4 WHERE id = ?5",
-                params![now, next_expires, sealed, sealed_until, r.presented.0.as_slice()],
+                params![
+                    now,
+                    next_expires,
+                    sealed,
+                    sealed_until,
+                    r.presented.0.as_slice()
+                ],
             )?;
             tx.execute(
                 "INSERT INTO refresh_tokens (id, session_id, expires_at) VALUES (?1, ?2, ?3)",
@@ -235,7 +244,13 @@ impl Store for EmbeddedStore {
             let inserted = c.execute(
                 "INSERT INTO users (id, username, password_hash, disabled, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                params![user.id, user.username, user.password_hash, user.disabled, user.created_at],
+                params![
+                    user.id,
+                    user.username,
+                    user.password_hash,
+                    user.disabled,
+                    user.created_at
+                ],
             )?;
             if inserted == 0 {
                 return Err(StoreError::Conflict);
@@ -273,8 +288,9 @@ impl Store for EmbeddedStore {
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         self.with(|c| {
-            let mut stmt =
-                c.prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username"))?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+            ))?;
             let users = stmt.query_map([], user_from)?.collect::<Result<_, _>>()?;
             Ok(users)
         })
@@ -333,7 +349,9 @@ impl Store for EmbeddedStore {
     async fn session(&self, id: Uuid, now: UnixMs) -> Result<Option<Session>, StoreError> {
         self.with(move |c| {
             Ok(c.query_row(
-                &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND expires_at > ?2"),
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND expires_at > ?2"
+                ),
                 params![id.as_bytes().as_slice(), now],
                 session_from,
             )
@@ -371,7 +389,10 @@ impl Store for EmbeddedStore {
 
     async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError> {
         self.with(move |c| {
-            Ok(c.execute("DELETE FROM sessions WHERE id = ?1", [id.as_bytes().as_slice()])? > 0)
+            Ok(c.execute(
+                "DELETE FROM sessions WHERE id = ?1",
+                [id.as_bytes().as_slice()],
+            )? > 0)
         })
         .await
     }

@@ -72,9 +72,7 @@ impl RedisStore {
                     .set_response_timeout(Some(Duration::from_secs(2)))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(500));
-                self.client
-                    .get_connection_manager_with_config(config)
-                    .await
+                self.client.get_connection_manager_with_config(config).await
             })
             .await?;
         Ok(conn.clone())
@@ -328,7 +326,10 @@ impl Store for RedisStore {
             "reused" => {
                 let user_id = text(&reply, 1)?;
                 let _: () = conn
-                    .srem(user_sessions_key(&user_id), r.session_id.simple().to_string())
+                    .srem(
+                        user_sessions_key(&user_id),
+                        r.session_id.simple().to_string(),
+                    )
                     .await?;
                 Ok(RotateOutcome::Reused { user_id })
             }
@@ -384,10 +385,10 @@ impl Store for RedisStore {
         let ids: Vec<String> = conn.smembers(user_sessions_key(user_id)).await?;
         let mut revoked = 0;
         for raw in ids {
-            if let Ok(sid) = Uuid::parse_str(&raw) {
-                if self.revoke_family(&mut conn, sid, None).await? {
-                    revoked += 1;
-                }
+            if let Ok(sid) = Uuid::parse_str(&raw)
+                && self.revoke_family(&mut conn, sid, None).await?
+            {
+                revoked += 1;
             }
         }
         // No DEL of the index: a login racing this call must stay listed (and revocable).

@@ -1,0 +1,127 @@
+//! The whole login → use → expire → refresh → logout flow over HTTP.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::helpers::{Backend, PASSWORD, assert_error, spawn_app_with, text};
+
+on_every_backend!(
+    login_use_expire_refresh_logout,
+    unknown_user_and_wrong_password_answer_identically,
+    logout_is_idempotent,
+    disabled_user_cannot_log_in,
+);
+
+async fn login_use_expire_refresh_logout(backend: Backend) {
+    // Arrange
+    let app = spawn_app_with(backend, |_| {}).await;
+    let user = app.add_user("alice", PASSWORD).await;
+
+    // Login
+    let response = app.login("alice", PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let tokens: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 900);
+    assert_eq!(tokens["refresh_expires_in"], 7 * 86400);
+    assert!(tokens.get("scope").is_none());
+    let access = text(&tokens, "access_token");
+    let refresh = text(&tokens, "refresh_token");
+    assert!(refresh.starts_with("lk_rt_"));
+
+    // Use
+    let info = app.userinfo(&access).await;
+    assert_eq!(info.status(), StatusCode::OK);
+    let info: serde_json::Value = info.json().await.unwrap();
+    assert_eq!(info["sub"], user.id.as_str());
+    assert_eq!(info["username"], "alice");
+
+    // Expire: 15 minutes plus the 30 s leeway
+    app.clock.advance(Duration::from_secs(15 * 60 + 31));
+    let expired = app.userinfo(&access).await;
+    assert!(
+        expired.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    assert_error(expired, StatusCode::UNAUTHORIZED, "invalid_token").await;
+
+    // Refresh
+    let response = app.refresh(&refresh).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let renewed: serde_json::Value = response.json().await.unwrap();
+    let access2 = text(&renewed, "access_token");
+    let refresh2 = text(&renewed, "refresh_token");
+    assert_ne!(refresh2, refresh);
+    assert_eq!(app.userinfo(&access2).await.status(), StatusCode::OK);
+
+    // Logout: the family is gone, and with it the access token's standing at the issuer
+    assert_eq!(app.logout(&refresh2).await.status(), StatusCode::NO_CONTENT);
+    assert_error(
+        app.refresh(&refresh2).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+    )
+    .await;
+    assert_error(
+        app.userinfo(&access2).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    )
+    .await;
+}
+
+async fn unknown_user_and_wrong_password_answer_identically(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    app.add_user("bob", PASSWORD).await;
+
+    let wrong = app.login("bob", "not the password").await;
+    let unknown = app.login("nobody", PASSWORD).await;
+
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    let wrong: serde_json::Value = wrong.json().await.unwrap();
+    let unknown: serde_json::Value = unknown.json().await.unwrap();
+    assert_eq!(wrong, unknown);
+    assert_eq!(wrong["error"], "invalid_grant");
+}
+
+async fn logout_is_idempotent(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    app.add_user("carol", PASSWORD).await;
+    let refresh = text(&app.login_ok("carol").await, "refresh_token");
+
+    assert_eq!(app.logout(&refresh).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.logout(&refresh).await.status(), StatusCode::NO_CONTENT);
+    // Unknown and malformed tokens: 204 too (RFC 7009 §2.2).
+    let unknown = latchkey::tokens::RefreshToken::generate(uuid::Uuid::new_v4()).unwrap();
+    assert_eq!(
+        app.logout(unknown.as_str()).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(app.logout("garbage").await.status(), StatusCode::NO_CONTENT);
+    assert_error(
+        app.refresh(&refresh).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+    )
+    .await;
+}
+
+async fn disabled_user_cannot_log_in(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    let mut user = app.add_user("dave", PASSWORD).await;
+    user.disabled = true;
+    app.store.update_user(&user).await.unwrap();
+
+    assert_error(
+        app.login("dave", PASSWORD).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+    )
+    .await;
+}

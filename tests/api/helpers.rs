@@ -1,0 +1,372 @@
+//! Test fixtures: a private `redis-server` per test, and the real issuer on a random port.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use latchkey::clock::Clock;
+use latchkey::config::Config;
+use latchkey::credentials::{Password, PasswordHasher};
+use latchkey::keys::files;
+use latchkey::startup::Application;
+use latchkey::store::{self, SharedStore, User};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A `redis-server` of this test's own: loopback, a free port, a temporary directory, no
+/// persistence. Killed on drop; `kill` and `restart` simulate outages.
+pub struct RedisServer {
+    pub port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        // The port is free when picked but could be taken before redis binds it: retry, bounded.
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                port: free_port(),
+                dir: tempfile::tempdir().unwrap(),
+                child: None,
+            };
+            if server.launch() {
+                return server;
+            }
+        }
+        panic!("could not start redis-server; is it installed?");
+    }
+
+    fn launch(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be on PATH");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(client) = redis::Client::open(self.url())
+                && let Ok(mut conn) = client.get_connection()
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return true;
+            }
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        false
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port (empty: persistence is off).
+    pub fn restart(&mut self) {
+        self.kill();
+        assert!(
+            self.launch(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
+    }
+
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Redis,
+}
+
+/// What a test may change in the generated config before the app starts.
+pub struct TestConfig {
+    pub text: String,
+    pub dir: PathBuf,
+}
+
+impl TestConfig {
+    /// Sets `key = value` (given as one line) in `[section]`, replacing the key's line if any.
+    pub fn set(&mut self, section: &str, line: &str) {
+        let header = format!("[{section}]\n");
+        let start = self.text.find(&header).unwrap() + header.len();
+        let end = self.text[start..]
+            .find("\n[")
+            .map_or(self.text.len(), |i| start + i + 1);
+        let key = line.split('=').next().unwrap().trim();
+        let body: Vec<&str> = self.text[start..end]
+            .lines()
+            .filter(|l| l.split('=').next().unwrap().trim() != key)
+            .collect();
+        let replaced = format!("{line}\n{}\n", body.join("\n"));
+        self.text.replace_range(start..end, &replaced);
+    }
+
+    /// Appends a [[keys]] entry, generating its key file unless it exists.
+    pub fn add_key(
+        &mut self,
+        kid: &str,
+        alg: &str,
+        not_before: &str,
+        not_after: &str,
+        extra: &str,
+    ) {
+        let path = self.dir.join(format!("{kid}.pem"));
+        if !path.exists() {
+            let alg = latchkey::config::Alg::parse(alg).unwrap();
+            files::write_private_pem(&path, &files::generate(alg, 2048).unwrap()).unwrap();
+        }
+        self.text.push_str(&format!(
+            "\n[[keys]]\nkid = \"{kid}\"\nalg = \"{alg}\"\npath = \"{}\"\nnot_before = \"{not_before}\"\nnot_after = \"{not_after}\"\n{extra}\n",
+            path.display()
+        ));
+    }
+}
+
+pub fn base_config(dir: &Path, store_url: &str) -> TestConfig {
+    let text = format!(
+        r#"issuer = "http://127.0.0.1"
+listen = "127.0.0.1:0"
+
+[tokens]
+access_ttl = "15m"
+refresh_ttl = "30d"
+refresh_idle_ttl = "7d"
+reuse_grace = "10s"
+leeway = "30s"
+audience = ["api"]
+
+[store]
+url = "{store_url}"
+
+[jwks]
+max_age = "5m"
+
+[passwords]
+memory_kib = 64
+iterations = 1
+parallelism = 1
+"#
+    );
+    let mut config = TestConfig {
+        text,
+        dir: dir.to_owned(),
+    };
+    config.add_key(
+        "test-es",
+        "ES256",
+        "2020-01-01T00:00:00Z",
+        "2100-01-01T00:00:00Z",
+        "",
+    );
+    config
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub clock: Clock,
+    /// A second handle on the same store, for arranging and inspecting.
+    pub store: SharedStore,
+    pub hasher: PasswordHasher,
+    pub config: Config,
+    pub config_text: String,
+    pub redis: Option<RedisServer>,
+    pub dir: TempDir,
+    handle: actix_web::dev::ServerHandle,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Backend::Embedded, |_| {}).await
+}
+
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut TestConfig)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = (backend == Backend::Redis).then(RedisServer::start);
+    let url = match &redis {
+        Some(r) => r.url(),
+        None => format!("sqlite://{}", dir.path().join("latchkey.db").display()),
+    };
+    let mut config = base_config(dir.path(), &url);
+    tweak(&mut config);
+    start(config.text, dir, redis, Clock::system()).await
+}
+
+/// Starts the issuer from config text, on a random port, with the given clock.
+pub async fn start(
+    text: String,
+    dir: TempDir,
+    redis: Option<RedisServer>,
+    clock: Clock,
+) -> TestApp {
+    latchkey::telemetry::init();
+    let config = Config::parse(&text, |_| None).unwrap();
+    let app = Application::build(config.clone(), clock.clone())
+        .await
+        .unwrap();
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap(),
+        clock,
+        store: store::open(&config.store.url).await.unwrap(),
+        hasher: PasswordHasher::new(&config.passwords).unwrap(),
+        config,
+        config_text: text,
+        redis,
+        dir,
+        handle,
+    }
+}
+
+impl TestApp {
+    /// Stops the server, keeping its store (file or Redis) and directory for a restart.
+    pub async fn stop(self) -> (String, TempDir, Option<RedisServer>, Clock) {
+        self.handle.stop(true).await;
+        (self.config_text, self.dir, self.redis, self.clock)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn add_user(&self, username: &str, password: &str) -> User {
+        let user = User {
+            id: uuid::Uuid::new_v4().to_string(),
+            username: username.to_owned(),
+            password_hash: self
+                .hasher
+                .hash(&Password::new(password.into()))
+                .await
+                .unwrap(),
+            disabled: false,
+            created_at: self.clock.now_ms(),
+        };
+        self.store.create_user(&user).await.unwrap();
+        user
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Response {
+        self.post_json(
+            "/auth/login",
+            &json!({"username": username, "password": password}),
+        )
+        .await
+    }
+
+    /// Logs in and returns the token response; panics unless 200.
+    pub async fn login_ok(&self, username: &str) -> Value {
+        let response = self.login(username, PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.post_json("/auth/refresh", &json!({"refresh_token": refresh_token}))
+            .await
+    }
+
+    pub async fn logout(&self, refresh_token: &str) -> Response {
+        self.post_json("/auth/logout", &json!({"refresh_token": refresh_token}))
+            .await
+    }
+
+    pub async fn userinfo(&self, access_token: &str) -> Response {
+        self.client
+            .get(self.url("/auth/userinfo"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+}
+
+/// Asserts an RFC 6749 error body with `code` and the given status.
+pub async fn assert_error(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status, "status");
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], code, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+pub fn text(v: &Value, field: &str) -> String {
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} missing in {v}"))
+        .to_owned()
+}

@@ -1,0 +1,32 @@
+//! One integration binary: the real server on a random port, a real HTTP client, and for the
+//! Redis backend a `redis-server` each test starts for itself.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+/// Runs each listed `async fn(Backend)` once per store backend.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod embedded_store {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::helpers::Backend::Embedded).await
+            })*
+        }
+        mod redis_store {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::helpers::Backend::Redis).await
+            })*
+        }
+    };
+}
+
+mod helpers;
+
+mod discovery;
+mod embedded;
+mod flow;
+mod malformed;
+mod redis_store;
+mod refresh;
+mod store_conformance;
+mod userinfo;

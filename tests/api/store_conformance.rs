@@ -1,0 +1,389 @@
+//! The store conformance suite: written once, run against every backend. A new backend is done
+//! when it passes all of this.
+
+use std::collections::HashSet;
+
+use latchkey::store::{NewSession, RotateOutcome, Rotation, SharedStore, StoreError, User};
+use latchkey::tokens::{RefreshToken, TokenId};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+use crate::helpers::{Backend, RedisServer};
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod embedded_store {
+            $(#[tokio::test]
+            async fn $name() {
+                let fixture = super::Fixture::new(crate::helpers::Backend::Embedded).await;
+                super::$name(&fixture.store).await
+            })*
+        }
+        mod redis_store {
+            $(#[tokio::test]
+            async fn $name() {
+                let fixture = super::Fixture::new(crate::helpers::Backend::Redis).await;
+                super::$name(&fixture.store).await
+            })*
+        }
+    };
+}
+
+conformance!(
+    users_are_unique_by_name,
+    rotation_swaps_the_live_token,
+    replay_within_grace_returns_the_first_sealed_successor,
+    presentation_after_grace_revokes_the_family,
+    zero_grace_treats_any_second_presentation_as_reuse,
+    racing_rotations_yield_one_successor,
+    idle_and_absolute_expiry_are_checked_on_read,
+    logout_needs_a_token_of_the_family,
+    revocation_by_session_and_by_user,
+    sessions_are_listed_per_user,
+);
+
+const T0: i64 = 1_800_000_000_000;
+const IDLE: i64 = 3_600_000;
+const GRACE: i64 = 10_000;
+const FAMILY: i64 = 4 * IDLE;
+
+struct Fixture {
+    store: SharedStore,
+    _dir: TempDir,
+    _redis: Option<RedisServer>,
+}
+
+impl Fixture {
+    async fn new(backend: Backend) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let redis = (backend == Backend::Redis).then(RedisServer::start);
+        let url = match &redis {
+            Some(r) => r.url(),
+            None => format!("sqlite://{}", dir.path().join("store.db").display()),
+        };
+        Fixture {
+            store: latchkey::store::open(&url).await.unwrap(),
+            _dir: dir,
+            _redis: redis,
+        }
+    }
+}
+
+fn token(sid: Uuid) -> TokenId {
+    RefreshToken::generate(sid).unwrap().id()
+}
+
+async fn new_session(store: &SharedStore, user_id: &str, now: i64) -> (Uuid, TokenId) {
+    let sid = Uuid::new_v4();
+    let first = token(sid);
+    store
+        .create_session(&NewSession {
+            id: sid,
+            user_id: user_id.into(),
+            client_id: "web".into(),
+            scope: "read".into(),
+            created_at: now,
+            expires_at: now + FAMILY,
+            user_agent: "test".into(),
+            ip: "127.0.0.1".into(),
+            first_token: first,
+            first_token_expires_at: now + IDLE,
+        })
+        .await
+        .unwrap();
+    (sid, first)
+}
+
+fn rotation(sid: Uuid, presented: TokenId, now: i64) -> (Rotation, TokenId) {
+    let successor = token(sid);
+    let sealed = successor.0.iter().rev().copied().collect();
+    (
+        Rotation {
+            session_id: sid,
+            presented,
+            successor,
+            sealed_successor: sealed,
+            now,
+            idle_ttl_ms: IDLE,
+            grace_ms: GRACE,
+            user_agent: "test".into(),
+            ip: "127.0.0.1".into(),
+        },
+        successor,
+    )
+}
+
+async fn rotate(
+    store: &SharedStore,
+    sid: Uuid,
+    presented: TokenId,
+    now: i64,
+) -> (RotateOutcome, TokenId) {
+    let (r, successor) = rotation(sid, presented, now);
+    (store.rotate(&r).await.unwrap(), successor)
+}
+
+async fn users_are_unique_by_name(store: &SharedStore) {
+    let user = User {
+        id: Uuid::new_v4().to_string(),
+        username: "alice".into(),
+        password_hash: "$argon2id$x".into(),
+        disabled: false,
+        created_at: T0,
+    };
+    store.create_user(&user).await.unwrap();
+    let twin = User {
+        id: Uuid::new_v4().to_string(),
+        ..user.clone()
+    };
+    assert!(matches!(
+        store.create_user(&twin).await,
+        Err(StoreError::Conflict)
+    ));
+
+    assert_eq!(
+        store.user_by_name("alice").await.unwrap(),
+        Some(user.clone())
+    );
+    assert_eq!(
+        store.user_by_id(&user.id).await.unwrap(),
+        Some(user.clone())
+    );
+    assert_eq!(store.user_by_name("Alice").await.unwrap(), None);
+
+    let changed = User {
+        password_hash: "$argon2id$y".into(),
+        disabled: true,
+        ..user.clone()
+    };
+    store.update_user(&changed).await.unwrap();
+    assert_eq!(
+        store.user_by_id(&user.id).await.unwrap(),
+        Some(changed.clone())
+    );
+    assert_eq!(store.list_users().await.unwrap(), vec![changed]);
+}
+
+async fn rotation_swaps_the_live_token(store: &SharedStore) {
+    let (sid, t1) = new_session(store, "u1", T0).await;
+
+    let (outcome, t2) = rotate(store, sid, t1, T0 + 1000).await;
+    let RotateOutcome::Rotated(grant) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(grant.user_id, "u1");
+    assert_eq!(grant.client_id, "web");
+    assert_eq!(grant.scope, "read");
+    assert_eq!(grant.successor_expires_at, T0 + 1000 + IDLE);
+
+    let (outcome, _) = rotate(store, sid, t2, T0 + 2000).await;
+    assert!(matches!(outcome, RotateOutcome::Rotated(_)), "{outcome:?}");
+    let session = store.session(sid, T0 + 2000).await.unwrap().unwrap();
+    assert_eq!(session.last_used_at, T0 + 2000);
+
+    let (outcome, _) = rotate(store, sid, token(sid), T0 + 3000).await;
+    assert_eq!(outcome, RotateOutcome::Invalid, "a token never issued");
+}
+
+async fn replay_within_grace_returns_the_first_sealed_successor(store: &SharedStore) {
+    let (sid, t1) = new_session(store, "u1", T0).await;
+    let (first, _) = rotation(sid, t1, T0);
+    let RotateOutcome::Rotated(grant) = store.rotate(&first).await.unwrap() else {
+        panic!()
+    };
+
+    let (outcome, _) = rotate(store, sid, t1, T0 + GRACE - 1).await;
+
+    assert_eq!(
+        outcome,
+        RotateOutcome::Replayed {
+            grant,
+            sealed_successor: first.sealed_successor.clone()
+        }
+    );
+    // The replay created nothing: the first successor is still the live one.
+    let (outcome, _) = rotate(store, sid, first.successor, T0 + GRACE).await;
+    assert!(matches!(outcome, RotateOutcome::Rotated(_)), "{outcome:?}");
+}
+
+async fn presentation_after_grace_revokes_the_family(store: &SharedStore) {
+    let (sid, t1) = new_session(store, "u1", T0).await;
+    let (_, t2) = rotate(store, sid, t1, T0).await;
+
+    let (outcome, _) = rotate(store, sid, t1, T0 + GRACE).await;
+
+    assert_eq!(
+        outcome,
+        RotateOutcome::Reused {
+            user_id: "u1".into()
+        }
+    );
+    assert_eq!(store.session(sid, T0 + GRACE).await.unwrap(), None);
+    let (outcome, _) = rotate(store, sid, t2, T0 + GRACE + 1).await;
+    assert_eq!(outcome, RotateOutcome::Invalid);
+    assert!(
+        store
+            .sessions_of("u1", T0 + GRACE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn zero_grace_treats_any_second_presentation_as_reuse(store: &SharedStore) {
+    let (sid, t1) = new_session(store, "u1", T0).await;
+    let (mut r, _) = rotation(sid, t1, T0);
+    r.grace_ms = 0;
+    assert!(matches!(
+        store.rotate(&r).await.unwrap(),
+        RotateOutcome::Rotated(_)
+    ));
+    let (mut again, _) = rotation(sid, t1, T0);
+    again.grace_ms = 0;
+    assert_eq!(
+        store.rotate(&again).await.unwrap(),
+        RotateOutcome::Reused {
+            user_id: "u1".into()
+        }
+    );
+}
+
+async fn racing_rotations_yield_one_successor(store: &SharedStore) {
+    let (sid, t1) = new_session(store, "u1", T0).await;
+
+    let mut racers = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let store = store.clone();
+        racers.spawn(async move {
+            let (r, _) = rotation(sid, t1, T0 + i);
+            let outcome = store.rotate(&r).await.unwrap();
+            (r, outcome)
+        });
+    }
+    let results = racers.join_all().await;
+
+    let winners: Vec<&Rotation> = results
+        .iter()
+        .filter(|(_, o)| matches!(o, RotateOutcome::Rotated(_)))
+        .map(|(r, _)| r)
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one rotation wins");
+    let sealed: HashSet<&Vec<u8>> = results
+        .iter()
+        .filter_map(|(_, o)| match o {
+            RotateOutcome::Replayed {
+                sealed_successor, ..
+            } => Some(sealed_successor),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        results.len() - 1,
+        results
+            .iter()
+            .filter(|(_, o)| matches!(o, RotateOutcome::Replayed { .. }))
+            .count()
+    );
+    assert_eq!(sealed, HashSet::from([&winners[0].sealed_successor]));
+}
+
+async fn idle_and_absolute_expiry_are_checked_on_read(store: &SharedStore) {
+    // Idle: unused for IDLE.
+    let (sid, t1) = new_session(store, "u1", T0).await;
+    let (outcome, _) = rotate(store, sid, t1, T0 + IDLE).await;
+    assert_eq!(outcome, RotateOutcome::Invalid);
+
+    // Absolute: used often, but the family ends at T0 + FAMILY.
+    let (sid, mut t) = new_session(store, "u1", T0).await;
+    let mut now = T0;
+    while now + IDLE - 1 < T0 + FAMILY {
+        now += IDLE - 1;
+        let (outcome, next) = rotate(store, sid, t, now).await;
+        let RotateOutcome::Rotated(grant) = outcome else {
+            panic!("at {now}: {outcome:?}")
+        };
+        assert!(
+            grant.successor_expires_at <= T0 + FAMILY,
+            "a token outlives its family"
+        );
+        t = next;
+    }
+    let (outcome, _) = rotate(store, sid, t, T0 + FAMILY).await;
+    assert_eq!(outcome, RotateOutcome::Invalid);
+    assert_eq!(store.session(sid, T0 + FAMILY).await.unwrap(), None);
+    assert!(store.session(sid, T0 + FAMILY - 1).await.unwrap().is_some());
+
+    store.sweep(T0 + FAMILY).await.unwrap();
+    assert!(
+        store
+            .sessions_of("u1", T0 + FAMILY)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn logout_needs_a_token_of_the_family(store: &SharedStore) {
+    let (sid, t1) = new_session(store, "u1", T0).await;
+    let (other_sid, other) = new_session(store, "u1", T0).await;
+
+    assert!(
+        !store.revoke_by_token(sid, token(sid)).await.unwrap(),
+        "forged token"
+    );
+    assert!(
+        !store.revoke_by_token(sid, other).await.unwrap(),
+        "token of another family"
+    );
+    assert!(store.session(sid, T0).await.unwrap().is_some());
+
+    // A consumed token of the family still identifies it.
+    let (_, _t2) = rotate(store, sid, t1, T0).await;
+    assert!(store.revoke_by_token(sid, t1).await.unwrap());
+    assert_eq!(store.session(sid, T0).await.unwrap(), None);
+    assert!(
+        !store.revoke_by_token(sid, t1).await.unwrap(),
+        "already revoked"
+    );
+    assert!(store.session(other_sid, T0).await.unwrap().is_some());
+}
+
+async fn revocation_by_session_and_by_user(store: &SharedStore) {
+    let (a, ta) = new_session(store, "u1", T0).await;
+    let (_, _) = new_session(store, "u1", T0).await;
+    let (c, tc) = new_session(store, "u2", T0).await;
+
+    assert!(store.revoke_session(a).await.unwrap());
+    assert!(!store.revoke_session(a).await.unwrap());
+    assert_eq!(rotate(store, a, ta, T0).await.0, RotateOutcome::Invalid);
+
+    assert_eq!(store.revoke_user_sessions("u1").await.unwrap(), 1);
+    assert!(store.sessions_of("u1", T0).await.unwrap().is_empty());
+    assert!(store.session(c, T0).await.unwrap().is_some());
+    assert!(matches!(
+        rotate(store, c, tc, T0).await.0,
+        RotateOutcome::Rotated(_)
+    ));
+}
+
+async fn sessions_are_listed_per_user(store: &SharedStore) {
+    let (a, _) = new_session(store, "u1", T0).await;
+    let (b, _) = new_session(store, "u1", T0 + 1).await;
+    let (c, _) = new_session(store, "u2", T0).await;
+
+    let listed: Vec<Uuid> = store
+        .sessions_of("u1", T0 + 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(listed, vec![a, b]);
+    let theirs = store.sessions_of("u2", T0 + 2).await.unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].id, c);
+    assert_eq!(theirs[0].client_id, "web");
+    assert_eq!(theirs[0].user_agent, "test");
+    assert_eq!(theirs[0].ip, "127.0.0.1");
+    assert_eq!(theirs[0].expires_at, T0 + FAMILY);
+}
