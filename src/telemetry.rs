@@ -1,5 +1,7 @@
 //! Logging: human-readable lines on standard error, level from `LATCHKEY_LOG` (default `info`).
 
+use std::io::IsTerminal;
+
 use tracing::level_filters::LevelFilter;
 
 pub fn init() {
@@ -11,6 +13,7 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
