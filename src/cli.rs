@@ -107,6 +107,9 @@ impl CliError {
     }
 }
 
+/// How often `serve` looks for a changed config or key file (SIGHUP reloads at once).
+const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(c) => serve(&c.path).await,
@@ -149,7 +152,8 @@ async fn serve(path: &Path) -> Result<(), CliError> {
     }
     let app = Application::build(config.clone(), Clock::system())
         .await
-        .map_err(CliError::from_display)?;
+        .map_err(CliError::from_display)?
+        .watch_config(path.to_owned(), CONFIG_POLL);
     tracing::info!(
         issuer = %config.issuer,
         addr = %config.listen.ip(),

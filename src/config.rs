@@ -68,7 +68,7 @@ pub struct JwksSettings {
 }
 
 /// argon2id cost. The defaults are OWASP's (19 MiB, 2 passes, 1 lane); tests lower them.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PasswordSettings {
     pub memory_kib: u32,
     pub iterations: u32,
@@ -131,6 +131,8 @@ pub struct KeySpec {
     pub revoked: bool,
     /// Dev convenience: a missing file is generated at start, with a loud warning.
     pub generate_if_missing: bool,
+    /// The environment variable holding the passphrase of an encrypted key file.
+    pub passphrase_env: Option<String>,
 }
 
 /// Why a config was refused: one line per problem.
@@ -255,6 +257,8 @@ struct RawKey {
     revoked: bool,
     #[serde(default)]
     generate_if_missing: bool,
+    #[serde(default)]
+    passphrase_env: Option<String>,
 }
 
 /// Environment overrides: `LATCHKEY_<SECTION>_<KEY>`, plus the two top-level fields.
@@ -572,6 +576,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             not_after,
             revoked: k.revoked,
             generate_if_missing: k.generate_if_missing,
+            passphrase_env: k.passphrase_env,
         });
     }
     if keys.iter().all(|k| k.revoked) {

@@ -3,17 +3,15 @@
 //! Handlers call these with already-parsed input; these call the store once per step and sign
 //! once per issued access token.
 
-use std::sync::Arc;
-
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::clock::{Clock, UnixMs, duration_ms};
-use crate::config::{Alg, Config};
+use crate::config::Alg;
 use crate::credentials::{MAX_PASSWORD_BYTES, Password, PasswordHasher};
 use crate::error::ApiError;
-use crate::keys::KeyRingHandle;
+use crate::reload::LiveHandle;
 use crate::store::{Grant, NewSession, RotateOutcome, Rotation, SharedStore, User};
 use crate::tokens::{AccessClaims, Audience, RefreshToken, new_jti};
 
@@ -55,8 +53,8 @@ pub struct Authenticated {
 }
 
 pub struct Issuer {
-    pub config: Arc<Config>,
-    pub keys: Arc<KeyRingHandle>,
+    /// The config and keys in force; swapped whole on reload.
+    pub live: LiveHandle,
     pub store: SharedStore,
     pub hasher: PasswordHasher,
     pub clock: Clock,
@@ -101,7 +99,8 @@ impl Issuer {
         tracing::Span::current().record("user_id", user.id.as_str());
 
         let now = self.clock.now_ms();
-        let tokens = &self.config.tokens;
+        let live = self.live.current();
+        let tokens = &live.config.tokens;
         let sid = Uuid::new_v4();
         let refresh = RefreshToken::generate(sid).map_err(ApiError::internal)?;
         let expires_at = now + duration_ms(tokens.refresh_ttl);
@@ -142,7 +141,8 @@ impl Issuer {
         self.ensure_signing_key()?;
         let successor = RefreshToken::generate(sid).map_err(ApiError::internal)?;
         let now = self.clock.now_ms();
-        let tokens = &self.config.tokens;
+        let live = self.live.current();
+        let tokens = &live.config.tokens;
         let outcome = self
             .store
             .rotate(&Rotation {
@@ -224,11 +224,12 @@ impl Issuer {
         if !typ_ok {
             return Err(ApiError::InvalidToken("not an access token (typ)"));
         }
-        let ring = self.keys.current();
+        let live = self.live.current();
+        let config = &live.config;
         let key = header
             .kid
             .as_deref()
-            .and_then(|kid| ring.verifying(kid, now))
+            .and_then(|kid| live.keys.verifying(kid, now))
             .ok_or(ApiError::InvalidToken(
                 "signed by an unknown or withdrawn key",
             ))?;
@@ -244,13 +245,13 @@ impl Issuer {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.set_issuer(&[&self.config.issuer]);
-        validation.set_audience(&self.config.tokens.audience);
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&config.tokens.audience);
         let claims = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
             .map_err(|_| ApiError::InvalidToken("the access token does not verify"))?
             .claims;
         let now_secs = now.div_euclid(1000);
-        let leeway = i64::try_from(self.config.tokens.leeway.as_secs()).unwrap_or(0);
+        let leeway = i64::try_from(config.tokens.leeway.as_secs()).unwrap_or(0);
         if now_secs >= claims.exp.saturating_add(leeway) {
             return Err(ApiError::InvalidToken("the access token has expired"));
         }
@@ -269,14 +270,15 @@ impl Issuer {
         sid: Option<Uuid>,
         now: UnixMs,
     ) -> Result<(String, u64), ApiError> {
-        let ring = self.keys.current();
-        let key = ring.active(now).ok_or(ApiError::NoSigningKey)?;
-        let ttl = self.config.tokens.access_ttl.as_secs();
+        let live = self.live.current();
+        let key = live.keys.active(now).ok_or(ApiError::NoSigningKey)?;
+        let config = &live.config;
+        let ttl = config.tokens.access_ttl.as_secs();
         let iat = now.div_euclid(1000);
         let claims = AccessClaims {
-            iss: self.config.issuer.clone(),
+            iss: config.issuer.clone(),
             sub: subject.to_owned(),
-            aud: Audience::from_list(&self.config.tokens.audience),
+            aud: Audience::from_list(&config.tokens.audience),
             exp: iat.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX / 2)),
             iat,
             nbf: iat,
@@ -291,7 +293,7 @@ impl Issuer {
     }
 
     fn ensure_signing_key(&self) -> Result<(), ApiError> {
-        match self.keys.current().active(self.clock.now_ms()) {
+        match self.live.current().keys.active(self.clock.now_ms()) {
             Some(_) => Ok(()),
             None => Err(ApiError::NoSigningKey),
         }

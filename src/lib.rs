@@ -10,6 +10,7 @@
 //! - [`keys`]: the signing-key ring: schedule, the active key, the published JWKS, key files.
 //! - [`tokens`]: access-token claims and signing; refresh-token format, hashing and sealing.
 //! - [`credentials`]: argon2id password hashing on a bounded blocking pool.
+//! - [`reload`]: hot reload of config and keys (SIGHUP, file changes), refused when unsafe.
 //! - [`issuer`]: the flows (login, refresh, logout, userinfo), free of HTTP.
 //! - [`store`]: the storage seam, with the Redis and embedded SQLite backends.
 //! - [`routes`]: thin HTTP handlers, one file per area.
@@ -24,6 +25,7 @@ pub mod credentials;
 pub mod error;
 pub mod issuer;
 pub mod keys;
+pub mod reload;
 pub mod routes;
 pub mod startup;
 pub mod store;

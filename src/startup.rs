@@ -1,7 +1,7 @@
 //! Building and running the server: shared state built once, the route table in one place.
 
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
@@ -15,7 +15,8 @@ use crate::config::Config;
 use crate::credentials::{CredentialError, PasswordHasher};
 use crate::error::json_error;
 use crate::issuer::Issuer;
-use crate::keys::{KeyError, KeyRing, KeyRingHandle};
+use crate::keys::{KeyError, KeyRing};
+use crate::reload::{self, LiveHandle};
 use crate::routes::{auth, method_not_allowed, not_found, ops, well_known};
 use crate::store::{self, SharedStore, StoreError};
 
@@ -41,6 +42,8 @@ pub struct Application {
     port: u16,
     server: Server,
     issuer: web::Data<Issuer>,
+    /// The config file to reload from, and how often to look for changes.
+    watch: Option<(PathBuf, Duration)>,
 }
 
 impl Application {
@@ -70,8 +73,7 @@ impl Application {
             .port();
         let issuer = web::Data::new(Issuer {
             hasher: PasswordHasher::new(&config.passwords)?,
-            config: Arc::new(config),
-            keys: Arc::new(KeyRingHandle::new(ring)),
+            live: LiveHandle::new(config, ring),
             store,
             clock,
         });
@@ -105,6 +107,7 @@ impl Application {
             port,
             server,
             issuer,
+            watch: None,
         })
     }
 
@@ -122,11 +125,29 @@ impl Application {
         &self.issuer
     }
 
+    /// Reloads from `path` on SIGHUP and whenever a poll every `poll` finds it (or a key file
+    /// it names) changed.
+    pub fn watch_config(mut self, path: PathBuf, poll: Duration) -> Self {
+        self.watch = Some((path, poll));
+        self
+    }
+
     /// Serves until the server is stopped (SIGINT/SIGTERM: graceful, in-flight requests finish).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let sweeper = tokio::spawn(sweep_forever(self.issuer.clone()));
+        let mut tasks = vec![tokio::spawn(sweep_forever(self.issuer.clone()))];
+        let issuer = self.issuer.clone();
+        tasks.push(tokio::spawn(async move {
+            for warning in reload::publish_and_check(&issuer).await {
+                tracing::warn!("{warning}");
+            }
+        }));
+        if let Some((path, poll)) = self.watch {
+            tasks.push(tokio::spawn(reload::watch(self.issuer.clone(), path, poll)));
+        }
         let result = self.server.await;
-        sweeper.abort();
+        for task in tasks {
+            task.abort();
+        }
         result
     }
 }
@@ -182,6 +203,8 @@ async fn log_request(
 /// Removes expired sessions and grace-window seals from backends without native expiry.
 async fn sweep_forever(issuer: web::Data<Issuer>) {
     let period = issuer
+        .live
+        .current()
         .config
         .tokens
         .reuse_grace

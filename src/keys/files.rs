@@ -75,8 +75,9 @@ pub fn write_private_pem(path: &Path, der: &[u8]) -> Result<(), KeyFileError> {
         .map_err(err)
 }
 
-/// Reads a PKCS#8 private key from a PEM file and returns its DER bytes.
-pub fn read_private_der(path: &Path) -> Result<Vec<u8>, KeyFileError> {
+/// Reads a PKCS#8 private key from a PEM file and returns its DER bytes. An encrypted key
+/// (`ENCRYPTED PRIVATE KEY`) needs `passphrase`.
+pub fn read_private_der(path: &Path, passphrase: Option<&[u8]>) -> Result<Vec<u8>, KeyFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
         path: path.display().to_string(),
         source,
@@ -86,12 +87,15 @@ pub fn read_private_der(path: &Path) -> Result<Vec<u8>, KeyFileError> {
         reason: reason.to_owned(),
     };
     let label = pem_label(&text).ok_or_else(|| format("not a PEM file"))?;
+    let body =
+        || pem_decode(&text, label).ok_or_else(|| format("the PEM body is not valid base64"));
     match label {
         "PRIVATE KEY" => {}
         "ENCRYPTED PRIVATE KEY" => {
-            return Err(format(
-                "encrypted PKCS#8 keys are not supported by this build",
-            ));
+            let passphrase = passphrase.ok_or_else(|| {
+                format("the key is encrypted: name the variable holding its passphrase with passphrase_env")
+            })?;
+            return super::encrypted::decrypt_pkcs8(&body()?, passphrase).map_err(|e| format(&e));
         }
         "EC PRIVATE KEY" | "RSA PRIVATE KEY" => {
             return Err(format(
@@ -100,7 +104,7 @@ pub fn read_private_der(path: &Path) -> Result<Vec<u8>, KeyFileError> {
         }
         _ => return Err(format("expected a PKCS#8 \"PRIVATE KEY\" PEM block")),
     }
-    pem_decode(&text, label).ok_or_else(|| format("the PEM body is not valid base64"))
+    body()
 }
 
 fn pem_label(text: &str) -> Option<&str> {
@@ -142,7 +146,7 @@ mod tests {
         let path = dir.path().join("k.pem");
         let der = generate(Alg::ES256, 0).unwrap();
         write_private_pem(&path, &der).unwrap();
-        assert_eq!(read_private_der(&path).unwrap(), der);
+        assert_eq!(read_private_der(&path, None).unwrap(), der);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -158,18 +162,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.pem");
         std::fs::write(&path, pem_encode("EC PRIVATE KEY", b"x")).unwrap();
-        assert!(
-            read_private_der(&path)
-                .unwrap_err()
-                .to_string()
-                .contains("openssl pkcs8")
-        );
+        let err = read_private_der(&path, None).unwrap_err().to_string();
+        assert!(err.contains("openssl pkcs8"), "{err}");
         std::fs::write(&path, pem_encode("ENCRYPTED PRIVATE KEY", b"x")).unwrap();
-        assert!(
-            read_private_der(&path)
-                .unwrap_err()
-                .to_string()
-                .contains("encrypted")
-        );
+        let err = read_private_der(&path, None).unwrap_err().to_string();
+        assert!(err.contains("passphrase_env"), "{err}");
+        assert!(read_private_der(&path, Some(b"pw")).is_err());
     }
 }

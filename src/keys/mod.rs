@@ -3,10 +3,12 @@
 //! Every decision is a pure function of the config and `now`, so instances reading the same
 //! config agree without talking to each other. Private keys are parsed once, at load.
 
+mod encrypted;
 pub mod files;
+pub mod schedule;
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
@@ -64,11 +66,19 @@ pub struct SignError;
 
 impl LoadedKey {
     fn load(spec: &KeySpec, publish_tail_ms: i64) -> Result<LoadedKey, KeyError> {
-        let der = files::read_private_der(&spec.path)?;
         let invalid = |reason: String| KeyError::Invalid {
             kid: spec.kid.clone(),
             reason,
         };
+        let passphrase = match &spec.passphrase_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                invalid(format!(
+                    "passphrase_env: environment variable {var} is not set"
+                ))
+            })?),
+            None => None,
+        };
+        let der = files::read_private_der(&spec.path, passphrase.as_deref().map(str::as_bytes))?;
         let (signer, jwk, decoding) = match spec.alg {
             Alg::ES256 => {
                 let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
@@ -304,24 +314,6 @@ pub fn key_state(specs: &[KeySpec], publish_tail_ms: i64, spec: &KeySpec, now: U
         KeyState::Upcoming
     } else {
         KeyState::Retiring
-    }
-}
-
-/// The ring in force, swapped whole on reload so readers never see half a config.
-#[derive(Debug)]
-pub struct KeyRingHandle(RwLock<Arc<KeyRing>>);
-
-impl KeyRingHandle {
-    pub fn new(ring: KeyRing) -> Self {
-        KeyRingHandle(RwLock::new(Arc::new(ring)))
-    }
-
-    pub fn current(&self) -> Arc<KeyRing> {
-        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    pub fn replace(&self, ring: KeyRing) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(ring);
     }
 }
 

@@ -16,8 +16,9 @@ pub async fn readyz(issuer: web::Data<Issuer>) -> HttpResponse {
         tracing::warn!(error = %crate::error::error_chain(&e), "readiness: store unreachable");
         Some("store unreachable")
     } else if issuer
-        .keys
+        .live
         .current()
+        .keys
         .active(issuer.clock.now_ms())
         .is_none()
     {

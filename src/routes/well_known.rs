@@ -7,8 +7,9 @@ use serde_json::json;
 use crate::issuer::Issuer;
 
 pub async fn jwks(issuer: web::Data<Issuer>, req: HttpRequest) -> HttpResponse {
-    let doc = issuer.keys.current().jwks(issuer.clock.now_ms());
-    let jwks = &issuer.config.jwks;
+    let live = issuer.live.current();
+    let doc = live.keys.jwks(issuer.clock.now_ms());
+    let jwks = &live.config.jwks;
     let cache_control = format!(
         "public, max-age={}, stale-if-error={}",
         jwks.max_age.as_secs(),
@@ -43,7 +44,8 @@ fn none_match(req: &HttpRequest, etag: &str) -> bool {
 
 /// RFC 8414 metadata, listing only what this issuer serves.
 pub async fn metadata(issuer: web::Data<Issuer>) -> HttpResponse {
-    let base = &issuer.config.issuer;
+    let live = issuer.live.current();
+    let base = &live.config.issuer;
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .json(json!({

@@ -14,7 +14,9 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
-use super::{Grant, NewSession, RotateOutcome, Rotation, Session, Store, StoreError, User};
+use super::{
+    Grant, KeyPublication, NewSession, RotateOutcome, Rotation, Session, Store, StoreError, User,
+};
 use crate::clock::UnixMs;
 use crate::tokens::TokenId;
 
@@ -52,6 +54,11 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS tokens_by_session ON refresh_tokens (session_id);
 CREATE INDEX IF NOT EXISTS tokens_by_expiry ON refresh_tokens (expires_at);
+CREATE TABLE IF NOT EXISTS key_publications (
+    kid             TEXT PRIMARY KEY,
+    first_published INTEGER NOT NULL,
+    publish_until   INTEGER NOT NULL
+) STRICT;
 CREATE INDEX IF NOT EXISTS tokens_by_seal ON refresh_tokens (sealed_until)
     WHERE sealed_until IS NOT NULL;
 ";
@@ -415,6 +422,51 @@ impl Store for EmbeddedStore {
             )?;
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn record_key_publication(
+        &self,
+        kid: &str,
+        now: UnixMs,
+        publish_until: UnixMs,
+    ) -> Result<KeyPublication, StoreError> {
+        let kid = kid.to_owned();
+        self.with(move |c| {
+            let first_published = c.query_row(
+                "INSERT INTO key_publications (kid, first_published, publish_until)
+                 VALUES (?1, ?2, ?3)
+                 ON CONFLICT (kid) DO UPDATE SET publish_until = excluded.publish_until
+                 RETURNING first_published",
+                params![kid, now, publish_until],
+                |row| row.get(0),
+            )?;
+            Ok(KeyPublication {
+                kid,
+                first_published,
+                publish_until,
+            })
+        })
+        .await
+    }
+
+    async fn key_publications(&self) -> Result<Vec<KeyPublication>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT kid, first_published, publish_until FROM key_publications
+                 ORDER BY first_published, kid",
+            )?;
+            let all = stmt
+                .query_map([], |row| {
+                    Ok(KeyPublication {
+                        kid: row.get(0)?,
+                        first_published: row.get(1)?,
+                        publish_until: row.get(2)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(all)
         })
         .await
     }

@@ -115,6 +115,15 @@ pub struct Grant {
     pub successor_expires_at: UnixMs,
 }
 
+/// The shared memory of the key schedule: when any instance first published a key, and until
+/// when the last config that held it said it must stay published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPublication {
+    pub kid: String,
+    pub first_published: UnixMs,
+    pub publish_until: UnixMs,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RotateOutcome {
     /// The presented token was live: it is now consumed and `Rotation::successor` is live.
@@ -156,6 +165,16 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError>;
     /// Revokes every family of the user; returns how many.
     async fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError>;
+
+    /// Records that `kid` is published at `now` (kept if an earlier record exists) and must stay
+    /// published until `publish_until` (overwritten). Returns the record as it now stands.
+    async fn record_key_publication(
+        &self,
+        kid: &str,
+        now: UnixMs,
+        publish_until: UnixMs,
+    ) -> Result<KeyPublication, StoreError>;
+    async fn key_publications(&self) -> Result<Vec<KeyPublication>, StoreError>;
 
     /// Removes whatever has expired at `now`. Backends with native expiry do nothing.
     async fn sweep(&self, _now: UnixMs) -> Result<(), StoreError> {

@@ -16,7 +16,9 @@ use redis::{AsyncCommands, Script};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::{Grant, NewSession, RotateOutcome, Rotation, Session, Store, StoreError, User};
+use super::{
+    Grant, KeyPublication, NewSession, RotateOutcome, Rotation, Session, Store, StoreError, User,
+};
 use crate::clock::UnixMs;
 use crate::tokens::TokenId;
 
@@ -51,6 +53,8 @@ fn username_key(name: &str) -> String {
 }
 
 const USERS: &str = "lk:users";
+const KEYS_FIRST_PUBLISHED: &str = "lk:keys:first";
+const KEYS_PUBLISH_UNTIL: &str = "lk:keys:until";
 
 impl RedisStore {
     pub fn new(url: &str) -> Result<RedisStore, StoreError> {
@@ -393,5 +397,46 @@ impl Store for RedisStore {
         }
         // No DEL of the index: a login racing this call must stay listed (and revocable).
         Ok(revoked)
+    }
+
+    async fn record_key_publication(
+        &self,
+        kid: &str,
+        now: UnixMs,
+        publish_until: UnixMs,
+    ) -> Result<KeyPublication, StoreError> {
+        let mut conn = self.conn().await?;
+        let (_, _, first): (bool, (), i64) = redis::pipe()
+            .atomic()
+            .hset_nx(KEYS_FIRST_PUBLISHED, kid, now)
+            .hset(KEYS_PUBLISH_UNTIL, kid, publish_until)
+            .hget(KEYS_FIRST_PUBLISHED, kid)
+            .query_async(&mut conn)
+            .await?;
+        Ok(KeyPublication {
+            kid: kid.to_owned(),
+            first_published: first,
+            publish_until,
+        })
+    }
+
+    async fn key_publications(&self) -> Result<Vec<KeyPublication>, StoreError> {
+        let mut conn = self.conn().await?;
+        let first: HashMap<String, i64> = conn.hgetall(KEYS_FIRST_PUBLISHED).await?;
+        let until: HashMap<String, i64> = conn.hgetall(KEYS_PUBLISH_UNTIL).await?;
+        let mut all: Vec<KeyPublication> = first
+            .into_iter()
+            .map(|(kid, first_published)| KeyPublication {
+                publish_until: until.get(&kid).copied().unwrap_or(first_published),
+                kid,
+                first_published,
+            })
+            .collect();
+        all.sort_by(|a, b| {
+            a.first_published
+                .cmp(&b.first_published)
+                .then(a.kid.cmp(&b.kid))
+        });
+        Ok(all)
     }
 }

@@ -26,7 +26,11 @@ async fn sessions_survive_a_restart_on_the_same_file() {
 
 fn latchkey(args: &[&str], config: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
-    command.args(args).arg("-c").arg(config).env("LATCHKEY_LOG", "warn");
+    command
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .env("LATCHKEY_LOG", "warn");
     command
 }
 
@@ -37,7 +41,12 @@ fn run_with_stdin(mut command: Command, stdin: &str) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -47,8 +56,15 @@ async fn users_added_by_the_cli_log_in_at_once_while_serve_runs() {
     let config = app.dir.path().join("latchkey.toml");
     std::fs::write(&config, &app.config_text).unwrap();
 
-    let output = run_with_stdin(latchkey(&["users", "add", "bob"], &config), &format!("{PASSWORD}\n"));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = run_with_stdin(
+        latchkey(&["users", "add", "bob"], &config),
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     assert_eq!(app.login("bob", PASSWORD).await.status(), StatusCode::OK);
     // A second add of the same name fails with a message and a non-zero exit.
@@ -65,22 +81,55 @@ async fn cli_passwd_and_disable_revoke_every_session() {
     app.add_user("carol", PASSWORD).await;
     let before = app.login_ok("carol").await;
 
-    let output = run_with_stdin(latchkey(&["users", "passwd", "carol"], &config), "new password\n");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = run_with_stdin(
+        latchkey(&["users", "passwd", "carol"], &config),
+        "new password\n",
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
-    assert_eq!(app.refresh(&text(&before, "refresh_token")).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(app.userinfo(&text(&before, "access_token")).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(app.login("carol", PASSWORD).await.status(), StatusCode::UNAUTHORIZED);
-    let after = app.login("carol", "new password").await.json::<Value>().await.unwrap();
+    assert_eq!(
+        app.refresh(&text(&before, "refresh_token")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.userinfo(&text(&before, "access_token")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.login("carol", PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let after = app
+        .login("carol", "new password")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
 
-    let output = latchkey(&["users", "disable", "carol"], &config).output().unwrap();
+    let output = latchkey(&["users", "disable", "carol"], &config)
+        .output()
+        .unwrap();
     assert!(output.status.success());
-    assert_eq!(app.refresh(&text(&after, "refresh_token")).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(app.login("carol", "new password").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.refresh(&text(&after, "refresh_token")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.login("carol", "new password").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 
     let list = latchkey(&["users", "list"], &config).output().unwrap();
     let list = String::from_utf8_lossy(&list.stdout);
-    assert!(list.lines().any(|l| l.starts_with("carol") && l.contains("disabled")), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("carol") && l.contains("disabled")),
+        "{list}"
+    );
 }
 
 /// `latchkey serve` as a real process, so it can be killed with SIGKILL.
@@ -107,7 +156,10 @@ impl ServeProcess {
             {
                 break;
             }
-            assert!(Instant::now() < deadline, "latchkey serve did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "latchkey serve did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         ServeProcess { child, address }
@@ -140,7 +192,10 @@ async fn kill_9_during_a_refresh_burst_leaves_every_family_consistent() {
     let output = run_with_stdin(latchkey(&["users", "add", "alice"], &config_path), PASSWORD);
     assert!(output.status.success());
     let mut server = ServeProcess::start(&config_path).await;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let mut last_known = Vec::new();
     for _ in 0..FAMILIES {
         let login: Value = client
@@ -167,13 +222,20 @@ async fn kill_9_during_a_refresh_burst_leaves_every_family_consistent() {
                 if Instant::now() > deadline {
                     break;
                 }
-                let Ok(response) = client.post(&url).json(&json!({"refresh_token": token})).send().await else {
+                let Ok(response) = client
+                    .post(&url)
+                    .json(&json!({"refresh_token": token}))
+                    .send()
+                    .await
+                else {
                     break;
                 };
                 if response.status() != StatusCode::OK {
                     break;
                 }
-                let Ok(body) = response.json::<Value>().await else { break };
+                let Ok(body) = response.json::<Value>().await else {
+                    break;
+                };
                 token = text(&body, "refresh_token");
                 rotations += 1;
             }
@@ -187,7 +249,10 @@ async fn kill_9_during_a_refresh_burst_leaves_every_family_consistent() {
         last_known[i] = token;
         total_rotations += rotations;
     }
-    assert!(total_rotations > FAMILIES, "the burst did not get going ({total_rotations})");
+    assert!(
+        total_rotations > FAMILIES,
+        "the burst did not get going ({total_rotations})"
+    );
 
     // After the restart: every family has exactly one live token…
     let conn = rusqlite::Connection::open(&db).unwrap();

@@ -112,8 +112,10 @@ async fn family_keys_share_one_hash_tag_and_expire() {
         if key.starts_with("lk:{") {
             assert!(key.contains(&tag), "{key} outside the family's slot");
         }
-        // User records live until deleted; everything else expires by itself.
+        // User records and the key-publication history live until deleted; everything else
+        // expires by itself.
         let user_record = key == "lk:users"
+            || key.starts_with("lk:keys:")
             || key.starts_with("lk:un:")
             || (key.starts_with("lk:u:") && !key.ends_with(":s"));
         if !user_record {

@@ -40,6 +40,7 @@ conformance!(
     logout_needs_a_token_of_the_family,
     revocation_by_session_and_by_user,
     sessions_are_listed_per_user,
+    key_publications_keep_the_first_instant,
 );
 
 const T0: i64 = 1_800_000_000_000;
@@ -386,4 +387,31 @@ async fn sessions_are_listed_per_user(store: &SharedStore) {
     assert_eq!(theirs[0].user_agent, "test");
     assert_eq!(theirs[0].ip, "127.0.0.1");
     assert_eq!(theirs[0].expires_at, T0 + FAMILY);
+}
+
+async fn key_publications_keep_the_first_instant(store: &SharedStore) {
+    let first = store
+        .record_key_publication("k1", T0, T0 + 100)
+        .await
+        .unwrap();
+    assert_eq!(first.first_published, T0);
+    let later = store
+        .record_key_publication("k1", T0 + 50, T0 + 200)
+        .await
+        .unwrap();
+    assert_eq!((later.first_published, later.publish_until), (T0, T0 + 200));
+    store
+        .record_key_publication("k2", T0 + 10, T0 + 300)
+        .await
+        .unwrap();
+
+    let all = store.key_publications().await.unwrap();
+    let summary: Vec<(&str, i64, i64)> = all
+        .iter()
+        .map(|p| (p.kid.as_str(), p.first_published, p.publish_until))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![("k1", T0, T0 + 200), ("k2", T0 + 10, T0 + 300)]
+    );
 }

@@ -23,7 +23,7 @@ fn claims_of(token: &str) -> Value {
 
 /// Signs `claims` with the issuer's own key file, under `header`.
 fn sign_with_issuer_key(app: &TestApp, header: &Header, claims: &Value) -> String {
-    let der = files::read_private_der(&app.dir.path().join("test-es.pem")).unwrap();
+    let der = files::read_private_der(&app.dir.path().join("test-es.pem"), None).unwrap();
     jsonwebtoken::encode(header, claims, &EncodingKey::from_ec_der(&der)).unwrap()
 }
 
