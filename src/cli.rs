@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::clock::{Clock, duration_ms, system_ms};
 use crate::config::{self, Alg, Config, PasswordSettings, format_timestamp};
 use crate::credentials::{MAX_PASSWORD_BYTES, Password, PasswordHasher};
+use crate::keys::schedule::schedule_warnings;
 use crate::keys::{self, KeyRing, files, key_state};
 use crate::startup::Application;
 use crate::store::{self, SharedStore, StoreError, User};
@@ -131,7 +132,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Config(ConfigCommand::Check(c)) => config_check(&c.path),
+        Command::Config(ConfigCommand::Check(c)) => config_check(&c.path).await,
     }
 }
 
@@ -230,14 +231,23 @@ fn keys_list(path: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-fn config_check(path: &Path) -> Result<(), CliError> {
+async fn config_check(path: &Path) -> Result<(), CliError> {
     let config = Config::load(path).map_err(|e| CliError(e.problems.join("\n")))?;
+    let now = system_ms();
     let mut problems = Vec::new();
     if let Err(e) = KeyRing::load(&config) {
         problems.push(e.to_string());
     }
-    if keys::scheduled_signer(&config.keys, system_ms()).is_none() {
-        problems.push("keys: no key is scheduled to sign now".to_string());
+    // The schedule is judged against the history every instance shares through the store.
+    let history = match store::open(&config.store.url).await {
+        Ok(store) => store.key_publications().await,
+        Err(e) => Err(e),
+    };
+    match history {
+        Ok(history) => problems.extend(schedule_warnings(&config, &history, now)),
+        Err(e) => problems.push(format!(
+            "store: cannot read the key publication history: {e}"
+        )),
     }
     if !problems.is_empty() {
         return Err(CliError(problems.join("\n")));

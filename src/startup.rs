@@ -121,8 +121,8 @@ impl Application {
     }
 
     /// The issuer state the server runs with.
-    pub fn issuer(&self) -> &Issuer {
-        &self.issuer
+    pub fn issuer(&self) -> web::Data<Issuer> {
+        self.issuer.clone()
     }
 
     /// Reloads from `path` on SIGHUP and whenever a poll every `poll` finds it (or a key file

@@ -53,8 +53,7 @@ fn run_with_stdin(mut command: Command, stdin: &str) -> std::process::Output {
 #[tokio::test]
 async fn users_added_by_the_cli_log_in_at_once_while_serve_runs() {
     let app = spawn_app_with(Backend::Embedded, |_| {}).await;
-    let config = app.dir.path().join("latchkey.toml");
-    std::fs::write(&config, &app.config_text).unwrap();
+    let config = app.config_path.clone();
 
     let output = run_with_stdin(
         latchkey(&["users", "add", "bob"], &config),
@@ -76,8 +75,7 @@ async fn users_added_by_the_cli_log_in_at_once_while_serve_runs() {
 #[tokio::test]
 async fn cli_passwd_and_disable_revoke_every_session() {
     let app = spawn_app_with(Backend::Embedded, |_| {}).await;
-    let config = app.dir.path().join("latchkey.toml");
-    std::fs::write(&config, &app.config_text).unwrap();
+    let config = app.config_path.clone();
     app.add_user("carol", PASSWORD).await;
     let before = app.login_ok("carol").await;
 

@@ -218,6 +218,9 @@ pub struct TestApp {
     pub config_text: String,
     pub redis: Option<RedisServer>,
     pub dir: TempDir,
+    /// The config file the server watches (reloads within ~100 ms of a change).
+    pub config_path: PathBuf,
+    pub issuer: actix_web::web::Data<latchkey::issuer::Issuer>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -246,11 +249,15 @@ pub async fn start(
 ) -> TestApp {
     latchkey::telemetry::init();
     let config = Config::parse(&text, |_| None).unwrap();
+    let config_path = dir.path().join("latchkey.toml");
+    std::fs::write(&config_path, &text).unwrap();
     let app = Application::build(config.clone(), clock.clone())
         .await
-        .unwrap();
+        .unwrap()
+        .watch_config(config_path.clone(), Duration::from_millis(100));
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
+    let issuer = app.issuer();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -266,6 +273,8 @@ pub async fn start(
         config_text: text,
         redis,
         dir,
+        config_path,
+        issuer,
         handle,
     }
 }

@@ -25,6 +25,7 @@ mod helpers;
 mod discovery;
 mod embedded;
 mod flow;
+mod keys;
 mod malformed;
 mod redis_store;
 mod refresh;
