@@ -29,5 +29,6 @@ mod keys;
 mod malformed;
 mod redis_store;
 mod refresh;
+mod rotation;
 mod store_conformance;
 mod userinfo;
