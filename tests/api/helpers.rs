@@ -214,7 +214,6 @@ pub struct TestApp {
     /// A second handle on the same store, for arranging and inspecting.
     pub store: SharedStore,
     pub hasher: PasswordHasher,
-    pub config: Config,
     pub config_text: String,
     pub redis: Option<RedisServer>,
     pub dir: TempDir,
@@ -269,7 +268,6 @@ pub async fn start(
         clock,
         store: store::open(&config.store.url).await.unwrap(),
         hasher: PasswordHasher::new(&config.passwords).unwrap(),
-        config,
         config_text: text,
         redis,
         dir,
@@ -378,4 +376,38 @@ pub fn text(v: &Value, field: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("{field} missing in {v}"))
         .to_owned()
+}
+
+/// The claims of a JWT, decoded without verification.
+pub fn claims_of(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Signs `claims` under `header` with the issuer's own key file `test-es.pem`: a token the
+/// issuer could have issued, with whatever claims a test needs.
+pub fn sign_with_issuer_key(
+    app: &TestApp,
+    header: &jsonwebtoken::Header,
+    claims: &Value,
+) -> String {
+    let der = files::read_private_der(&app.dir.path().join("test-es.pem"), None).unwrap();
+    jsonwebtoken::encode(
+        header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_ec_der(&der),
+    )
+    .unwrap()
+}
+
+/// An RFC 9068 header (`typ: at+jwt`) with `alg` and `kid`.
+pub fn at_header(alg: jsonwebtoken::Algorithm, kid: &str) -> jsonwebtoken::Header {
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = Some(kid.into());
+    header.typ = Some("at+jwt".into());
+    header
 }

@@ -32,3 +32,4 @@ mod refresh;
 mod rotation;
 mod store_conformance;
 mod userinfo;
+mod verifier;

@@ -2,36 +2,20 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use latchkey::keys::files;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{PASSWORD, TestApp, assert_error, spawn_app, text};
+use crate::helpers::{
+    PASSWORD, TestApp, assert_error, at_header, claims_of, sign_with_issuer_key, spawn_app, text,
+};
 
 async fn logged_in() -> (TestApp, String) {
     let app = spawn_app().await;
     app.add_user("alice", PASSWORD).await;
     let access = text(&app.login_ok("alice").await, "access_token");
     (app, access)
-}
-
-fn claims_of(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap()
-}
-
-/// Signs `claims` with the issuer's own key file, under `header`.
-fn sign_with_issuer_key(app: &TestApp, header: &Header, claims: &Value) -> String {
-    let der = files::read_private_der(&app.dir.path().join("test-es.pem"), None).unwrap();
-    jsonwebtoken::encode(header, claims, &EncodingKey::from_ec_der(&der)).unwrap()
-}
-
-fn at_header(alg: Algorithm, kid: &str) -> Header {
-    let mut header = Header::new(alg);
-    header.kid = Some(kid.into());
-    header.typ = Some("at+jwt".into());
-    header
 }
 
 async fn assert_rejected(app: &TestApp, token: &str) {

@@ -1,0 +1,95 @@
+//! Why a token was not accepted.
+
+use std::fmt;
+
+/// What went wrong, for matching. New kinds may be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Not a compact JWS, or its header or claims do not parse.
+    Malformed,
+    /// `alg` is `none`, an HMAC algorithm, or one this crate does not verify.
+    UnsupportedAlgorithm,
+    /// The header's `alg` differs from the `alg` of the JWK its `kid` names.
+    AlgorithmMismatch,
+    /// No key with this `kid` in the issuer's JWKS (after the allowed refetch).
+    UnknownKey,
+    /// The signature does not verify.
+    InvalidSignature,
+    /// `typ` is not `at+jwt`: an ID token or another JWT presented as an access token.
+    WrongType,
+    /// `iss` is not the expected issuer.
+    WrongIssuer,
+    /// `aud` does not contain the expected audience.
+    WrongAudience,
+    /// `exp` has passed (beyond the leeway).
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    NotYetValid,
+    /// A required claim (`exp`, `iss`, `aud`, `sub`) is missing.
+    MissingClaim,
+    /// The JWKS could not be fetched and no usable cached copy exists.
+    JwksUnavailable,
+    /// The verifier was configured with an unusable value.
+    Configuration,
+}
+
+/// A token that did not verify, or a JWKS that could not be had.
+#[derive(Debug)]
+pub struct VerifyError {
+    kind: ErrorKind,
+    detail: String,
+}
+
+impl VerifyError {
+    pub(crate) fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        VerifyError {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether the token itself is at fault (answer 401), as opposed to the issuer being
+    /// unreachable (answer 503).
+    pub fn is_token_error(&self) -> bool {
+        !matches!(
+            self.kind,
+            ErrorKind::JwksUnavailable | ErrorKind::Configuration
+        )
+    }
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+impl From<jsonwebtoken::errors::Error> for VerifyError {
+    fn from(e: jsonwebtoken::errors::Error) -> Self {
+        use jsonwebtoken::errors::ErrorKind as J;
+        let (kind, detail) = match e.kind() {
+            J::InvalidSignature => (ErrorKind::InvalidSignature, "the signature does not verify"),
+            J::ExpiredSignature => (ErrorKind::Expired, "the token has expired"),
+            J::ImmatureSignature => (ErrorKind::NotYetValid, "the token is not valid yet"),
+            J::InvalidIssuer => (ErrorKind::WrongIssuer, "unexpected issuer"),
+            J::InvalidAudience => (ErrorKind::WrongAudience, "unexpected audience"),
+            J::MissingRequiredClaim(_) => (ErrorKind::MissingClaim, "a required claim is missing"),
+            J::Json(e) if e.to_string().starts_with("missing field") => {
+                (ErrorKind::MissingClaim, "a required claim is missing")
+            }
+            J::InvalidAlgorithm | J::InvalidAlgorithmName | J::MissingAlgorithm => {
+                (ErrorKind::UnsupportedAlgorithm, "unsupported algorithm")
+            }
+            _ => (ErrorKind::Malformed, "the token is malformed"),
+        };
+        VerifyError::new(kind, detail)
+    }
+}

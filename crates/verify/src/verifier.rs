@@ -1,0 +1,227 @@
+//! The verifier: header checks, the key from the JWKS, then the signature and the claims.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, Validation};
+
+use crate::claims::Claims;
+use crate::error::{ErrorKind, VerifyError};
+use crate::jwks::{CacheSettings, JwksCache, Source};
+
+/// Tokens longer than this are refused before any parsing.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Verifies access tokens of one issuer for one audience. Cheap to clone; clones share the
+/// JWKS cache.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    issuer: String,
+    audience: String,
+    leeway: Duration,
+    cache: Arc<JwksCache>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("issuer", &self.inner.issuer)
+            .field("audience", &self.inner.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings for a [`Verifier`]; every one has a sensible default.
+pub struct VerifierBuilder {
+    issuer: String,
+    audience: String,
+    jwks_url: Option<String>,
+    leeway: Duration,
+    unknown_kid_cooldown: Duration,
+    default_max_age: Duration,
+    max_max_age: Duration,
+    default_stale_if_error: Duration,
+    http_timeout: Duration,
+    client: Option<reqwest::Client>,
+}
+
+impl Verifier {
+    /// A verifier for the issuer at `issuer` (its `iss`), finding the JWKS through the
+    /// issuer's RFC 8414 metadata, accepting tokens whose `aud` holds `audience`.
+    pub fn from_issuer(issuer: &str, audience: &str) -> VerifierBuilder {
+        VerifierBuilder::new(issuer, audience, None)
+    }
+
+    /// A verifier that fetches the JWKS from `jwks_url` directly.
+    pub fn from_jwks_url(jwks_url: &str, issuer: &str, audience: &str) -> VerifierBuilder {
+        VerifierBuilder::new(issuer, audience, Some(jwks_url.to_owned()))
+    }
+
+    /// A verifier with a fixed JWKS document that is never refetched.
+    pub fn from_static_jwks(
+        jwks: &[u8],
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Verifier, VerifyError> {
+        Ok(Verifier {
+            inner: Arc::new(Inner {
+                issuer: issuer.trim_end_matches('/').to_owned(),
+                audience: audience.to_owned(),
+                leeway: Duration::from_secs(30),
+                cache: Arc::new(JwksCache::fixed(
+                    jwks,
+                    issuer.trim_end_matches('/').to_owned(),
+                )?),
+            }),
+        })
+    }
+
+    /// How many times the JWKS (or discovery) has been fetched: for metrics and tests.
+    pub fn jwks_fetches(&self) -> u64 {
+        self.inner.cache.fetches()
+    }
+
+    /// Verifies `token` and returns its claims.
+    pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(VerifyError::new(
+                ErrorKind::Malformed,
+                "the token is too long",
+            ));
+        }
+        // `alg: none` does not even parse as a header here.
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| VerifyError::new(ErrorKind::Malformed, "the token header is malformed"))?;
+        if matches!(
+            header.alg,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        ) {
+            return Err(VerifyError::new(
+                ErrorKind::UnsupportedAlgorithm,
+                "HMAC-signed tokens are refused",
+            ));
+        }
+        let typ_ok = header.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+        });
+        if !typ_ok {
+            return Err(VerifyError::new(ErrorKind::WrongType, "typ is not at+jwt"));
+        }
+        let kid = header
+            .kid
+            .as_deref()
+            .ok_or_else(|| VerifyError::new(ErrorKind::Malformed, "the token has no kid"))?;
+        let key = self.inner.cache.key(kid).await?;
+        // The algorithm comes from the key; the header only has to agree with it.
+        if header.alg != key.alg {
+            return Err(VerifyError::new(
+                ErrorKind::AlgorithmMismatch,
+                "the token's alg differs from its key's alg",
+            ));
+        }
+        let mut validation = Validation::new(key.alg);
+        validation.leeway = self.inner.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.inner.issuer]);
+        validation.set_audience(&[&self.inner.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        Ok(jsonwebtoken::decode::<Claims>(token, &key.key, &validation)?.claims)
+    }
+}
+
+impl VerifierBuilder {
+    fn new(issuer: &str, audience: &str, jwks_url: Option<String>) -> Self {
+        VerifierBuilder {
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            audience: audience.to_owned(),
+            jwks_url,
+            leeway: Duration::from_secs(30),
+            unknown_kid_cooldown: Duration::from_secs(30),
+            default_max_age: Duration::from_secs(300),
+            max_max_age: Duration::from_secs(86_400),
+            default_stale_if_error: Duration::from_secs(3600),
+            http_timeout: Duration::from_secs(5),
+            client: None,
+        }
+    }
+
+    /// Clock skew tolerated on `exp` and `nbf` (default 30 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// At most one refetch per this interval for tokens with an unknown `kid` (default 30 s).
+    pub fn unknown_kid_cooldown(mut self, cooldown: Duration) -> Self {
+        self.unknown_kid_cooldown = cooldown;
+        self
+    }
+
+    /// Cache lifetime when the JWKS response names none (default 5 min).
+    pub fn default_max_age(mut self, max_age: Duration) -> Self {
+        self.default_max_age = max_age;
+        self
+    }
+
+    /// How long a cached JWKS may keep serving past its max-age while the issuer is down, when
+    /// the response names no `stale-if-error` (default 1 h).
+    pub fn default_stale_if_error(mut self, stale: Duration) -> Self {
+        self.default_stale_if_error = stale;
+        self
+    }
+
+    /// Timeout of each fetch (default 5 s).
+    pub fn http_timeout(mut self, timeout: Duration) -> Self {
+        self.http_timeout = timeout;
+        self
+    }
+
+    /// Use this HTTP client (its own timeouts and TLS settings) for every fetch.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Builds the verifier. Nothing is fetched until the first verification.
+    pub fn build(self) -> Result<Verifier, VerifyError> {
+        let client = match self.client {
+            Some(client) => client,
+            None => default_client(self.http_timeout)?,
+        };
+        let source = match self.jwks_url {
+            Some(url) => Source::Jwks(url),
+            None => Source::Issuer(self.issuer.clone()),
+        };
+        let cache = JwksCache::new(
+            source,
+            self.issuer.clone(),
+            client,
+            CacheSettings {
+                unknown_kid_cooldown: self.unknown_kid_cooldown,
+                default_max_age: self.default_max_age,
+                max_max_age: self.max_max_age,
+                default_stale_if_error: self.default_stale_if_error,
+            },
+        );
+        Ok(Verifier {
+            inner: Arc::new(Inner {
+                issuer: self.issuer,
+                audience: self.audience,
+                leeway: self.leeway,
+                cache: Arc::new(cache),
+            }),
+        })
+    }
+}
+
+fn default_client(timeout: Duration) -> Result<reqwest::Client, VerifyError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .build()
+        .map_err(|e| VerifyError::new(ErrorKind::Configuration, format!("HTTP client: {e}")))
+}

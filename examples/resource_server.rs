@@ -1,0 +1,62 @@
+//! An example resource server: `GET /users` answers only to a valid latchkey access token, and
+//! `DELETE /users/{id}` also wants the `users:admin` scope.
+//!
+//! ```sh
+//! cargo run --example resource_server
+//! ```
+//!
+//! Environment: `LATCHKEY_ISSUER` (default `http://127.0.0.1:8080`), `RESOURCE_AUDIENCE`
+//! (default `api`), `RESOURCE_LISTEN` (default `127.0.0.1:8081`).
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use latchkey_verify::Verifier;
+use latchkey_verify::actix::{Authenticated, Scope, Scoped};
+use serde_json::json;
+
+/// The scope `DELETE /users/{id}` requires.
+pub struct UsersAdmin;
+
+impl Scope for UsersAdmin {
+    const NAME: &'static str = "users:admin";
+}
+
+async fn list_users(Authenticated(claims): Authenticated) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "requested_by": claims.sub,
+        "users": [
+            {"id": "1", "name": "Ada Lovelace"},
+            {"id": "2", "name": "Grace Hopper"},
+        ],
+    }))
+}
+
+async fn delete_user(_admin: Scoped<UsersAdmin>, id: web::Path<String>) -> HttpResponse {
+    tracing::info!(user = %id, "deleted");
+    HttpResponse::NoContent().finish()
+}
+
+/// The routes, shared by `main` and the tests.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/users", web::get().to(list_users))
+        .route("/users/{id}", web::delete().to(delete_user));
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    let issuer = env("LATCHKEY_ISSUER", "http://127.0.0.1:8080");
+    let audience = env("RESOURCE_AUDIENCE", "api");
+    let listen = env("RESOURCE_LISTEN", "127.0.0.1:8081");
+    let verifier = Verifier::from_issuer(&issuer, &audience)
+        .build()
+        .map_err(std::io::Error::other)?;
+    println!("resource server on http://{listen}, trusting tokens from {issuer} for {audience:?}");
+    HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(verifier.clone()))
+            .configure(routes)
+    })
+    .bind(listen)?
+    .run()
+    .await
+}
