@@ -71,25 +71,3 @@ impl fmt::Display for VerifyError {
 }
 
 impl std::error::Error for VerifyError {}
-
-impl From<jsonwebtoken::errors::Error> for VerifyError {
-    fn from(e: jsonwebtoken::errors::Error) -> Self {
-        use jsonwebtoken::errors::ErrorKind as J;
-        let (kind, detail) = match e.kind() {
-            J::InvalidSignature => (ErrorKind::InvalidSignature, "the signature does not verify"),
-            J::ExpiredSignature => (ErrorKind::Expired, "the token has expired"),
-            J::ImmatureSignature => (ErrorKind::NotYetValid, "the token is not valid yet"),
-            J::InvalidIssuer => (ErrorKind::WrongIssuer, "unexpected issuer"),
-            J::InvalidAudience => (ErrorKind::WrongAudience, "unexpected audience"),
-            J::MissingRequiredClaim(_) => (ErrorKind::MissingClaim, "a required claim is missing"),
-            J::Json(e) if e.to_string().starts_with("missing field") => {
-                (ErrorKind::MissingClaim, "a required claim is missing")
-            }
-            J::InvalidAlgorithm | J::InvalidAlgorithmName | J::MissingAlgorithm => {
-                (ErrorKind::UnsupportedAlgorithm, "unsupported algorithm")
-            }
-            _ => (ErrorKind::Malformed, "the token is malformed"),
-        };
-        VerifyError::new(kind, detail)
-    }
-}

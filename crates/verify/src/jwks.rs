@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 use crate::error::{ErrorKind, VerifyError};
@@ -16,10 +19,10 @@ use crate::error::{ErrorKind, VerifyError};
 /// A JWKS larger than this is refused: no issuer needs it, and it bounds what we read.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
-/// One verification key, with the algorithm its JWK names.
+/// One verification key, parsed once, with the algorithm its JWK names.
 pub(crate) struct VerifyKey {
     pub alg: Algorithm,
-    pub key: DecodingKey,
+    pub key: ParsedPublicKey,
 }
 
 pub(crate) struct KeySet {
@@ -357,7 +360,7 @@ fn parse_jwks(body: &[u8]) -> Result<HashMap<String, Arc<VerifyKey>>, VerifyErro
         let Some(alg) = signing_algorithm(&jwk) else {
             continue;
         };
-        let Ok(key) = DecodingKey::from_jwk(&jwk) else {
+        let Some(key) = parsed_public_key(&jwk, alg) else {
             continue;
         };
         keys.insert(kid, Arc::new(VerifyKey { alg, key }));
@@ -409,6 +412,46 @@ fn signing_algorithm(jwk: &Jwk) -> Option<Algorithm> {
             )
     );
     same_family.then_some(named)
+}
+
+/// The JWK's public key, parsed for `alg`: an uncompressed point for EC, `n` and `e` for RSA,
+/// the raw key for Ed25519.
+fn parsed_public_key(jwk: &Jwk, alg: Algorithm) -> Option<ParsedPublicKey> {
+    let decode = |s: &str| B64.decode(s.trim_end_matches('=')).ok();
+    match &jwk.algorithm {
+        AlgorithmParameters::EllipticCurve(p) => {
+            let verification = match alg {
+                Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+                Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+                _ => return None,
+            };
+            let mut point = vec![0x04];
+            point.extend(decode(&p.x)?);
+            point.extend(decode(&p.y)?);
+            ParsedPublicKey::new(verification, point).ok()
+        }
+        AlgorithmParameters::RSA(p) => {
+            let parameters = match alg {
+                Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+                Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+                Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+                Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+                Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+                Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+                _ => return None,
+            };
+            RsaPublicKeyComponents {
+                n: decode(&p.n)?,
+                e: decode(&p.e)?,
+            }
+            .to_parsed_public_key(parameters)
+            .ok()
+        }
+        AlgorithmParameters::OctetKeyPair(p) if alg == Algorithm::EdDSA => {
+            ParsedPublicKey::new(&sig::ED25519, decode(&p.x)?).ok()
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, Validation};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use jsonwebtoken::Algorithm;
 
 use crate::claims::Claims;
 use crate::error::{ErrorKind, VerifyError};
@@ -123,13 +125,71 @@ impl Verifier {
                 "the token's alg differs from its key's alg",
             ));
         }
-        let mut validation = Validation::new(key.alg);
-        validation.leeway = self.inner.leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&self.inner.issuer]);
-        validation.set_audience(&[&self.inner.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        Ok(jsonwebtoken::decode::<Claims>(token, &key.key, &validation)?.claims)
+        // The signature first: nothing of the payload is read before it is authenticated.
+        let (signed, signature) = token
+            .rsplit_once('.')
+            .ok_or_else(|| VerifyError::new(ErrorKind::Malformed, "not a compact JWS"))?;
+        let signature = B64.decode(signature).map_err(|_| {
+            VerifyError::new(ErrorKind::Malformed, "the signature is not base64url")
+        })?;
+        key.key
+            .verify_sig(signed.as_bytes(), &signature)
+            .map_err(|_| {
+                VerifyError::new(ErrorKind::InvalidSignature, "the signature does not verify")
+            })?;
+        let payload = signed.split_once('.').map_or("", |(_, p)| p);
+        let payload = B64
+            .decode(payload)
+            .map_err(|_| VerifyError::new(ErrorKind::Malformed, "the payload is not base64url"))?;
+        let claims: Claims = serde_json::from_slice(&payload).map_err(|e| {
+            if e.to_string().starts_with("missing field") {
+                VerifyError::new(
+                    ErrorKind::MissingClaim,
+                    "a required claim (exp, iss, aud, sub) is missing",
+                )
+            } else {
+                VerifyError::new(ErrorKind::Malformed, "the claims are malformed")
+            }
+        })?;
+        self.check_claims(&claims)?;
+        Ok(claims)
+    }
+
+    /// `iss`, `aud`, `exp` and `nbf` (with the leeway), as RFC 9068 §4 asks.
+    fn check_claims(&self, claims: &Claims) -> Result<(), VerifyError> {
+        if claims.iss != self.inner.issuer {
+            return Err(VerifyError::new(
+                ErrorKind::WrongIssuer,
+                "unexpected issuer",
+            ));
+        }
+        if !claims.aud.iter().any(|a| *a == self.inner.audience) {
+            return Err(VerifyError::new(
+                ErrorKind::WrongAudience,
+                "unexpected audience",
+            ));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let leeway = i64::try_from(self.inner.leeway.as_secs()).unwrap_or(0);
+        if now.saturating_sub(leeway) >= claims.exp {
+            return Err(VerifyError::new(
+                ErrorKind::Expired,
+                "the token has expired",
+            ));
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(leeway))
+        {
+            return Err(VerifyError::new(
+                ErrorKind::NotYetValid,
+                "the token is not valid yet",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,178 @@
+//! Load tool: drives login and refresh-rotation loops against a running latchkey on loopback and
+//! reports throughput and latency percentiles (and the server's memory, given its pid).
+//!
+//! ```sh
+//! printf 'load-test-password\n' | latchkey users add load -c CONFIG
+//! cargo run --release --example load -- --url http://127.0.0.1:8080 --user load \
+//!     --password load-test-password --concurrency 32 --seconds 20 --pid "$(pgrep -f 'latchkey serve')"
+//! ```
+//!
+//! Every run is bounded by `--seconds` and `--max-requests`, and refuses non-loopback targets.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+struct Args {
+    /// Base URL of the issuer; loopback only.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long, default_value = "load")]
+    user: String,
+    #[arg(long, default_value = "load-test-password")]
+    password: String,
+    /// Concurrent clients; each logs in once, then refreshes in a loop.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Hard cap on requests, whatever the time.
+    #[arg(long, default_value_t = 2_000_000)]
+    max_requests: usize,
+    /// The server's pid, to report its memory.
+    #[arg(long)]
+    pid: Option<u32>,
+}
+
+fn is_loopback(url: &str) -> bool {
+    let host = url
+        .strip_prefix("http://")
+        .unwrap_or("")
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn memory(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l[name.len()..].trim().to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    format!("RSS {} (peak {})", field("VmRSS:"), field("VmHWM:"))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn report(name: &str, mut latencies: Vec<Duration>, elapsed: Duration) {
+    latencies.sort_unstable();
+    println!(
+        "{name:<8} {:>8} requests {:>9.0}/s   p50 {:>6.2} ms   p90 {:>6.2} ms   p99 {:>6.2} ms",
+        latencies.len(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.90),
+        percentile(&latencies, 0.99),
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    assert!(
+        is_loopback(&args.url),
+        "refusing a non-loopback target: {}",
+        args.url
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(args.concurrency)
+        .build()
+        .unwrap();
+    if let Some(pid) = args.pid {
+        println!("server before: {}", memory(pid));
+    }
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let budget = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(args.max_requests));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency {
+        let (client, args_url) = (client.clone(), args.url.clone());
+        let (user, password, budget) = (args.user.clone(), args.password.clone(), budget.clone());
+        workers.spawn(async move {
+            let take = || {
+                budget
+                    .fetch_update(
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                        |b| b.checked_sub(1),
+                    )
+                    .is_ok()
+            };
+            let (mut logins, mut refreshes, mut errors) = (Vec::new(), Vec::new(), 0usize);
+            let mut token: Option<String> = None;
+            while Instant::now() < deadline && take() {
+                let t = Instant::now();
+                let (path, body) = match &token {
+                    None => (
+                        "/auth/login",
+                        json!({"username": user, "password": password}),
+                    ),
+                    Some(rt) => ("/auth/refresh", json!({"refresh_token": rt})),
+                };
+                let response = client
+                    .post(format!("{args_url}{path}"))
+                    .json(&body)
+                    .send()
+                    .await;
+                let ok = match response {
+                    Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+                    _ => None,
+                };
+                match ok {
+                    Some(body) => {
+                        if token.is_none() {
+                            logins.push(t.elapsed())
+                        } else {
+                            refreshes.push(t.elapsed())
+                        }
+                        token = body["refresh_token"].as_str().map(str::to_owned);
+                    }
+                    None => {
+                        errors += 1;
+                        token = None;
+                    }
+                }
+            }
+            (logins, refreshes, errors)
+        });
+    }
+    let (mut logins, mut refreshes, mut errors) = (Vec::new(), Vec::new(), 0);
+    for (l, r, e) in workers.join_all().await {
+        logins.extend(l);
+        refreshes.extend(r);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "{} clients for {:.1} s against {}",
+        args.concurrency,
+        elapsed.as_secs_f64(),
+        args.url
+    );
+    report("login", logins, elapsed);
+    report("refresh", refreshes, elapsed);
+    println!("errors   {errors}");
+    if let Some(pid) = args.pid {
+        println!("server after: {}", memory(pid));
+    }
+}
