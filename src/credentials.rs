@@ -1,15 +1,20 @@
-//! Passwords: argon2id hashing and verification on the blocking pool, never on an actix worker.
+//! Passwords: argon2id hashing and verification on a small pool of dedicated threads, never on
+//! an actix worker.
 //!
 //! An unknown user is checked against a dummy hash of the same cost, so "no such user" and
-//! "wrong password" take the same time and give the same answer.
+//! "wrong password" take the same time and give the same answer. The pool is fixed at
+//! `max_concurrent` threads rather than tokio's elastic blocking pool: each hash takes
+//! `memory_kib` from its thread's malloc arena, and arenas keep what they were given, so a
+//! login burst spread over many threads would leave that much memory resident on each.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::config::PasswordSettings;
 
@@ -47,13 +52,50 @@ pub enum CredentialError {
     Pool,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// `threads` OS threads running hashing jobs. Admission takes one of `threads` permits and the
+/// queue holds `threads` jobs, so a job admitted always fits in the queue, however many
+/// workers are between jobs.
+struct HashingPool {
+    jobs: SyncSender<Job>,
+    permits: Semaphore,
+}
+
+impl HashingPool {
+    fn new(threads: usize) -> Result<HashingPool, CredentialError> {
+        let (jobs, queue) = sync_channel::<Job>(threads);
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..threads {
+            let queue: Arc<Mutex<Receiver<Job>>> = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("latchkey-argon2-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        match job {
+                            Ok(job) => job(),
+                            // Every sender is gone: the hasher was dropped.
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|_| CredentialError::Pool)?;
+        }
+        Ok(HashingPool {
+            jobs,
+            permits: Semaphore::new(threads),
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
     /// A real hash of a random password with the same cost, verified for unknown users.
     dummy_hash: Arc<str>,
     /// argon2 holds `memory_kib` per hash: a flood queues here instead of exhausting memory.
-    permits: Arc<Semaphore>,
+    pool: Arc<HashingPool>,
 }
 
 impl fmt::Debug for PasswordHasher {
@@ -78,7 +120,7 @@ impl PasswordHasher {
         Ok(PasswordHasher {
             params,
             dummy_hash: dummy_hash.into(),
-            permits: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
+            pool: Arc::new(HashingPool::new(settings.max_concurrent.max(1))?),
         })
     }
 
@@ -91,17 +133,20 @@ impl PasswordHasher {
     }
 
     /// Checks `password` against `stored`, or against the dummy hash when there is no user.
-    /// Takes the same time either way.
+    /// Takes the same time either way. An error is a broken pool, never a wrong password.
     #[tracing::instrument(name = "verify_password", skip_all)]
-    pub async fn verify(&self, stored: Option<&str>, password: &Password) -> bool {
+    pub async fn verify(
+        &self,
+        stored: Option<&str>,
+        password: &Password,
+    ) -> Result<bool, CredentialError> {
         let known = stored.is_some();
         let hash: Arc<str> = stored.map_or_else(|| Arc::clone(&self.dummy_hash), Arc::from);
         let password = password.clone();
         let matched = self
             .run(move || verify_with(&hash, password.expose()))
-            .await
-            .unwrap_or(false);
-        known && matched
+            .await?;
+        Ok(known && matched)
     }
 
     async fn run<T: Send + 'static>(
@@ -109,14 +154,22 @@ impl PasswordHasher {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, CredentialError> {
         let _permit = self
+            .pool
             .permits
             .acquire()
             .await
             .map_err(|_| CredentialError::Pool)?;
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(work))
-            .await
-            .map_err(|_| CredentialError::Pool)
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(span.in_scope(work));
+        });
+        // The permit guarantees room in the queue, so this never blocks the caller's thread.
+        self.pool
+            .jobs
+            .try_send(job)
+            .map_err(|_| CredentialError::Pool)?;
+        result.await.map_err(|_| CredentialError::Pool)
     }
 }
 
@@ -132,14 +185,59 @@ fn hash_with(params: &Params, password: &str) -> Result<String, CredentialError>
         .map_err(|e| CredentialError::Hash(e.to_string()))
 }
 
+/// The largest argon2 memory cost a stored hash may ask for (1 GiB): a corrupt or hostile
+/// record must not make a login allocate without bound.
+const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+
+thread_local! {
+    /// argon2's working memory, kept by each hashing thread and reused by every verification
+    /// on it, so resident memory stays at one buffer per thread.
+    static WORKING_MEMORY: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Verifies with the parameters recorded in the hash itself, so raising the cost later keeps
-/// old hashes valid. The comparison inside is constant-time.
+/// old hashes valid. The comparison is constant-time.
 fn verify_with(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        Algorithm::try_from(parsed.algorithm),
+        Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::V0x13,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    if params.m_cost() > MAX_MEMORY_KIB {
+        return false;
+    }
+    let mut out = vec![0u8; expected.len()];
+    let computed = WORKING_MEMORY.with_borrow_mut(|memory| {
+        let blocks = params.block_count();
+        if memory.len() < blocks {
+            memory.resize(blocks, Block::default());
+        }
+        Argon2::new(algorithm, version, params)
+            .hash_password_into_with_memory(
+                password.as_bytes(),
+                salt,
+                &mut out,
+                &mut memory[..blocks],
+            )
             .is_ok()
-    })
+    });
+    computed && aws_lc_rs::constant_time::verify_slices_are_equal(&out, expected.as_bytes()).is_ok()
 }
 
 #[cfg(test)]
@@ -167,23 +265,54 @@ mod tests {
             hasher
                 .verify(Some(&hash), &Password::new("correct horse".into()))
                 .await
+                .unwrap()
         );
         assert!(
             !hasher
                 .verify(Some(&hash), &Password::new("wrong".into()))
                 .await
+                .unwrap()
         );
         assert!(
             !hasher
                 .verify(Some("not a hash"), &Password::new("x".into()))
                 .await
+                .unwrap()
         );
     }
 
     #[tokio::test]
     async fn unknown_user_is_checked_against_the_dummy_and_fails() {
         let hasher = PasswordHasher::new(&cheap()).unwrap();
-        assert!(!hasher.verify(None, &Password::new(String::new())).await);
+        assert!(
+            !hasher
+                .verify(None, &Password::new(String::new()))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_burst_larger_than_the_pool_queues_and_every_check_completes() {
+        let hasher = PasswordHasher::new(&cheap()).unwrap();
+        let hash = hasher.hash(&Password::new("pw".into())).await.unwrap();
+        let mut burst = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let (hasher, hash) = (hasher.clone(), hash.clone());
+            burst.spawn(async move {
+                let password = if i % 2 == 0 { "pw" } else { "nope" };
+                (
+                    i,
+                    hasher
+                        .verify(Some(&hash), &Password::new(password.into()))
+                        .await
+                        .unwrap(),
+                )
+            });
+        }
+        for (i, matched) in burst.join_all().await {
+            assert_eq!(matched, i % 2 == 0);
+        }
     }
 
     #[test]

@@ -91,7 +91,8 @@ impl Issuer {
         let matched = self
             .hasher
             .verify(user.as_ref().map(|u| u.password_hash.as_str()), password)
-            .await;
+            .await
+            .map_err(ApiError::internal)?;
         let user = match user {
             Some(user) if matched && !user.disabled => user,
             _ => return Err(ApiError::InvalidGrant(BAD_CREDENTIALS)),

@@ -461,3 +461,69 @@ async fn the_example_resource_server_answers_401_403_and_200() {
     .await;
     assert_eq!(allowed.status(), 204);
 }
+
+/// A JWKS endpoint that answers the first request (max-age=1) and leaves every later one
+/// hanging, as an overloaded or half-dead issuer would.
+async fn jwks_that_hangs_after_one_answer(jwks: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        for served in 0..20 {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            if served == 0 {
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{jwks}",
+                    jwks.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            } else {
+                held.push(socket);
+            }
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_stale_cache_hit_never_waits_on_the_refresh() {
+    let app = spawn_app().await;
+    let access = logged_in(&app).await;
+    let jwks = app
+        .get("/.well-known/jwks.json")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let url = jwks_that_hangs_after_one_answer(jwks).await;
+    let verifier = Verifier::from_jwks_url(&url, "http://127.0.0.1", "api")
+        .http_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    verifier.verify(&access).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // Stale now: each hit is answered from the cache while one background refresh hangs.
+    for _ in 0..10 {
+        let started = Instant::now();
+        verifier.verify(&access).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "waited {:?}",
+            started.elapsed()
+        );
+    }
+    // Let the spawned refresh start (it then hangs on the endpoint).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    verifier.verify(&access).await.unwrap();
+    assert_eq!(
+        verifier.jwks_fetches(),
+        2,
+        "one background refresh, not one per hit"
+    );
+}
