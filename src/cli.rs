@@ -299,14 +299,7 @@ async fn users(cmd: UsersCommand) -> Result<(), CliError> {
                 .hash(&password)
                 .await
                 .map_err(CliError::from_display)?;
-            store
-                .update_user(&user)
-                .await
-                .map_err(CliError::from_display)?;
-            let n = store
-                .revoke_user_sessions(&user.id)
-                .await
-                .map_err(CliError::from_display)?;
+            let n = save_and_revoke_sessions(&store, &user).await?;
             println!(
                 "password changed for {}; {n} sessions revoked",
                 user.username
@@ -316,14 +309,7 @@ async fn users(cmd: UsersCommand) -> Result<(), CliError> {
         UsersCommand::Disable { .. } => {
             let mut user = find_user(&store, name.as_deref()).await?;
             user.disabled = true;
-            store
-                .update_user(&user)
-                .await
-                .map_err(CliError::from_display)?;
-            let n = store
-                .revoke_user_sessions(&user.id)
-                .await
-                .map_err(CliError::from_display)?;
+            let n = save_and_revoke_sessions(&store, &user).await?;
             println!("disabled {}; {n} sessions revoked", user.username);
             Ok(())
         }
@@ -344,6 +330,18 @@ async fn users(cmd: UsersCommand) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// Writes a changed password or status, then ends every session the old one allowed.
+async fn save_and_revoke_sessions(store: &SharedStore, user: &User) -> Result<usize, CliError> {
+    store
+        .update_user(user)
+        .await
+        .map_err(CliError::from_display)?;
+    store
+        .revoke_user_sessions(&user.id)
+        .await
+        .map_err(CliError::from_display)
 }
 
 async fn find_user(store: &SharedStore, name: Option<&str>) -> Result<User, CliError> {
