@@ -1,0 +1,242 @@
+//! The config file's shape, field by field, with its defaults and the environment overrides.
+//! Unknown fields are refused; validation into typed values happens in the parent module.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    /// The issuer URL (`iss`).
+    pub(super) issuer: String,
+    /// `HOST:PORT` to bind.
+    pub(super) listen: String,
+    #[serde(default)]
+    pub(super) tokens: RawTokens,
+    #[serde(default)]
+    pub(super) store: RawStore,
+    #[serde(default)]
+    pub(super) jwks: RawJwks,
+    #[serde(default)]
+    pub(super) passwords: RawPasswords,
+    #[serde(default)]
+    pub(super) keys: Vec<RawKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawTokens {
+    pub(super) access_ttl: String,
+    pub(super) refresh_ttl: String,
+    pub(super) refresh_idle_ttl: String,
+    pub(super) reuse_grace: String,
+    pub(super) leeway: String,
+    pub(super) audience: Vec<String>,
+}
+
+impl Default for RawTokens {
+    fn default() -> Self {
+        RawTokens {
+            access_ttl: "15m".into(),
+            refresh_ttl: "30d".into(),
+            refresh_idle_ttl: "7d".into(),
+            reuse_grace: "10s".into(),
+            leeway: "60s".into(),
+            audience: vec!["api".into()],
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawStore {
+    pub(super) url: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            url: "sqlite://data/latchkey.db".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawJwks {
+    pub(super) max_age: String,
+    pub(super) stale_if_error: String,
+}
+
+impl Default for RawJwks {
+    fn default() -> Self {
+        RawJwks {
+            max_age: "5m".into(),
+            stale_if_error: "1d".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawPasswords {
+    pub(super) memory_kib: u32,
+    pub(super) iterations: u32,
+    pub(super) parallelism: u32,
+    pub(super) max_concurrent: usize,
+}
+
+impl Default for RawPasswords {
+    fn default() -> Self {
+        RawPasswords {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: 4,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKey {
+    pub(super) kid: String,
+    pub(super) alg: String,
+    pub(super) path: PathBuf,
+    pub(super) not_before: String,
+    pub(super) not_after: String,
+    #[serde(default)]
+    pub(super) revoked: bool,
+    #[serde(default)]
+    pub(super) generate_if_missing: bool,
+    #[serde(default)]
+    pub(super) passphrase_env: Option<String>,
+}
+
+/// Environment overrides: `LATCHKEY_<SECTION>_<KEY>`, plus the two top-level fields.
+const ENV_FIELDS: &[(&str, Option<&str>, &str, EnvKind)] = &[
+    ("LATCHKEY_ISSUER", None, "issuer", EnvKind::Str),
+    ("LATCHKEY_LISTEN", None, "listen", EnvKind::Str),
+    ("LATCHKEY_STORE_URL", Some("store"), "url", EnvKind::Str),
+    (
+        "LATCHKEY_TOKENS_ACCESS_TTL",
+        Some("tokens"),
+        "access_ttl",
+        EnvKind::Str,
+    ),
+    (
+        "LATCHKEY_TOKENS_REFRESH_TTL",
+        Some("tokens"),
+        "refresh_ttl",
+        EnvKind::Str,
+    ),
+    (
+        "LATCHKEY_TOKENS_REFRESH_IDLE_TTL",
+        Some("tokens"),
+        "refresh_idle_ttl",
+        EnvKind::Str,
+    ),
+    (
+        "LATCHKEY_TOKENS_REUSE_GRACE",
+        Some("tokens"),
+        "reuse_grace",
+        EnvKind::Str,
+    ),
+    (
+        "LATCHKEY_TOKENS_LEEWAY",
+        Some("tokens"),
+        "leeway",
+        EnvKind::Str,
+    ),
+    (
+        "LATCHKEY_TOKENS_AUDIENCE",
+        Some("tokens"),
+        "audience",
+        EnvKind::List,
+    ),
+    (
+        "LATCHKEY_JWKS_MAX_AGE",
+        Some("jwks"),
+        "max_age",
+        EnvKind::Str,
+    ),
+    (
+        "LATCHKEY_JWKS_STALE_IF_ERROR",
+        Some("jwks"),
+        "stale_if_error",
+        EnvKind::Str,
+    ),
+    (
+        "LATCHKEY_PASSWORDS_MEMORY_KIB",
+        Some("passwords"),
+        "memory_kib",
+        EnvKind::Int,
+    ),
+    (
+        "LATCHKEY_PASSWORDS_ITERATIONS",
+        Some("passwords"),
+        "iterations",
+        EnvKind::Int,
+    ),
+    (
+        "LATCHKEY_PASSWORDS_PARALLELISM",
+        Some("passwords"),
+        "parallelism",
+        EnvKind::Int,
+    ),
+    (
+        "LATCHKEY_PASSWORDS_MAX_CONCURRENT",
+        Some("passwords"),
+        "max_concurrent",
+        EnvKind::Int,
+    ),
+];
+
+#[derive(Clone, Copy)]
+enum EnvKind {
+    Str,
+    Int,
+    List,
+}
+
+pub(super) fn apply_env(
+    table: &mut toml::Table,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    for (var, section, key, kind) in ENV_FIELDS {
+        let Some(value) = env(var) else { continue };
+        let value = match kind {
+            EnvKind::Str => toml::Value::String(value),
+            EnvKind::Int => toml::Value::Integer(value.trim().parse().map_err(|_| {
+                ConfigError::one(format!("{var}: expected a whole number, got {value:?}"))
+            })?),
+            EnvKind::List => toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_owned()))
+                    .collect(),
+            ),
+        };
+        let target = match section {
+            None => &mut *table,
+            Some(section) => {
+                let entry = table
+                    .entry(section.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                match entry.as_table_mut() {
+                    Some(t) => t,
+                    None => {
+                        return Err(ConfigError::one(format!("{section}: must be a table")));
+                    }
+                }
+            }
+        };
+        target.insert(key.to_string(), value);
+    }
+    Ok(())
+}
