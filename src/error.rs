@@ -31,6 +31,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
+    /// 429 `slow_down`: too many login attempts; `Retry-After` says when to try again.
+    #[error("too many login attempts; retry later")]
+    SlowDown { retry_after_secs: u64 },
     /// 503: the store did not answer; nothing was changed, the client should retry.
     #[error("the session store is unavailable")]
     StoreUnavailable(#[source] StoreError),
@@ -55,6 +58,7 @@ impl ApiError {
             | ApiError::PayloadTooLarge
             | ApiError::UnsupportedMediaType => "invalid_request",
             ApiError::InvalidGrant(_) => "invalid_grant",
+            ApiError::SlowDown { .. } => "slow_down",
             ApiError::InvalidToken(_) | ApiError::MissingToken => "invalid_token",
             ApiError::StoreUnavailable(_) | ApiError::NoSigningKey => "temporarily_unavailable",
             ApiError::Internal(_) => "server_error",
@@ -95,6 +99,7 @@ impl ResponseError for ApiError {
                 StatusCode::UNAUTHORIZED
             }
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::SlowDown { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -137,6 +142,9 @@ impl ResponseError for ApiError {
             }
             ApiError::StoreUnavailable(_) | ApiError::NoSigningKey => {
                 response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::SlowDown { retry_after_secs } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             _ => {}
         }

@@ -11,6 +11,7 @@ use crate::clock::{Clock, UnixMs, duration_ms};
 use crate::config::Alg;
 use crate::credentials::{MAX_PASSWORD_BYTES, Password, PasswordHasher};
 use crate::error::ApiError;
+use crate::limits::LoginLimiter;
 use crate::reload::LiveHandle;
 use crate::store::{Grant, NewSession, RotateOutcome, Rotation, SharedStore, User};
 use crate::tokens::{AccessClaims, Audience, RefreshToken, new_jti};
@@ -55,6 +56,7 @@ pub struct Authenticated {
 pub struct Issuer {
     /// The config and keys in force; swapped whole on reload.
     pub live: LiveHandle,
+    pub limiter: LoginLimiter,
     pub store: SharedStore,
     pub hasher: PasswordHasher,
     pub clock: Clock,
@@ -87,6 +89,11 @@ impl Issuer {
 
         // Checked first, so no session is created (nor token consumed) that cannot be answered.
         self.ensure_signing_key()?;
+        self.limiter
+            .check(&meta.ip, username, self.clock.now_ms())
+            .map_err(|t| ApiError::SlowDown {
+                retry_after_secs: t.retry_after_secs,
+            })?;
         let user = self.store.user_by_name(username).await?;
         let matched = self
             .hasher
@@ -95,7 +102,10 @@ impl Issuer {
             .map_err(ApiError::internal)?;
         let user = match user {
             Some(user) if matched && !user.disabled => user,
-            _ => return Err(ApiError::InvalidGrant(BAD_CREDENTIALS)),
+            _ => {
+                self.limiter.record_failure(username, self.clock.now_ms());
+                return Err(ApiError::InvalidGrant(BAD_CREDENTIALS));
+            }
         };
         tracing::Span::current().record("user_id", user.id.as_str());
 

@@ -9,6 +9,7 @@
 //! - [`clock`]: the one source of "now", injectable so expiry is testable without sleeping.
 //! - [`keys`]: the signing-key ring: schedule, the active key, the published JWKS, key files.
 //! - [`tokens`]: access-token claims and signing; refresh-token format, hashing and sealing.
+//! - [`limits`]: login throttling per client IP and per username.
 //! - [`credentials`]: argon2id password hashing on a bounded blocking pool.
 //! - [`reload`]: hot reload of config and keys (SIGHUP, file changes), refused when unsafe.
 //! - [`issuer`]: the flows (login, refresh, logout, userinfo), free of HTTP.
@@ -25,6 +26,7 @@ pub mod credentials;
 pub mod error;
 pub mod issuer;
 pub mod keys;
+pub mod limits;
 pub mod reload;
 pub mod routes;
 pub mod startup;

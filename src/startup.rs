@@ -16,6 +16,7 @@ use crate::credentials::{CredentialError, PasswordHasher};
 use crate::error::json_error;
 use crate::issuer::Issuer;
 use crate::keys::{KeyError, KeyRing};
+use crate::limits::LoginLimiter;
 use crate::reload::{self, LiveHandle};
 use crate::routes::{auth, method_not_allowed, not_found, ops, well_known};
 use crate::store::{self, SharedStore, StoreError};
@@ -73,6 +74,7 @@ impl Application {
             .port();
         let issuer = web::Data::new(Issuer {
             hasher: PasswordHasher::new(&config.passwords)?,
+            limiter: LoginLimiter::new(config.limits.clone()),
             live: LiveHandle::new(config, ring),
             store,
             clock,

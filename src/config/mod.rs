@@ -29,6 +29,7 @@ pub struct Config {
     pub store: StoreSettings,
     pub jwks: JwksSettings,
     pub passwords: PasswordSettings,
+    pub limits: LimitSettings,
     /// Signing keys in the order they appear in the file.
     pub keys: Vec<KeySpec>,
 }
@@ -91,6 +92,16 @@ impl Default for PasswordSettings {
             max_concurrent: raw.max_concurrent,
         }
     }
+}
+
+/// Login throttling, per instance (see [`crate::limits`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitSettings {
+    pub window: Duration,
+    /// Login attempts one client IP may make per window.
+    pub login_attempts_per_ip: u32,
+    /// Failed logins one username may take per window before it is refused outright.
+    pub failed_logins_per_user: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -246,6 +257,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_age: duration("jwks.max_age", &raw.jwks.max_age),
         stale_if_error: duration("jwks.stale_if_error", &raw.jwks.stale_if_error),
     };
+    let limits = LimitSettings {
+        window: duration("limits.window", &raw.limits.window),
+        login_attempts_per_ip: raw.limits.login_attempts_per_ip,
+        failed_logins_per_user: raw.limits.failed_logins_per_user,
+    };
 
     if tokens.refresh_idle_ttl > tokens.refresh_ttl {
         problems.push("tokens.refresh_idle_ttl: must not exceed tokens.refresh_ttl".into());
@@ -307,6 +323,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_concurrent: p.max_concurrent,
     };
 
+    if limits.login_attempts_per_ip == 0 || limits.failed_logins_per_user == 0 {
+        problems.push(
+            "limits: login_attempts_per_ip and failed_logins_per_user must be at least 1".into(),
+        );
+    }
+
     let mut keys = Vec::new();
     let mut kids = HashSet::new();
     for (i, k) in raw.keys.into_iter().enumerate() {
@@ -361,6 +383,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         store: StoreSettings { url },
         jwks,
         passwords,
+        limits,
         keys,
     })
 }

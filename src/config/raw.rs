@@ -23,6 +23,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) passwords: RawPasswords,
     #[serde(default)]
+    pub(super) limits: RawLimits,
+    #[serde(default)]
     pub(super) keys: Vec<RawKey>,
 }
 
@@ -96,6 +98,25 @@ impl Default for RawPasswords {
             iterations: 2,
             parallelism: 1,
             max_concurrent: 4,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLimits {
+    /// The counting window.
+    pub(super) window: String,
+    pub(super) login_attempts_per_ip: u32,
+    pub(super) failed_logins_per_user: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            window: "1m".into(),
+            login_attempts_per_ip: 60,
+            failed_logins_per_user: 10,
         }
     }
 }

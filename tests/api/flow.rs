@@ -125,3 +125,48 @@ async fn disabled_user_cannot_log_in(backend: Backend) {
     )
     .await;
 }
+
+#[tokio::test]
+async fn repeated_failures_and_floods_are_throttled_with_429() {
+    let app = crate::helpers::spawn_app_with(Backend::Embedded, |c| {
+        c.text.push_str(
+            "\n[limits]\nwindow = \"1m\"\nlogin_attempts_per_ip = 8\nfailed_logins_per_user = 3\n",
+        );
+    })
+    .await;
+    app.add_user("alice", PASSWORD).await;
+
+    // Three wrong passwords lock alice out for the rest of the window, right password or not.
+    for _ in 0..3 {
+        assert_eq!(
+            app.login("alice", "guess").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let throttled = app.login("alice", PASSWORD).await;
+    let retry_after: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_error(throttled, StatusCode::TOO_MANY_REQUESTS, "slow_down").await;
+
+    // The window passes: alice logs in.
+    app.clock.advance(Duration::from_secs(61));
+    assert_eq!(app.login("alice", PASSWORD).await.status(), StatusCode::OK);
+
+    // One client spraying usernames hits the per-IP limit (8 per window).
+    for i in 0..7 {
+        assert_eq!(
+            app.login(&format!("nobody{i}"), "x").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_error(
+        app.login("nobody-else", "x").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "slow_down",
+    )
+    .await;
+}
