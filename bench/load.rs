@@ -8,6 +8,8 @@
 //! ```
 //!
 //! Every run is bounded by `--seconds` and `--max-requests`, and refuses non-loopback targets.
+//! All clients come from one IP: raise `LATCHKEY_LIMITS_LOGIN_ATTEMPTS_PER_IP` on the server when
+//! running more clients than its per-minute login allowance.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
@@ -118,7 +120,8 @@ async fn main() {
                     )
                     .is_ok()
             };
-            let (mut logins, mut refreshes, mut errors) = (Vec::new(), Vec::new(), 0usize);
+            let (mut logins, mut refreshes) = (Vec::new(), Vec::new());
+            let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
             let mut token: Option<String> = None;
             while Instant::now() < deadline && take() {
                 let t = Instant::now();
@@ -134,12 +137,16 @@ async fn main() {
                     .json(&body)
                     .send()
                     .await;
-                let ok = match response {
-                    Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
-                    _ => None,
+                let outcome = match response {
+                    Ok(r) if r.status().is_success() => {
+                        r.json::<Value>().await.map_err(|e| e.to_string())
+                    }
+                    Ok(r) => Err(format!("{path} {}", r.status().as_u16())),
+                    Err(e) if e.is_timeout() => Err(format!("{path} timeout")),
+                    Err(_) => Err(format!("{path} connection")),
                 };
-                match ok {
-                    Some(body) => {
+                match outcome {
+                    Ok(body) => {
                         if token.is_none() {
                             logins.push(t.elapsed())
                         } else {
@@ -147,20 +154,25 @@ async fn main() {
                         }
                         token = body["refresh_token"].as_str().map(str::to_owned);
                     }
-                    None => {
-                        errors += 1;
+                    Err(kind) => {
+                        *errors.entry(kind).or_default() += 1;
                         token = None;
+                        // Back off: a throttled or failing server is not hammered in a loop.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
             }
             (logins, refreshes, errors)
         });
     }
-    let (mut logins, mut refreshes, mut errors) = (Vec::new(), Vec::new(), 0);
+    let (mut logins, mut refreshes) = (Vec::new(), Vec::new());
+    let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
     for (l, r, e) in workers.join_all().await {
         logins.extend(l);
         refreshes.extend(r);
-        errors += e;
+        for (kind, n) in e {
+            *errors.entry(kind).or_default() += n;
+        }
     }
     let elapsed = started.elapsed();
     println!(
@@ -171,7 +183,14 @@ async fn main() {
     );
     report("login", logins, elapsed);
     report("refresh", refreshes, elapsed);
-    println!("errors   {errors}");
+    println!(
+        "errors   {}",
+        if errors.is_empty() {
+            "0".to_string()
+        } else {
+            format!("{errors:?}")
+        }
+    );
     if let Some(pid) = args.pid {
         println!("server after: {}", memory(pid));
     }

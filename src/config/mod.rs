@@ -454,6 +454,8 @@ not_after = "2027-01-01T00:00:00Z"
             "LATCHKEY_STORE_URL" => Some("redis://127.0.0.1:7000/0".to_string()),
             "LATCHKEY_TOKENS_AUDIENCE" => Some("a, b".to_string()),
             "LATCHKEY_PASSWORDS_MEMORY_KIB" => Some("64".to_string()),
+            "LATCHKEY_LIMITS_LOGIN_ATTEMPTS_PER_IP" => Some("1000".to_string()),
+            "LATCHKEY_TOKENS_ACCESS_TTL" => Some("5m".to_string()),
             _ => None,
         };
         let c = Config::parse(MINIMAL, env).unwrap();
@@ -461,6 +463,8 @@ not_after = "2027-01-01T00:00:00Z"
         assert_eq!(c.store.url, "redis://127.0.0.1:7000/0");
         assert_eq!(c.tokens.audience, vec!["a", "b"]);
         assert_eq!(c.passwords.memory_kib, 64);
+        assert_eq!(c.limits.login_attempts_per_ip, 1000);
+        assert_eq!(c.tokens.access_ttl, Duration::from_secs(300));
     }
 
     #[test]

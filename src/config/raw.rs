@@ -137,84 +137,35 @@ pub(super) struct RawKey {
     pub(super) passphrase_env: Option<String>,
 }
 
-/// Environment overrides: `LATCHKEY_<SECTION>_<KEY>`, plus the two top-level fields.
-const ENV_FIELDS: &[(&str, Option<&str>, &str, EnvKind)] = &[
-    ("LATCHKEY_ISSUER", None, "issuer", EnvKind::Str),
-    ("LATCHKEY_LISTEN", None, "listen", EnvKind::Str),
-    ("LATCHKEY_STORE_URL", Some("store"), "url", EnvKind::Str),
-    (
-        "LATCHKEY_TOKENS_ACCESS_TTL",
-        Some("tokens"),
-        "access_ttl",
-        EnvKind::Str,
-    ),
-    (
-        "LATCHKEY_TOKENS_REFRESH_TTL",
-        Some("tokens"),
-        "refresh_ttl",
-        EnvKind::Str,
-    ),
-    (
-        "LATCHKEY_TOKENS_REFRESH_IDLE_TTL",
-        Some("tokens"),
-        "refresh_idle_ttl",
-        EnvKind::Str,
-    ),
-    (
-        "LATCHKEY_TOKENS_REUSE_GRACE",
-        Some("tokens"),
-        "reuse_grace",
-        EnvKind::Str,
-    ),
-    (
-        "LATCHKEY_TOKENS_LEEWAY",
-        Some("tokens"),
-        "leeway",
-        EnvKind::Str,
-    ),
-    (
-        "LATCHKEY_TOKENS_AUDIENCE",
-        Some("tokens"),
-        "audience",
-        EnvKind::List,
-    ),
-    (
-        "LATCHKEY_JWKS_MAX_AGE",
-        Some("jwks"),
-        "max_age",
-        EnvKind::Str,
-    ),
-    (
-        "LATCHKEY_JWKS_STALE_IF_ERROR",
-        Some("jwks"),
-        "stale_if_error",
-        EnvKind::Str,
-    ),
-    (
-        "LATCHKEY_PASSWORDS_MEMORY_KIB",
-        Some("passwords"),
-        "memory_kib",
-        EnvKind::Int,
-    ),
-    (
-        "LATCHKEY_PASSWORDS_ITERATIONS",
-        Some("passwords"),
-        "iterations",
-        EnvKind::Int,
-    ),
-    (
-        "LATCHKEY_PASSWORDS_PARALLELISM",
-        Some("passwords"),
-        "parallelism",
-        EnvKind::Int,
-    ),
-    (
-        "LATCHKEY_PASSWORDS_MAX_CONCURRENT",
-        Some("passwords"),
-        "max_concurrent",
-        EnvKind::Int,
-    ),
+/// Fields that environment variables override: `LATCHKEY_<SECTION>_<KEY>` (upper case), or
+/// `LATCHKEY_<KEY>` for top-level fields.
+const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
+    (None, "issuer", EnvKind::Str),
+    (None, "listen", EnvKind::Str),
+    (Some("store"), "url", EnvKind::Str),
+    (Some("tokens"), "access_ttl", EnvKind::Str),
+    (Some("tokens"), "refresh_ttl", EnvKind::Str),
+    (Some("tokens"), "refresh_idle_ttl", EnvKind::Str),
+    (Some("tokens"), "reuse_grace", EnvKind::Str),
+    (Some("tokens"), "leeway", EnvKind::Str),
+    (Some("tokens"), "audience", EnvKind::List),
+    (Some("jwks"), "max_age", EnvKind::Str),
+    (Some("jwks"), "stale_if_error", EnvKind::Str),
+    (Some("passwords"), "memory_kib", EnvKind::Int),
+    (Some("passwords"), "iterations", EnvKind::Int),
+    (Some("passwords"), "parallelism", EnvKind::Int),
+    (Some("passwords"), "max_concurrent", EnvKind::Int),
+    (Some("limits"), "window", EnvKind::Str),
+    (Some("limits"), "login_attempts_per_ip", EnvKind::Int),
+    (Some("limits"), "failed_logins_per_user", EnvKind::Int),
 ];
+
+fn env_name(section: Option<&str>, key: &str) -> String {
+    match section {
+        Some(section) => format!("LATCHKEY_{section}_{key}").to_uppercase(),
+        None => format!("LATCHKEY_{key}").to_uppercase(),
+    }
+}
 
 #[derive(Clone, Copy)]
 enum EnvKind {
@@ -227,8 +178,9 @@ pub(super) fn apply_env(
     table: &mut toml::Table,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<(), ConfigError> {
-    for (var, section, key, kind) in ENV_FIELDS {
-        let Some(value) = env(var) else { continue };
+    for (section, key, kind) in ENV_FIELDS {
+        let var = env_name(*section, key);
+        let Some(value) = env(&var) else { continue };
         let value = match kind {
             EnvKind::Str => toml::Value::String(value),
             EnvKind::Int => toml::Value::Integer(value.trim().parse().map_err(|_| {

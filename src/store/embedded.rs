@@ -2,9 +2,12 @@
 //!
 //! WAL mode lets the CLI (`users add`, …) write while `serve` runs on the same file;
 //! `synchronous = FULL` makes a committed rotation survive a crash, so a refresh that answered
-//! 200 is durable. Each rotation is one `BEGIN IMMEDIATE` transaction: racing presentations are
-//! serialised by SQLite's write lock, and a kill at any moment leaves the family either before
-//! or after the swap. Expiry is checked on every read and a periodic sweep deletes the rest.
+//! 200 is durable. Writes go through one writer thread that commits them in batches (group
+//! commit): every write queued while the previous batch was being synced runs in one
+//! `BEGIN IMMEDIATE` transaction, each in its own savepoint, and nobody is answered before that
+//! transaction's fsync. Racing presentations are serialised inside it, and a kill at any moment
+//! leaves each family either before or after its swap. Reads use a second connection beside
+//! the writer. Expiry is checked on every read and a periodic sweep deletes the rest.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -63,10 +66,23 @@ CREATE INDEX IF NOT EXISTS tokens_by_seal ON refresh_tokens (sealed_until)
     WHERE sealed_until IS NOT NULL;
 ";
 
+/// Writes waiting for the writer thread; past this, callers wait (backpressure).
+const WRITE_QUEUE: usize = 4096;
+/// Writes committed together at most; bounds one transaction's size and latency.
+const MAX_BATCH: usize = 256;
+
+/// Runs one write inside the batch's transaction (given a connection) or reports that the batch
+/// could not begin (given none); returns whether it succeeded and how to answer its caller
+/// once the batch's fate is known.
+type WriteJob = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
+/// Answers a caller: `true` once the batch is durably committed.
+type Finish = Box<dyn FnOnce(bool) + Send>;
+
 pub struct EmbeddedStore {
-    /// One connection: SQLite serialises writers anyway, and a std `Mutex` is right because it
-    /// is only ever held on the blocking pool, never across an `.await`.
-    conn: Arc<Mutex<Connection>>,
+    /// The read connection. A std `Mutex` is right: it is only held on the blocking pool,
+    /// never across an `.await`.
+    reader: Arc<Mutex<Connection>>,
+    writer: tokio::sync::mpsc::Sender<WriteJob>,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -78,20 +94,62 @@ impl From<rusqlite::Error> for StoreError {
 impl EmbeddedStore {
     pub async fn open(path: &str) -> Result<EmbeddedStore, StoreError> {
         let path = path.to_owned();
-        let conn = tokio::task::spawn_blocking(move || open_connection(Path::new(&path)))
-            .await
-            .map_err(StoreError::unavailable)??;
+        let (writer_conn, reader) = tokio::task::spawn_blocking(move || {
+            let path = Path::new(&path);
+            Ok::<_, StoreError>((open_connection(path)?, open_connection(path)?))
+        })
+        .await
+        .map_err(StoreError::unavailable)??;
+        let (writer, jobs) = tokio::sync::mpsc::channel(WRITE_QUEUE);
+        std::thread::Builder::new()
+            .name("latchkey-sqlite-writer".into())
+            .spawn(move || run_writer(writer_conn, jobs))
+            .map_err(StoreError::unavailable)?;
         Ok(EmbeddedStore {
-            conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
+            writer,
         })
     }
 
+    /// Queues a write for the next batch and waits until that batch is committed.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let result = match conn {
+                Some(conn) => f(conn),
+                None => Err(StoreError::Unavailable(
+                    "cannot begin a write transaction".into(),
+                )),
+            };
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |committed| {
+                let _ = answer.send(match result {
+                    Ok(_) if !committed => Err(StoreError::Unavailable("the commit failed".into())),
+                    other => other,
+                });
+            });
+            (ok, finish)
+        });
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer thread is gone".into()))?;
+        answered
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer thread is gone".into()))?
+    }
+
+    /// Runs a read on the read connection, on the blocking pool.
     async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
+        let conn = Arc::clone(&self.reader);
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
             f(&mut guard)
@@ -99,6 +157,59 @@ impl EmbeddedStore {
         .await
         .map_err(StoreError::unavailable)?
     }
+}
+
+/// The writer thread: takes whatever writes are queued, runs them in one transaction (one
+/// savepoint each, so a failing write does not undo its neighbours), commits once, then answers.
+fn run_writer(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<WriteJob>) {
+    while let Some(first) = jobs.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut finishes = Vec::with_capacity(batch.len());
+        let committed = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(mut tx) => {
+                for job in batch {
+                    finishes.push(run_in_savepoint(&mut tx, job));
+                }
+                match tx.commit() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "embedded store: commit failed");
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "embedded store: cannot begin a write transaction");
+                finishes.extend(batch.into_iter().map(|job| job(None).1));
+                false
+            }
+        };
+        for finish in finishes {
+            finish(committed);
+        }
+    }
+}
+
+fn run_in_savepoint(tx: &mut rusqlite::Transaction<'_>, job: WriteJob) -> Finish {
+    let Ok(mut savepoint) = tx.savepoint() else {
+        return job(None).1;
+    };
+    let (ok, finish) = job(Some(&savepoint));
+    if ok {
+        if savepoint.commit().is_err() {
+            // RELEASE failing leaves the whole transaction suspect: answer this one as failed.
+            return Box::new(move |_| finish(false));
+        }
+    } else {
+        let _ = savepoint.rollback();
+    }
+    finish
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -146,8 +257,8 @@ fn session_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
 /// `expires_at, used_at, successor_expires_at, sealed_successor` of one refresh token.
 type TokenRow = (i64, Option<i64>, Option<i64>, Option<Vec<u8>>);
 
-fn rotate_in(conn: &mut Connection, r: &Rotation) -> Result<RotateOutcome, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+/// The check-and-rotate, inside the writer's transaction.
+fn rotate_in(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, StoreError> {
     let sid = r.session_id.as_bytes().as_slice();
     let now = r.now;
     // Seals past their window go first, so none is ever handed out late.
@@ -218,7 +329,6 @@ fn rotate_in(conn: &mut Connection, r: &Rotation) -> Result<RotateOutcome, Store
                 "DELETE FROM refresh_tokens WHERE session_id = ?1 AND expires_at <= ?2",
                 params![sid, now],
             )?;
-            tx.commit()?;
             Ok(RotateOutcome::Rotated(grant(next_expires)))
         }
         Some(used) => {
@@ -232,7 +342,6 @@ fn rotate_in(conn: &mut Connection, r: &Rotation) -> Result<RotateOutcome, Store
             }
             // Reuse: the whole family goes, its tokens with it (ON DELETE CASCADE).
             tx.execute("DELETE FROM sessions WHERE id = ?1", [sid])?;
-            tx.commit()?;
             Ok(RotateOutcome::Reused { user_id })
         }
     }
@@ -247,7 +356,7 @@ impl Store for EmbeddedStore {
 
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
         let user = user.clone();
-        self.with(move |c| {
+        self.write(move |c| {
             let inserted = c.execute(
                 "INSERT INTO users (id, username, password_hash, disabled, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
@@ -306,7 +415,7 @@ impl Store for EmbeddedStore {
 
     async fn update_user(&self, user: &User) -> Result<(), StoreError> {
         let user = user.clone();
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute(
                 "UPDATE users SET password_hash = ?1, disabled = ?2 WHERE id = ?3",
                 params![user.password_hash, user.disabled, user.id],
@@ -318,8 +427,7 @@ impl Store for EmbeddedStore {
 
     async fn create_session(&self, s: &NewSession) -> Result<(), StoreError> {
         let s = s.clone();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(move |tx| {
             tx.execute(
                 "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at,
                  expires_at, user_agent, ip) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
@@ -342,7 +450,6 @@ impl Store for EmbeddedStore {
                     s.first_token_expires_at
                 ],
             )?;
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -350,7 +457,7 @@ impl Store for EmbeddedStore {
 
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
         let rotation = rotation.clone();
-        self.with(move |c| rotate_in(c, &rotation)).await
+        self.write(move |c| rotate_in(c, &rotation)).await
     }
 
     async fn session(&self, id: Uuid, now: UnixMs) -> Result<Option<Session>, StoreError> {
@@ -383,7 +490,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn revoke_by_token(&self, session_id: Uuid, token: TokenId) -> Result<bool, StoreError> {
-        self.with(move |c| {
+        self.write(move |c| {
             let deleted = c.execute(
                 "DELETE FROM sessions WHERE id = ?1 AND EXISTS
                  (SELECT 1 FROM refresh_tokens WHERE id = ?2 AND session_id = ?1)",
@@ -395,7 +502,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.with(move |c| {
+        self.write(move |c| {
             Ok(c.execute(
                 "DELETE FROM sessions WHERE id = ?1",
                 [id.as_bytes().as_slice()],
@@ -406,13 +513,12 @@ impl Store for EmbeddedStore {
 
     async fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
         let user_id = user_id.to_owned();
-        self.with(move |c| Ok(c.execute("DELETE FROM sessions WHERE user_id = ?1", [user_id])?))
+        self.write(move |c| Ok(c.execute("DELETE FROM sessions WHERE user_id = ?1", [user_id])?))
             .await
     }
 
     async fn sweep(&self, now: UnixMs) -> Result<(), StoreError> {
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write(move |tx| {
             tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
             tx.execute("DELETE FROM refresh_tokens WHERE expires_at <= ?1", [now])?;
             tx.execute(
@@ -420,7 +526,6 @@ impl Store for EmbeddedStore {
                  WHERE sealed_until IS NOT NULL AND sealed_until <= ?1",
                 [now],
             )?;
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -433,7 +538,7 @@ impl Store for EmbeddedStore {
         publish_until: UnixMs,
     ) -> Result<KeyPublication, StoreError> {
         let kid = kid.to_owned();
-        self.with(move |c| {
+        self.write(move |c| {
             let first_published = c.query_row(
                 "INSERT INTO key_publications (kid, first_published, publish_until)
                  VALUES (?1, ?2, ?3)
