@@ -46,6 +46,15 @@ fn none_match(req: &HttpRequest, etag: &str) -> bool {
 pub async fn metadata(issuer: web::Data<Issuer>) -> HttpResponse {
     let live = issuer.live.current();
     let base = &live.config.issuer;
+    let mut algs: Vec<&str> = live
+        .config
+        .keys
+        .iter()
+        .filter(|k| !k.revoked)
+        .map(|k| k.alg.as_str())
+        .collect();
+    algs.sort_unstable();
+    algs.dedup();
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .json(json!({
@@ -54,6 +63,6 @@ pub async fn metadata(issuer: web::Data<Issuer>) -> HttpResponse {
             "userinfo_endpoint": format!("{base}/auth/userinfo"),
             // No authorization endpoint: the first-party API logs users in directly.
             "response_types_supported": [],
-            "access_token_signing_alg_values_supported": ["ES256", "RS256"],
+            "access_token_signing_alg_values_supported": algs,
         }))
 }

@@ -106,6 +106,10 @@ async fn metadata_lists_what_exists() {
         assert_eq!(meta["issuer"], "http://127.0.0.1");
         assert_eq!(meta["jwks_uri"], "http://127.0.0.1/.well-known/jwks.json");
         assert!(meta["response_types_supported"].is_array());
+        assert_eq!(
+            meta["access_token_signing_alg_values_supported"],
+            serde_json::json!(["ES256"])
+        );
     }
 }
 
