@@ -95,8 +95,12 @@ impl LoadedKey {
                 (Signer::Ec(pair), jwk, decoding)
             }
             Alg::RS256 => {
-                let pair = RsaKeyPair::from_pkcs8(&der)
-                    .map_err(|e| invalid(format!("not an RSA PKCS#8 key ({e})")))?;
+                // aws-lc refuses moduli outside 2048-8192 bits at parse time already.
+                let pair = RsaKeyPair::from_pkcs8(&der).map_err(|e| {
+                    invalid(format!(
+                        "not an RSA PKCS#8 key of {MIN_RSA_BITS} to 8192 bits ({e})"
+                    ))
+                })?;
                 let bits = pair.public_modulus_len() * 8;
                 if bits < MIN_RSA_BITS {
                     return Err(invalid(format!(

@@ -367,3 +367,36 @@ fn keys_generate_writes_a_0600_key_and_a_snippet() {
     ]);
     assert!(!again.status.success());
 }
+
+#[test]
+fn an_rsa_key_under_2048_bits_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let weak = dir.path().join("weak.pem").display().to_string();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:1024",
+        "-out",
+        &weak,
+    ]);
+    let mut config = crate::helpers::base_config(
+        dir.path(),
+        &format!("sqlite://{}", dir.path().join("l.db").display()),
+    );
+    config.text.push_str(&format!(
+        "\n[[keys]]\nkid = \"weak\"\nalg = \"RS256\"\npath = \"{weak}\"\nnot_before = \"2099-01-01T00:00:00Z\"\nnot_after = \"2100-02-01T00:00:00Z\"\n"
+    ));
+    let path = dir.path().join("latchkey.toml");
+    std::fs::write(&path, &config.text).unwrap();
+
+    let checked = latchkey_cli(&["config", "check", "-c", &path.display().to_string()]);
+
+    assert!(!checked.status.success());
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        stderr.contains("key weak") && stderr.contains("2048"),
+        "{stderr}"
+    );
+}
