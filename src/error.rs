@@ -155,13 +155,17 @@ impl ResponseError for ApiError {
     }
 }
 
-/// `outer: inner: innermost`, for one log line.
+/// `outer: inner: innermost`, for one log line. A cause whose text its wrapper already
+/// printed is not repeated.
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         source = s.source();
     }
     out

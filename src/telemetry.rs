@@ -5,10 +5,15 @@ use std::io::IsTerminal;
 use tracing::level_filters::LevelFilter;
 
 pub fn init() {
+    init_with_default(LevelFilter::INFO);
+}
+
+/// As [`init`], with another level when `LATCHKEY_LOG` is unset (tests use `warn`).
+pub fn init_with_default(default: LevelFilter) {
     let level = std::env::var("LATCHKEY_LOG")
         .ok()
         .and_then(|v| v.parse::<LevelFilter>().ok())
-        .unwrap_or(LevelFilter::INFO);
+        .unwrap_or(default);
     // A second init (tests build many apps in one process) is harmless.
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
