@@ -180,7 +180,7 @@ fn keys_generate(alg: &str, kid: Option<String>, dir: &Path, bits: usize) -> Res
             format!("{month}-{family}-{}", &crate::tokens::new_jti()[..6])
         }
     };
-    if !config::valid_kid(&kid) {
+    if !config::valid_identifier(&kid) {
         return Err(CliError(
             "--kid must be 1-64 characters of A-Z a-z 0-9 . _ -".into(),
         ));

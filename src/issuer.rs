@@ -78,7 +78,7 @@ impl Issuer {
             )));
         }
         let client_id = match client_id {
-            Some(id) if crate::config::valid_kid(id) => id,
+            Some(id) if crate::config::valid_identifier(id) => id,
             Some(_) => {
                 return Err(ApiError::InvalidRequest(
                     "client_id: 1-64 characters of A-Z a-z 0-9 . _ -".into(),

@@ -333,7 +333,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut kids = HashSet::new();
     for (i, k) in raw.keys.into_iter().enumerate() {
         let at = format!("keys[{i}]");
-        if !valid_kid(&k.kid) {
+        if !valid_identifier(&k.kid) {
             problems.push(format!(
                 "{at}.kid: {:?} must be 1-64 characters of A-Z a-z 0-9 . _ -",
                 k.kid
@@ -388,7 +388,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     })
 }
 
-pub fn valid_kid(kid: &str) -> bool {
+/// Key ids and client ids: 1-64 characters of `A-Z a-z 0-9 . _ -`, safe in headers and logs.
+pub fn valid_identifier(kid: &str) -> bool {
     !kid.is_empty()
         && kid.len() <= 64
         && kid
