@@ -3,13 +3,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, PASSWORD, base_config, free_port, spawn_app_with, start, text};
+use crate::helpers::{Backend, PASSWORD, ServeProcess, base_config, spawn_app_with, start, text};
 
 #[tokio::test]
 async fn sessions_survive_a_restart_on_the_same_file() {
@@ -128,52 +128,6 @@ async fn cli_passwd_and_disable_revoke_every_session() {
             .any(|l| l.starts_with("carol") && l.contains("disabled")),
         "{list}"
     );
-}
-
-/// `latchkey serve` as a real process, so it can be killed with SIGKILL.
-struct ServeProcess {
-    child: Child,
-    address: String,
-}
-
-impl ServeProcess {
-    async fn start(config: &Path) -> ServeProcess {
-        let port = free_port();
-        let child = latchkey(&["serve"], config)
-            .env("LATCHKEY_LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let address = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = client.get(format!("{address}/readyz")).send().await
-                && r.status() == StatusCode::OK
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "latchkey serve did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        ServeProcess { child, address }
-    }
-
-    fn kill_9(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL on Unix
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -411,3 +411,68 @@ pub fn at_header(alg: jsonwebtoken::Algorithm, kid: &str) -> jsonwebtoken::Heade
     header.typ = Some("at+jwt".into());
     header
 }
+
+/// `latchkey serve` as a real process (the binary under test), on a free loopback port.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub address: String,
+}
+
+impl ServeProcess {
+    /// Starts and waits until `/readyz` answers 200. A port taken between picking and binding
+    /// makes the process exit; then another port is tried (bounded).
+    pub async fn start(config: &Path) -> ServeProcess {
+        for _ in 0..3 {
+            let port = free_port();
+            let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+                .args(["serve", "-c"])
+                .arg(config)
+                .env("LATCHKEY_LISTEN", format!("127.0.0.1:{port}"))
+                .env("LATCHKEY_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let address = format!("http://127.0.0.1:{port}");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(r) = reqwest::get(format!("{address}/readyz")).await
+                    && r.status() == StatusCode::OK
+                {
+                    return ServeProcess { child, address };
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "latchkey serve did not become ready"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("latchkey serve exited at start three times");
+    }
+
+    /// SIGKILL: no chance to flush or finish anything.
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGHUP: reload the config now.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -14,52 +14,7 @@ use latchkey::config::format_timestamp;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, RedisServer, TestConfig, base_config, free_port, text};
-
-struct Instance {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_instance(config: &Path) -> Instance {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
-        .args(["serve", "-c"])
-        .arg(config)
-        .env("LATCHKEY_LISTEN", format!("127.0.0.1:{port}"))
-        .env("LATCHKEY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let address = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("{address}/readyz"))
-        .await
-        .map(|r| r.status())
-        .ok()
-        != Some(StatusCode::OK)
-    {
-        assert!(Instant::now() < deadline, "instance did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Instance { child, address }
-}
-
-fn hangup(instance: &Instance) {
-    let status = Command::new("kill")
-        .args(["-HUP", &instance.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
+use crate::helpers::{PASSWORD, RedisServer, ServeProcess, TestConfig, base_config, text};
 
 fn unix_now() -> Duration {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
@@ -176,9 +131,9 @@ async fn three_instances_rotate_keys_with_zero_failed_verifications() {
     write_config(&config, &base, &[("old-es", t - 100, t + 6)]);
 
     let instances = vec![
-        start_instance(&config).await,
-        start_instance(&config).await,
-        start_instance(&config).await,
+        ServeProcess::start(&config).await,
+        ServeProcess::start(&config).await,
+        ServeProcess::start(&config).await,
     ];
     let add = Command::new(env!("CARGO_BIN_EXE_latchkey"))
         .args(["users", "add", "alice", "-c"])
@@ -245,12 +200,12 @@ async fn three_instances_rotate_keys_with_zero_failed_verifications() {
                 &base,
                 &[("old-es", t - 100, t + 6), ("new-rs", t + 6, t + 10_000)],
             );
-            instances.iter().for_each(hangup);
+            instances.iter().for_each(ServeProcess::hangup);
             published_new = true;
         }
         if !dropped_old && elapsed >= 10.0 {
             write_config(&config, &base, &[("new-rs", t + 6, t + 10_000)]);
-            instances.iter().for_each(hangup);
+            instances.iter().for_each(ServeProcess::hangup);
             dropped_old = true;
         }
 
