@@ -1,4 +1,4 @@
-//! Verify [latchkey](https://example.invalid/latchkey) access tokens in a resource server.
+//! Verify latchkey access tokens in a resource server.
 //!
 //! A [`Verifier`] is built from the issuer URL (it discovers the JWKS through RFC 8414 metadata)
 //! or from a JWKS URL, plus the audience the resource server answers to. It checks a token the
