@@ -1,5 +1,5 @@
 //! actix-web extractors: [`Authenticated`] for any valid token, [`Scoped`] for one that also
-//! carries a scope. Register the [`Verifier`](crate::Verifier) with
+//! carries a scope. Register the [`Verifier`] with
 //! `App::app_data(web::Data::new(verifier))`.
 //!
 //! Failures answer with RFC 6750 challenges: 401 `invalid_token` for a missing or bad token,
