@@ -3,8 +3,9 @@
 //! Key layout. A family's keys share the hash tag `{sid}` so its scripts touch one slot:
 //! `lk:{sid}:f` (hash: the session), `lk:{sid}:t:<id>` (hash: one token), `lk:{sid}:x:<id>`
 //! (the sealed successor, for the grace window only), `lk:{sid}:z` (zset: token ids by expiry).
-//! Users: `lk:u:<uid>` (hash), `lk:un:<username>` (-> uid), `lk:users` (set of uids),
-//! `lk:u:<uid>:s` (set of session ids, cleaned lazily). Every key carries a TTL no later than
+//! Users share the hash tag `{users}` (user writes are rare; one slot keeps them atomic):
+//! `lk:{users}:id:<uid>` (hash), `lk:{users}:name:<username>` (-> uid), `lk:{users}:all` (set of
+//! uids). A user's sessions: `lk:s:<uid>` (set of session ids, cleaned lazily). Every key carries a TTL no later than
 //! its family's end, so Redis itself forgets what has expired.
 
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ pub struct RedisStore {
     conn: OnceCell<ConnectionManager>,
     rotate: Script,
     revoke: Script,
+    create_user: Script,
 }
 
 impl From<redis::RedisError> for StoreError {
@@ -41,18 +43,18 @@ fn family_prefix(sid: Uuid) -> String {
 }
 
 fn user_key(uid: &str) -> String {
-    format!("lk:u:{uid}")
-}
-
-fn user_sessions_key(uid: &str) -> String {
-    format!("lk:u:{uid}:s")
+    format!("lk:{{users}}:id:{uid}")
 }
 
 fn username_key(name: &str) -> String {
-    format!("lk:un:{name}")
+    format!("lk:{{users}}:name:{name}")
 }
 
-const USERS: &str = "lk:users";
+const USERS: &str = "lk:{users}:all";
+
+fn user_sessions_key(uid: &str) -> String {
+    format!("lk:s:{uid}")
+}
 const KEYS_FIRST_PUBLISHED: &str = "lk:keys:first";
 const KEYS_PUBLISH_UNTIL: &str = "lk:keys:until";
 
@@ -63,6 +65,7 @@ impl RedisStore {
             conn: OnceCell::new(),
             rotate: Script::new(include_str!("lua/rotate.lua")),
             revoke: Script::new(include_str!("lua/revoke.lua")),
+            create_user: Script::new(include_str!("lua/create_user.lua")),
         })
     }
 
@@ -187,30 +190,21 @@ impl Store for RedisStore {
 
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let claimed: bool = redis::cmd("SET")
-            .arg(username_key(&user.username))
+        let created: i64 = self
+            .create_user
+            .key(username_key(&user.username))
+            .key(user_key(&user.id))
+            .key(USERS)
             .arg(&user.id)
-            .arg("NX")
-            .query_async::<Option<String>>(&mut conn)
-            .await?
-            .is_some();
-        if !claimed {
+            .arg(&user.username)
+            .arg(&user.password_hash)
+            .arg(if user.disabled { "1" } else { "0" })
+            .arg(user.created_at)
+            .invoke_async(&mut conn)
+            .await?;
+        if created == 0 {
             return Err(StoreError::Conflict);
         }
-        let _: () = redis::pipe()
-            .atomic()
-            .hset_multiple(
-                user_key(&user.id),
-                &[
-                    ("name", user.username.as_str()),
-                    ("hash", user.password_hash.as_str()),
-                    ("disabled", if user.disabled { "1" } else { "0" }),
-                    ("created", &user.created_at.to_string()),
-                ],
-            )
-            .sadd(USERS, &user.id)
-            .query_async(&mut conn)
-            .await?;
         Ok(())
     }
 
