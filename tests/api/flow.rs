@@ -170,3 +170,40 @@ async fn repeated_failures_and_floods_are_throttled_with_429() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_client_id_given_at_login_is_recorded_in_the_session_and_the_token() {
+    let app = crate::helpers::spawn_app().await;
+    app.add_user("alice", PASSWORD).await;
+
+    let response = app
+        .post_json(
+            "/auth/login",
+            &serde_json::json!({"username": "alice", "password": PASSWORD, "client_id": "web"}),
+        )
+        .await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let tokens: serde_json::Value = response.json().await.unwrap();
+    let claims = crate::helpers::claims_of(&text(&tokens, "access_token"));
+    assert_eq!(claims["client_id"], "web");
+    let sid = uuid::Uuid::parse_str(claims["sid"].as_str().unwrap()).unwrap();
+    let session = app
+        .store
+        .session(sid, app.clock.now_ms())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.client_id, "web");
+    // The refreshed token keeps it.
+    let renewed: serde_json::Value = app
+        .refresh(&text(&tokens, "refresh_token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::helpers::claims_of(&text(&renewed, "access_token"))["client_id"],
+        "web"
+    );
+}

@@ -400,3 +400,50 @@ fn an_rsa_key_under_2048_bits_is_refused() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn reload_reports_the_schedule_warnings() {
+    let app = spawn_app_with(Backend::Embedded, |c| {
+        c.add_key(
+            "second-es",
+            "ES256",
+            "2020-06-01T00:00:00Z",
+            "2100-01-01T00:00:00Z",
+            "",
+        );
+    })
+    .await;
+    // Publications are recorded at start (asynchronously): wait until both keys are on record.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.store.key_publications().await.unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "publications were not recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Remove "second-es" while tokens it signed may still be valid: applied, with a warning.
+    let without: String = {
+        let at = app.config_text.rfind("\n[[keys]]").unwrap();
+        app.config_text[..at].to_string()
+    };
+    std::fs::write(&app.config_path, &without).unwrap();
+    let warnings = reload(&app.issuer, &app.config_path).await.unwrap();
+
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("keys second-es: removed from the config")),
+        "{warnings:?}"
+    );
+    // Changing what needs a restart is reported too, and the running value kept.
+    let moved = without.replace(
+        "issuer = \"http://127.0.0.1\"",
+        "issuer = \"http://elsewhere\"",
+    );
+    std::fs::write(&app.config_path, &moved).unwrap();
+    let warnings = reload(&app.issuer, &app.config_path).await.unwrap();
+    assert!(
+        warnings.iter().any(|w| w.starts_with("issuer changed")),
+        "{warnings:?}"
+    );
+    assert_eq!(app.issuer.live.current().config.issuer, "http://127.0.0.1");
+}
