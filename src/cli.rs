@@ -1,6 +1,6 @@
 //! The command line (SPEC 1). Each command loads what it needs and nothing more.
 
-use std::io::Read;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
@@ -353,15 +353,26 @@ async fn find_user(store: &SharedStore, name: Option<&str>) -> Result<User, CliE
         .ok_or_else(|| CliError(format!("no user {name:?}")))
 }
 
-/// Reads a secret from standard input (never argv, which other users can see): the first line,
-/// without its line ending.
+/// Reads a secret from standard input (never argv, which other users can see): one line,
+/// without its line ending. At a terminal it prompts and turns echo off while typing.
 fn read_secret(what: &str) -> Result<Password, CliError> {
-    let mut input = String::new();
-    std::io::stdin()
+    use std::io::{BufRead, IsTerminal};
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprint!("{what}: ");
+        set_terminal_echo(false);
+    }
+    let mut line = String::new();
+    let read = std::io::stdin()
+        .lock()
         .take(MAX_PASSWORD_BYTES as u64 + 2)
-        .read_to_string(&mut input)
-        .map_err(|e| CliError(format!("cannot read the {what} from standard input: {e}")))?;
-    let line = input.lines().next().unwrap_or("").to_owned();
+        .read_line(&mut line);
+    if interactive {
+        set_terminal_echo(true);
+        eprintln!();
+    }
+    read.map_err(|e| CliError(format!("cannot read the {what} from standard input: {e}")))?;
+    let line = line.trim_end_matches(['\n', '\r']).to_owned();
     if line.is_empty() {
         return Err(CliError(format!("no {what} on standard input")));
     }
@@ -371,4 +382,12 @@ fn read_secret(what: &str) -> Result<Password, CliError> {
         )));
     }
     Ok(Password::new(line))
+}
+
+/// Best effort through `stty`, which acts on the terminal it inherits as standard input.
+fn set_terminal_echo(on: bool) {
+    let _ = std::process::Command::new("stty")
+        .arg(if on { "echo" } else { "-echo" })
+        .stdin(std::process::Stdio::inherit())
+        .status();
 }
