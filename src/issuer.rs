@@ -3,6 +3,8 @@
 //! Handlers call these with already-parsed input; these call the store once per step and sign
 //! once per issued access token.
 
+use std::sync::Arc;
+
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Serialize;
 use uuid::Uuid;
@@ -12,7 +14,7 @@ use crate::config::Alg;
 use crate::credentials::{MAX_PASSWORD_BYTES, Password, PasswordHasher};
 use crate::error::ApiError;
 use crate::limits::LoginLimiter;
-use crate::reload::LiveHandle;
+use crate::reload::{Live, LiveHandle};
 use crate::store::{Grant, NewSession, RotateOutcome, Rotation, SharedStore, User};
 use crate::tokens::{AccessClaims, Audience, RefreshToken, new_jti};
 
@@ -88,7 +90,8 @@ impl Issuer {
         };
 
         // Checked first, so no session is created (nor token consumed) that cannot be answered.
-        self.ensure_signing_key()?;
+        // One snapshot of config and keys serves the whole request, even across a reload.
+        let live = self.signing_snapshot()?;
         self.limiter
             .check(&meta.ip, username, self.clock.now_ms())
             .map_err(|t| ApiError::SlowDown {
@@ -110,7 +113,6 @@ impl Issuer {
         tracing::Span::current().record("user_id", user.id.as_str());
 
         let now = self.clock.now_ms();
-        let live = self.live.current();
         let tokens = &live.config.tokens;
         let sid = Uuid::new_v4();
         let refresh = RefreshToken::generate(sid).map_err(ApiError::internal)?;
@@ -136,7 +138,7 @@ impl Issuer {
             scope: String::new(),
             successor_expires_at: first_token_expires_at,
         };
-        self.respond(&grant, sid, refresh, now)
+        self.respond(&live, &grant, sid, refresh, now)
     }
 
     #[tracing::instrument(name = "refresh", skip_all, fields(sid))]
@@ -149,10 +151,9 @@ impl Issuer {
             RefreshToken::parse(token).map_err(|_| ApiError::InvalidGrant(BAD_REFRESH))?;
         let sid = presented.session_id;
         tracing::Span::current().record("sid", tracing::field::display(sid));
-        self.ensure_signing_key()?;
+        let live = self.signing_snapshot()?;
         let successor = RefreshToken::generate(sid).map_err(ApiError::internal)?;
         let now = self.clock.now_ms();
-        let live = self.live.current();
         let tokens = &live.config.tokens;
         let outcome = self
             .store
@@ -169,12 +170,12 @@ impl Issuer {
             })
             .await?;
         match outcome {
-            RotateOutcome::Rotated(grant) => self.respond(&grant, sid, successor, now),
+            RotateOutcome::Rotated(grant) => self.respond(&live, &grant, sid, successor, now),
             RotateOutcome::Replayed {
                 grant,
                 sealed_successor,
             } => match presented.open(&sealed_successor) {
-                Some(earlier) => self.respond(&grant, sid, earlier, now),
+                Some(earlier) => self.respond(&live, &grant, sid, earlier, now),
                 None => {
                     tracing::error!("a sealed successor did not open with its own token");
                     Err(ApiError::InvalidGrant(BAD_REFRESH))
@@ -272,16 +273,16 @@ impl Issuer {
         Ok(claims)
     }
 
-    /// Signs an access token with the key active at `now`.
+    /// Signs an access token with the key of `live` active at `now`.
     pub fn sign_access(
         &self,
+        live: &Live,
         subject: &str,
         client_id: &str,
         scope: &str,
         sid: Option<Uuid>,
         now: UnixMs,
     ) -> Result<(String, u64), ApiError> {
-        let live = self.live.current();
         let key = live.keys.active(now).ok_or(ApiError::NoSigningKey)?;
         let config = &live.config;
         let ttl = config.tokens.access_ttl.as_secs();
@@ -303,21 +304,25 @@ impl Issuer {
         Ok((jws, ttl))
     }
 
-    fn ensure_signing_key(&self) -> Result<(), ApiError> {
-        match self.live.current().keys.active(self.clock.now_ms()) {
-            Some(_) => Ok(()),
+    /// The config and keys in force, provided a key signs now.
+    fn signing_snapshot(&self) -> Result<Arc<Live>, ApiError> {
+        let live = self.live.current();
+        match live.keys.active(self.clock.now_ms()) {
+            Some(_) => Ok(live),
             None => Err(ApiError::NoSigningKey),
         }
     }
 
     fn respond(
         &self,
+        live: &Live,
         grant: &Grant,
         sid: Uuid,
         refresh: RefreshToken,
         now: UnixMs,
     ) -> Result<TokenResponse, ApiError> {
         let (access_token, expires_in) = self.sign_access(
+            live,
             &grant.user_id,
             &grant.client_id,
             &grant.scope,
