@@ -368,6 +368,23 @@ async fn discovery_finds_the_jwks_and_checks_the_issuer() {
     );
 }
 
+fn request(method: actix_test::TestRequest, token: Option<&str>) -> actix_test::TestRequest {
+    match token {
+        Some(t) => method.insert_header(("authorization", format!("Bearer {t}"))),
+        None => method,
+    }
+}
+
+fn challenge(response: &actix_web::dev::ServiceResponse) -> String {
+    response
+        .headers()
+        .get("www-authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn the_example_resource_server_answers_401_403_and_200() {
     let issuer = spawn_app().await;
@@ -383,82 +400,40 @@ async fn the_example_resource_server_answers_401_403_and_200() {
             .configure(resource_server::routes),
     )
     .await;
-    let call = |method: actix_test::TestRequest, token: Option<&str>| {
-        let request = match token {
-            Some(t) => method.insert_header(("authorization", format!("Bearer {t}"))),
-            None => method,
-        };
-        request.to_request()
-    };
+    let get = || actix_test::TestRequest::get().uri("/users");
+    let delete = || actix_test::TestRequest::delete().uri("/users/1");
 
-    let ok = actix_test::call_service(
-        &service,
-        call(actix_test::TestRequest::get().uri("/users"), Some(&access)),
-    )
-    .await;
+    let ok = actix_test::call_service(&service, request(get(), Some(&access)).to_request()).await;
     assert_eq!(ok.status(), 200);
     let body: Value = actix_test::read_body_json(ok).await;
     assert_eq!(body["users"].as_array().unwrap().len(), 2);
 
-    let missing = actix_test::call_service(
-        &service,
-        call(actix_test::TestRequest::get().uri("/users"), None),
-    )
-    .await;
+    let missing = actix_test::call_service(&service, request(get(), None).to_request()).await;
     assert_eq!(missing.status(), 401);
-    assert_eq!(missing.headers().get("www-authenticate").unwrap(), "Bearer");
+    assert_eq!(challenge(&missing), "Bearer");
 
-    let bad = actix_test::call_service(
-        &service,
-        call(actix_test::TestRequest::get().uri("/users"), Some("x.y.z")),
-    )
-    .await;
+    let bad = actix_test::call_service(&service, request(get(), Some("x.y.z")).to_request()).await;
     assert_eq!(bad.status(), 401);
-    let challenge = bad
-        .headers()
-        .get("www-authenticate")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let bad_challenge = challenge(&bad);
     assert!(
-        challenge.starts_with("Bearer error=\"invalid_token\""),
-        "{challenge}"
+        bad_challenge.starts_with("Bearer error=\"invalid_token\""),
+        "{bad_challenge}"
     );
     let body: Value = actix_test::read_body_json(bad).await;
     assert_eq!(body["error"], "invalid_token");
 
-    let forbidden = actix_test::call_service(
-        &service,
-        call(
-            actix_test::TestRequest::delete().uri("/users/1"),
-            Some(&access),
-        ),
-    )
-    .await;
+    let forbidden =
+        actix_test::call_service(&service, request(delete(), Some(&access)).to_request()).await;
     assert_eq!(forbidden.status(), 403);
-    let challenge = forbidden
-        .headers()
-        .get("www-authenticate")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
     assert_eq!(
-        challenge,
+        challenge(&forbidden),
         "Bearer error=\"insufficient_scope\", scope=\"users:admin\""
     );
     let body: Value = actix_test::read_body_json(forbidden).await;
     assert_eq!(body["error"], "insufficient_scope");
 
-    let allowed = actix_test::call_service(
-        &service,
-        call(
-            actix_test::TestRequest::delete().uri("/users/1"),
-            Some(&admin),
-        ),
-    )
-    .await;
+    let allowed =
+        actix_test::call_service(&service, request(delete(), Some(&admin)).to_request()).await;
     assert_eq!(allowed.status(), 204);
 }
 
