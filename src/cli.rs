@@ -1,17 +1,20 @@
-//! The command line (SPEC 1). Each command loads what it needs and nothing more.
+//! The command line (`docs/cli.md`). Each command loads what it needs and nothing more; account
+//! commands run the same operations as the HTTP API ([`crate::flows::Accounts`]).
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::clock::{Clock, duration_ms, system_ms};
+use crate::clock::{Clock, system_ms};
 use crate::config::{self, Alg, Config, PasswordSettings, format_timestamp};
 use crate::credentials::{MAX_PASSWORD_BYTES, Password, PasswordHasher};
+use crate::flows::Accounts;
 use crate::keys::schedule::schedule_warnings;
 use crate::keys::{self, KeyRing, files, key_state};
 use crate::startup::Application;
-use crate::store::{self, SharedStore, StoreError, User};
+use crate::state::{RESTART_ONLY, RUNNING_VALUES_META, RestartOnlyValues};
+use crate::store;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -93,8 +96,15 @@ pub enum UsersCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
-    /// Validate the config and the key schedule; one line per problem, non-zero exit on any.
-    Check(ConfigArg),
+    /// Validate the config, key files and key schedule: one `error:` or `warning:` line per
+    /// finding; a non-zero exit on any error, and on warnings too with --strict.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Treat warnings as errors (for CI pipelines).
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 /// A failed command: printed as `latchkey: <message>` and a non-zero exit.
@@ -132,7 +142,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Config(ConfigCommand::Check(c)) => config_check(&c.path).await,
+        Command::Config(ConfigCommand::Check { config, strict }) => {
+            config_check(&config.path, strict).await
+        }
     }
 }
 
@@ -206,7 +218,7 @@ fn keys_generate(alg: &str, kid: Option<String>, dir: &Path, bits: usize) -> Res
 
 fn keys_list(path: &Path) -> Result<(), CliError> {
     let config = load_config(path)?;
-    let tail = duration_ms(config.publish_tail());
+    let tail = config.publish_tail();
     let now = system_ms();
     println!(
         "{:<24} {:<6} {:<9} {:<20} {:<20} {:<20}",
@@ -216,7 +228,7 @@ fn keys_list(path: &Path) -> Result<(), CliError> {
         let published_until = if spec.revoked {
             "-".to_string()
         } else {
-            format_timestamp(spec.not_after.saturating_add(tail))
+            format_timestamp(config.published_until(spec))
         };
         println!(
             "{:<24} {:<6} {:<9} {:<20} {:<20} {:<20}",
@@ -231,94 +243,129 @@ fn keys_list(path: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn config_check(path: &Path) -> Result<(), CliError> {
-    let config = Config::load(path).map_err(|e| CliError(e.problems.join("\n")))?;
+async fn config_check(path: &Path, strict: bool) -> Result<(), CliError> {
+    let config = Config::load(path).map_err(|e| {
+        CliError(
+            e.problems
+                .iter()
+                .map(|p| format!("error: {p}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
+    // A config that does not load is one error per problem, printed by `main`.
     let now = system_ms();
-    let mut problems = Vec::new();
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     if let Err(e) = KeyRing::load(&config) {
-        problems.push(e.to_string());
+        errors.push(e.to_string());
     }
-    // The schedule is judged against the history every instance shares through the store.
-    let history = match store::open(&config.store.url).await {
-        Ok(store) => store.key_publications().await,
-        Err(e) => Err(e),
-    };
-    match history {
-        Ok(history) => problems.extend(schedule_warnings(&config, &history, now)),
-        Err(e) => problems.push(format!(
-            "store: cannot read the key publication history: {e}"
+    // The schedule is judged against the history every instance shares through the store, and
+    // restart-only fields against what the running server recorded there.
+    match store::open(&config.store.url).await {
+        Ok(store) => {
+            match store.key_publications().await {
+                Ok(history) => warnings.extend(schedule_warnings(&config, &history, now)),
+                Err(e) => warnings.push(format!(
+                    "store: cannot read the key publication history: {e}"
+                )),
+            }
+            if let Ok(Some(running)) = store.get_meta(RUNNING_VALUES_META).await
+                && let Ok(running) = serde_json::from_str::<RestartOnlyValues>(&running)
+            {
+                for field in running.changes(&RestartOnlyValues::of(&config)) {
+                    warnings.push(format!(
+                        "{field} differs from the running server's; it takes effect only after a \
+                         restart (restart-only: {})",
+                        RESTART_ONLY.join(", ")
+                    ));
+                }
+            }
+        }
+        Err(e) => warnings.push(format!(
+            "store: cannot open it to check the key schedule: {e}"
         )),
     }
-    if !problems.is_empty() {
-        return Err(CliError(problems.join("\n")));
+    // Findings are diagnostics: standard error, one line each.
+    for warning in &warnings {
+        eprintln!("latchkey: warning: {warning}");
     }
-    println!("{}: ok ({} keys)", path.display(), config.keys.len());
+    for error in &errors {
+        eprintln!("latchkey: error: {error}");
+    }
+    if !errors.is_empty() {
+        return Err(CliError(format!(
+            "{}: {} error(s), {} warning(s)",
+            path.display(),
+            errors.len(),
+            warnings.len()
+        )));
+    }
+    if strict && !warnings.is_empty() {
+        return Err(CliError(format!(
+            "{}: {} warning(s), refused with --strict",
+            path.display(),
+            warnings.len()
+        )));
+    }
+    println!(
+        "{}: ok ({} keys{})",
+        path.display(),
+        config.keys.len(),
+        if warnings.is_empty() {
+            String::new()
+        } else {
+            format!(", {} warning(s)", warnings.len())
+        }
+    );
     Ok(())
 }
 
 async fn users(cmd: UsersCommand) -> Result<(), CliError> {
-    let (name, path) = match &cmd {
-        UsersCommand::Add { name, config }
-        | UsersCommand::Passwd { name, config }
-        | UsersCommand::Disable { name, config } => (Some(name.clone()), config.path.clone()),
-        UsersCommand::List(config) => (None, config.path.clone()),
+    let path = match &cmd {
+        UsersCommand::Add { config, .. }
+        | UsersCommand::Passwd { config, .. }
+        | UsersCommand::Disable { config, .. }
+        | UsersCommand::List(config) => config.path.clone(),
     };
     let config = load_config(&path)?;
     let store = store::open(&config.store.url)
         .await
         .map_err(CliError::from_display)?;
     let hasher = PasswordHasher::new(&config.passwords).map_err(CliError::from_display)?;
+    let accounts = Accounts::new(store, hasher, Clock::system());
     match cmd {
-        UsersCommand::Add { .. } => {
-            let name = name.unwrap_or_default();
-            crate::issuer::validate_username(&name).map_err(CliError::from_display)?;
+        UsersCommand::Add { name, .. } => {
+            crate::flows::validate_username(&name).map_err(CliError::from_display)?;
             let password = read_secret("password")?;
-            let user = User {
-                id: uuid::Uuid::new_v4().to_string(),
-                username: name.clone(),
-                password_hash: hasher
-                    .hash(&password)
-                    .await
-                    .map_err(CliError::from_display)?,
-                disabled: false,
-                created_at: system_ms(),
-            };
-            match store.create_user(&user).await {
-                Err(StoreError::Conflict) => Err(CliError(format!("user {name:?} already exists"))),
-                Err(e) => Err(CliError::from_display(e)),
-                Ok(()) => {
-                    println!("created user {name} ({})", user.id);
-                    Ok(())
-                }
-            }
-        }
-        UsersCommand::Passwd { .. } => {
-            let mut user = find_user(&store, name.as_deref()).await?;
-            let password = read_secret("password")?;
-            user.password_hash = hasher
-                .hash(&password)
+            let user = accounts
+                .create_user(&name, &password)
                 .await
                 .map_err(CliError::from_display)?;
-            let n = save_and_revoke_sessions(&store, &user).await?;
-            println!(
-                "password changed for {}; {n} sessions revoked",
-                user.username
-            );
-            Ok(())
+            println!("created user {name} ({})", user.id);
         }
-        UsersCommand::Disable { .. } => {
-            let mut user = find_user(&store, name.as_deref()).await?;
-            user.disabled = true;
-            let n = save_and_revoke_sessions(&store, &user).await?;
-            println!("disabled {}; {n} sessions revoked", user.username);
-            Ok(())
+        UsersCommand::Passwd { name, .. } => {
+            accounts.find(&name).await.map_err(CliError::from_display)?;
+            let password = read_secret("password")?;
+            let n = accounts
+                .set_password(&name, &password)
+                .await
+                .map_err(CliError::from_display)?;
+            println!("password changed for {name}; {n} sessions revoked");
+        }
+        UsersCommand::Disable { name, .. } => {
+            let n = accounts
+                .disable(&name)
+                .await
+                .map_err(CliError::from_display)?;
+            println!("disabled {name}; {n} sessions revoked");
         }
         UsersCommand::List(_) => {
             println!(
                 "{:<32} {:<36} {:<8} {:<20}",
                 "USERNAME", "ID", "STATUS", "CREATED"
             );
-            for u in store.list_users().await.map_err(CliError::from_display)? {
+            for u in accounts.list().await.map_err(CliError::from_display)? {
                 println!(
                     "{:<32} {:<36} {:<8} {:<20}",
                     u.username,
@@ -327,30 +374,9 @@ async fn users(cmd: UsersCommand) -> Result<(), CliError> {
                     format_timestamp(u.created_at)
                 );
             }
-            Ok(())
         }
     }
-}
-
-/// Writes a changed password or status, then ends every session the old one allowed.
-async fn save_and_revoke_sessions(store: &SharedStore, user: &User) -> Result<usize, CliError> {
-    store
-        .update_user(user)
-        .await
-        .map_err(CliError::from_display)?;
-    store
-        .revoke_user_sessions(&user.id)
-        .await
-        .map_err(CliError::from_display)
-}
-
-async fn find_user(store: &SharedStore, name: Option<&str>) -> Result<User, CliError> {
-    let name = name.unwrap_or_default();
-    store
-        .user_by_name(name)
-        .await
-        .map_err(CliError::from_display)?
-        .ok_or_else(|| CliError(format!("no user {name:?}")))
+    Ok(())
 }
 
 /// Reads a secret from standard input (never argv, which other users can see): one line,

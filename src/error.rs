@@ -1,87 +1,162 @@
-//! The HTTP boundary's error: an RFC 6749 code and a safe description for the client, the cause
-//! chain for the log. Every 401 carries `WWW-Authenticate: Bearer`, every 503 `Retry-After`.
+//! The HTTP error answer: a status, an RFC 6749 code and a safe description for the client, the
+//! cause chain for the log. Each surface in `routes/` decides the status and code of a flow's
+//! error ([`crate::flows::FlowError`]); what every surface answers alike (malformed input,
+//! throttling, an unavailable store, a bug) is mapped once, in [`ApiError::common`].
+//!
+//! Every 401 carries a `WWW-Authenticate` challenge and every 503 and 429 a `Retry-After`.
+
+use std::borrow::Cow;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::store::StoreError;
+use crate::flows::FlowError;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// 400: the request is malformed; the description says how, without echoing secrets.
-    #[error("{0}")]
-    InvalidRequest(String),
-    /// 401 `invalid_grant`: bad credentials or a refresh token that is unknown, expired,
-    /// revoked or reused. One description for all, so no case can be told from another.
-    #[error("{0}")]
-    InvalidGrant(&'static str),
-    /// 401 `invalid_token` (RFC 6750 §3.1): a bearer token that does not verify.
-    #[error("{0}")]
-    InvalidToken(&'static str),
-    /// 401 with a bare `WWW-Authenticate: Bearer` challenge: no credentials at all.
-    #[error("a bearer access token is required")]
-    MissingToken,
-    #[error("no such endpoint")]
-    NotFound,
-    #[error("method not allowed")]
-    MethodNotAllowed,
-    #[error("request body too large")]
-    PayloadTooLarge,
-    #[error("Content-Type must be application/json")]
-    UnsupportedMediaType,
-    /// 429 `slow_down`: too many login attempts; `Retry-After` says when to try again.
-    #[error("too many login attempts; retry later")]
-    SlowDown { retry_after_secs: u64 },
-    /// 503: the store did not answer; nothing was changed, the client should retry.
-    #[error("the session store is unavailable")]
-    StoreUnavailable(#[source] StoreError),
-    /// 503: no key is scheduled to sign now (a config error the operator must fix).
-    #[error("no signing key is active")]
-    NoSigningKey,
-    /// 500: a bug or a broken host. The client sees nothing of the cause.
-    #[error("internal error")]
-    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    description: Cow<'static, str>,
+    challenge: Option<String>,
+    retry_after_secs: Option<u64>,
+    /// Logged, never shown: set for 5xx answers.
+    cause: Option<FlowError>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.description
+        )
+    }
 }
 
 impl ApiError {
-    pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
-        ApiError::Internal(Box::new(e))
-    }
-
-    fn code(&self) -> &'static str {
-        match self {
-            ApiError::InvalidRequest(_)
-            | ApiError::NotFound
-            | ApiError::MethodNotAllowed
-            | ApiError::PayloadTooLarge
-            | ApiError::UnsupportedMediaType => "invalid_request",
-            ApiError::InvalidGrant(_) => "invalid_grant",
-            ApiError::SlowDown { .. } => "slow_down",
-            ApiError::InvalidToken(_) | ApiError::MissingToken => "invalid_token",
-            ApiError::StoreUnavailable(_) | ApiError::NoSigningKey => "temporarily_unavailable",
-            ApiError::Internal(_) => "server_error",
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        description: impl Into<Cow<'static, str>>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            code,
+            description: description.into(),
+            challenge: None,
+            retry_after_secs: None,
+            cause: None,
         }
     }
 
-    fn description(&self) -> String {
-        match self {
-            ApiError::StoreUnavailable(_) | ApiError::NoSigningKey => {
-                "the service is temporarily unavailable; retry shortly".into()
-            }
-            ApiError::Internal(_) => "internal error".into(),
-            other => other.to_string(),
-        }
+    pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
-}
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+    pub fn not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "invalid_request", "no such endpoint")
+    }
+
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            "method not allowed",
+        )
+    }
+
+    pub fn payload_too_large() -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "request body too large",
+        )
+    }
+
+    pub fn unsupported_media_type() -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            "Content-Type must be application/json",
+        )
+    }
+
+    /// 401 with a bare `WWW-Authenticate: Bearer` challenge: no credentials at all (RFC 6750
+    /// §3.1 says to send no error code then).
+    pub fn missing_bearer_token() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "a bearer access token is required",
+        )
+        .with_challenge("Bearer realm=\"latchkey\"".into())
+    }
+
+    /// 401 `invalid_token` (RFC 6750 §3.1) with its challenge.
+    pub fn invalid_token(description: impl Into<Cow<'static, str>>) -> ApiError {
+        let description = description.into();
+        let challenge = format!(
+            "Bearer realm=\"latchkey\", error=\"invalid_token\", error_description=\"{}\"",
+            description.replace(['"', '\\'], "'")
+        );
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", description)
+            .with_challenge(challenge)
+    }
+
+    pub fn with_challenge(mut self, challenge: String) -> ApiError {
+        self.challenge = Some(challenge);
+        self
+    }
+
+    /// The answers every surface gives alike. Surfaces map their own variants (bad credentials,
+    /// bad refresh tokens) first and pass the rest here.
+    pub fn common(e: FlowError) -> ApiError {
         match e {
-            StoreError::Unavailable(_) => ApiError::StoreUnavailable(e),
-            other => ApiError::internal(other),
+            FlowError::InvalidRequest(description) => ApiError::invalid_request(description),
+            FlowError::InvalidToken(description) => ApiError::invalid_token(description),
+            FlowError::BadCredentials | FlowError::BadRefreshToken => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_grant", e.to_string())
+            }
+            FlowError::Throttled { retry_after_secs } => {
+                let mut error = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "slow_down",
+                    "too many attempts; retry later",
+                );
+                error.retry_after_secs = Some(retry_after_secs);
+                error
+            }
+            FlowError::StoreUnavailable(_) | FlowError::NoSigningKey => {
+                let mut error = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the service is temporarily unavailable; retry shortly",
+                );
+                error.retry_after_secs = Some(1);
+                error.cause = Some(e);
+                error
+            }
+            FlowError::UserExists(_) | FlowError::NoSuchUser(_) => {
+                ApiError::invalid_request(e.to_string())
+            }
+            FlowError::Internal(_) => {
+                let mut error = ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal error",
+                );
+                error.cause = Some(e);
+                error
+            }
         }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
     }
 }
 
@@ -93,64 +168,35 @@ struct ErrorBody<'a> {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidGrant(_) | ApiError::InvalidToken(_) | ApiError::MissingToken => {
-                StatusCode::UNAUTHORIZED
-            }
-            ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::SlowDown { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::StoreUnavailable(_) | ApiError::NoSigningKey => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.status
     }
 
     fn error_response(&self) -> HttpResponse {
-        match self {
-            ApiError::Internal(e) => {
-                tracing::error!(error = %error_chain(e.as_ref()), "request failed")
+        match &self.cause {
+            Some(cause @ FlowError::NoSigningKey) => {
+                tracing::error!("{cause}: check [[keys]] not_before/not_after")
             }
-            ApiError::StoreUnavailable(e) => {
-                tracing::warn!(error = %error_chain(e), "store unavailable")
+            Some(cause @ FlowError::StoreUnavailable(_)) => {
+                tracing::warn!(error = %error_chain(cause), "store unavailable")
             }
-            ApiError::NoSigningKey => {
-                tracing::error!("no signing key is active: check [[keys]] not_before/not_after")
-            }
-            _ => {}
+            Some(cause) => tracing::error!(error = %error_chain(cause), "request failed"),
+            None => {}
         }
-        let description = self.description();
-        let mut response = HttpResponse::build(self.status_code());
+        let mut response = HttpResponse::build(self.status);
         response
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .insert_header((header::PRAGMA, "no-cache"));
-        match self {
-            ApiError::MissingToken => {
-                response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"latchkey\""));
-            }
-            ApiError::InvalidToken(_) => {
-                let challenge = format!(
-                    "Bearer realm=\"latchkey\", error=\"invalid_token\", error_description=\"{description}\""
-                );
-                if let Ok(value) = HeaderValue::from_str(&challenge) {
-                    response.insert_header((header::WWW_AUTHENTICATE, value));
-                }
-            }
-            ApiError::StoreUnavailable(_) | ApiError::NoSigningKey => {
-                response.insert_header((header::RETRY_AFTER, "1"));
-            }
-            ApiError::SlowDown { retry_after_secs } => {
-                response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
-            }
-            _ => {}
+        if let Some(challenge) = &self.challenge
+            && let Ok(value) = HeaderValue::from_str(challenge)
+        {
+            response.insert_header((header::WWW_AUTHENTICATE, value));
+        }
+        if let Some(secs) = self.retry_after_secs {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         response.json(ErrorBody {
-            error: self.code(),
-            error_description: &description,
+            error: self.code,
+            error_description: &self.description,
         })
     }
 }
@@ -169,29 +215,4 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     out
-}
-
-/// Turns the JSON extractor's failures into 4xx `invalid_request` bodies. Serde's messages can
-/// quote the offending value (a password sent as a number, say), so only their safe kinds pass.
-pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
-    use actix_web::error::JsonPayloadError as E;
-    match err {
-        E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::PayloadTooLarge,
-        E::ContentType => ApiError::UnsupportedMediaType,
-        E::Deserialize(e) => {
-            let msg = e.to_string();
-            let safe = msg.starts_with("missing field") || msg.starts_with("unknown field");
-            ApiError::InvalidRequest(match (e.classify(), safe) {
-                (_, true) => format!(
-                    "invalid body: {}",
-                    msg.split(" at line").next().unwrap_or("")
-                ),
-                (serde_json::error::Category::Data, false) => {
-                    "invalid body: a field has the wrong type or value".into()
-                }
-                _ => "invalid body: not well-formed JSON".into(),
-            })
-        }
-        _ => ApiError::InvalidRequest("invalid body".into()),
-    }
 }

@@ -11,11 +11,17 @@
 //! - [`tokens`]: access-token claims and signing; refresh-token format, hashing and sealing.
 //! - [`limits`]: login throttling per client IP and per username.
 //! - [`credentials`]: argon2id password hashing on a bounded blocking pool.
+//! - [`state`]: the live snapshot of config and keys; what a reload applies, what waits for a
+//!   restart.
 //! - [`reload`]: hot reload of config and keys (SIGHUP, file changes), refused when unsafe.
-//! - [`issuer`]: the flows (login, refresh, logout, userinfo), free of HTTP.
+//! - [`flows`]: one module per operation (login, refresh, logout, access-token checks, accounts),
+//!   returning what was issued or why not, free of HTTP.
 //! - [`store`]: the storage seam, with the Redis and embedded SQLite backends.
-//! - [`routes`]: thin HTTP handlers, one file per area.
-//! - [`error`]: the API error type and its RFC 6749 JSON rendering.
+//! - [`routes`]: thin HTTP handlers, one file per surface, each mapping flow results to its
+//!   own answers.
+//! - [`error`]: the HTTP error answer and its RFC 6749 JSON rendering.
+//!
+//! The external contract (CLI, config, token formats, endpoints and errors) is `docs/`.
 //! - [`startup`]: `Application::build`, the route table, and the server's lifecycle.
 //! - [`telemetry`]: logging set-up.
 
@@ -24,12 +30,13 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod error;
-pub mod issuer;
+pub mod flows;
 pub mod keys;
 pub mod limits;
 pub mod reload;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;

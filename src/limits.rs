@@ -2,6 +2,9 @@
 //! windows on the injected clock. Checked before any password hashing, so a flood costs no
 //! argon2 work. The counters are per instance: behind a load balancer of N instances an
 //! attacker gets at most N times the configured rate.
+//!
+//! The settings are passed in on every call, from the snapshot in force, so a reload of
+//! `[limits]` applies to the next attempt.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -13,9 +16,8 @@ use crate::config::LimitSettings;
 /// oldest are, so memory stays bounded whatever the traffic.
 const MAX_TRACKED: usize = 100_000;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct LoginLimiter {
-    settings: LimitSettings,
     per_ip: Mutex<Windows>,
     failures_per_user: Mutex<Windows>,
 }
@@ -51,34 +53,36 @@ impl Windows {
 }
 
 impl LoginLimiter {
-    pub fn new(settings: LimitSettings) -> Self {
-        LoginLimiter {
-            settings,
-            per_ip: Mutex::new(Windows::default()),
-            failures_per_user: Mutex::new(Windows::default()),
-        }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Counts one attempt from `ip` and refuses it when `ip` or `username` is over its limit.
-    pub fn check(&self, ip: &str, username: &str, now: UnixMs) -> Result<(), Throttled> {
-        let window = duration_ms(self.settings.window);
+    pub fn check(
+        &self,
+        settings: &LimitSettings,
+        ip: &str,
+        username: &str,
+        now: UnixMs,
+    ) -> Result<(), Throttled> {
+        let window = duration_ms(settings.window);
         let retry = |until: UnixMs| Throttled {
             retry_after_secs: u64::try_from((until - now).max(1000) / 1000).unwrap_or(1),
         };
         let (failures, until) = lock(&self.failures_per_user).bump(username, now, window, 0);
-        if failures >= self.settings.failed_logins_per_user {
+        if failures >= settings.failed_logins_per_user {
             return Err(retry(until));
         }
         let (attempts, until) = lock(&self.per_ip).bump(ip, now, window, 1);
-        if attempts > self.settings.login_attempts_per_ip {
+        if attempts > settings.login_attempts_per_ip {
             return Err(retry(until));
         }
         Ok(())
     }
 
     /// Counts a failed attempt against `username`.
-    pub fn record_failure(&self, username: &str, now: UnixMs) {
-        let window = duration_ms(self.settings.window);
+    pub fn record_failure(&self, settings: &LimitSettings, username: &str, now: UnixMs) {
+        let window = duration_ms(settings.window);
         lock(&self.failures_per_user).bump(username, now, window, 1);
     }
 }
@@ -92,47 +96,61 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn limiter() -> LoginLimiter {
-        LoginLimiter::new(LimitSettings {
+    fn settings() -> LimitSettings {
+        LimitSettings {
             window: Duration::from_secs(60),
             login_attempts_per_ip: 5,
             failed_logins_per_user: 3,
-        })
+        }
     }
 
     #[test]
     fn failures_per_user_lock_that_user_until_the_window_ends() {
-        let l = limiter();
+        let (l, s) = (LoginLimiter::new(), settings());
         for i in 0..3 {
-            l.check(&format!("10.0.0.{i}"), "alice", 1_000).unwrap();
-            l.record_failure("alice", 1_000);
+            l.check(&s, &format!("10.0.0.{i}"), "alice", 1_000).unwrap();
+            l.record_failure(&s, "alice", 1_000);
         }
         assert_eq!(
-            l.check("10.0.0.9", "alice", 2_000),
+            l.check(&s, "10.0.0.9", "alice", 2_000),
             Err(Throttled {
                 retry_after_secs: 59
             })
         );
-        assert!(l.check("10.0.0.9", "bob", 2_000).is_ok());
-        assert!(l.check("10.0.0.9", "alice", 61_000).is_ok());
+        assert!(l.check(&s, "10.0.0.9", "bob", 2_000).is_ok());
+        assert!(l.check(&s, "10.0.0.9", "alice", 61_000).is_ok());
     }
 
     #[test]
     fn attempts_per_ip_are_bounded_whatever_the_username() {
-        let l = limiter();
+        let (l, s) = (LoginLimiter::new(), settings());
         for i in 0..5 {
-            l.check("10.0.0.1", &format!("user{i}"), 0).unwrap();
+            l.check(&s, "10.0.0.1", &format!("user{i}"), 0).unwrap();
         }
-        assert!(l.check("10.0.0.1", "another", 0).is_err());
-        assert!(l.check("10.0.0.2", "another", 0).is_ok());
-        assert!(l.check("10.0.0.1", "another", 60_000).is_ok());
+        assert!(l.check(&s, "10.0.0.1", "another", 0).is_err());
+        assert!(l.check(&s, "10.0.0.2", "another", 0).is_ok());
+        assert!(l.check(&s, "10.0.0.1", "another", 60_000).is_ok());
+    }
+
+    #[test]
+    fn new_settings_apply_to_the_next_attempt() {
+        let l = LoginLimiter::new();
+        let loose = settings();
+        let tight = LimitSettings {
+            login_attempts_per_ip: 1,
+            ..settings()
+        };
+        l.check(&loose, "10.0.0.1", "a", 0).unwrap();
+        l.check(&loose, "10.0.0.1", "b", 0).unwrap();
+        // The same counters, judged by the settings in force now.
+        assert!(l.check(&tight, "10.0.0.1", "c", 0).is_err());
     }
 
     #[test]
     fn memory_stays_bounded() {
-        let l = limiter();
+        let (l, s) = (LoginLimiter::new(), settings());
         for i in 0..(MAX_TRACKED + 10) {
-            let _ = l.check(&i.to_string(), "u", 0);
+            let _ = l.check(&s, &i.to_string(), "u", 0);
         }
         assert!(lock(&l.per_ip).0.len() <= MAX_TRACKED);
     }

@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
@@ -13,16 +14,13 @@ use actix_web::{App, HttpServer, web};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::credentials::{CredentialError, PasswordHasher};
-use crate::error::json_error;
-use crate::issuer::Issuer;
+use crate::flows::Flows;
 use crate::keys::{KeyError, KeyRing};
-use crate::limits::LoginLimiter;
-use crate::reload::{self, LiveHandle};
+use crate::reload;
+use crate::routes::json::MAX_JSON_BODY;
 use crate::routes::{auth, method_not_allowed, not_found, ops, well_known};
+use crate::state::{LiveState, RUNNING_VALUES_META, RestartOnlyValues};
 use crate::store::{self, SharedStore, StoreError};
-
-/// Request bodies on this API are small; anything larger is refused before parsing.
-const MAX_JSON_BODY: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -42,7 +40,7 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
-    issuer: web::Data<Issuer>,
+    flows: web::Data<Flows>,
     /// The config file to reload from, and how often to look for changes.
     watch: Option<(PathBuf, Duration)>,
 }
@@ -72,22 +70,14 @@ impl Application {
                 source,
             })?
             .port();
-        let issuer = web::Data::new(Issuer {
-            hasher: PasswordHasher::new(&config.passwords)?,
-            limiter: LoginLimiter::new(config.limits.clone()),
-            live: LiveHandle::new(config, ring),
-            store,
-            clock,
-        });
-        let state = issuer.clone();
+        let hasher = PasswordHasher::new(&config.passwords)?;
+        let state = Arc::new(LiveState::new(config, ring));
+        let flows = web::Data::new(Flows::new(state, store, hasher, clock));
+        let shared = flows.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
-                .app_data(
-                    web::JsonConfig::default()
-                        .limit(MAX_JSON_BODY)
-                        .error_handler(|err, _| json_error(err).into()),
-                )
+                .app_data(shared.clone())
+                .app_data(web::PayloadConfig::new(MAX_JSON_BODY))
                 .wrap(
                     // Handlers that cache (the JWKS) set their own Cache-Control; this one
                     // covers every token-handling and error response.
@@ -108,7 +98,7 @@ impl Application {
         Ok(Application {
             port,
             server,
-            issuer,
+            flows,
             watch: None,
         })
     }
@@ -122,9 +112,9 @@ impl Application {
         self.server.handle()
     }
 
-    /// The issuer state the server runs with.
-    pub fn issuer(&self) -> web::Data<Issuer> {
-        self.issuer.clone()
+    /// The flows (and through them the live state) the server runs with.
+    pub fn flows(&self) -> web::Data<Flows> {
+        self.flows.clone()
     }
 
     /// Reloads from `path` on SIGHUP and whenever a poll every `poll` finds it (or a key file
@@ -136,15 +126,24 @@ impl Application {
 
     /// Serves until the server is stopped (SIGINT/SIGTERM: graceful, in-flight requests finish).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let mut tasks = vec![tokio::spawn(sweep_forever(self.issuer.clone()))];
-        let issuer = self.issuer.clone();
+        let flows = self.flows.clone();
+        let mut tasks = vec![tokio::spawn(sweep_forever(flows.clone()))];
         tasks.push(tokio::spawn(async move {
-            for warning in reload::publish_and_check(&issuer).await {
+            let (state, store, clock) = (flows.state(), flows.store(), flows.clock());
+            for warning in reload::publish_and_check(state, store.as_ref(), clock).await {
                 tracing::warn!("{warning}");
             }
+            record_running_values(&flows).await;
         }));
         if let Some((path, poll)) = self.watch {
-            tasks.push(tokio::spawn(reload::watch(self.issuer.clone(), path, poll)));
+            let flows = &self.flows;
+            tasks.push(tokio::spawn(reload::watch(
+                Arc::clone(flows.state()),
+                flows.store().clone(),
+                flows.clock().clone(),
+                path,
+                poll,
+            )));
         }
         let result = self.server.await;
         for task in tasks {
@@ -202,19 +201,30 @@ async fn log_request(
     Ok(response)
 }
 
-/// Removes expired sessions and grace-window seals from backends without native expiry.
-async fn sweep_forever(issuer: web::Data<Issuer>) {
-    let period = issuer
-        .live
-        .current()
-        .config
-        .tokens
-        .reuse_grace
-        .clamp(Duration::from_secs(1), Duration::from_secs(30));
-    let mut tick = tokio::time::interval(period);
+/// Records the restart-only values this server runs with, so that `config check` can tell an
+/// operator which edits of the file wait for a restart.
+async fn record_running_values(flows: &Flows) {
+    let values = RestartOnlyValues::of(&flows.snapshot().config);
+    let Ok(json) = serde_json::to_string(&values) else {
+        return;
+    };
+    if let Err(e) = flows.store().put_meta(RUNNING_VALUES_META, &json).await {
+        tracing::warn!(error = %crate::error::error_chain(&e), "cannot record the running settings");
+    }
+}
+
+/// Removes expired sessions and grace-window seals from backends without native expiry. The
+/// period follows the grace window in force (read on every tick, so a reload applies).
+async fn sweep_forever(flows: web::Data<Flows>) {
     loop {
-        tick.tick().await;
-        if let Err(e) = issuer.store.sweep(issuer.clock.now_ms()).await {
+        let period = flows
+            .snapshot()
+            .config
+            .tokens
+            .reuse_grace
+            .clamp(Duration::from_secs(1), Duration::from_secs(30));
+        tokio::time::sleep(period).await;
+        if let Err(e) = flows.store().sweep(flows.clock().now_ms()).await {
             tracing::warn!(error = %crate::error::error_chain(&e), "sweep failed; will retry");
         }
     }

@@ -150,6 +150,16 @@ pub struct KeySpec {
     pub passphrase_env: Option<String>,
 }
 
+impl KeySpec {
+    /// The one rule for how long a key stays in the JWKS: `not_after + publish_tail`, where the
+    /// tail is `access_ttl + leeway` ([`Config::publish_tail`]): a token signed at the last
+    /// instant of the key's window stays verifiable until it expires.
+    pub fn published_until(&self, publish_tail: Duration) -> UnixMs {
+        self.not_after
+            .saturating_add(crate::clock::duration_ms(publish_tail))
+    }
+}
+
 /// Why a config was refused: one line per problem.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .problems.join("\n"))]
@@ -188,6 +198,32 @@ impl Config {
     /// valid for `access_ttl`, and verifiers tolerate `leeway` of skew.
     pub fn publish_tail(&self) -> Duration {
         self.tokens.access_ttl + self.tokens.leeway
+    }
+
+    /// How long `key` stays in the JWKS under this config (see [`KeySpec::published_until`]).
+    pub fn published_until(&self, key: &KeySpec) -> UnixMs {
+        key.published_until(self.publish_tail())
+    }
+
+    /// Every field path of the file format (`tokens.access_ttl`, `keys`, …), for the test that
+    /// each one is classified as reloadable or restart-only.
+    #[cfg(test)]
+    pub(crate) fn field_paths() -> Vec<String> {
+        let sample = "issuer = \"http://x\"\nlisten = \"127.0.0.1:0\"\n";
+        let raw: RawConfig = toml::from_str(sample).unwrap_or_else(|e| unreachable!("{e}"));
+        let value = serde_json::to_value(&raw).unwrap_or_default();
+        let mut paths = Vec::new();
+        if let serde_json::Value::Object(top) = value {
+            for (name, value) in top {
+                match value {
+                    serde_json::Value::Object(section) => {
+                        paths.extend(section.keys().map(|k| format!("{name}.{k}")));
+                    }
+                    _ => paths.push(name),
+                }
+            }
+        }
+        paths
     }
 }
 

@@ -1,15 +1,17 @@
 //! The config file's shape, field by field, with its defaults and the environment overrides.
 //! Unknown fields are refused; validation into typed values happens in the parent module.
+//! `Serialize` is for the test that every field is classified as reloadable or restart-only
+//! (`crate::state`).
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawConfig {
+pub(crate) struct RawConfig {
     /// The issuer URL (`iss`).
     pub(super) issuer: String,
     /// `HOST:PORT` to bind.
@@ -28,7 +30,7 @@ pub(super) struct RawConfig {
     pub(super) keys: Vec<RawKey>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawTokens {
     pub(super) access_ttl: String,
@@ -52,7 +54,7 @@ impl Default for RawTokens {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawStore {
     pub(super) url: String,
@@ -66,7 +68,7 @@ impl Default for RawStore {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawJwks {
     pub(super) max_age: String,
@@ -82,7 +84,7 @@ impl Default for RawJwks {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawPasswords {
     pub(super) memory_kib: u32,
@@ -102,7 +104,7 @@ impl Default for RawPasswords {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawLimits {
     /// The counting window.
@@ -121,7 +123,7 @@ impl Default for RawLimits {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawKey {
     pub(super) kid: String,

@@ -9,6 +9,7 @@ pub mod schedule;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
@@ -16,10 +17,10 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use jsonwebtoken::DecodingKey;
+use latchkey_verify::Verifier;
 use serde_json::json;
 
-use crate::clock::{UnixMs, duration_ms};
+use crate::clock::UnixMs;
 use crate::config::{Alg, Config, KeySpec};
 use files::KeyFileError;
 
@@ -45,8 +46,7 @@ pub struct LoadedKey {
     /// `base64url({"alg","kid","typ":"at+jwt"})`, prepared once.
     header_b64: String,
     jwk: serde_json::Value,
-    pub decoding: DecodingKey,
-    /// Published until then: `not_after + access_ttl + leeway`.
+    /// Published until then ([`KeySpec::published_until`]).
     pub publish_until: UnixMs,
 }
 
@@ -65,7 +65,7 @@ impl fmt::Debug for LoadedKey {
 pub struct SignError;
 
 impl LoadedKey {
-    fn load(spec: &KeySpec, publish_tail_ms: i64) -> Result<LoadedKey, KeyError> {
+    fn load(spec: &KeySpec, publish_tail: Duration) -> Result<LoadedKey, KeyError> {
         let invalid = |reason: String| KeyError::Invalid {
             kid: spec.kid.clone(),
             reason,
@@ -79,7 +79,7 @@ impl LoadedKey {
             None => None,
         };
         let der = files::read_private_der(&spec.path, passphrase.as_deref().map(str::as_bytes))?;
-        let (signer, jwk, decoding) = match spec.alg {
+        let (signer, jwk) = match spec.alg {
             Alg::ES256 => {
                 let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
                     .map_err(|e| invalid(format!("not a P-256 PKCS#8 key ({e})")))?;
@@ -89,10 +89,8 @@ impl LoadedKey {
                     return Err(invalid("unexpected P-256 public key encoding".into()));
                 }
                 let (x, y) = (B64.encode(&point[1..33]), B64.encode(&point[33..65]));
-                let decoding = DecodingKey::from_ec_components(&x, &y)
-                    .map_err(|e| invalid(format!("public key: {e}")))?;
                 let jwk = json!({"kty": "EC", "crv": "P-256", "x": x, "y": y});
-                (Signer::Ec(pair), jwk, decoding)
+                (Signer::Ec(pair), jwk)
             }
             Alg::RS256 => {
                 // aws-lc refuses moduli outside 2048-8192 bits at parse time already.
@@ -111,11 +109,7 @@ impl LoadedKey {
                 let n = public.modulus().big_endian_without_leading_zero().to_vec();
                 let e = public.exponent().big_endian_without_leading_zero().to_vec();
                 let jwk = json!({"kty": "RSA", "n": B64.encode(&n), "e": B64.encode(&e)});
-                (
-                    Signer::Rsa(pair),
-                    jwk,
-                    DecodingKey::from_rsa_raw_components(&n, &e),
-                )
+                (Signer::Rsa(pair), jwk)
             }
         };
         let mut jwk = jwk;
@@ -128,8 +122,7 @@ impl LoadedKey {
             signer,
             header_b64: B64.encode(header.to_string()),
             jwk,
-            decoding,
-            publish_until: spec.not_after.saturating_add(publish_tail_ms),
+            publish_until: spec.published_until(publish_tail),
         })
     }
 
@@ -207,14 +200,27 @@ impl fmt::Display for KeyState {
     }
 }
 
-/// The JWKS document prepared once and served as bytes until the key set next changes.
+/// The JWKS document prepared once and served as bytes until the key set next changes, with the
+/// verifier the issuer checks its own tokens with: built from these very bytes, so the issuer
+/// accepts exactly what a resource server reading this document would.
 #[derive(Debug)]
 pub struct JwksDocument {
     pub body: Vec<u8>,
     /// Quoted strong validator for `If-None-Match`.
     pub etag: String,
+    /// `None` only if the document failed to parse back, which would be a bug.
+    pub verifier: Option<Verifier>,
     /// The first instant at which a key leaves the set and the document must be rebuilt.
     valid_until: UnixMs,
+}
+
+/// What the issuer's own verifier checks besides the signature: the config's `iss`, its
+/// audiences and its leeway.
+#[derive(Debug)]
+struct VerifierSettings {
+    issuer: String,
+    audiences: Vec<String>,
+    leeway: Duration,
 }
 
 /// Every configured key, loaded, plus the schedule rules.
@@ -224,25 +230,31 @@ pub struct KeyRing {
     keys: Vec<LoadedKey>,
     /// Every configured key, revoked ones included, for `state`.
     specs: Vec<KeySpec>,
-    publish_tail_ms: i64,
+    publish_tail: Duration,
+    verifier: VerifierSettings,
     jwks: Mutex<Option<Arc<JwksDocument>>>,
 }
 
 impl KeyRing {
     /// Loads every non-revoked key named in `config`. Revoked keys are not read at all.
     pub fn load(config: &Config) -> Result<KeyRing, KeyError> {
-        let publish_tail_ms = duration_ms(config.publish_tail());
+        let publish_tail = config.publish_tail();
         let mut keys = config
             .keys
             .iter()
             .filter(|k| !k.revoked)
-            .map(|spec| LoadedKey::load(spec, publish_tail_ms))
+            .map(|spec| LoadedKey::load(spec, publish_tail))
             .collect::<Result<Vec<_>, _>>()?;
         keys.sort_by_key(|k| k.spec.not_before);
         Ok(KeyRing {
             keys,
             specs: config.keys.clone(),
-            publish_tail_ms,
+            publish_tail,
+            verifier: VerifierSettings {
+                issuer: config.issuer.clone(),
+                audiences: config.tokens.audience.clone(),
+                leeway: config.tokens.leeway,
+            },
             jwks: Mutex::new(None),
         })
     }
@@ -261,7 +273,7 @@ impl KeyRing {
     }
 
     pub fn state(&self, spec: &KeySpec, now: UnixMs) -> KeyState {
-        key_state(&self.specs, self.publish_tail_ms, spec, now)
+        key_state(&self.specs, self.publish_tail, spec, now)
     }
 
     pub fn specs(&self) -> &[KeySpec] {
@@ -269,7 +281,7 @@ impl KeyRing {
     }
 
     pub fn publish_until(&self, spec: &KeySpec) -> UnixMs {
-        spec.not_after.saturating_add(self.publish_tail_ms)
+        spec.published_until(self.publish_tail)
     }
 
     /// The JWKS at `now`, rebuilt only when a key has left the set since the last build.
@@ -285,6 +297,7 @@ impl KeyRing {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
         let doc = Arc::new(JwksDocument {
             etag: format!("\"{}\"", hex(&digest.as_ref()[..16])),
+            verifier: self.build_verifier(&body),
             valid_until: published
                 .iter()
                 .map(|k| k.publish_until)
@@ -294,6 +307,26 @@ impl KeyRing {
         });
         *cached = Some(Arc::clone(&doc));
         doc
+    }
+
+    fn build_verifier(&self, jwks: &[u8]) -> Option<Verifier> {
+        let settings = &self.verifier;
+        let first = settings.audiences.first().map_or("", String::as_str);
+        let builder = settings
+            .audiences
+            .iter()
+            .fold(
+                Verifier::from_jwks(jwks, &settings.issuer, first),
+                |b, a| b.also_audience(a),
+            )
+            .leeway(settings.leeway);
+        match builder.build() {
+            Ok(verifier) => Some(verifier),
+            Err(e) => {
+                tracing::error!(error = %e, "the JWKS document does not parse back");
+                None
+            }
+        }
     }
 }
 
@@ -307,10 +340,15 @@ pub fn scheduled_signer(specs: &[KeySpec], now: UnixMs) -> Option<&KeySpec> {
 }
 
 /// A key's state at `now`, from the config alone (no key file is read).
-pub fn key_state(specs: &[KeySpec], publish_tail_ms: i64, spec: &KeySpec, now: UnixMs) -> KeyState {
+pub fn key_state(
+    specs: &[KeySpec],
+    publish_tail: Duration,
+    spec: &KeySpec,
+    now: UnixMs,
+) -> KeyState {
     if spec.revoked {
         KeyState::Revoked
-    } else if now >= spec.not_after.saturating_add(publish_tail_ms) {
+    } else if now >= spec.published_until(publish_tail) {
         KeyState::Expired
     } else if scheduled_signer(specs, now).is_some_and(|a| a.kid == spec.kid) {
         KeyState::Active
@@ -477,8 +515,8 @@ mod tests {
         assert_ne!(before.etag, after.etag);
     }
 
-    #[test]
-    fn signatures_verify_with_the_published_key() {
+    #[tokio::test]
+    async fn signatures_verify_with_the_rings_own_verifier() {
         let dir = tempfile::tempdir().unwrap();
         let config = config_with(
             dir.path(),
@@ -500,21 +538,21 @@ mod tests {
             ],
         );
         let ring = KeyRing::load(&config).unwrap();
+        let now = at("2026-06-01T00:00:00Z");
+        let verifier = ring.jwks(now).verifier.clone().unwrap();
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now as u64);
         for kid in ["e", "r"] {
-            let key = ring.verifying(kid, at("2026-06-01T00:00:00Z")).unwrap();
-            let jws = key.sign_jws(br#"{"sub":"x"}"#).unwrap();
-            let alg = match key.alg() {
-                Alg::ES256 => jsonwebtoken::Algorithm::ES256,
-                Alg::RS256 => jsonwebtoken::Algorithm::RS256,
-            };
-            let mut v = jsonwebtoken::Validation::new(alg);
-            v.required_spec_claims.clear();
-            v.validate_exp = false;
-            v.validate_aud = false;
-            let data = jsonwebtoken::decode::<serde_json::Value>(&jws, &key.decoding, &v).unwrap();
-            assert_eq!(data.claims["sub"], "x");
-            assert_eq!(data.header.kid.as_deref(), Some(kid));
-            assert_eq!(data.header.typ.as_deref(), Some("at+jwt"));
+            let key = ring.verifying(kid, now).unwrap();
+            let claims = json!({"iss": "http://localhost", "sub": "x", "aud": "api",
+                "exp": now / 1000 + 60, "nbf": now / 1000});
+            let jws = key.sign_jws(claims.to_string().as_bytes()).unwrap();
+            let verified = verifier.verify_at(&jws, when).await.unwrap();
+            assert_eq!(verified.sub, "x");
+            let header: serde_json::Value =
+                serde_json::from_slice(&B64.decode(jws.split('.').next().unwrap()).unwrap())
+                    .unwrap();
+            assert_eq!(header["kid"], kid);
+            assert_eq!(header["typ"], "at+jwt");
         }
     }
 }

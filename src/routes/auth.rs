@@ -1,15 +1,19 @@
-//! The first-party JSON API (SPEC 4.1): login, refresh, logout, userinfo.
+//! The first-party JSON API (`docs/http-api.md`): login, refresh, logout, userinfo. Its
+//! failures answer as that document says: a bad credential or refresh token is
+//! `401 invalid_grant`.
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
+use super::json::JsonObject;
 use super::{bearer_token, request_meta};
 use crate::credentials::Password;
 use crate::error::ApiError;
-use crate::issuer::Issuer;
+use crate::flows::{FlowError, Flows, Issued, LoginRequest};
 
 #[derive(Deserialize)]
-pub struct LoginRequest {
+pub struct LoginBody {
     username: String,
     password: Password,
     #[serde(default)]
@@ -17,8 +21,22 @@ pub struct LoginRequest {
 }
 
 #[derive(Deserialize)]
-pub struct RefreshRequest {
+pub struct RefreshBody {
     refresh_token: String,
+}
+
+/// RFC 6749 §5.1 token response.
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_expires_in: Option<u64>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    scope: &'a str,
 }
 
 #[derive(Serialize)]
@@ -27,47 +45,71 @@ struct UserInfo<'a> {
     username: &'a str,
 }
 
+/// This surface's answer to a flow's refusal.
+fn refused(e: FlowError) -> ApiError {
+    match e {
+        FlowError::BadCredentials | FlowError::BadRefreshToken => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_grant", e.to_string())
+        }
+        other => ApiError::common(other),
+    }
+}
+
+fn token_response(issued: &Issued) -> HttpResponse {
+    HttpResponse::Ok().json(TokenResponse {
+        access_token: &issued.access_token,
+        token_type: match issued.token_type {
+            crate::flows::TokenType::Bearer => "Bearer",
+        },
+        expires_in: issued.expires_in,
+        refresh_token: issued.refresh.as_ref().map(|r| r.token.as_str()),
+        refresh_expires_in: issued.refresh.as_ref().map(|r| r.expires_in),
+        scope: &issued.scope,
+    })
+}
+
 pub async fn login(
-    issuer: web::Data<Issuer>,
+    flows: web::Data<Flows>,
     req: HttpRequest,
-    body: web::Json<LoginRequest>,
+    JsonObject(body): JsonObject<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let response = issuer
-        .login(
-            &body.username,
-            &body.password,
-            body.client_id.as_deref(),
-            &request_meta(&req),
-        )
-        .await?;
-    Ok(HttpResponse::Ok().json(response))
+    let issued = flows
+        .login(LoginRequest {
+            username: &body.username,
+            password: &body.password,
+            client_id: body.client_id.as_deref(),
+            meta: &request_meta(&req),
+        })
+        .await
+        .map_err(refused)?;
+    Ok(token_response(&issued))
 }
 
 pub async fn refresh(
-    issuer: web::Data<Issuer>,
+    flows: web::Data<Flows>,
     req: HttpRequest,
-    body: web::Json<RefreshRequest>,
+    JsonObject(body): JsonObject<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let response = issuer
+    let issued = flows
         .refresh(&body.refresh_token, &request_meta(&req))
-        .await?;
-    Ok(HttpResponse::Ok().json(response))
+        .await
+        .map_err(refused)?;
+    Ok(token_response(&issued))
 }
 
 pub async fn logout(
-    issuer: web::Data<Issuer>,
-    body: web::Json<RefreshRequest>,
+    flows: web::Data<Flows>,
+    JsonObject(body): JsonObject<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
-    issuer.logout(&body.refresh_token).await?;
+    flows.logout(&body.refresh_token).await.map_err(refused)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-pub async fn userinfo(
-    issuer: web::Data<Issuer>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let auth = issuer.authenticate(bearer_token(&req)?).await?;
+pub async fn userinfo(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = flows
+        .authenticate(bearer_token(&req)?)
+        .await
+        .map_err(refused)?;
     Ok(HttpResponse::Ok().json(UserInfo {
         sub: &auth.user.id,
         username: &auth.user.username,

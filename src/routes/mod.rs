@@ -1,6 +1,8 @@
-//! HTTP handlers, one file per area. They parse, call [`crate::issuer::Issuer`], and render.
+//! HTTP handlers, one file per surface. They parse, call a flow ([`crate::flows`]), and render
+//! its result or error as that surface's contract says.
 
 pub mod auth;
+pub mod json;
 pub mod ops;
 pub mod well_known;
 
@@ -8,7 +10,7 @@ use actix_web::HttpRequest;
 use actix_web::http::header;
 
 use crate::error::ApiError;
-use crate::issuer::RequestMeta;
+use crate::flows::RequestMeta;
 
 const MAX_USER_AGENT_CHARS: usize = 256;
 
@@ -35,27 +37,27 @@ pub fn request_meta(req: &HttpRequest) -> RequestMeta {
 /// The token of an `Authorization: Bearer …` header (RFC 6750 §2.1).
 pub fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-        return Err(ApiError::MissingToken);
+        return Err(ApiError::missing_bearer_token());
     };
     let value = value
         .to_str()
-        .map_err(|_| ApiError::InvalidToken("malformed Authorization header"))?;
+        .map_err(|_| ApiError::invalid_token("malformed Authorization header"))?;
     match value.split_once(' ') {
         Some((scheme, token))
             if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
         {
             Ok(token.trim())
         }
-        _ => Err(ApiError::InvalidToken(
+        _ => Err(ApiError::invalid_token(
             "expected Authorization: Bearer <token>",
         )),
     }
 }
 
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NotFound)
+    Err(ApiError::not_found())
 }
 
 pub async fn method_not_allowed() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+    Err(ApiError::method_not_allowed())
 }

@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use crate::issuer::Issuer;
+use crate::flows::Flows;
 
 /// The process is up and serving HTTP.
 pub async fn healthz() -> HttpResponse {
@@ -11,24 +11,10 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Ready only with a reachable store and a key that signs now.
-pub async fn readyz(issuer: web::Data<Issuer>) -> HttpResponse {
-    let reason = if let Err(e) = issuer.store.ping().await {
-        tracing::warn!(error = %crate::error::error_chain(&e), "readiness: store unreachable");
-        Some("store unreachable")
-    } else if issuer
-        .live
-        .current()
-        .keys
-        .active(issuer.clock.now_ms())
-        .is_none()
-    {
-        Some("no active signing key")
-    } else {
-        None
-    };
-    match reason {
-        None => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Some(reason) => HttpResponse::ServiceUnavailable()
+pub async fn readyz(flows: web::Data<Flows>) -> HttpResponse {
+    match flows.readiness().await {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Err(reason) => HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", "1"))
             .json(json!({"status": "not_ready", "reason": reason})),
     }

@@ -4,12 +4,12 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
-use crate::issuer::Issuer;
+use crate::flows::Flows;
 
-pub async fn jwks(issuer: web::Data<Issuer>, req: HttpRequest) -> HttpResponse {
-    let live = issuer.live.current();
-    let doc = live.keys.jwks(issuer.clock.now_ms());
-    let jwks = &live.config.jwks;
+pub async fn jwks(flows: web::Data<Flows>, req: HttpRequest) -> HttpResponse {
+    let snapshot = flows.snapshot();
+    let doc = snapshot.keys.jwks(flows.clock().now_ms());
+    let jwks = &snapshot.config.jwks;
     let cache_control = format!(
         "public, max-age={}, stale-if-error={}",
         jwks.max_age.as_secs(),
@@ -43,10 +43,10 @@ fn none_match(req: &HttpRequest, etag: &str) -> bool {
 }
 
 /// RFC 8414 metadata, listing only what this issuer serves.
-pub async fn metadata(issuer: web::Data<Issuer>) -> HttpResponse {
-    let live = issuer.live.current();
-    let base = &live.config.issuer;
-    let mut algs: Vec<&str> = live
+pub async fn metadata(flows: web::Data<Flows>) -> HttpResponse {
+    let snapshot = flows.snapshot();
+    let base = &snapshot.config.issuer;
+    let mut algs: Vec<&str> = snapshot
         .config
         .keys
         .iter()

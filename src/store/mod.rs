@@ -105,9 +105,10 @@ pub struct Rotation {
     pub ip: String,
 }
 
-/// What the family grants to whoever presented a valid token.
+/// What a family entitles whoever presented a valid token of it to: tokens for this user, client
+/// and scope. (Not called a grant: in OAuth that word names the grant type.)
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Grant {
+pub struct Entitlement {
     pub user_id: String,
     pub client_id: String,
     pub scope: String,
@@ -127,11 +128,11 @@ pub struct KeyPublication {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RotateOutcome {
     /// The presented token was live: it is now consumed and `Rotation::successor` is live.
-    Rotated(Grant),
+    Rotated(Entitlement),
     /// The presented token was consumed less than the grace window ago: the caller gets the
     /// successor the first presentation got, still sealed.
     Replayed {
-        grant: Grant,
+        entitlement: Entitlement,
         sealed_successor: Vec<u8>,
     },
     /// Presented after its grace window: theft is assumed and the whole family is now revoked.
@@ -153,7 +154,7 @@ pub trait Store: Send + Sync + 'static {
     async fn update_user(&self, user: &User) -> Result<(), StoreError>;
 
     async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
-    /// The atomic check-and-rotate of SPEC 4.3.
+    /// The atomic check-and-rotate of `docs/tokens.md` (rotation and reuse).
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
     /// The session if it is live at `now`.
     async fn session(&self, id: Uuid, now: UnixMs) -> Result<Option<Session>, StoreError>;
@@ -175,6 +176,11 @@ pub trait Store: Send + Sync + 'static {
         publish_until: UnixMs,
     ) -> Result<KeyPublication, StoreError>;
     async fn key_publications(&self) -> Result<Vec<KeyPublication>, StoreError>;
+
+    /// Small operational records shared by every process on the store (what a running server
+    /// uses, for `config check`). Never secrets.
+    async fn put_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
 
     /// Removes whatever has expired at `now`. Backends with native expiry do nothing.
     async fn sweep(&self, _now: UnixMs) -> Result<(), StoreError> {

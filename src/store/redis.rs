@@ -18,7 +18,8 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::{
-    Grant, KeyPublication, NewSession, RotateOutcome, Rotation, Session, Store, StoreError, User,
+    Entitlement, KeyPublication, NewSession, RotateOutcome, Rotation, Session, Store, StoreError,
+    User,
 };
 use crate::clock::UnixMs;
 use crate::tokens::TokenId;
@@ -56,6 +57,7 @@ fn user_sessions_key(uid: &str) -> String {
     format!("lk:s:{uid}")
 }
 const KEYS_FIRST_PUBLISHED: &str = "lk:keys:first";
+const META: &str = "lk:meta";
 const KEYS_PUBLISH_UNTIL: &str = "lk:keys:until";
 
 impl RedisStore {
@@ -164,8 +166,8 @@ fn text(parts: &[Vec<u8>], i: usize) -> Result<String, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("unexpected script reply".into()))
 }
 
-fn grant_from(parts: &[Vec<u8>]) -> Result<Grant, StoreError> {
-    Ok(Grant {
+fn entitlement_from(parts: &[Vec<u8>]) -> Result<Entitlement, StoreError> {
+    Ok(Entitlement {
         user_id: text(parts, 1)?,
         client_id: text(parts, 2)?,
         scope: text(parts, 3)?,
@@ -316,9 +318,9 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await?;
         match text(&reply, 0)?.as_str() {
-            "rotated" => Ok(RotateOutcome::Rotated(grant_from(&reply)?)),
+            "rotated" => Ok(RotateOutcome::Rotated(entitlement_from(&reply)?)),
             "replayed" => Ok(RotateOutcome::Replayed {
-                grant: grant_from(&reply)?,
+                entitlement: entitlement_from(&reply)?,
                 sealed_successor: reply.get(5).cloned().unwrap_or_default(),
             }),
             "reused" => {
@@ -432,5 +434,16 @@ impl Store for RedisStore {
                 .then(a.kid.cmp(&b.kid))
         });
         Ok(all)
+    }
+
+    async fn put_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let _: () = conn.hset(META, key, value).await?;
+        Ok(())
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn().await?;
+        Ok(conn.hget(META, key).await?)
     }
 }

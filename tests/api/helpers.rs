@@ -219,7 +219,7 @@ pub struct TestApp {
     pub dir: TempDir,
     /// The config file the server watches (reloads within ~100 ms of a change).
     pub config_path: PathBuf,
-    pub issuer: actix_web::web::Data<latchkey::issuer::Issuer>,
+    pub flows: actix_web::web::Data<latchkey::flows::Flows>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -256,7 +256,7 @@ pub async fn start(
         .watch_config(config_path.clone(), Duration::from_millis(100));
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
-    let issuer = app.issuer();
+    let flows = app.flows();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -272,7 +272,7 @@ pub async fn start(
         redis,
         dir,
         config_path,
-        issuer,
+        flows,
         handle,
     }
 }
@@ -282,6 +282,17 @@ impl TestApp {
     pub async fn stop(self) -> (String, TempDir, Option<RedisServer>, Clock) {
         self.handle.stop(true).await;
         (self.config_text, self.dir, self.redis, self.clock)
+    }
+
+    /// Reloads the server's config file now, as SIGHUP would.
+    pub async fn reload(&self) -> Result<Vec<String>, latchkey::reload::ReloadError> {
+        latchkey::reload::reload(
+            self.flows.state(),
+            self.flows.store().as_ref(),
+            self.flows.clock(),
+            &self.config_path,
+        )
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use latchkey::keys::files;
-use latchkey::reload::{ReloadError, reload};
+use latchkey::reload::ReloadError;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -100,7 +100,7 @@ async fn a_bad_config_is_refused_and_the_running_one_stays() {
     for (what, text) in cases {
         std::fs::write(&app.config_path, &text).unwrap();
 
-        let refused = reload(&app.issuer, &app.config_path).await;
+        let refused = app.reload().await;
 
         assert!(refused.is_err(), "{what}: accepted");
         if what == "no key signing now" {
@@ -304,22 +304,35 @@ fn config_check_and_keys_list_report_the_schedule() {
     assert!(row("test-es").contains(" active "), "{list}");
     assert!(row("sealed").contains(" upcoming "), "{list}");
 
-    // A gap in the schedule fails the check, one line naming it.
+    // A gap in the schedule is a warning: the config serves fine, so the check passes with a
+    // `warning:` line naming the gap; --strict (for CI pipelines) makes it fail.
     let gap = config
         .text
         .replace("2100-01-01T00:00:00Z", "2098-01-01T00:00:00Z");
     std::fs::write(&path, gap).unwrap();
-    let checked = Command::new(env!("CARGO_BIN_EXE_latchkey"))
-        .args(["config", "check", "-c", &path])
-        .env("LATCHKEY_TEST_SEALED_PASS", "pw")
-        .output()
-        .unwrap();
-    assert!(!checked.status.success());
-    let stderr = String::from_utf8_lossy(&checked.stderr);
+    let check = |strict: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+        command.args(["config", "check", "-c", &path]);
+        if strict {
+            command.arg("--strict");
+        }
+        command
+            .env("LATCHKEY_TEST_SEALED_PASS", "pw")
+            .output()
+            .unwrap()
+    };
+    let lenient = check(false);
+    let stderr = String::from_utf8_lossy(&lenient.stderr);
+    assert!(lenient.status.success(), "{stderr}");
     assert!(
-        stderr.contains("no key signs from 2098-01-01T00:00:00Z to 2099-01-01T00:00:00Z"),
+        stderr.lines().any(|l| l.contains(
+            "warning: keys: no key signs from 2098-01-01T00:00:00Z to 2099-01-01T00:00:00Z"
+        )),
         "{stderr}"
     );
+    let strict = check(true);
+    assert!(!strict.status.success());
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("refused with --strict"));
 
     // Unknown fields are refused with the field's name.
     std::fs::write(&path, format!("{}\nbogus = true\n", config.text)).unwrap();
@@ -426,7 +439,7 @@ async fn reload_reports_the_schedule_warnings() {
         app.config_text[..at].to_string()
     };
     std::fs::write(&app.config_path, &without).unwrap();
-    let warnings = reload(&app.issuer, &app.config_path).await.unwrap();
+    let warnings = app.reload().await.unwrap();
 
     assert!(
         warnings
@@ -440,10 +453,10 @@ async fn reload_reports_the_schedule_warnings() {
         "issuer = \"http://elsewhere\"",
     );
     std::fs::write(&app.config_path, &moved).unwrap();
-    let warnings = reload(&app.issuer, &app.config_path).await.unwrap();
+    let warnings = app.reload().await.unwrap();
     assert!(
         warnings.iter().any(|w| w.starts_with("issuer changed")),
         "{warnings:?}"
     );
-    assert_eq!(app.issuer.live.current().config.issuer, "http://127.0.0.1");
+    assert_eq!(app.flows.snapshot().config.issuer, "http://127.0.0.1");
 }

@@ -112,9 +112,10 @@ async fn family_keys_share_one_hash_tag_and_expire() {
         if key.starts_with("lk:{") && !key.starts_with("lk:{users}:") {
             assert!(key.contains(&tag), "{key} outside the family's slot");
         }
-        // User records and the key-publication history live until deleted; everything else
-        // expires by itself.
-        let user_record = key.starts_with("lk:{users}:") || key.starts_with("lk:keys:");
+        // User records, the key-publication history and the operational records live until
+        // deleted; everything else expires by itself.
+        let user_record =
+            key.starts_with("lk:{users}:") || key.starts_with("lk:keys:") || key == "lk:meta";
         if !user_record {
             assert!(ttl > 0, "{key} has no TTL");
         }

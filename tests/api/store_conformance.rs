@@ -169,13 +169,13 @@ async fn rotation_swaps_the_live_token(store: &SharedStore) {
     let (sid, t1) = new_session(store, "u1", T0).await;
 
     let (outcome, t2) = rotate(store, sid, t1, T0 + 1000).await;
-    let RotateOutcome::Rotated(grant) = outcome else {
+    let RotateOutcome::Rotated(entitlement) = outcome else {
         panic!("{outcome:?}")
     };
-    assert_eq!(grant.user_id, "u1");
-    assert_eq!(grant.client_id, "web");
-    assert_eq!(grant.scope, "read");
-    assert_eq!(grant.successor_expires_at, T0 + 1000 + IDLE);
+    assert_eq!(entitlement.user_id, "u1");
+    assert_eq!(entitlement.client_id, "web");
+    assert_eq!(entitlement.scope, "read");
+    assert_eq!(entitlement.successor_expires_at, T0 + 1000 + IDLE);
 
     let (outcome, _) = rotate(store, sid, t2, T0 + 2000).await;
     assert!(matches!(outcome, RotateOutcome::Rotated(_)), "{outcome:?}");
@@ -189,7 +189,7 @@ async fn rotation_swaps_the_live_token(store: &SharedStore) {
 async fn replay_within_grace_returns_the_first_sealed_successor(store: &SharedStore) {
     let (sid, t1) = new_session(store, "u1", T0).await;
     let (first, _) = rotation(sid, t1, T0);
-    let RotateOutcome::Rotated(grant) = store.rotate(&first).await.unwrap() else {
+    let RotateOutcome::Rotated(entitlement) = store.rotate(&first).await.unwrap() else {
         panic!()
     };
 
@@ -198,7 +198,7 @@ async fn replay_within_grace_returns_the_first_sealed_successor(store: &SharedSt
     assert_eq!(
         outcome,
         RotateOutcome::Replayed {
-            grant,
+            entitlement,
             sealed_successor: first.sealed_successor.clone()
         }
     );
@@ -300,11 +300,11 @@ async fn idle_and_absolute_expiry_are_checked_on_read(store: &SharedStore) {
     while now + IDLE - 1 < T0 + FAMILY {
         now += IDLE - 1;
         let (outcome, next) = rotate(store, sid, t, now).await;
-        let RotateOutcome::Rotated(grant) = outcome else {
+        let RotateOutcome::Rotated(entitlement) = outcome else {
             panic!("at {now}: {outcome:?}")
         };
         assert!(
-            grant.successor_expires_at <= T0 + FAMILY,
+            entitlement.successor_expires_at <= T0 + FAMILY,
             "a token outlives its family"
         );
         t = next;

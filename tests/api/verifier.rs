@@ -95,7 +95,7 @@ async fn the_negative_suite_is_rejected_with_the_right_kind() {
                 b64(r#"{"alg":"none","typ":"at+jwt","kid":"test-es"}"#),
                 parts[1]
             ),
-            ErrorKind::Malformed,
+            ErrorKind::UnsupportedAlgorithm,
         ),
         (
             "HS256 keyed with the public JWKS",

@@ -16,6 +16,9 @@ pub enum ErrorKind {
     UnknownKey,
     /// The signature does not verify.
     InvalidSignature,
+    /// The header lists critical extensions (`crit`, RFC 7515 §4.1.11), which this crate does
+    /// not implement.
+    CriticalHeader,
     /// `typ` is not `at+jwt`: an ID token or another JWT presented as an access token.
     WrongType,
     /// `iss` is not the expected issuer.

@@ -1,11 +1,13 @@
 //! The JWKS cache: fetched as `Cache-Control` allows, refetched once per cooldown for an unknown
 //! `kid` (single-flight: concurrent callers share one fetch), refreshed in the background when
 //! stale, and served from cache within `stale-if-error` while the issuer is unreachable.
+//!
+//! Every decision takes the caller's `now`, so freshness is judged on the caller's clock.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine;
@@ -27,19 +29,24 @@ pub(crate) struct VerifyKey {
 
 pub(crate) struct KeySet {
     keys: HashMap<String, Arc<VerifyKey>>,
-    fetched_at: Instant,
+    fetched_at: SystemTime,
     max_age: Duration,
     stale_if_error: Duration,
 }
 
+/// Time from `then` to `now`; zero when the clock went backwards.
+fn since(then: SystemTime, now: SystemTime) -> Duration {
+    now.duration_since(then).unwrap_or(Duration::ZERO)
+}
+
 impl KeySet {
-    fn is_stale(&self) -> bool {
-        self.fetched_at.elapsed() >= self.max_age
+    fn is_stale(&self, now: SystemTime) -> bool {
+        since(self.fetched_at, now) >= self.max_age
     }
 
     /// Too old to serve even while the issuer is down.
-    fn is_expired(&self) -> bool {
-        self.fetched_at.elapsed() >= self.max_age + self.stale_if_error
+    fn is_expired(&self, now: SystemTime) -> bool {
+        since(self.fetched_at, now) >= self.max_age.saturating_add(self.stale_if_error)
     }
 }
 
@@ -64,14 +71,15 @@ pub(crate) struct CacheSettings {
 pub(crate) struct JwksCache {
     source: Source,
     expected_issuer: String,
-    client: reqwest::Client,
+    /// Absent for a fixed key set, which never fetches.
+    client: Option<reqwest::Client>,
     settings: CacheSettings,
     /// Never held across an `.await`.
     set: RwLock<Option<Arc<KeySet>>>,
     /// Held for the duration of one fetch: whoever waits on it shares that fetch's result.
     fetch_lock: tokio::sync::Mutex<()>,
     jwks_url: Mutex<Option<String>>,
-    last_unknown_kid_fetch: Mutex<Option<Instant>>,
+    last_unknown_kid_fetch: Mutex<Option<SystemTime>>,
     background_refresh: AtomicBool,
     fetches: AtomicU64,
 }
@@ -86,7 +94,7 @@ impl JwksCache {
         JwksCache {
             source,
             expected_issuer,
-            client,
+            client: Some(client),
             settings,
             set: RwLock::new(None),
             fetch_lock: tokio::sync::Mutex::new(()),
@@ -98,26 +106,30 @@ impl JwksCache {
     }
 
     /// A cache that holds `jwks` forever and never fetches.
-    pub fn fixed(jwks: &[u8], expected_issuer: String) -> Result<Self, VerifyError> {
-        let cache = JwksCache::new(
-            Source::Static,
-            expected_issuer,
-            reqwest::Client::new(),
-            CacheSettings {
+    pub fn fixed(jwks: &[u8]) -> Result<Self, VerifyError> {
+        let keys = parse_jwks(jwks)?;
+        Ok(JwksCache {
+            source: Source::Static,
+            expected_issuer: String::new(),
+            client: None,
+            settings: CacheSettings {
                 unknown_kid_cooldown: Duration::MAX,
                 default_max_age: Duration::MAX,
                 max_max_age: Duration::MAX,
                 default_stale_if_error: Duration::ZERO,
             },
-        );
-        let keys = parse_jwks(jwks)?;
-        *cache.set.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(KeySet {
-            keys,
-            fetched_at: Instant::now(),
-            max_age: Duration::from_secs(100 * 365 * 86_400),
-            stale_if_error: Duration::ZERO,
-        }));
-        Ok(cache)
+            set: RwLock::new(Some(Arc::new(KeySet {
+                keys,
+                fetched_at: SystemTime::UNIX_EPOCH,
+                max_age: Duration::MAX,
+                stale_if_error: Duration::ZERO,
+            }))),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            jwks_url: Mutex::new(None),
+            last_unknown_kid_fetch: Mutex::new(None),
+            background_refresh: AtomicBool::new(false),
+            fetches: AtomicU64::new(0),
+        })
     }
 
     pub fn fetches(&self) -> u64 {
@@ -131,14 +143,18 @@ impl JwksCache {
             .clone()
     }
 
-    /// The key for `kid`, fetching only when the cache cannot answer.
-    pub async fn key(self: &Arc<Self>, kid: &str) -> Result<Arc<VerifyKey>, VerifyError> {
+    /// The key for `kid` at `now`, fetching only when the cache cannot answer.
+    pub async fn key(
+        self: &Arc<Self>,
+        kid: &str,
+        now: SystemTime,
+    ) -> Result<Arc<VerifyKey>, VerifyError> {
         let current = self.current();
-        if let Some(set) = current.as_ref().filter(|s| !s.is_expired())
+        if let Some(set) = current.as_ref().filter(|s| !s.is_expired(now))
             && let Some(key) = set.keys.get(kid)
         {
-            if set.is_stale() {
-                self.refresh_in_background(set.fetched_at);
+            if set.is_stale(now) {
+                self.refresh_in_background(set.fetched_at, now);
             }
             return Ok(Arc::clone(key));
         }
@@ -146,25 +162,25 @@ impl JwksCache {
         let refetch_allowed = match current.as_ref() {
             // Nothing usable cached: fetching is the only way to answer.
             None => true,
-            Some(set) if set.is_expired() || set.is_stale() => true,
+            Some(set) if set.is_expired(now) || set.is_stale(now) => true,
             Some(_) => {
                 let mut last = self
                     .last_unknown_kid_fetch
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
                 let allowed =
-                    last.is_none_or(|t| t.elapsed() >= self.settings.unknown_kid_cooldown);
+                    last.is_none_or(|t| since(t, now) >= self.settings.unknown_kid_cooldown);
                 if allowed {
-                    *last = Some(Instant::now());
+                    *last = Some(now);
                 }
                 allowed
             }
         };
         if refetch_allowed {
-            match self.refetch(observed).await {
+            match self.refetch(observed, now).await {
                 Ok(_) => {}
                 // The issuer is down: a cached set still within stale-if-error keeps answering.
-                Err(e) if current.as_ref().is_none_or(|s| s.is_expired()) => return Err(e),
+                Err(e) if current.as_ref().is_none_or(|s| s.is_expired(now)) => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, "JWKS refetch failed; serving the cached keys")
                 }
@@ -174,7 +190,7 @@ impl JwksCache {
             drop(self.fetch_lock.lock().await);
         }
         self.current()
-            .filter(|s| !s.is_expired())
+            .filter(|s| !s.is_expired(now))
             .and_then(|s| s.keys.get(kid).cloned())
             .ok_or_else(|| {
                 VerifyError::new(
@@ -184,7 +200,7 @@ impl JwksCache {
             })
     }
 
-    fn refresh_in_background(self: &Arc<Self>, observed: Instant) {
+    fn refresh_in_background(self: &Arc<Self>, observed: SystemTime, now: SystemTime) {
         if matches!(self.source, Source::Static)
             || self.background_refresh.swap(true, Ordering::AcqRel)
         {
@@ -192,7 +208,7 @@ impl JwksCache {
         }
         let cache = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(e) = cache.refetch(Some(observed)).await {
+            if let Err(e) = cache.refetch(Some(observed), now).await {
                 tracing::warn!(error = %e, "background JWKS refresh failed; serving the cached keys");
             }
             cache.background_refresh.store(false, Ordering::Release);
@@ -201,7 +217,11 @@ impl JwksCache {
 
     /// Fetches once for everyone waiting: a caller that queued behind a fetch which already
     /// replaced the set it saw returns that result instead of fetching again.
-    async fn refetch(&self, observed: Option<Instant>) -> Result<Arc<KeySet>, VerifyError> {
+    async fn refetch(
+        &self,
+        observed: Option<SystemTime>,
+        now: SystemTime,
+    ) -> Result<Arc<KeySet>, VerifyError> {
         if matches!(self.source, Source::Static) {
             return self
                 .current()
@@ -213,15 +233,19 @@ impl JwksCache {
         {
             return Ok(set);
         }
-        let set = Arc::new(self.fetch().await?);
+        let set = Arc::new(self.fetch(now).await?);
         *self.set.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&set));
         Ok(set)
     }
 
-    async fn fetch(&self) -> Result<KeySet, VerifyError> {
+    async fn fetch(&self, now: SystemTime) -> Result<KeySet, VerifyError> {
+        let client = self
+            .client
+            .as_ref()
+            .ok_or_else(|| VerifyError::new(ErrorKind::Configuration, "static key set"))?;
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let url = self.jwks_url().await?;
-        let response = self.client.get(&url).send().await.map_err(unavailable)?;
+        let url = self.jwks_url(client).await?;
+        let response = client.get(&url).send().await.map_err(unavailable)?;
         if !response.status().is_success() {
             return Err(VerifyError::new(
                 ErrorKind::JwksUnavailable,
@@ -239,7 +263,7 @@ impl JwksCache {
         let directive = |name: &str| directive_secs(&cache_control, name).map(Duration::from_secs);
         Ok(KeySet {
             keys,
-            fetched_at: Instant::now(),
+            fetched_at: now,
             max_age: directive("max-age")
                 .unwrap_or(self.settings.default_max_age)
                 .min(self.settings.max_max_age),
@@ -248,7 +272,7 @@ impl JwksCache {
         })
     }
 
-    async fn jwks_url(&self) -> Result<String, VerifyError> {
+    async fn jwks_url(&self, client: &reqwest::Client) -> Result<String, VerifyError> {
         let issuer = match &self.source {
             Source::Jwks(url) => return Ok(url.clone()),
             Source::Issuer(issuer) => issuer,
@@ -270,12 +294,7 @@ impl JwksCache {
             jwks_uri: String,
         }
         let discovery = format!("{issuer}/.well-known/oauth-authorization-server");
-        let response = self
-            .client
-            .get(&discovery)
-            .send()
-            .await
-            .map_err(unavailable)?;
+        let response = client.get(&discovery).send().await.map_err(unavailable)?;
         if !response.status().is_success() {
             return Err(VerifyError::new(
                 ErrorKind::JwksUnavailable,

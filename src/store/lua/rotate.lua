@@ -1,4 +1,4 @@
--- The atomic check-and-rotate of one refresh token (SPEC 4.3).
+-- The atomic check-and-rotate of one refresh token (docs/tokens.md, rotation and reuse).
 -- Every key shares the family's hash tag, so this runs unchanged on Redis Cluster.
 -- KEYS: 1 family hash, 2 presented token, 3 successor token, 4 presented token's sealed
 --       successor, 5 the family's token index (zset of token ids by expiry)

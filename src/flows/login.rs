@@ -1,0 +1,95 @@
+//! Login with a username and password: a new session (refresh family) and its first tokens.
+
+use uuid::Uuid;
+
+use super::{DEFAULT_CLIENT_ID, FlowError, Flows, Issued, RequestMeta, validate_username};
+use crate::clock::duration_ms;
+use crate::credentials::{MAX_PASSWORD_BYTES, Password};
+use crate::store::{Entitlement, NewSession};
+use crate::tokens::RefreshToken;
+
+/// A login as the first-party API receives it.
+#[derive(Debug)]
+pub struct LoginRequest<'a> {
+    pub username: &'a str,
+    pub password: &'a Password,
+    pub client_id: Option<&'a str>,
+    pub meta: &'a RequestMeta,
+}
+
+impl Flows {
+    #[tracing::instrument(name = "login", skip_all, fields(user_id))]
+    pub async fn login(&self, request: LoginRequest<'_>) -> Result<Issued, FlowError> {
+        let LoginRequest {
+            username,
+            password,
+            client_id,
+            meta,
+        } = request;
+        validate_username(username)?;
+        if password.expose().len() > MAX_PASSWORD_BYTES {
+            return Err(FlowError::InvalidRequest(
+                format!("password: at most {MAX_PASSWORD_BYTES} bytes").into(),
+            ));
+        }
+        let client_id = match client_id {
+            Some(id) if crate::config::valid_identifier(id) => id,
+            Some(_) => {
+                return Err(FlowError::InvalidRequest(
+                    "client_id: 1-64 characters of A-Z a-z 0-9 . _ -".into(),
+                ));
+            }
+            None => DEFAULT_CLIENT_ID,
+        };
+
+        let snapshot = self.signing_snapshot()?;
+        let limits = &snapshot.config.limits;
+        self.limiter
+            .check(limits, &meta.ip, username, self.clock.now_ms())
+            .map_err(|t| FlowError::Throttled {
+                retry_after_secs: t.retry_after_secs,
+            })?;
+        let user = self.store.user_by_name(username).await?;
+        let matched = self
+            .hasher
+            .verify(user.as_ref().map(|u| u.password_hash.as_str()), password)
+            .await?;
+        let user = match user {
+            Some(user) if matched && !user.disabled => user,
+            _ => {
+                self.limiter
+                    .record_failure(limits, username, self.clock.now_ms());
+                return Err(FlowError::BadCredentials);
+            }
+        };
+        tracing::Span::current().record("user_id", user.id.as_str());
+
+        let now = self.clock.now_ms();
+        let tokens = &snapshot.config.tokens;
+        let sid = Uuid::new_v4();
+        let refresh = RefreshToken::generate(sid).map_err(FlowError::internal)?;
+        let expires_at = now + duration_ms(tokens.refresh_ttl);
+        let first_token_expires_at = (now + duration_ms(tokens.refresh_idle_ttl)).min(expires_at);
+        self.store
+            .create_session(&NewSession {
+                id: sid,
+                user_id: user.id.clone(),
+                client_id: client_id.to_owned(),
+                scope: String::new(),
+                created_at: now,
+                expires_at,
+                user_agent: meta.user_agent.clone(),
+                ip: meta.ip.clone(),
+                first_token: refresh.id(),
+                first_token_expires_at,
+            })
+            .await?;
+        let entitlement = Entitlement {
+            user_id: user.id,
+            client_id: client_id.to_owned(),
+            scope: String::new(),
+            successor_expires_at: first_token_expires_at,
+        };
+        self.issue(&snapshot, &entitlement, sid, refresh, now)
+    }
+}

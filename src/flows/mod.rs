@@ -1,0 +1,259 @@
+//! The token flows, free of HTTP. Each operation lives in its own module, takes typed input and
+//! returns a domain result ([`Issued`]: what was issued) or a domain error ([`FlowError`]: why
+//! not), never a status code. Each HTTP surface in `routes/` turns those into its own answer; the
+//! CLI calls the account operations ([`Accounts`]) directly.
+//!
+//! Every flow takes one [`Snapshot`] of config and keys at its start and uses it throughout, so a
+//! reload mid-request cannot mix two configs in one answer.
+
+mod accounts;
+mod authenticate;
+mod login;
+mod logout;
+mod refresh;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+pub use accounts::{Accounts, MAX_USERNAME_CHARS, validate_username};
+pub use authenticate::Authenticated;
+pub use login::LoginRequest;
+
+use crate::clock::{Clock, UnixMs};
+use crate::credentials::{CredentialError, PasswordHasher};
+use crate::limits::LoginLimiter;
+use crate::state::{LiveState, Snapshot};
+use crate::store::{Entitlement, SharedStore, StoreError};
+use crate::tokens::{AccessClaims, Audience, RefreshToken, new_jti};
+
+/// A login without `client_id` is recorded under this client.
+pub const DEFAULT_CLIENT_ID: &str = "latchkey";
+
+/// Who is asking, as recorded on the session.
+#[derive(Clone, Debug, Default)]
+pub struct RequestMeta {
+    pub user_agent: String,
+    pub ip: String,
+}
+
+/// How the access token is bound: a plain bearer token today.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum TokenType {
+    Bearer,
+}
+
+/// What a flow issued. The surfaces decide how it travels (a JSON body, a cookie).
+#[derive(Debug)]
+pub struct Issued {
+    pub access_token: String,
+    pub token_type: TokenType,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    pub refresh: Option<IssuedRefresh>,
+    /// The granted scope, space-separated; empty when none.
+    pub scope: String,
+    pub client_id: String,
+    pub session_id: Option<Uuid>,
+}
+
+/// A refresh token and how long it lives unused.
+#[derive(Debug)]
+pub struct IssuedRefresh {
+    pub token: RefreshToken,
+    /// Seconds until the token dies unless used (idle lifetime, capped by the session's end).
+    pub expires_in: u64,
+}
+
+/// Why a flow refused. Each surface maps these to its own status and RFC 6749 code.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// The input is malformed; the text says how, without echoing secrets.
+    #[error("{0}")]
+    InvalidRequest(Cow<'static, str>),
+    /// Unknown user, wrong password or disabled account: one answer for all, so none can be
+    /// told from another.
+    #[error("invalid username or password")]
+    BadCredentials,
+    /// A refresh token that is unknown, expired, revoked or reused: one answer for all.
+    #[error("the refresh token is invalid, expired or revoked")]
+    BadRefreshToken,
+    /// An access token that does not verify, or whose session or user is gone.
+    #[error("{0}")]
+    InvalidToken(Cow<'static, str>),
+    /// Too many attempts; retry after this many seconds.
+    #[error("too many attempts; retry later")]
+    Throttled { retry_after_secs: u64 },
+    /// The store did not answer; nothing was changed.
+    #[error("the session store is unavailable")]
+    StoreUnavailable(#[source] StoreError),
+    /// No key is scheduled to sign now (a config error the operator must fix).
+    #[error("no signing key is active")]
+    NoSigningKey,
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+    #[error("no user {0:?}")]
+    NoSuchUser(String),
+    /// A bug or a broken host. Callers see nothing of the cause.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl FlowError {
+    pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        FlowError::Internal(Box::new(e))
+    }
+}
+
+impl From<StoreError> for FlowError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => FlowError::StoreUnavailable(e),
+            other => FlowError::internal(other),
+        }
+    }
+}
+
+impl From<CredentialError> for FlowError {
+    fn from(e: CredentialError) -> Self {
+        FlowError::internal(e)
+    }
+}
+
+/// The services every flow uses. Built once at start and shared by every worker.
+pub struct Flows {
+    state: Arc<LiveState>,
+    store: SharedStore,
+    hasher: PasswordHasher,
+    limiter: LoginLimiter,
+    clock: Clock,
+    accounts: Accounts,
+}
+
+impl Flows {
+    pub fn new(
+        state: Arc<LiveState>,
+        store: SharedStore,
+        hasher: PasswordHasher,
+        clock: Clock,
+    ) -> Flows {
+        let accounts = Accounts::new(store.clone(), hasher.clone(), clock.clone());
+        Flows {
+            state,
+            store,
+            hasher,
+            limiter: LoginLimiter::new(),
+            clock,
+            accounts,
+        }
+    }
+
+    /// The config and keys in force now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.state.current()
+    }
+
+    pub fn state(&self) -> &Arc<LiveState> {
+        &self.state
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    /// Ready when the store answers and a key signs now; otherwise the reason.
+    pub async fn readiness(&self) -> Result<(), &'static str> {
+        if let Err(e) = self.store.ping().await {
+            tracing::warn!(error = %crate::error::error_chain(&e), "readiness: store unreachable");
+            return Err("store unreachable");
+        }
+        if self.snapshot().keys.active(self.clock.now_ms()).is_none() {
+            return Err("no active signing key");
+        }
+        Ok(())
+    }
+
+    /// The snapshot in force, provided a key signs now: checked first, so no session is created
+    /// (nor token consumed) that cannot be answered.
+    fn signing_snapshot(&self) -> Result<Arc<Snapshot>, FlowError> {
+        let snapshot = self.snapshot();
+        match snapshot.keys.active(self.clock.now_ms()) {
+            Some(_) => Ok(snapshot),
+            None => Err(FlowError::NoSigningKey),
+        }
+    }
+
+    /// Signs an access token for `entitlement` and packs it with `refresh`.
+    fn issue(
+        &self,
+        snapshot: &Snapshot,
+        entitlement: &Entitlement,
+        sid: Uuid,
+        refresh: RefreshToken,
+        now: UnixMs,
+    ) -> Result<Issued, FlowError> {
+        let (access_token, expires_in) = sign_access(
+            snapshot,
+            &entitlement.user_id,
+            &entitlement.client_id,
+            &entitlement.scope,
+            Some(sid),
+            now,
+        )?;
+        let refresh_expires_in =
+            u64::try_from((entitlement.successor_expires_at - now).max(0) / 1000).unwrap_or(0);
+        Ok(Issued {
+            access_token,
+            token_type: TokenType::Bearer,
+            expires_in,
+            refresh: Some(IssuedRefresh {
+                token: refresh,
+                expires_in: refresh_expires_in,
+            }),
+            scope: entitlement.scope.clone(),
+            client_id: entitlement.client_id.clone(),
+            session_id: Some(sid),
+        })
+    }
+}
+
+/// Signs an RFC 9068 access token with the key of `snapshot` active at `now`. Returns the token
+/// and its lifetime in seconds.
+pub fn sign_access(
+    snapshot: &Snapshot,
+    subject: &str,
+    client_id: &str,
+    scope: &str,
+    sid: Option<Uuid>,
+    now: UnixMs,
+) -> Result<(String, u64), FlowError> {
+    let key = snapshot.keys.active(now).ok_or(FlowError::NoSigningKey)?;
+    let config = &snapshot.config;
+    let ttl = config.tokens.access_ttl.as_secs();
+    let iat = now.div_euclid(1000);
+    let claims = AccessClaims {
+        iss: config.issuer.clone(),
+        sub: subject.to_owned(),
+        aud: Audience::from_list(&config.tokens.audience),
+        exp: iat.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX / 2)),
+        iat,
+        nbf: iat,
+        jti: new_jti(),
+        client_id: client_id.to_owned(),
+        scope: (!scope.is_empty()).then(|| scope.to_owned()),
+        sid: sid.map(|s| s.to_string()),
+    };
+    let payload = serde_json::to_vec(&claims).map_err(FlowError::internal)?;
+    let jws = key.sign_jws(&payload).map_err(FlowError::internal)?;
+    Ok((jws, ttl))
+}

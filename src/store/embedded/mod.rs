@@ -1,0 +1,194 @@
+//! The embedded backend: one SQLite file, so latchkey runs with no server at all. The SQL lives
+//! in [`sql`], the group-commit writer in [`writer`]; this module wires them to the store trait.
+//!
+//! WAL mode lets the CLI (`users add`, …) write while `serve` runs on the same file;
+//! `synchronous = FULL` makes a committed rotation survive a crash, so a refresh that answered
+//! 200 is durable. Writes go through one writer thread that commits them in batches (group
+//! commit): every write queued while the previous batch was being synced runs in one
+//! `BEGIN IMMEDIATE` transaction, each in its own savepoint, and nobody is answered before that
+//! transaction's fsync. Racing presentations are serialised inside it, and a kill at any moment
+//! leaves each family either before or after its swap. Reads use a second connection beside
+//! the writer. Expiry is checked on every read and a periodic sweep deletes the rest.
+
+mod sql;
+mod writer;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+use uuid::Uuid;
+
+use super::{
+    KeyPublication, NewSession, RotateOutcome, Rotation, Session, Store, StoreError, User,
+};
+use crate::clock::UnixMs;
+use crate::tokens::TokenId;
+use writer::WriteJob;
+
+pub struct EmbeddedStore {
+    /// The read connection. A std `Mutex` is right: it is only held on the blocking pool,
+    /// never across an `.await`.
+    reader: Arc<Mutex<Connection>>,
+    writer: tokio::sync::mpsc::Sender<WriteJob>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::Error as E;
+        match e {
+            // The file answered, with something this version cannot read.
+            E::FromSqlConversionFailure(..)
+            | E::InvalidColumnType(..)
+            | E::IntegralValueOutOfRange(..) => StoreError::Corrupt(e.to_string()),
+            other => StoreError::unavailable(other),
+        }
+    }
+}
+
+impl EmbeddedStore {
+    pub async fn open(path: &str) -> Result<EmbeddedStore, StoreError> {
+        let path = path.to_owned();
+        let (writer_conn, reader) = tokio::task::spawn_blocking(move || {
+            let path = Path::new(&path);
+            Ok::<_, StoreError>((sql::open_connection(path)?, sql::open_connection(path)?))
+        })
+        .await
+        .map_err(StoreError::unavailable)??;
+        let (writer, jobs) = tokio::sync::mpsc::channel(writer::WRITE_QUEUE);
+        std::thread::Builder::new()
+            .name("latchkey-sqlite-writer".into())
+            .spawn(move || writer::run_writer(writer_conn, jobs))
+            .map_err(StoreError::unavailable)?;
+        Ok(EmbeddedStore {
+            reader: Arc::new(Mutex::new(reader)),
+            writer,
+        })
+    }
+
+    /// Queues a write for the next batch and waits until that batch is committed.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(writer::job(f, answer))
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer thread is gone".into()))?;
+        answered
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer thread is gone".into()))?
+    }
+
+    /// Runs a read on the read connection, on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || {
+            let guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&guard)
+        })
+        .await
+        .map_err(StoreError::unavailable)?
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(sql::ping).await
+    }
+
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.write(move |c| sql::create_user(c, &user)).await
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let username = username.to_owned();
+        self.read(move |c| sql::user_by_name(c, &username)).await
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| sql::user_by_id(c, &id)).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.read(sql::list_users).await
+    }
+
+    async fn update_user(&self, user: &User) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.write(move |c| sql::update_user(c, &user)).await
+    }
+
+    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
+        let session = session.clone();
+        self.write(move |c| sql::create_session(c, &session)).await
+    }
+
+    async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        let rotation = rotation.clone();
+        self.write(move |c| sql::rotate(c, &rotation)).await
+    }
+
+    async fn session(&self, id: Uuid, now: UnixMs) -> Result<Option<Session>, StoreError> {
+        self.read(move |c| sql::session(c, id, now)).await
+    }
+
+    async fn sessions_of(&self, user_id: &str, now: UnixMs) -> Result<Vec<Session>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.read(move |c| sql::sessions_of(c, &user_id, now)).await
+    }
+
+    async fn revoke_by_token(&self, session_id: Uuid, token: TokenId) -> Result<bool, StoreError> {
+        self.write(move |c| sql::revoke_by_token(c, session_id, token))
+            .await
+    }
+
+    async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.write(move |c| sql::revoke_session(c, id)).await
+    }
+
+    async fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
+        let user_id = user_id.to_owned();
+        self.write(move |c| sql::revoke_user_sessions(c, &user_id))
+            .await
+    }
+
+    async fn sweep(&self, now: UnixMs) -> Result<(), StoreError> {
+        self.write(move |c| sql::sweep(c, now)).await
+    }
+
+    async fn record_key_publication(
+        &self,
+        kid: &str,
+        now: UnixMs,
+        publish_until: UnixMs,
+    ) -> Result<KeyPublication, StoreError> {
+        let kid = kid.to_owned();
+        self.write(move |c| sql::record_key_publication(c, &kid, now, publish_until))
+            .await
+    }
+
+    async fn key_publications(&self) -> Result<Vec<KeyPublication>, StoreError> {
+        self.read(sql::key_publications).await
+    }
+
+    async fn put_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.write(move |c| sql::put_meta(c, &key, &value)).await
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |c| sql::get_meta(c, &key)).await
+    }
+}

@@ -1,0 +1,401 @@
+//! The embedded store's SQL: the schema, opening a connection, row mapping, and the statements
+//! behind each store operation. Every function takes the connection it runs on: the read
+//! connection, or the writer's current transaction.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use uuid::Uuid;
+
+use crate::clock::UnixMs;
+use crate::store::{
+    Entitlement, KeyPublication, NewSession, RotateOutcome, Rotation, Session, StoreError, User,
+};
+use crate::tokens::TokenId;
+
+pub(super) const SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS users (
+    id            TEXT PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS sessions (
+    id           BLOB PRIMARY KEY,
+    user_id      TEXT NOT NULL,
+    client_id    TEXT NOT NULL,
+    scope        TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    user_agent   TEXT NOT NULL,
+    ip           TEXT NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id);
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
+-- A consumed token stays (without its secret) until its own expiry, so presenting it again is
+-- recognised as reuse; its sealed successor stays only until sealed_until.
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    id                   BLOB PRIMARY KEY,
+    session_id           BLOB NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    expires_at           INTEGER NOT NULL,
+    used_at              INTEGER,
+    successor_expires_at INTEGER,
+    sealed_successor     BLOB,
+    sealed_until         INTEGER
+) STRICT;
+CREATE INDEX IF NOT EXISTS tokens_by_session ON refresh_tokens (session_id);
+CREATE INDEX IF NOT EXISTS tokens_by_expiry ON refresh_tokens (expires_at);
+CREATE TABLE IF NOT EXISTS key_publications (
+    kid             TEXT PRIMARY KEY,
+    first_published INTEGER NOT NULL,
+    publish_until   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS tokens_by_seal ON refresh_tokens (sealed_until)
+    WHERE sealed_until IS NOT NULL;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+";
+
+pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(StoreError::unavailable)?;
+    }
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+fn user_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: row.get(0)?,
+        username: row.get(1)?,
+        password_hash: row.get(2)?,
+        disabled: row.get(3)?,
+        created_at: row.get(4)?,
+    })
+}
+
+const USER_COLUMNS: &str = "id, username, password_hash, disabled, created_at";
+const SESSION_COLUMNS: &str =
+    "id, user_id, client_id, scope, created_at, last_used_at, expires_at, user_agent, ip";
+
+fn session_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
+    let id: Vec<u8> = row.get(0)?;
+    let id = Uuid::from_slice(&id).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+    })?;
+    Ok(Session {
+        id,
+        user_id: row.get(1)?,
+        client_id: row.get(2)?,
+        scope: row.get(3)?,
+        created_at: row.get(4)?,
+        last_used_at: row.get(5)?,
+        expires_at: row.get(6)?,
+        user_agent: row.get(7)?,
+        ip: row.get(8)?,
+    })
+}
+
+/// `expires_at, used_at, successor_expires_at, sealed_successor` of one refresh token.
+type TokenRow = (i64, Option<i64>, Option<i64>, Option<Vec<u8>>);
+
+/// The check-and-rotate, inside the writer's transaction.
+pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, StoreError> {
+    let sid = r.session_id.as_bytes().as_slice();
+    let now = r.now;
+    // Seals past their window go first, so none is ever handed out late.
+    tx.execute(
+        "UPDATE refresh_tokens SET sealed_successor = NULL, sealed_until = NULL
+         WHERE sealed_until IS NOT NULL AND sealed_until <= ?1",
+        [now],
+    )?;
+    let family: Option<(String, String, String, i64)> = tx
+        .query_row(
+            "SELECT user_id, client_id, scope, expires_at FROM sessions WHERE id = ?1",
+            [sid],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .optional()?;
+    let Some((user_id, client_id, scope, family_expires)) = family else {
+        return Ok(RotateOutcome::Invalid);
+    };
+    if now >= family_expires {
+        return Ok(RotateOutcome::Invalid);
+    }
+    let token: Option<TokenRow> = tx
+        .query_row(
+            "SELECT expires_at, used_at, successor_expires_at, sealed_successor
+             FROM refresh_tokens WHERE id = ?1 AND session_id = ?2",
+            params![r.presented.0.as_slice(), sid],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )
+        .optional()?;
+    let Some((expires_at, used_at, successor_expires, sealed)) = token else {
+        return Ok(RotateOutcome::Invalid);
+    };
+    let entitlement = |successor_expires_at| Entitlement {
+        user_id: user_id.clone(),
+        client_id: client_id.clone(),
+        scope: scope.clone(),
+        successor_expires_at,
+    };
+    match used_at {
+        None if now >= expires_at => Ok(RotateOutcome::Invalid),
+        None => {
+            let next_expires = (now + r.idle_ttl_ms).min(family_expires);
+            let (sealed, sealed_until) = if r.grace_ms > 0 {
+                (Some(r.sealed_successor.as_slice()), Some(now + r.grace_ms))
+            } else {
+                (None, None)
+            };
+            tx.execute(
+                "UPDATE refresh_tokens SET used_at = ?1, successor_expires_at = ?2,
+                 sealed_successor = ?3, sealed_until = ?4 WHERE id = ?5",
+                params![
+                    now,
+                    next_expires,
+                    sealed,
+                    sealed_until,
+                    r.presented.0.as_slice()
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (id, session_id, expires_at) VALUES (?1, ?2, ?3)",
+                params![r.successor.0.as_slice(), sid, next_expires],
+            )?;
+            tx.execute(
+                "UPDATE sessions SET last_used_at = ?1, user_agent = ?2, ip = ?3 WHERE id = ?4",
+                params![now, r.user_agent, r.ip, sid],
+            )?;
+            tx.execute(
+                "DELETE FROM refresh_tokens WHERE session_id = ?1 AND expires_at <= ?2",
+                params![sid, now],
+            )?;
+            Ok(RotateOutcome::Rotated(entitlement(next_expires)))
+        }
+        Some(used) => {
+            if let (true, Some(sealed), Some(successor_expires)) =
+                (now < used + r.grace_ms, sealed, successor_expires)
+            {
+                return Ok(RotateOutcome::Replayed {
+                    entitlement: entitlement(successor_expires),
+                    sealed_successor: sealed,
+                });
+            }
+            // Reuse: the whole family goes, its tokens with it (ON DELETE CASCADE).
+            tx.execute("DELETE FROM sessions WHERE id = ?1", [sid])?;
+            Ok(RotateOutcome::Reused { user_id })
+        }
+    }
+}
+
+pub(super) fn ping(c: &Connection) -> Result<(), StoreError> {
+    Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)
+}
+
+pub(super) fn create_user(c: &Connection, user: &User) -> Result<(), StoreError> {
+    let inserted = c.execute(
+        "INSERT INTO users (id, username, password_hash, disabled, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        params![
+            user.id,
+            user.username,
+            user.password_hash,
+            user.disabled,
+            user.created_at
+        ],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::Conflict);
+    }
+    Ok(())
+}
+
+pub(super) fn user_by_name(c: &Connection, username: &str) -> Result<Option<User>, StoreError> {
+    Ok(c.query_row(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1"),
+        [username],
+        user_from,
+    )
+    .optional()?)
+}
+
+pub(super) fn user_by_id(c: &Connection, id: &str) -> Result<Option<User>, StoreError> {
+    Ok(c.query_row(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+        [id],
+        user_from,
+    )
+    .optional()?)
+}
+
+pub(super) fn list_users(c: &Connection) -> Result<Vec<User>, StoreError> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+    ))?;
+    let users = stmt.query_map([], user_from)?.collect::<Result<_, _>>()?;
+    Ok(users)
+}
+
+pub(super) fn update_user(c: &Connection, user: &User) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE users SET password_hash = ?1, disabled = ?2 WHERE id = ?3",
+        params![user.password_hash, user.disabled, user.id],
+    )?;
+    Ok(())
+}
+
+pub(super) fn create_session(tx: &Connection, s: &NewSession) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at,
+         expires_at, user_agent, ip) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
+        params![
+            s.id.as_bytes().as_slice(),
+            s.user_id,
+            s.client_id,
+            s.scope,
+            s.created_at,
+            s.expires_at,
+            s.user_agent,
+            s.ip
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO refresh_tokens (id, session_id, expires_at) VALUES (?1, ?2, ?3)",
+        params![
+            s.first_token.0.as_slice(),
+            s.id.as_bytes().as_slice(),
+            s.first_token_expires_at
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn session(
+    c: &Connection,
+    id: Uuid,
+    now: UnixMs,
+) -> Result<Option<Session>, StoreError> {
+    Ok(c.query_row(
+        &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1 AND expires_at > ?2"),
+        params![id.as_bytes().as_slice(), now],
+        session_from,
+    )
+    .optional()?)
+}
+
+pub(super) fn sessions_of(
+    c: &Connection,
+    user_id: &str,
+    now: UnixMs,
+) -> Result<Vec<Session>, StoreError> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 AND expires_at > ?2
+         ORDER BY created_at"
+    ))?;
+    let sessions = stmt
+        .query_map(params![user_id, now], session_from)?
+        .collect::<Result<_, _>>()?;
+    Ok(sessions)
+}
+
+pub(super) fn revoke_by_token(
+    c: &Connection,
+    session_id: Uuid,
+    token: TokenId,
+) -> Result<bool, StoreError> {
+    let deleted = c.execute(
+        "DELETE FROM sessions WHERE id = ?1 AND EXISTS
+         (SELECT 1 FROM refresh_tokens WHERE id = ?2 AND session_id = ?1)",
+        params![session_id.as_bytes().as_slice(), token.0.as_slice()],
+    )?;
+    Ok(deleted > 0)
+}
+
+pub(super) fn revoke_session(c: &Connection, id: Uuid) -> Result<bool, StoreError> {
+    Ok(c.execute(
+        "DELETE FROM sessions WHERE id = ?1",
+        [id.as_bytes().as_slice()],
+    )? > 0)
+}
+
+pub(super) fn revoke_user_sessions(c: &Connection, user_id: &str) -> Result<usize, StoreError> {
+    Ok(c.execute("DELETE FROM sessions WHERE user_id = ?1", [user_id])?)
+}
+
+pub(super) fn sweep(tx: &Connection, now: UnixMs) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
+    tx.execute("DELETE FROM refresh_tokens WHERE expires_at <= ?1", [now])?;
+    tx.execute(
+        "UPDATE refresh_tokens SET sealed_successor = NULL, sealed_until = NULL
+         WHERE sealed_until IS NOT NULL AND sealed_until <= ?1",
+        [now],
+    )?;
+    Ok(())
+}
+
+pub(super) fn record_key_publication(
+    c: &Connection,
+    kid: &str,
+    now: UnixMs,
+    publish_until: UnixMs,
+) -> Result<KeyPublication, StoreError> {
+    let first_published = c.query_row(
+        "INSERT INTO key_publications (kid, first_published, publish_until)
+         VALUES (?1, ?2, ?3)
+         ON CONFLICT (kid) DO UPDATE SET publish_until = excluded.publish_until
+         RETURNING first_published",
+        params![kid, now, publish_until],
+        |row| row.get(0),
+    )?;
+    Ok(KeyPublication {
+        kid: kid.to_owned(),
+        first_published,
+        publish_until,
+    })
+}
+
+pub(super) fn key_publications(c: &Connection) -> Result<Vec<KeyPublication>, StoreError> {
+    let mut stmt = c.prepare(
+        "SELECT kid, first_published, publish_until FROM key_publications
+         ORDER BY first_published, kid",
+    )?;
+    let all = stmt
+        .query_map([], |row| {
+            Ok(KeyPublication {
+                kid: row.get(0)?,
+                first_published: row.get(1)?,
+                publish_until: row.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(all)
+}
+
+pub(super) fn put_meta(c: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+pub(super) fn get_meta(c: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(
+        c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+            row.get(0)
+        })
+        .optional()?,
+    )
+}

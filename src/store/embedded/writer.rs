@@ -1,0 +1,101 @@
+//! The embedded store's single writer: every write goes through one thread that commits them in
+//! batches (group commit). Whatever writes are queued while the previous batch was being synced
+//! run in one `BEGIN IMMEDIATE` transaction, each in its own savepoint (so a failing write does
+//! not undo its neighbours), and nobody is answered before that transaction is committed.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::store::StoreError;
+
+/// Writes waiting for the writer thread; past this, callers wait (backpressure).
+pub(super) const WRITE_QUEUE: usize = 4096;
+/// Writes committed together at most; bounds one transaction's size and latency.
+const MAX_BATCH: usize = 256;
+
+/// Runs one write inside the batch's transaction (given a connection) or reports that the batch
+/// could not begin (given none); returns whether it succeeded and how to answer its caller
+/// once the batch's fate is known.
+pub(super) type WriteJob = Box<dyn FnOnce(Option<&Connection>) -> (bool, Finish) + Send>;
+/// Answers a caller: `true` once the batch is durably committed.
+pub(super) type Finish = Box<dyn FnOnce(bool) + Send>;
+
+/// Wraps a write so it can run in the writer's transaction: the job runs `f` (or reports that the
+/// batch could not begin), and its finish answers the caller once the commit's fate is known.
+pub(super) fn job<T, F>(
+    f: F,
+    answer: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+) -> WriteJob
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    Box::new(move |conn| {
+        let result = match conn {
+            Some(conn) => f(conn),
+            None => Err(StoreError::Unavailable(
+                "cannot begin a write transaction".into(),
+            )),
+        };
+        let ok = result.is_ok();
+        let finish: Finish = Box::new(move |committed| {
+            let _ = answer.send(match result {
+                Ok(_) if !committed => Err(StoreError::Unavailable("the commit failed".into())),
+                other => other,
+            });
+        });
+        (ok, finish)
+    })
+}
+
+/// The writer thread: takes whatever writes are queued, runs them in one transaction (one
+/// savepoint each, so a failing write does not undo its neighbours), commits once, then answers.
+pub(super) fn run_writer(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<WriteJob>) {
+    while let Some(first) = jobs.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut finishes = Vec::with_capacity(batch.len());
+        let committed = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(mut tx) => {
+                for job in batch {
+                    finishes.push(run_in_savepoint(&mut tx, job));
+                }
+                match tx.commit() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "embedded store: commit failed");
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "embedded store: cannot begin a write transaction");
+                finishes.extend(batch.into_iter().map(|job| job(None).1));
+                false
+            }
+        };
+        for finish in finishes {
+            finish(committed);
+        }
+    }
+}
+
+fn run_in_savepoint(tx: &mut rusqlite::Transaction<'_>, job: WriteJob) -> Finish {
+    let Ok(mut savepoint) = tx.savepoint() else {
+        return job(None).1;
+    };
+    let (ok, finish) = job(Some(&savepoint));
+    if ok {
+        if savepoint.commit().is_err() {
+            // RELEASE failing leaves the whole transaction suspect: answer this one as failed.
+            return Box::new(move |_| finish(false));
+        }
+    } else {
+        let _ = savepoint.rollback();
+    }
+    finish
+}
