@@ -13,6 +13,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::flows::FlowError;
+use crate::telemetry::error_chain;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -199,20 +200,4 @@ impl ResponseError for ApiError {
             error_description: &self.description,
         })
     }
-}
-
-/// `outer: inner: innermost`, for one log line. A cause whose text its wrapper already
-/// printed is not repeated.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }

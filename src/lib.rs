@@ -23,12 +23,14 @@
 //!
 //! The external contract (CLI, config, token formats, endpoints and errors) is `docs/`.
 //! - [`startup`]: `Application::build`, the route table, and the server's lifecycle.
-//! - [`telemetry`]: logging set-up.
+//! - [`telemetry`]: logging set-up, and error chains in one log line.
+//! - [`encoding`]: hex, shared by keys, tokens and stores.
 
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod encoding;
 pub mod error;
 pub mod flows;
 pub mod keys;

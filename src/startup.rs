@@ -209,7 +209,7 @@ async fn record_running_values(flows: &Flows) {
         return;
     };
     if let Err(e) = flows.store().put_meta(RUNNING_VALUES_META, &json).await {
-        tracing::warn!(error = %crate::error::error_chain(&e), "cannot record the running settings");
+        tracing::warn!(error = %crate::telemetry::error_chain(&e), "cannot record the running settings");
     }
 }
 
@@ -225,7 +225,7 @@ async fn sweep_forever(flows: web::Data<Flows>) {
             .clamp(Duration::from_secs(1), Duration::from_secs(30));
         tokio::time::sleep(period).await;
         if let Err(e) = flows.store().sweep(flows.clock().now_ms()).await {
-            tracing::warn!(error = %crate::error::error_chain(&e), "sweep failed; will retry");
+            tracing::warn!(error = %crate::telemetry::error_chain(&e), "sweep failed; will retry");
         }
     }
 }

@@ -71,7 +71,7 @@ impl RestartOnlyValues {
         RestartOnlyValues {
             issuer: config.issuer.clone(),
             listen: config.listen.to_string(),
-            store_url_digest: crate::keys::hex(&digest.as_ref()[..16]),
+            store_url_digest: crate::encoding::hex(&digest.as_ref()[..16]),
             passwords: format!(
                 "m={} t={} p={} max_concurrent={}",
                 p.memory_kib, p.iterations, p.parallelism, p.max_concurrent

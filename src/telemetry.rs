@@ -1,4 +1,5 @@
-//! Logging: human-readable lines on standard error, level from `LATCHKEY_LOG` (default `info`).
+//! Logging: human-readable lines on standard error, level from `LATCHKEY_LOG` (default `info`),
+//! and how an error's cause chain is written into one line.
 
 use std::io::IsTerminal;
 
@@ -21,4 +22,20 @@ pub fn init_with_default(default: LevelFilter) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
+}
+
+/// `outer: inner: innermost`, for one log line. A cause whose text its wrapper already
+/// printed is not repeated.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }

@@ -63,7 +63,7 @@ pub struct TokenId(pub [u8; 32]);
 
 impl TokenId {
     pub fn hex(&self) -> String {
-        crate::keys::hex(&self.0)
+        crate::encoding::hex(&self.0)
     }
 }
 

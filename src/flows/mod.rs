@@ -174,7 +174,7 @@ impl Flows {
     /// Ready when the store answers and a key signs now; otherwise the reason.
     pub async fn readiness(&self) -> Result<(), &'static str> {
         if let Err(e) = self.store.ping().await {
-            tracing::warn!(error = %crate::error::error_chain(&e), "readiness: store unreachable");
+            tracing::warn!(error = %crate::telemetry::error_chain(&e), "readiness: store unreachable");
             return Err("store unreachable");
         }
         if self.snapshot().keys.active(self.clock.now_ms()).is_none() {

@@ -296,7 +296,7 @@ impl KeyRing {
             .into_bytes();
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
         let doc = Arc::new(JwksDocument {
-            etag: format!("\"{}\"", hex(&digest.as_ref()[..16])),
+            etag: format!("\"{}\"", crate::encoding::hex(&digest.as_ref()[..16])),
             verifier: self.build_verifier(&body),
             valid_until: published
                 .iter()
@@ -357,16 +357,6 @@ pub fn key_state(
     } else {
         KeyState::Retiring
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 /// For `serve` with the dev config: generates each missing key file marked `generate_if_missing`.

@@ -231,3 +231,28 @@ async fn kill_9_during_a_refresh_burst_leaves_every_family_consistent() {
         assert_eq!(response.status(), StatusCode::OK);
     }
 }
+
+#[tokio::test]
+async fn a_corrupt_row_is_reported_as_corrupt_not_read_as_a_nil_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("latchkey.db");
+    let store = latchkey::store::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    // A session whose id is 3 bytes, as a bad migration or a hand edit could leave it.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at,
+         expires_at, user_agent, ip) VALUES (x'010203', 'u1', 'web', '', 0, 0, ?1, '', '')",
+        [i64::MAX],
+    )
+    .unwrap();
+    drop(conn);
+
+    let listed = store.sessions_of("u1", 1).await;
+
+    assert!(
+        matches!(listed, Err(latchkey::store::StoreError::Corrupt(_))),
+        "{listed:?}"
+    );
+}

@@ -460,3 +460,80 @@ async fn reload_reports_the_schedule_warnings() {
     );
     assert_eq!(app.flows.snapshot().config.issuer, "http://127.0.0.1");
 }
+
+#[tokio::test]
+async fn an_edited_limits_section_applies_without_a_restart() {
+    let app = spawn_app_with(Backend::Embedded, |c| {
+        c.text.push_str(
+            "\n[limits]\nwindow = \"1m\"\nlogin_attempts_per_ip = 100\nfailed_logins_per_user = 100\n",
+        );
+    })
+    .await;
+    app.add_user("alice", PASSWORD).await;
+    for _ in 0..3 {
+        assert_eq!(app.login("alice", PASSWORD).await.status(), StatusCode::OK);
+    }
+
+    // Tightened to 2 attempts per IP and minute: the 3 already made are over it.
+    let tight = app
+        .config_text
+        .replace("login_attempts_per_ip = 100", "login_attempts_per_ip = 2");
+    std::fs::write(&app.config_path, tight).unwrap();
+    let warnings = app.reload().await.unwrap();
+
+    assert!(
+        !warnings.iter().any(|w| w.contains("limits")),
+        "limits reload without a restart: {warnings:?}"
+    );
+    assert_eq!(app.flows.snapshot().config.limits.login_attempts_per_ip, 2);
+    assert_error(
+        app.login("alice", PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "slow_down",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn config_check_names_restart_only_fields_that_differ_from_the_running_server() {
+    let app = spawn_app_with(Backend::Embedded, |_| {}).await;
+    // The server records what it runs with at start (asynchronously).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app
+        .store
+        .get_meta(latchkey::state::RUNNING_VALUES_META)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "running values were not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let path = app.config_path.display().to_string();
+    let unchanged = latchkey_cli(&["config", "check", "-c", &path]);
+    assert!(unchanged.status.success());
+    assert!(
+        !String::from_utf8_lossy(&unchanged.stderr).contains("restart"),
+        "{}",
+        String::from_utf8_lossy(&unchanged.stderr)
+    );
+
+    let edited = app
+        .config_text
+        .replace("memory_kib = 64", "memory_kib = 128")
+        .replace("access_ttl = \"15m\"", "access_ttl = \"10m\"");
+    std::fs::write(&app.config_path, edited).unwrap();
+    let checked = latchkey_cli(&["config", "check", "-c", &path]);
+
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "{stderr}");
+    let restart_lines: Vec<&str> = stderr.lines().filter(|l| l.contains("restart")).collect();
+    assert_eq!(restart_lines.len(), 1, "{stderr}");
+    assert!(
+        restart_lines[0].contains("warning: passwords differs from the running server's"),
+        "{stderr}"
+    );
+}

@@ -22,14 +22,15 @@ macro_rules! on_every_backend {
 
 mod helpers;
 
+mod architecture;
 mod discovery;
 mod embedded;
 mod flow;
+mod key_rotation;
 mod keys;
 mod malformed;
 mod redis_store;
 mod refresh;
-mod rotation;
 mod store_conformance;
 mod userinfo;
 mod verifier;

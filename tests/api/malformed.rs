@@ -42,6 +42,30 @@ async fn malformed_bodies_get_400_json_errors() {
 }
 
 #[tokio::test]
+async fn a_json_array_is_a_malformed_body_not_a_login() {
+    let app = spawn_app().await;
+    app.add_user("alice", PASSWORD).await;
+    // serde reads a struct from an array positionally; the first-party API must not.
+    for (path, body) in [
+        ("/auth/login", json!(["alice", PASSWORD])),
+        ("/auth/login", json!(["alice", PASSWORD, null])),
+        ("/auth/login", json!(["alice", "wrong"])),
+        ("/auth/refresh", json!(["lk_rt_x"])),
+        ("/auth/logout", json!(["lk_rt_x"])),
+    ] {
+        let response = app.post_json(path, &body).await;
+        let error = assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+        assert!(
+            error["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("JSON object"),
+            "{path} {body}: {error}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn serde_messages_do_not_echo_values() {
     let app = spawn_app().await;
     let response = app

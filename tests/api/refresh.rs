@@ -1,4 +1,4 @@
-//! Rotation and reuse (SPEC 4.3): one chain per family, the grace window, theft detection,
+//! Rotation and reuse (docs/tokens.md): one chain per family, the grace window, theft detection,
 //! idle and absolute lifetimes, and racing presentations.
 
 use std::collections::HashSet;

@@ -2,7 +2,7 @@
 //! the unknown-kid path, single-flight bursts, issuer outages), discovery, and the actix
 //! extractors of the example resource server.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::{App, test as actix_test};
 use jsonwebtoken::{Algorithm, EncodingKey};
@@ -58,6 +58,27 @@ async fn a_token_from_the_issuer_verifies_with_typed_claims() {
     assert_eq!(claims.client_id.as_deref(), Some("latchkey"));
     assert!(claims.sid.is_some());
     assert_eq!(verifier.jwks_fetches(), 1);
+}
+
+#[tokio::test]
+async fn expiry_and_not_before_are_judged_at_the_given_instant() {
+    let app = spawn_app().await;
+    let access = logged_in(&app).await;
+    let verifier = verifier_for(&app);
+    let claims = claims_of(&access);
+    let at = |secs: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap());
+    let (nbf, exp) = (
+        claims["nbf"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
+
+    // The 30 s leeway either side, and nothing more: no sleeping, no wall clock.
+    verifier.verify_at(&access, at(nbf - 30)).await.unwrap();
+    verifier.verify_at(&access, at(exp + 29)).await.unwrap();
+    let early = verifier.verify_at(&access, at(nbf - 31)).await.unwrap_err();
+    assert_eq!(early.kind(), ErrorKind::NotYetValid);
+    let late = verifier.verify_at(&access, at(exp + 30)).await.unwrap_err();
+    assert_eq!(late.kind(), ErrorKind::Expired);
 }
 
 #[tokio::test]
@@ -176,6 +197,16 @@ async fn the_negative_suite_is_rejected_with_the_right_kind() {
             }),
             ErrorKind::MissingClaim,
         ),
+        (
+            "an unknown critical header extension",
+            {
+                // RFC 7515 §4.1.11: a crit extension the verifier does not understand.
+                let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": "test-es",
+                    "crit": ["exp-by-deed"], "exp-by-deed": true});
+                sign_raw_with_issuer_key(&app, &header, &claims)
+            },
+            ErrorKind::CriticalHeader,
+        ),
         ("garbage", "not.a.token".to_string(), ErrorKind::Malformed),
     ];
 
@@ -186,6 +217,25 @@ async fn the_negative_suite_is_rejected_with_the_right_kind() {
     }
     // And the real token still verifies: each rejection above is for its own reason.
     verifier.verify(&access).await.unwrap();
+}
+
+/// Signs `claims` under an arbitrary JSON `header` (fields jsonwebtoken's Header cannot carry)
+/// with the issuer's ES256 key.
+fn sign_raw_with_issuer_key(app: &TestApp, header: &Value, claims: &Value) -> String {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let der = files::read_private_der(&app.dir.path().join("test-es.pem"), None).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).unwrap();
+    let signed = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signature = pair
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), signed.as_bytes())
+        .unwrap();
+    format!("{signed}.{}", b64(signature.as_ref()))
 }
 
 /// The PKCS#1 RSAPrivateKey inside a PKCS#8 PrivateKeyInfo (jsonwebtoken wants PKCS#1 for RSA).
@@ -235,15 +285,13 @@ async fn rotation_is_picked_up_through_the_unknown_kid_path_with_one_fetch_per_b
         "",
     );
     std::fs::write(&app.config_path, &config.text).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let after = loop {
-        let token = text(&app.login_ok("alice").await, "access_token");
-        if jsonwebtoken::decode_header(&token).unwrap().kid.as_deref() == Some("next-es") {
-            break token;
-        }
-        assert!(Instant::now() < deadline, "the issuer did not switch keys");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    app.reload().await.unwrap();
+    let after = text(&app.login_ok("alice").await, "access_token");
+    assert_eq!(
+        jsonwebtoken::decode_header(&after).unwrap().kid.as_deref(),
+        Some("next-es"),
+        "the issuer did not switch keys"
+    );
 
     // A burst of 50 verifications of the new kid: one fetch, and every one succeeds.
     let mut burst = tokio::task::JoinSet::new();
@@ -304,11 +352,12 @@ async fn cached_keys_keep_verifying_while_the_issuer_is_down() {
     );
 
     let _stopped = app.stop().await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Two seconds on, past the 1 s max-age: judged on an injected clock, no sleeping.
+    let later = SystemTime::now() + Duration::from_secs(2);
 
     // Past max-age, the issuer unreachable: stale-if-error (1 day) keeps the cached key usable.
     let started = Instant::now();
-    verifier.verify(&access).await.unwrap();
+    verifier.verify_at(&access, later).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "a stale hit must not wait on a refetch"
@@ -316,7 +365,7 @@ async fn cached_keys_keep_verifying_while_the_issuer_is_down() {
     // An unknown kid cannot be resolved while the issuer is down, and fails fast.
     let started = Instant::now();
     assert_eq!(
-        verifier.verify(&ghost).await.unwrap_err().kind(),
+        verifier.verify_at(&ghost, later).await.unwrap_err().kind(),
         ErrorKind::UnknownKey
     );
     assert!(started.elapsed() < Duration::from_secs(6));
@@ -481,21 +530,25 @@ async fn a_stale_cache_hit_never_waits_on_the_refresh() {
         .build()
         .unwrap();
     verifier.verify(&access).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Past the 1 s max-age on an injected clock.
+    let later = SystemTime::now() + Duration::from_millis(1500);
 
     // Stale now: each hit is answered from the cache while one background refresh hangs.
     for _ in 0..10 {
         let started = Instant::now();
-        verifier.verify(&access).await.unwrap();
+        verifier.verify_at(&access, later).await.unwrap();
         assert!(
             started.elapsed() < Duration::from_millis(200),
             "waited {:?}",
             started.elapsed()
         );
     }
-    // Let the spawned refresh start (it then hangs on the endpoint).
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    verifier.verify(&access).await.unwrap();
+    // The spawned refresh starts (then hangs on the endpoint): wait for it, bounded.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while verifier.jwks_fetches() < 2 && Instant::now() < deadline {
+        tokio::task::yield_now().await;
+    }
+    verifier.verify_at(&access, later).await.unwrap();
     assert_eq!(
         verifier.jwks_fetches(),
         2,

@@ -16,6 +16,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Time is a parameter: [`Verifier::verify_at`] judges expiry and the cache's freshness at the
+//! instant given, so a service with its own clock (and every test) never depends on the wall
+//! clock. The issuer itself verifies its tokens with this crate, from its own JWKS
+//! ([`Verifier::from_jwks`]).
+//!
 //! With the `actix` feature, [`actix::Authenticated`] extracts verified claims from a request
 //! and answers 401 with `WWW-Authenticate: Bearer error="invalid_token"` otherwise;
 //! [`actix::Scoped`] also requires a scope and answers 403 `insufficient_scope`.
