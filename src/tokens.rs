@@ -1,7 +1,8 @@
 //! Token formats: RFC 9068 access-token claims, and the opaque refresh token.
 //!
 //! A refresh token is `lk_rt_` + base64url(session id (16 bytes) || secret (32 bytes)). The
-//! session id lets the store address the family's keys (one Redis hash tag) without a lookup;
+//! session id starts with its user's slot tag, so the store addresses the family's keys (one
+//! Redis hash slot with its user) without a lookup;
 //! the secret is 256 random bits. From the whole token two values are derived with HMAC-SHA256
 //! under distinct labels: the *lookup id*, which the store keeps, and the *seal key*, which it
 //! never sees. The successor handed out during the reuse grace window is stored only sealed
@@ -207,6 +208,26 @@ impl PresentedToken {
     }
 }
 
+/// A user's slot tag: the first 4 bytes of SHA-256 of the user id. Stores that shard by key
+/// (Redis Cluster) keep everything of one user, its sessions included, under this tag.
+pub fn user_slot_tag(user_id: &str) -> [u8; 4] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, user_id.as_bytes());
+    let mut tag = [0u8; 4];
+    tag.copy_from_slice(&digest.as_ref()[..4]);
+    tag
+}
+
+/// A new session (refresh family) id for `user_id`: its slot tag, then 96 random bits. A refresh
+/// token carries the session id, so it names the slot of its user without a lookup.
+pub fn new_session_id(user_id: &str) -> Result<Uuid, RandomError> {
+    let mut bytes = [0u8; 16];
+    bytes[..4].copy_from_slice(&user_slot_tag(user_id));
+    SystemRandom::new()
+        .fill(&mut bytes[4..])
+        .map_err(|_| RandomError)?;
+    Ok(Uuid::from_bytes(bytes))
+}
+
 /// A random, unique `jti`.
 pub fn new_jti() -> String {
     Uuid::new_v4().simple().to_string()
@@ -270,6 +291,16 @@ mod tests {
                 .windows(16)
                 .any(|w| successor.as_str().as_bytes().windows(16).any(|s| s == w))
         );
+    }
+
+    #[test]
+    fn session_ids_carry_their_users_slot_tag() {
+        let a = new_session_id("user-a").unwrap();
+        let b = new_session_id("user-a").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.as_bytes()[..4], user_slot_tag("user-a"));
+        assert_eq!(b.as_bytes()[..4], user_slot_tag("user-a"));
+        assert_ne!(user_slot_tag("user-a"), user_slot_tag("user-b"));
     }
 
     #[test]

@@ -47,6 +47,7 @@ impl Accounts {
             password_hash: self.hasher.hash(password).await?,
             disabled: false,
             created_at: self.clock.now_ms(),
+            epoch: 0,
         };
         match self.store.create_user(&user).await {
             Err(StoreError::Conflict) => Err(FlowError::UserExists(username.to_owned())),
@@ -66,31 +67,34 @@ impl Accounts {
         Ok(self.store.list_users().await?)
     }
 
-    /// Sets a new password and ends every session the old one allowed. Returns how many.
+    /// Sets a new password and ends every session the old one allowed, in one atomic step: once
+    /// this returns, no session of the user (a login in flight included) can refresh. Returns
+    /// how many sessions ended.
     pub async fn set_password(
         &self,
         username: &str,
         password: &Password,
     ) -> Result<usize, FlowError> {
-        let mut user = self.find(username).await?;
-        user.password_hash = self.hasher.hash(password).await?;
-        self.save_and_end_sessions(&user).await
+        let user = self.find(username).await?;
+        let hash = self.hasher.hash(password).await?;
+        self.store
+            .set_password(&user.id, &hash)
+            .await?
+            .ok_or_else(|| FlowError::NoSuchUser(username.to_owned()))
     }
 
-    /// Disables the account and ends every session. Returns how many.
+    /// Disables the account and ends every session, with the same guarantee as
+    /// [`Accounts::set_password`]. Returns how many sessions ended.
     pub async fn disable(&self, username: &str) -> Result<usize, FlowError> {
-        let mut user = self.find(username).await?;
-        user.disabled = true;
-        self.save_and_end_sessions(&user).await
+        let user = self.find(username).await?;
+        self.store
+            .set_disabled(&user.id, true)
+            .await?
+            .ok_or_else(|| FlowError::NoSuchUser(username.to_owned()))
     }
 
     /// Ends every session of the user. Returns how many.
     pub async fn end_all_sessions(&self, user_id: &str) -> Result<usize, FlowError> {
         Ok(self.store.revoke_user_sessions(user_id).await?)
-    }
-
-    async fn save_and_end_sessions(&self, user: &User) -> Result<usize, FlowError> {
-        self.store.update_user(user).await?;
-        self.end_all_sessions(&user.id).await
     }
 }

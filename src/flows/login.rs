@@ -1,12 +1,10 @@
 //! Login with a username and password: a new session (refresh family) and its first tokens.
 
-use uuid::Uuid;
-
 use super::{DEFAULT_CLIENT_ID, FlowError, Flows, Issued, RequestMeta, validate_username};
 use crate::clock::duration_ms;
 use crate::credentials::{MAX_PASSWORD_BYTES, Password};
 use crate::store::{Entitlement, NewSession};
-use crate::tokens::RefreshToken;
+use crate::tokens::{RefreshToken, new_session_id};
 
 /// A login as the first-party API receives it.
 #[derive(Debug)]
@@ -66,11 +64,12 @@ impl Flows {
 
         let now = self.clock.now_ms();
         let tokens = &snapshot.config.tokens;
-        let sid = Uuid::new_v4();
+        let sid = new_session_id(&user.id).map_err(FlowError::internal)?;
         let refresh = RefreshToken::generate(sid).map_err(FlowError::internal)?;
         let expires_at = now + duration_ms(tokens.refresh_ttl);
         let first_token_expires_at = (now + duration_ms(tokens.refresh_idle_ttl)).min(expires_at);
-        self.store
+        let created = self
+            .store
             .create_session(&NewSession {
                 id: sid,
                 user_id: user.id.clone(),
@@ -82,8 +81,13 @@ impl Flows {
                 ip: meta.ip.clone(),
                 first_token: refresh.id(),
                 first_token_expires_at,
+                user_epoch: user.epoch,
             })
             .await?;
+        if !created {
+            // Disabled, or its password changed, while this login was being checked.
+            return Err(FlowError::BadCredentials);
+        }
         let entitlement = Entitlement {
             user_id: user.id,
             client_id: client_id.to_owned(),

@@ -48,7 +48,10 @@ impl Flows {
                 tracing::warn!(%user_id, "refresh token reused after its grace window: session revoked");
                 Err(FlowError::BadRefreshToken)
             }
-            RotateOutcome::Invalid => Err(FlowError::BadRefreshToken),
+            RotateOutcome::Invalid(why) => {
+                tracing::debug!(?why, "refresh refused");
+                Err(FlowError::BadRefreshToken)
+            }
         }
     }
 }

@@ -46,6 +46,10 @@ pub struct User {
     pub password_hash: String,
     pub disabled: bool,
     pub created_at: UnixMs,
+    /// Bumped by every change of credentials or status (password, disable, enable). A session
+    /// records the epoch its login saw; one from another epoch can neither be created nor
+    /// refreshed, which closes the race between a login in flight and `users disable`.
+    pub epoch: u64,
 }
 
 impl fmt::Debug for User {
@@ -55,6 +59,7 @@ impl fmt::Debug for User {
             .field("username", &self.username)
             .field("password_hash", &"<hidden>")
             .field("disabled", &self.disabled)
+            .field("epoch", &self.epoch)
             .finish()
     }
 }
@@ -74,6 +79,8 @@ pub struct NewSession {
     pub first_token: TokenId,
     /// `min(created_at + refresh_idle_ttl, expires_at)`.
     pub first_token_expires_at: UnixMs,
+    /// The user's epoch when the login checked the password.
+    pub user_epoch: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,8 +144,22 @@ pub enum RotateOutcome {
     },
     /// Presented after its grace window: theft is assumed and the whole family is now revoked.
     Reused { user_id: String },
-    /// Unknown, expired, or from a revoked family.
-    Invalid,
+    /// Refused without changing anything but what the reason says.
+    Invalid(Invalid),
+}
+
+/// Why a presented refresh token was refused (for logs and metrics; clients all see one answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invalid {
+    /// Never issued, from a revoked or forgotten family, or a forgery.
+    Unknown,
+    /// Unused for `refresh_idle_ttl`.
+    ExpiredIdle,
+    /// The session reached `refresh_ttl`.
+    ExpiredAbsolute,
+    /// The user's password or status changed since the login (or the user is gone): the session
+    /// is revoked now.
+    UserChanged,
 }
 
 #[async_trait]
@@ -150,10 +171,19 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError>;
     async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError>;
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
-    /// Writes `password_hash` and `disabled` of an existing user.
-    async fn update_user(&self, user: &User) -> Result<(), StoreError>;
+    /// Sets the password hash, bumps the epoch and ends every session, in one atomic step.
+    /// Returns how many sessions ended, or `None` when there is no such user.
+    async fn set_password(&self, user_id: &str, hash: &str) -> Result<Option<usize>, StoreError>;
+    /// As [`Store::set_password`], for the disabled flag.
+    async fn set_disabled(
+        &self,
+        user_id: &str,
+        disabled: bool,
+    ) -> Result<Option<usize>, StoreError>;
 
-    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError>;
+    /// Creates the session if the user is still enabled and at `session.user_epoch`, atomically;
+    /// `false` when the user changed since the login checked it (nothing is created).
+    async fn create_session(&self, session: &NewSession) -> Result<bool, StoreError>;
     /// The atomic check-and-rotate of `docs/tokens.md` (rotation and reuse).
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
     /// The session if it is live at `now`.

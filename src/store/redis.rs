@@ -1,12 +1,16 @@
 //! The Redis backend: one multiplexed connection manager, Lua scripts for every multi-key step.
 //!
-//! Key layout. A family's keys share the hash tag `{sid}` so its scripts touch one slot:
-//! `lk:{sid}:f` (hash: the session), `lk:{sid}:t:<id>` (hash: one token), `lk:{sid}:x:<id>`
-//! (the sealed successor, for the grace window only), `lk:{sid}:z` (zset: token ids by expiry).
-//! Users share the hash tag `{users}` (user writes are rare; one slot keeps them atomic):
-//! `lk:{users}:id:<uid>` (hash), `lk:{users}:name:<username>` (-> uid), `lk:{users}:all` (set of
-//! uids). A user's sessions: `lk:s:<uid>` (set of session ids, cleaned lazily). Every key carries a TTL no later than
-//! its family's end, so Redis itself forgets what has expired.
+//! Key layout. Everything of one user shares one hash slot, tagged `{T}` where `T` is the user's
+//! slot tag (the first 4 bytes of SHA-256 of the user id, in hex; a session id starts with the
+//! same 4 bytes, so a refresh token names its slot): `lk:{T}:u:<uid>` (hash: the user, with its
+//! credential `epoch`), `lk:{T}:s:<uid>` (zset: the user's session ids by expiry),
+//! `lk:{T}:f:<sid>` (hash: one session, its live token id, its last consumed token id and a
+//! capped history of consumed-token fingerprints), `lk:{T}:x:<sid>` (the sealed successor, for
+//! the grace window only). So a rotation checks the user's epoch in the same script that swaps
+//! the token, and a password change revokes every session in one step, on Redis Cluster too.
+//! Usernames live in the slot `{users}`: `lk:{users}:name:<username>` (-> uid) and
+//! `lk:{users}:all` (set of uids). Every session key carries a TTL no later than its session's
+//! end, so Redis itself forgets what has expired.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,18 +22,30 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::{
-    Entitlement, KeyPublication, NewSession, RotateOutcome, Rotation, Session, Store, StoreError,
-    User,
+    Entitlement, Invalid, KeyPublication, NewSession, RotateOutcome, Rotation, Session, Store,
+    StoreError, User,
 };
-use crate::clock::UnixMs;
-use crate::tokens::TokenId;
+use crate::clock::{UnixMs, system_ms};
+use crate::tokens::{TokenId, user_slot_tag};
+
+/// How long one command may take before the caller answers 503.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A rotation must finish this long before the caller's timeout, so that an answer that arrives
+/// is one the caller still waits for.
+const DEADLINE_MARGIN_MS: i64 = 250;
+/// Consumed-token fingerprints a session remembers for reuse detection. Presenting a token older
+/// than that is simply invalid: its successors have long been used, so it gains nothing.
+const HISTORY: i64 = 32;
 
 pub struct RedisStore {
     client: redis::Client,
     /// Connected on first use, so the issuer starts (and reports not-ready) while Redis is down.
     conn: OnceCell<ConnectionManager>,
     rotate: Script,
-    revoke: Script,
+    create_session: Script,
+    revoke_family: Script,
+    revoke_user: Script,
+    list_sessions: Script,
     create_user: Script,
 }
 
@@ -39,12 +55,22 @@ impl From<redis::RedisError> for StoreError {
     }
 }
 
-fn family_prefix(sid: Uuid) -> String {
-    format!("lk:{{{}}}:", sid.simple())
+/// `lk:{T}:`, the prefix of every key in one user's slot.
+fn slot(tag: &[u8; 4]) -> String {
+    format!("lk:{{{}}}:", crate::encoding::hex(tag))
 }
 
-fn user_key(uid: &str) -> String {
-    format!("lk:{{users}}:id:{uid}")
+fn user_slot(uid: &str) -> String {
+    slot(&user_slot_tag(uid))
+}
+
+fn session_slot(sid: Uuid) -> String {
+    let b = sid.as_bytes();
+    slot(&[b[0], b[1], b[2], b[3]])
+}
+
+fn sid_member(sid: Uuid) -> String {
+    sid.simple().to_string()
 }
 
 fn username_key(name: &str) -> String {
@@ -52,13 +78,9 @@ fn username_key(name: &str) -> String {
 }
 
 const USERS: &str = "lk:{users}:all";
-
-fn user_sessions_key(uid: &str) -> String {
-    format!("lk:s:{uid}")
-}
 const KEYS_FIRST_PUBLISHED: &str = "lk:keys:first";
-const META: &str = "lk:meta";
 const KEYS_PUBLISH_UNTIL: &str = "lk:keys:until";
+const META: &str = "lk:meta";
 
 impl RedisStore {
     pub fn new(url: &str) -> Result<RedisStore, StoreError> {
@@ -66,7 +88,10 @@ impl RedisStore {
             client: redis::Client::open(url)?,
             conn: OnceCell::new(),
             rotate: Script::new(include_str!("lua/rotate.lua")),
-            revoke: Script::new(include_str!("lua/revoke.lua")),
+            create_session: Script::new(include_str!("lua/create_session.lua")),
+            revoke_family: Script::new(include_str!("lua/revoke_family.lua")),
+            revoke_user: Script::new(include_str!("lua/revoke_user.lua")),
+            list_sessions: Script::new(include_str!("lua/list_sessions.lua")),
             create_user: Script::new(include_str!("lua/create_user.lua")),
         })
     }
@@ -78,7 +103,7 @@ impl RedisStore {
                 // Bounded waits: a dead Redis turns into a quick 503, never a hung request.
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(1)))
-                    .set_response_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(500));
                 self.client.get_connection_manager_with_config(config).await
@@ -87,39 +112,12 @@ impl RedisStore {
         Ok(conn.clone())
     }
 
-    async fn revoke_family(
-        &self,
-        conn: &mut ConnectionManager,
-        sid: Uuid,
-        must_hold: Option<TokenId>,
-    ) -> Result<bool, StoreError> {
-        let prefix = family_prefix(sid);
-        let mut invocation = self.revoke.prepare_invoke();
-        invocation
-            .key(format!("{prefix}f"))
-            .key(format!("{prefix}z"))
-            .arg(&prefix);
-        if let Some(token) = must_hold {
-            invocation.key(format!("{prefix}t:{}", token.hex()));
-        }
-        let uid: Option<String> = invocation.invoke_async(conn).await?;
-        match uid {
-            Some(uid) => {
-                let _: () = conn
-                    .srem(user_sessions_key(&uid), sid.simple().to_string())
-                    .await?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
     async fn load_user(
         &self,
         conn: &mut ConnectionManager,
         uid: &str,
     ) -> Result<Option<User>, StoreError> {
-        let h: HashMap<String, String> = conn.hgetall(user_key(uid)).await?;
+        let h: HashMap<String, String> = conn.hgetall(format!("{}u:{uid}", user_slot(uid))).await?;
         if h.is_empty() {
             return Ok(None);
         }
@@ -129,7 +127,31 @@ impl RedisStore {
             password_hash: field(&h, "hash")?,
             disabled: field(&h, "disabled")? == "1",
             created_at: int_field(&h, "created")?,
+            epoch: int_field(&h, "epoch")?,
         }))
+    }
+
+    /// Ends every session of `uid`, bumping its epoch and setting `fields` in the same step when
+    /// asked. `None` when there is no such user.
+    async fn end_sessions(
+        &self,
+        uid: &str,
+        bump_epoch: bool,
+        fields: &[(&str, &str)],
+    ) -> Result<Option<usize>, StoreError> {
+        let mut conn = self.conn().await?;
+        let prefix = user_slot(uid);
+        let mut invocation = self.revoke_user.prepare_invoke();
+        invocation
+            .key(format!("{prefix}u:{uid}"))
+            .key(format!("{prefix}s:{uid}"))
+            .arg(&prefix)
+            .arg(if bump_epoch { "1" } else { "0" });
+        for (name, value) in fields {
+            invocation.arg(*name).arg(*value);
+        }
+        let ended: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(usize::try_from(ended).ok())
     }
 }
 
@@ -139,24 +161,13 @@ fn field(h: &HashMap<String, String>, name: &str) -> Result<String, StoreError> 
         .ok_or_else(|| StoreError::Corrupt(format!("missing field {name}")))
 }
 
-fn int_field(h: &HashMap<String, String>, name: &str) -> Result<i64, StoreError> {
+fn int_field<T: std::str::FromStr>(
+    h: &HashMap<String, String>,
+    name: &str,
+) -> Result<T, StoreError> {
     field(h, name)?
         .parse()
         .map_err(|_| StoreError::Corrupt(format!("field {name} is not a number")))
-}
-
-fn session_from(sid: Uuid, h: &HashMap<String, String>) -> Result<Session, StoreError> {
-    Ok(Session {
-        id: sid,
-        user_id: field(h, "uid")?,
-        client_id: field(h, "cid")?,
-        scope: field(h, "scope")?,
-        created_at: int_field(h, "created")?,
-        last_used_at: int_field(h, "last")?,
-        expires_at: int_field(h, "exp")?,
-        user_agent: field(h, "ua")?,
-        ip: field(h, "ip")?,
-    })
 }
 
 fn text(parts: &[Vec<u8>], i: usize) -> Result<String, StoreError> {
@@ -166,20 +177,38 @@ fn text(parts: &[Vec<u8>], i: usize) -> Result<String, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("unexpected script reply".into()))
 }
 
+fn number(parts: &[Vec<u8>], i: usize) -> Result<i64, StoreError> {
+    text(parts, i)?
+        .parse()
+        .map_err(|_| StoreError::Corrupt("unexpected script reply".into()))
+}
+
 fn entitlement_from(parts: &[Vec<u8>]) -> Result<Entitlement, StoreError> {
     Ok(Entitlement {
         user_id: text(parts, 1)?,
         client_id: text(parts, 2)?,
         scope: text(parts, 3)?,
-        successor_expires_at: text(parts, 4)?
-            .parse()
-            .map_err(|_| StoreError::Corrupt("unexpected script reply".into()))?,
+        successor_expires_at: number(parts, 4)?,
     })
 }
 
-/// Milliseconds left until `at`, at least 1 so a key is never written without a TTL.
-fn ttl_ms(at: UnixMs, now: UnixMs) -> i64 {
-    (at - now).max(1)
+/// The fields of a session record, in the order `session_from` reads them.
+const SESSION_FIELDS: [&str; 8] = ["uid", "cid", "scope", "created", "last", "exp", "ua", "ip"];
+
+/// One session: the sid, then its [`SESSION_FIELDS`] (as `list_sessions.lua` returns them).
+fn session_from(parts: &[Vec<u8>]) -> Result<Session, StoreError> {
+    Ok(Session {
+        id: Uuid::parse_str(&text(parts, 0)?)
+            .map_err(|_| StoreError::Corrupt("a session id is not a UUID".into()))?,
+        user_id: text(parts, 1)?,
+        client_id: text(parts, 2)?,
+        scope: text(parts, 3)?,
+        created_at: number(parts, 4)?,
+        last_used_at: number(parts, 5)?,
+        expires_at: number(parts, 6)?,
+        user_agent: text(parts, 7)?,
+        ip: text(parts, 8)?,
+    })
 }
 
 #[async_trait]
@@ -192,20 +221,36 @@ impl Store for RedisStore {
 
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let created: i64 = self
+        let claimed: i64 = self
             .create_user
             .key(username_key(&user.username))
-            .key(user_key(&user.id))
             .key(USERS)
             .arg(&user.id)
-            .arg(&user.username)
-            .arg(&user.password_hash)
-            .arg(if user.disabled { "1" } else { "0" })
-            .arg(user.created_at)
             .invoke_async(&mut conn)
             .await?;
-        if created == 0 {
+        if claimed == 0 {
             return Err(StoreError::Conflict);
+        }
+        let written: Result<(), redis::RedisError> = conn
+            .hset_multiple(
+                format!("{}u:{}", user_slot(&user.id), user.id),
+                &[
+                    ("name", user.username.as_str()),
+                    ("hash", user.password_hash.as_str()),
+                    ("disabled", if user.disabled { "1" } else { "0" }),
+                    ("created", &user.created_at.to_string()),
+                    ("epoch", &user.epoch.to_string()),
+                ],
+            )
+            .await;
+        if let Err(e) = written {
+            // Give the name back; a claim without a record reads as no user meanwhile.
+            let _: Result<(), _> = redis::pipe()
+                .del(username_key(&user.username))
+                .srem(USERS, &user.id)
+                .query_async(&mut conn)
+                .await;
+            return Err(e.into());
         }
         Ok(())
     }
@@ -237,83 +282,66 @@ impl Store for RedisStore {
         Ok(users)
     }
 
-    async fn update_user(&self, user: &User) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        let _: () = conn
-            .hset_multiple(
-                user_key(&user.id),
-                &[
-                    ("hash", user.password_hash.as_str()),
-                    ("disabled", if user.disabled { "1" } else { "0" }),
-                ],
-            )
-            .await?;
-        Ok(())
+    async fn set_password(&self, user_id: &str, hash: &str) -> Result<Option<usize>, StoreError> {
+        self.end_sessions(user_id, true, &[("hash", hash)]).await
     }
 
-    async fn create_session(&self, s: &NewSession) -> Result<(), StoreError> {
+    async fn set_disabled(
+        &self,
+        user_id: &str,
+        disabled: bool,
+    ) -> Result<Option<usize>, StoreError> {
+        let value = if disabled { "1" } else { "0" };
+        self.end_sessions(user_id, true, &[("disabled", value)])
+            .await
+    }
+
+    async fn create_session(&self, s: &NewSession) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
-        let prefix = family_prefix(s.id);
-        let now = s.created_at;
-        let token_hex = s.first_token.hex();
-        let family_ttl = ttl_ms(s.expires_at, now);
-        let token_ttl = ttl_ms(s.first_token_expires_at, now);
-        let _: () = redis::pipe()
-            .atomic()
-            .hset_multiple(
-                format!("{prefix}f"),
-                &[
-                    ("uid", s.user_id.as_str()),
-                    ("cid", s.client_id.as_str()),
-                    ("scope", s.scope.as_str()),
-                    ("created", &now.to_string()),
-                    ("last", &now.to_string()),
-                    ("exp", &s.expires_at.to_string()),
-                    ("ua", s.user_agent.as_str()),
-                    ("ip", s.ip.as_str()),
-                ],
-            )
-            .pexpire(format!("{prefix}f"), family_ttl)
-            .hset_multiple(
-                format!("{prefix}t:{token_hex}"),
-                &[
-                    ("state", "live"),
-                    ("exp", &s.first_token_expires_at.to_string()),
-                ],
-            )
-            .pexpire(format!("{prefix}t:{token_hex}"), token_ttl)
-            .zadd(format!("{prefix}z"), &token_hex, s.first_token_expires_at)
-            .pexpire(format!("{prefix}z"), family_ttl)
-            .query_async(&mut conn)
+        let prefix = user_slot(&s.user_id);
+        let sid = sid_member(s.id);
+        let created: i64 = self
+            .create_session
+            .key(format!("{prefix}f:{sid}"))
+            .key(format!("{prefix}u:{}", s.user_id))
+            .key(format!("{prefix}s:{}", s.user_id))
+            .arg(&s.user_id)
+            .arg(&s.client_id)
+            .arg(&s.scope)
+            .arg(s.created_at)
+            .arg(s.expires_at)
+            .arg(&s.user_agent)
+            .arg(&s.ip)
+            .arg(s.first_token.0.as_slice())
+            .arg(s.first_token_expires_at)
+            .arg(s.user_epoch)
+            .arg(&sid)
+            .invoke_async(&mut conn)
             .await?;
-        // Another slot on a cluster, so not in the transaction; readers clean stale entries.
-        let _: () = redis::pipe()
-            .sadd(user_sessions_key(&s.user_id), s.id.simple().to_string())
-            .pexpire(user_sessions_key(&s.user_id), family_ttl)
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        Ok(created == 1)
     }
 
     async fn rotate(&self, r: &Rotation) -> Result<RotateOutcome, StoreError> {
         let mut conn = self.conn().await?;
-        let prefix = family_prefix(r.session_id);
-        let presented = r.presented.hex();
-        let successor = r.successor.hex();
+        let prefix = session_slot(r.session_id);
+        let sid = sid_member(r.session_id);
+        let deadline =
+            system_ms() + crate::clock::duration_ms(RESPONSE_TIMEOUT) - DEADLINE_MARGIN_MS;
         let reply: Vec<Vec<u8>> = self
             .rotate
-            .key(format!("{prefix}f"))
-            .key(format!("{prefix}t:{presented}"))
-            .key(format!("{prefix}t:{successor}"))
-            .key(format!("{prefix}x:{presented}"))
-            .key(format!("{prefix}z"))
+            .key(format!("{prefix}f:{sid}"))
+            .key(format!("{prefix}x:{sid}"))
             .arg(r.now)
             .arg(r.grace_ms)
             .arg(r.idle_ttl_ms)
-            .arg(&successor)
+            .arg(r.presented.0.as_slice())
+            .arg(r.successor.0.as_slice())
             .arg(r.sealed_successor.as_slice())
             .arg(&r.user_agent)
             .arg(&r.ip)
+            .arg(&sid)
+            .arg(deadline)
+            .arg(HISTORY)
             .arg(&prefix)
             .invoke_async(&mut conn)
             .await?;
@@ -323,76 +351,91 @@ impl Store for RedisStore {
                 entitlement: entitlement_from(&reply)?,
                 sealed_successor: reply.get(5).cloned().unwrap_or_default(),
             }),
-            "reused" => {
-                let user_id = text(&reply, 1)?;
-                let _: () = conn
-                    .srem(
-                        user_sessions_key(&user_id),
-                        r.session_id.simple().to_string(),
-                    )
-                    .await?;
-                Ok(RotateOutcome::Reused { user_id })
-            }
-            _ => Ok(RotateOutcome::Invalid),
+            "reused" => Ok(RotateOutcome::Reused {
+                user_id: text(&reply, 1)?,
+            }),
+            "late" => Err(StoreError::Unavailable(
+                "the rotation reached Redis after its caller's deadline; nothing was changed"
+                    .into(),
+            )),
+            _ => Ok(RotateOutcome::Invalid(match text(&reply, 1)?.as_str() {
+                "expired_idle" => Invalid::ExpiredIdle,
+                "expired_absolute" => Invalid::ExpiredAbsolute,
+                "user_changed" => Invalid::UserChanged,
+                _ => Invalid::Unknown,
+            })),
         }
     }
 
     async fn session(&self, id: Uuid, now: UnixMs) -> Result<Option<Session>, StoreError> {
         let mut conn = self.conn().await?;
-        let h: HashMap<String, String> = conn.hgetall(format!("{}f", family_prefix(id))).await?;
-        if h.is_empty() {
+        // Named fields only: the token ids beside them are binary.
+        let fields: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(format!("{}f:{}", session_slot(id), sid_member(id)))
+            .arg(&SESSION_FIELDS[..])
+            .query_async(&mut conn)
+            .await?;
+        if fields.first().is_none_or(Option::is_none) {
             return Ok(None);
         }
-        let session = session_from(id, &h)?;
+        let mut parts = vec![sid_member(id).into_bytes()];
+        parts.extend(fields.into_iter().map(Option::unwrap_or_default));
+        let session = session_from(&parts)?;
         Ok((now < session.expires_at).then_some(session))
     }
 
     async fn sessions_of(&self, user_id: &str, now: UnixMs) -> Result<Vec<Session>, StoreError> {
         let mut conn = self.conn().await?;
-        let ids: Vec<String> = conn.smembers(user_sessions_key(user_id)).await?;
-        let mut sessions = Vec::with_capacity(ids.len());
-        for raw in ids {
-            let Ok(sid) = Uuid::parse_str(&raw) else {
-                continue;
-            };
-            let h: HashMap<String, String> =
-                conn.hgetall(format!("{}f", family_prefix(sid))).await?;
-            if h.is_empty() {
-                let _: () = conn.srem(user_sessions_key(user_id), &raw).await?;
-                continue;
-            }
-            let session = session_from(sid, &h)?;
-            if now < session.expires_at && session.user_id == user_id {
-                sessions.push(session);
-            }
-        }
-        sessions.sort_by_key(|s| s.created_at);
+        let prefix = user_slot(user_id);
+        let flat: Vec<Vec<u8>> = self
+            .list_sessions
+            .key(format!("{prefix}s:{user_id}"))
+            .arg(now)
+            .arg(&prefix)
+            .invoke_async(&mut conn)
+            .await?;
+        let mut sessions = flat
+            .chunks(9)
+            .map(session_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        sessions.retain(|s| now < s.expires_at && s.user_id == user_id);
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         Ok(sessions)
     }
 
     async fn revoke_by_token(&self, session_id: Uuid, token: TokenId) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
-        self.revoke_family(&mut conn, session_id, Some(token)).await
+        let prefix = session_slot(session_id);
+        let sid = sid_member(session_id);
+        let uid: Option<String> = self
+            .revoke_family
+            .key(format!("{prefix}f:{sid}"))
+            .key(format!("{prefix}x:{sid}"))
+            .arg(&sid)
+            .arg(format!("{prefix}s:"))
+            .arg(token.0.as_slice())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(uid.is_some())
     }
 
     async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError> {
         let mut conn = self.conn().await?;
-        self.revoke_family(&mut conn, id, None).await
+        let prefix = session_slot(id);
+        let sid = sid_member(id);
+        let uid: Option<String> = self
+            .revoke_family
+            .key(format!("{prefix}f:{sid}"))
+            .key(format!("{prefix}x:{sid}"))
+            .arg(&sid)
+            .arg(format!("{prefix}s:"))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(uid.is_some())
     }
 
     async fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
-        let mut conn = self.conn().await?;
-        let ids: Vec<String> = conn.smembers(user_sessions_key(user_id)).await?;
-        let mut revoked = 0;
-        for raw in ids {
-            if let Ok(sid) = Uuid::parse_str(&raw)
-                && self.revoke_family(&mut conn, sid, None).await?
-            {
-                revoked += 1;
-            }
-        }
-        // No DEL of the index: a login racing this call must stay listed (and revocable).
-        Ok(revoked)
+        Ok(self.end_sessions(user_id, false, &[]).await?.unwrap_or(0))
     }
 
     async fn record_key_publication(

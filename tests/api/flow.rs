@@ -114,9 +114,8 @@ async fn logout_is_idempotent(backend: Backend) {
 
 async fn disabled_user_cannot_log_in(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
-    let mut user = app.add_user("dave", PASSWORD).await;
-    user.disabled = true;
-    app.store.update_user(&user).await.unwrap();
+    let user = app.add_user("dave", PASSWORD).await;
+    app.store.set_disabled(&user.id, true).await.unwrap();
 
     assert_error(
         app.login("dave", PASSWORD).await,

@@ -104,6 +104,13 @@ impl RedisServer {
         );
     }
 
+    /// SIGSTOP / SIGCONT: a stalled server keeps its connections but answers nothing.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success());
+    }
+
     pub fn connection(&self) -> redis::Connection {
         redis::Client::open(self.url())
             .unwrap()
@@ -310,6 +317,7 @@ impl TestApp {
                 .unwrap(),
             disabled: false,
             created_at: self.clock.now_ms(),
+            epoch: 0,
         };
         self.store.create_user(&user).await.unwrap();
         user

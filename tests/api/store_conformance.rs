@@ -3,8 +3,10 @@
 
 use std::collections::HashSet;
 
-use latchkey::store::{NewSession, RotateOutcome, Rotation, SharedStore, StoreError, User};
-use latchkey::tokens::{RefreshToken, TokenId};
+use latchkey::store::{
+    Invalid, NewSession, RotateOutcome, Rotation, SharedStore, StoreError, User,
+};
+use latchkey::tokens::{RefreshToken, TokenId, new_session_id};
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -31,6 +33,8 @@ macro_rules! conformance {
 
 conformance!(
     users_are_unique_by_name,
+    credential_changes_end_every_session_and_void_logins_in_flight,
+    replay_within_grace_after_the_successor_was_used_is_reuse,
     rotation_swaps_the_live_token,
     replay_within_grace_returns_the_first_sealed_successor,
     presentation_after_grace_revokes_the_family,
@@ -62,11 +66,30 @@ impl Fixture {
             Some(r) => r.url(),
             None => format!("sqlite://{}", dir.path().join("store.db").display()),
         };
+        let store = latchkey::store::open(&url).await.unwrap();
+        // Sessions belong to users that exist: creating one checks the user's state.
+        for id in ["u1", "u2"] {
+            store
+                .create_user(&user(id, &format!("user-{id}")))
+                .await
+                .unwrap();
+        }
         Fixture {
-            store: latchkey::store::open(&url).await.unwrap(),
+            store,
             _dir: dir,
             _redis: redis,
         }
+    }
+}
+
+fn user(id: &str, username: &str) -> User {
+    User {
+        id: id.into(),
+        username: username.into(),
+        password_hash: "$argon2id$x".into(),
+        disabled: false,
+        created_at: T0,
+        epoch: 0,
     }
 }
 
@@ -75,9 +98,21 @@ fn token(sid: Uuid) -> TokenId {
 }
 
 async fn new_session(store: &SharedStore, user_id: &str, now: i64) -> (Uuid, TokenId) {
-    let sid = Uuid::new_v4();
+    let epoch = store.user_by_id(user_id).await.unwrap().unwrap().epoch;
+    let (sid, first, created) = try_session(store, user_id, now, epoch).await;
+    assert!(created, "the session of {user_id} was not created");
+    (sid, first)
+}
+
+async fn try_session(
+    store: &SharedStore,
+    user_id: &str,
+    now: i64,
+    user_epoch: u64,
+) -> (Uuid, TokenId, bool) {
+    let sid = new_session_id(user_id).unwrap();
     let first = token(sid);
-    store
+    let created = store
         .create_session(&NewSession {
             id: sid,
             user_id: user_id.into(),
@@ -89,10 +124,11 @@ async fn new_session(store: &SharedStore, user_id: &str, now: i64) -> (Uuid, Tok
             ip: "127.0.0.1".into(),
             first_token: first,
             first_token_expires_at: now + IDLE,
+            user_epoch,
         })
         .await
         .unwrap();
-    (sid, first)
+    (sid, first, created)
 }
 
 fn rotation(sid: Uuid, presented: TokenId, now: i64) -> (Rotation, TokenId) {
@@ -125,13 +161,7 @@ async fn rotate(
 }
 
 async fn users_are_unique_by_name(store: &SharedStore) {
-    let user = User {
-        id: Uuid::new_v4().to_string(),
-        username: "alice".into(),
-        password_hash: "$argon2id$x".into(),
-        disabled: false,
-        created_at: T0,
-    };
+    let user = user(&Uuid::new_v4().to_string(), "alice");
     store.create_user(&user).await.unwrap();
     let twin = User {
         id: Uuid::new_v4().to_string(),
@@ -152,17 +182,82 @@ async fn users_are_unique_by_name(store: &SharedStore) {
     );
     assert_eq!(store.user_by_name("Alice").await.unwrap(), None);
 
+    // Each change of credentials or status bumps the epoch.
+    assert_eq!(
+        store.set_password(&user.id, "$argon2id$y").await.unwrap(),
+        Some(0)
+    );
+    assert_eq!(store.set_disabled(&user.id, true).await.unwrap(), Some(0));
     let changed = User {
         password_hash: "$argon2id$y".into(),
         disabled: true,
+        epoch: 2,
         ..user.clone()
     };
-    store.update_user(&changed).await.unwrap();
     assert_eq!(
         store.user_by_id(&user.id).await.unwrap(),
         Some(changed.clone())
     );
-    assert_eq!(store.list_users().await.unwrap(), vec![changed]);
+    let listed = store.list_users().await.unwrap();
+    assert!(listed.contains(&changed), "{listed:?}");
+    assert_eq!(store.set_password("nobody", "$x").await.unwrap(), None);
+    assert_eq!(store.set_disabled("nobody", true).await.unwrap(), None);
+}
+
+async fn credential_changes_end_every_session_and_void_logins_in_flight(store: &SharedStore) {
+    let (a, ta) = new_session(store, "u1", T0).await;
+    let (b, _) = new_session(store, "u1", T0).await;
+    let (other, to) = new_session(store, "u2", T0).await;
+
+    // A password change ends both sessions in the same step that bumps the epoch…
+    assert_eq!(
+        store.set_password("u1", "$argon2id$new").await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(store.session(a, T0).await.unwrap(), None);
+    assert_eq!(store.session(b, T0).await.unwrap(), None);
+    assert!(matches!(
+        rotate(store, a, ta, T0 + 1).await.0,
+        RotateOutcome::Invalid(_)
+    ));
+    // …and a login that checked the old password cannot create its session afterwards.
+    let (_, _, created) = try_session(store, "u1", T0 + 1, 0).await;
+    assert!(!created, "a login in flight survived the password change");
+    let (_, _, created) = try_session(store, "u1", T0 + 1, 1).await;
+    assert!(created, "a login with the new password");
+
+    // Disabled: no session at any epoch.
+    assert_eq!(store.set_disabled("u1", true).await.unwrap(), Some(1));
+    for epoch in 0..4 {
+        let (_, _, created) = try_session(store, "u1", T0 + 2, epoch).await;
+        assert!(!created, "a session of a disabled user at epoch {epoch}");
+    }
+    assert!(store.sessions_of("u1", T0 + 2).await.unwrap().is_empty());
+    // Other users are untouched.
+    assert!(store.session(other, T0 + 2).await.unwrap().is_some());
+    assert!(matches!(
+        rotate(store, other, to, T0 + 2).await.0,
+        RotateOutcome::Rotated(_)
+    ));
+}
+
+async fn replay_within_grace_after_the_successor_was_used_is_reuse(store: &SharedStore) {
+    let (sid, t1) = new_session(store, "u1", T0).await;
+    let (_, t2) = rotate(store, sid, t1, T0).await;
+    let (outcome, _) = rotate(store, sid, t2, T0 + 1).await;
+    assert!(matches!(outcome, RotateOutcome::Rotated(_)), "{outcome:?}");
+
+    // Still within t1's grace window, but the chain has moved on past t1's successor: this is
+    // a spent token replayed, not a race.
+    let (outcome, _) = rotate(store, sid, t1, T0 + 2).await;
+
+    assert_eq!(
+        outcome,
+        RotateOutcome::Reused {
+            user_id: "u1".into()
+        }
+    );
+    assert_eq!(store.session(sid, T0 + 2).await.unwrap(), None);
 }
 
 async fn rotation_swaps_the_live_token(store: &SharedStore) {
@@ -183,7 +278,11 @@ async fn rotation_swaps_the_live_token(store: &SharedStore) {
     assert_eq!(session.last_used_at, T0 + 2000);
 
     let (outcome, _) = rotate(store, sid, token(sid), T0 + 3000).await;
-    assert_eq!(outcome, RotateOutcome::Invalid, "a token never issued");
+    assert_eq!(
+        outcome,
+        RotateOutcome::Invalid(Invalid::Unknown),
+        "a token never issued"
+    );
 }
 
 async fn replay_within_grace_returns_the_first_sealed_successor(store: &SharedStore) {
@@ -221,7 +320,7 @@ async fn presentation_after_grace_revokes_the_family(store: &SharedStore) {
     );
     assert_eq!(store.session(sid, T0 + GRACE).await.unwrap(), None);
     let (outcome, _) = rotate(store, sid, t2, T0 + GRACE + 1).await;
-    assert_eq!(outcome, RotateOutcome::Invalid);
+    assert_eq!(outcome, RotateOutcome::Invalid(Invalid::Unknown));
     assert!(
         store
             .sessions_of("u1", T0 + GRACE)
@@ -292,7 +391,7 @@ async fn idle_and_absolute_expiry_are_checked_on_read(store: &SharedStore) {
     // Idle: unused for IDLE.
     let (sid, t1) = new_session(store, "u1", T0).await;
     let (outcome, _) = rotate(store, sid, t1, T0 + IDLE).await;
-    assert_eq!(outcome, RotateOutcome::Invalid);
+    assert_eq!(outcome, RotateOutcome::Invalid(Invalid::ExpiredIdle));
 
     // Absolute: used often, but the family ends at T0 + FAMILY.
     let (sid, mut t) = new_session(store, "u1", T0).await;
@@ -310,7 +409,7 @@ async fn idle_and_absolute_expiry_are_checked_on_read(store: &SharedStore) {
         t = next;
     }
     let (outcome, _) = rotate(store, sid, t, T0 + FAMILY).await;
-    assert_eq!(outcome, RotateOutcome::Invalid);
+    assert_eq!(outcome, RotateOutcome::Invalid(Invalid::ExpiredAbsolute));
     assert_eq!(store.session(sid, T0 + FAMILY).await.unwrap(), None);
     assert!(store.session(sid, T0 + FAMILY - 1).await.unwrap().is_some());
 
@@ -356,7 +455,10 @@ async fn revocation_by_session_and_by_user(store: &SharedStore) {
 
     assert!(store.revoke_session(a).await.unwrap());
     assert!(!store.revoke_session(a).await.unwrap());
-    assert_eq!(rotate(store, a, ta, T0).await.0, RotateOutcome::Invalid);
+    assert_eq!(
+        rotate(store, a, ta, T0).await.0,
+        RotateOutcome::Invalid(Invalid::Unknown)
+    );
 
     assert_eq!(store.revoke_user_sessions("u1").await.unwrap(), 1);
     assert!(store.sessions_of("u1", T0).await.unwrap().is_empty());
@@ -379,7 +481,8 @@ async fn sessions_are_listed_per_user(store: &SharedStore) {
         .iter()
         .map(|s| s.id)
         .collect();
-    assert_eq!(listed, vec![a, b]);
+    // Newest first.
+    assert_eq!(listed, vec![b, a]);
     let theirs = store.sessions_of("u2", T0 + 2).await.unwrap();
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0].id, c);

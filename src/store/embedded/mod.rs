@@ -15,6 +15,7 @@ mod writer;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -26,6 +27,10 @@ use super::{
 use crate::clock::UnixMs;
 use crate::tokens::TokenId;
 use writer::WriteJob;
+
+/// How long a caller waits for a read or a write before answering 503. A write whose turn comes
+/// later is skipped (see `writer::job`).
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct EmbeddedStore {
     /// The read connection. A std `Mutex` is right: it is only held on the blocking pool,
@@ -73,13 +78,19 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let deadline = Instant::now() + CALL_TIMEOUT;
         let (answer, answered) = tokio::sync::oneshot::channel();
-        self.writer
-            .send(writer::job(f, answer))
+        let queued = tokio::time::timeout_at(
+            deadline.into(),
+            self.writer.send(writer::job(f, answer, deadline)),
+        );
+        queued
             .await
+            .map_err(|_| StoreError::Unavailable("the write queue stayed full".into()))?
             .map_err(|_| StoreError::Unavailable("the writer thread is gone".into()))?;
-        answered
+        tokio::time::timeout_at(deadline.into(), answered)
             .await
+            .map_err(|_| StoreError::Unavailable("the write did not finish in time".into()))?
             .map_err(|_| StoreError::Unavailable("the writer thread is gone".into()))?
     }
 
@@ -90,12 +101,14 @@ impl EmbeddedStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = Arc::clone(&self.reader);
-        tokio::task::spawn_blocking(move || {
+        let read = tokio::task::spawn_blocking(move || {
             let guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
             f(&guard)
-        })
-        .await
-        .map_err(StoreError::unavailable)?
+        });
+        tokio::time::timeout(CALL_TIMEOUT, read)
+            .await
+            .map_err(|_| StoreError::Unavailable("the read did not finish in time".into()))?
+            .map_err(StoreError::unavailable)?
     }
 }
 
@@ -124,12 +137,23 @@ impl Store for EmbeddedStore {
         self.read(sql::list_users).await
     }
 
-    async fn update_user(&self, user: &User) -> Result<(), StoreError> {
-        let user = user.clone();
-        self.write(move |c| sql::update_user(c, &user)).await
+    async fn set_password(&self, user_id: &str, hash: &str) -> Result<Option<usize>, StoreError> {
+        let (user_id, hash) = (user_id.to_owned(), hash.to_owned());
+        self.write(move |c| sql::change_user(c, &user_id, "password_hash", &hash))
+            .await
     }
 
-    async fn create_session(&self, session: &NewSession) -> Result<(), StoreError> {
+    async fn set_disabled(
+        &self,
+        user_id: &str,
+        disabled: bool,
+    ) -> Result<Option<usize>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.write(move |c| sql::change_user(c, &user_id, "disabled", &disabled))
+            .await
+    }
+
+    async fn create_session(&self, session: &NewSession) -> Result<bool, StoreError> {
         let session = session.clone();
         self.write(move |c| sql::create_session(c, &session)).await
     }

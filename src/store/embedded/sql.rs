@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use crate::clock::UnixMs;
 use crate::store::{
-    Entitlement, KeyPublication, NewSession, RotateOutcome, Rotation, Session, StoreError, User,
+    Entitlement, Invalid, KeyPublication, NewSession, RotateOutcome, Rotation, Session, StoreError,
+    User,
 };
 use crate::tokens::TokenId;
 
@@ -20,7 +21,8 @@ CREATE TABLE IF NOT EXISTS users (
     username      TEXT NOT NULL UNIQUE,
     password_hash TEXT NOT NULL,
     disabled      INTEGER NOT NULL DEFAULT 0,
-    created_at    INTEGER NOT NULL
+    created_at    INTEGER NOT NULL,
+    epoch         INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE TABLE IF NOT EXISTS sessions (
     id           BLOB PRIMARY KEY,
@@ -31,7 +33,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     last_used_at INTEGER NOT NULL,
     expires_at   INTEGER NOT NULL,
     user_agent   TEXT NOT NULL,
-    ip           TEXT NOT NULL
+    ip           TEXT NOT NULL,
+    epoch        INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id);
 CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
@@ -44,7 +47,8 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     used_at              INTEGER,
     successor_expires_at INTEGER,
     sealed_successor     BLOB,
-    sealed_until         INTEGER
+    sealed_until         INTEGER,
+    successor_id         BLOB
 ) STRICT;
 CREATE INDEX IF NOT EXISTS tokens_by_session ON refresh_tokens (session_id);
 CREATE INDEX IF NOT EXISTS tokens_by_expiry ON refresh_tokens (expires_at);
@@ -61,6 +65,35 @@ CREATE TABLE IF NOT EXISTS meta (
 ) STRICT;
 ";
 
+/// Columns added since the first schema: added in place to files created before them.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("users", "epoch", "INTEGER NOT NULL DEFAULT 0"),
+    ("sessions", "epoch", "INTEGER NOT NULL DEFAULT 0"),
+    ("refresh_tokens", "successor_id", "BLOB"),
+];
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    for (table, column, declaration) in ADDED_COLUMNS {
+        let present: bool = conn.query_row(
+            &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+            [column],
+            |row| row.get(0),
+        )?;
+        if !present {
+            match conn.execute(
+                &format!("ALTER TABLE {table} ADD COLUMN {column} {declaration}"),
+                [],
+            ) {
+                Ok(_) => {}
+                // Another process (the CLI beside `serve`) added it first.
+                Err(e) if e.to_string().contains("duplicate column") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(StoreError::unavailable)?;
@@ -71,6 +104,7 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.execute_batch(SCHEMA)?;
+    migrate(&conn)?;
     Ok(conn)
 }
 
@@ -81,10 +115,11 @@ fn user_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         password_hash: row.get(2)?,
         disabled: row.get(3)?,
         created_at: row.get(4)?,
+        epoch: row.get(5)?,
     })
 }
 
-const USER_COLUMNS: &str = "id, username, password_hash, disabled, created_at";
+const USER_COLUMNS: &str = "id, username, password_hash, disabled, created_at, epoch";
 const SESSION_COLUMNS: &str =
     "id, user_id, client_id, scope, created_at, last_used_at, expires_at, user_agent, ip";
 
@@ -106,10 +141,17 @@ fn session_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
     })
 }
 
-/// `expires_at, used_at, successor_expires_at, sealed_successor` of one refresh token.
-type TokenRow = (i64, Option<i64>, Option<i64>, Option<Vec<u8>>);
+/// `expires_at, used_at, successor_expires_at, sealed_successor, successor_id` of one token.
+type TokenRow = (
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+);
 
-/// The check-and-rotate, inside the writer's transaction.
+/// The check-and-rotate, inside the writer's transaction. The same rules as the Redis script
+/// (`store/lua/rotate.lua`), which the conformance suite holds both to.
 pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, StoreError> {
     let sid = r.session_id.as_bytes().as_slice();
     let now = r.now;
@@ -119,29 +161,57 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
          WHERE sealed_until IS NOT NULL AND sealed_until <= ?1",
         [now],
     )?;
-    let family: Option<(String, String, String, i64)> = tx
+    let family: Option<(String, String, String, i64, i64)> = tx
         .query_row(
-            "SELECT user_id, client_id, scope, expires_at FROM sessions WHERE id = ?1",
+            "SELECT user_id, client_id, scope, expires_at, epoch FROM sessions WHERE id = ?1",
             [sid],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            },
         )
         .optional()?;
-    let Some((user_id, client_id, scope, family_expires)) = family else {
-        return Ok(RotateOutcome::Invalid);
+    let Some((user_id, client_id, scope, family_expires, family_epoch)) = family else {
+        return Ok(RotateOutcome::Invalid(Invalid::Unknown));
     };
     if now >= family_expires {
-        return Ok(RotateOutcome::Invalid);
+        return Ok(RotateOutcome::Invalid(Invalid::ExpiredAbsolute));
+    }
+    // The user's credentials changed, or the account was disabled or deleted, since this login.
+    let user: Option<(bool, i64)> = tx
+        .query_row(
+            "SELECT disabled, epoch FROM users WHERE id = ?1",
+            [&user_id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    if user.is_none_or(|(disabled, epoch)| disabled || epoch != family_epoch) {
+        tx.execute("DELETE FROM sessions WHERE id = ?1", [sid])?;
+        return Ok(RotateOutcome::Invalid(Invalid::UserChanged));
     }
     let token: Option<TokenRow> = tx
         .query_row(
-            "SELECT expires_at, used_at, successor_expires_at, sealed_successor
+            "SELECT expires_at, used_at, successor_expires_at, sealed_successor, successor_id
              FROM refresh_tokens WHERE id = ?1 AND session_id = ?2",
             params![r.presented.0.as_slice(), sid],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            },
         )
         .optional()?;
-    let Some((expires_at, used_at, successor_expires, sealed)) = token else {
-        return Ok(RotateOutcome::Invalid);
+    let Some((expires_at, used_at, successor_expires, sealed, successor_id)) = token else {
+        return Ok(RotateOutcome::Invalid(Invalid::Unknown));
     };
     let entitlement = |successor_expires_at| Entitlement {
         user_id: user_id.clone(),
@@ -150,7 +220,7 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
         successor_expires_at,
     };
     match used_at {
-        None if now >= expires_at => Ok(RotateOutcome::Invalid),
+        None if now >= expires_at => Ok(RotateOutcome::Invalid(Invalid::ExpiredIdle)),
         None => {
             let next_expires = (now + r.idle_ttl_ms).min(family_expires);
             let (sealed, sealed_until) = if r.grace_ms > 0 {
@@ -160,12 +230,13 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
             };
             tx.execute(
                 "UPDATE refresh_tokens SET used_at = ?1, successor_expires_at = ?2,
-                 sealed_successor = ?3, sealed_until = ?4 WHERE id = ?5",
+                 sealed_successor = ?3, sealed_until = ?4, successor_id = ?5 WHERE id = ?6",
                 params![
                     now,
                     next_expires,
                     sealed,
                     sealed_until,
+                    r.successor.0.as_slice(),
                     r.presented.0.as_slice()
                 ],
             )?;
@@ -184,9 +255,26 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
             Ok(RotateOutcome::Rotated(entitlement(next_expires)))
         }
         Some(used) => {
-            if let (true, Some(sealed), Some(successor_expires)) =
-                (now < used + r.grace_ms, sealed, successor_expires)
-            {
+            // Within the grace window, the same successor again, while that successor is still
+            // the live token: racing presentations keep one chain. A successor already consumed
+            // means the chain moved on, and this is a replay of a spent token.
+            let successor_live = match &successor_id {
+                Some(id) => tx
+                    .query_row(
+                        "SELECT used_at IS NULL FROM refresh_tokens WHERE id = ?1",
+                        [id.as_slice()],
+                        |row| row.get::<_, bool>(0),
+                    )
+                    .optional()?
+                    .unwrap_or(false),
+                None => false,
+            };
+            if let (true, true, Some(sealed), Some(successor_expires)) = (
+                now < used + r.grace_ms,
+                successor_live,
+                sealed,
+                successor_expires,
+            ) {
                 return Ok(RotateOutcome::Replayed {
                     entitlement: entitlement(successor_expires),
                     sealed_successor: sealed,
@@ -205,14 +293,15 @@ pub(super) fn ping(c: &Connection) -> Result<(), StoreError> {
 
 pub(super) fn create_user(c: &Connection, user: &User) -> Result<(), StoreError> {
     let inserted = c.execute(
-        "INSERT INTO users (id, username, password_hash, disabled, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+        "INSERT INTO users (id, username, password_hash, disabled, created_at, epoch)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
         params![
             user.id,
             user.username,
             user.password_hash,
             user.disabled,
-            user.created_at
+            user.created_at,
+            user.epoch
         ],
     )?;
     if inserted == 0 {
@@ -247,18 +336,31 @@ pub(super) fn list_users(c: &Connection) -> Result<Vec<User>, StoreError> {
     Ok(users)
 }
 
-pub(super) fn update_user(c: &Connection, user: &User) -> Result<(), StoreError> {
-    c.execute(
-        "UPDATE users SET password_hash = ?1, disabled = ?2 WHERE id = ?3",
-        params![user.password_hash, user.disabled, user.id],
+/// Changes a user's record, bumps its epoch and ends every session, in the writer's
+/// transaction (so atomically with respect to logins and rotations). `None`: no such user.
+pub(super) fn change_user(
+    c: &Connection,
+    user_id: &str,
+    set: &str,
+    value: &dyn rusqlite::ToSql,
+) -> Result<Option<usize>, StoreError> {
+    let changed = c.execute(
+        &format!("UPDATE users SET {set} = ?1, epoch = epoch + 1 WHERE id = ?2"),
+        params![value, user_id],
     )?;
-    Ok(())
+    if changed == 0 {
+        return Ok(None);
+    }
+    Ok(Some(revoke_user_sessions(c, user_id)?))
 }
 
-pub(super) fn create_session(tx: &Connection, s: &NewSession) -> Result<(), StoreError> {
-    tx.execute(
+pub(super) fn create_session(tx: &Connection, s: &NewSession) -> Result<bool, StoreError> {
+    // Only while the user is enabled and at the epoch the login saw.
+    let inserted = tx.execute(
         "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at,
-         expires_at, user_agent, ip) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8)",
+         expires_at, user_agent, ip, epoch)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9
+         WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled = 0 AND epoch = ?9)",
         params![
             s.id.as_bytes().as_slice(),
             s.user_id,
@@ -267,9 +369,13 @@ pub(super) fn create_session(tx: &Connection, s: &NewSession) -> Result<(), Stor
             s.created_at,
             s.expires_at,
             s.user_agent,
-            s.ip
+            s.ip,
+            s.user_epoch
         ],
     )?;
+    if inserted == 0 {
+        return Ok(false);
+    }
     tx.execute(
         "INSERT INTO refresh_tokens (id, session_id, expires_at) VALUES (?1, ?2, ?3)",
         params![
@@ -278,7 +384,7 @@ pub(super) fn create_session(tx: &Connection, s: &NewSession) -> Result<(), Stor
             s.first_token_expires_at
         ],
     )?;
-    Ok(())
+    Ok(true)
 }
 
 pub(super) fn session(
@@ -301,7 +407,7 @@ pub(super) fn sessions_of(
 ) -> Result<Vec<Session>, StoreError> {
     let mut stmt = c.prepare(&format!(
         "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?1 AND expires_at > ?2
-         ORDER BY created_at"
+         ORDER BY created_at DESC"
     ))?;
     let sessions = stmt
         .query_map(params![user_id, now], session_from)?

@@ -21,9 +21,12 @@ pub(super) type Finish = Box<dyn FnOnce(bool) + Send>;
 
 /// Wraps a write so it can run in the writer's transaction: the job runs `f` (or reports that the
 /// batch could not begin), and its finish answers the caller once the commit's fate is known.
+/// A job whose turn comes after `deadline` does nothing: its caller has answered 503 already, and
+/// a 503 must mean that nothing happened.
 pub(super) fn job<T, F>(
     f: F,
     answer: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+    deadline: std::time::Instant,
 ) -> WriteJob
 where
     T: Send + 'static,
@@ -31,6 +34,9 @@ where
 {
     Box::new(move |conn| {
         let result = match conn {
+            _ if std::time::Instant::now() > deadline => Err(StoreError::Unavailable(
+                "the write's caller gave up before its turn; nothing was changed".into(),
+            )),
             Some(conn) => f(conn),
             None => Err(StoreError::Unavailable(
                 "cannot begin a write transaction".into(),

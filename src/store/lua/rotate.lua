@@ -1,48 +1,85 @@
 -- The atomic check-and-rotate of one refresh token (docs/tokens.md, rotation and reuse).
--- Every key shares the family's hash tag, so this runs unchanged on Redis Cluster.
--- KEYS: 1 family hash, 2 presented token, 3 successor token, 4 presented token's sealed
---       successor, 5 the family's token index (zset of token ids by expiry)
--- ARGV: 1 now (ms), 2 grace (ms), 3 idle ttl (ms), 4 successor id (hex),
---       5 sealed successor, 6 user agent, 7 ip, 8 the family's key prefix
+-- Every key shares the user's hash tag, so this runs unchanged on Redis Cluster.
+-- KEYS: 1 family hash, 2 the family's sealed successor (lives for the grace window only)
+-- ARGV: 1 now (ms), 2 grace (ms), 3 idle ttl (ms), 4 presented token id, 5 successor token id,
+--       6 sealed successor, 7 user agent, 8 ip, 9 session id, 10 deadline (ms, server clock),
+--       11 history length kept, 12 the slot's key prefix (lk:{T}:)
+-- The user's record and session index (prefix..'u:'..uid, prefix..'s:'..uid) are found through
+-- the family's uid; they share the family's hash slot by construction of the session id.
+-- Replies: {'late'} | {'invalid', why} | {'rotated', uid, cid, scope, next_exp} |
+--          {'replayed', uid, cid, scope, next_exp, sealed} | {'reused', uid}
+
+-- A caller that gave up (it answered 503) must find that nothing happened.
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[10]) then
+  return {'late'}
+end
+
 local now = tonumber(ARGV[1])
 local grace = tonumber(ARGV[2])
 local idle = tonumber(ARGV[3])
+local presented = ARGV[4]
 
-local fam = redis.call('HMGET', KEYS[1], 'uid', 'cid', 'scope', 'exp')
-if not fam[1] then return {'invalid'} end
-local family_exp = tonumber(fam[4])
-if now >= family_exp then return {'invalid'} end
+local f = redis.call('HMGET', KEYS[1], 'uid', 'cid', 'scope', 'exp', 'epoch', 'live', 'live_exp',
+  'prev', 'prev_at', 'prev_next', 'hist')
+if not f[1] then return {'invalid', 'unknown'} end
+local family_exp = tonumber(f[4])
+if now >= family_exp then return {'invalid', 'expired_absolute'} end
 
-local tok = redis.call('HMGET', KEYS[2], 'state', 'exp', 'used', 'next_exp')
-if not tok[1] then return {'invalid'} end
+local user_key = ARGV[12] .. 'u:' .. f[1]
+local index_key = ARGV[12] .. 's:' .. f[1]
+local function revoke()
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('ZREM', index_key, ARGV[9])
+end
 
-if tok[1] == 'live' then
-  if now >= tonumber(tok[2]) then return {'invalid'} end
+-- The user's credentials changed, or the account was disabled or deleted, since this login.
+local u = redis.call('HMGET', user_key, 'disabled', 'epoch')
+if not u[2] or u[1] == '1' or u[2] ~= f[5] then
+  revoke()
+  return {'invalid', 'user_changed'}
+end
+
+if f[6] == presented then
+  if now >= tonumber(f[7]) then return {'invalid', 'expired_idle'} end
   local next_exp = math.min(now + idle, family_exp)
-  -- The consumed record keeps its own expiry: presenting it is reuse for as long as it
-  -- could otherwise have been valid.
-  redis.call('HSET', KEYS[2], 'state', 'used', 'used', ARGV[1], 'next_exp', tostring(next_exp))
+  -- The consumed token joins the history (a fingerprint: its id's first 8 bytes), so presenting
+  -- it again later is recognised as reuse.
+  local hist = (f[11] or '') .. string.sub(presented, 1, 8)
+  local keep = tonumber(ARGV[11]) * 8
+  if #hist > keep then hist = string.sub(hist, #hist - keep + 1) end
+  redis.call('HSET', KEYS[1], 'live', ARGV[5], 'live_exp', next_exp, 'prev', presented,
+    'prev_at', ARGV[1], 'prev_next', next_exp, 'hist', hist, 'last', ARGV[1],
+    'ua', ARGV[7], 'ip', ARGV[8])
   if grace > 0 then
-    redis.call('SET', KEYS[4], ARGV[5], 'PX', grace)
+    redis.call('SET', KEYS[2], ARGV[6], 'PX', grace)
+  else
+    redis.call('DEL', KEYS[2])
   end
-  redis.call('HSET', KEYS[3], 'state', 'live', 'exp', tostring(next_exp))
-  redis.call('PEXPIRE', KEYS[3], next_exp - now)
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[1])
-  redis.call('ZADD', KEYS[5], next_exp, ARGV[4])
-  redis.call('HSET', KEYS[1], 'last', ARGV[1], 'ua', ARGV[6], 'ip', ARGV[7])
-  return {'rotated', fam[1], fam[2], fam[3], tostring(next_exp)}
+  return {'rotated', f[1], f[2], f[3], tostring(next_exp)}
 end
 
-if now < tonumber(tok[3]) + grace then
-  local sealed = redis.call('GET', KEYS[4])
-  if sealed then
-    return {'replayed', fam[1], fam[2], fam[3], tok[4], sealed}
+if f[8] == presented then
+  -- Within the grace window the same successor again, so racing tabs keep one chain; the seal
+  -- is gone once the window has passed.
+  if now < tonumber(f[9]) + grace then
+    local sealed = redis.call('GET', KEYS[2])
+    if sealed then
+      return {'replayed', f[1], f[2], f[3], f[10], sealed}
+    end
   end
+  revoke()
+  return {'reused', f[1]}
 end
 
--- Reuse after the grace window: revoke every token of the family at once.
-for _, id in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
-  redis.call('DEL', ARGV[8] .. 't:' .. id, ARGV[8] .. 'x:' .. id)
+-- An older consumed token: its successor has been consumed too, so this is a replay of a spent
+-- token, not a race. Reuse.
+local fp = string.sub(presented, 1, 8)
+local hist = f[11] or ''
+for i = 1, #hist, 8 do
+  if string.sub(hist, i, i + 7) == fp then
+    revoke()
+    return {'reused', f[1]}
+  end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5])
-return {'reused', fam[1]}
+return {'invalid', 'unknown'}

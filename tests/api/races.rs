@@ -1,0 +1,188 @@
+//! Races an adversary (or bad luck) can arrange: logins in flight while an operator disables the
+//! account or changes its password, and a store that stalls longer than the grace window while
+//! clients refresh.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, PASSWORD, TestApp, spawn_app_with, text};
+
+on_every_backend!(
+    no_login_racing_users_disable_keeps_a_session,
+    no_login_racing_users_passwd_keeps_a_session,
+);
+
+/// Login loops (bounded in count and time) that collect every token pair they were given, until
+/// `stop` is set.
+fn login_loops(app: &TestApp, stop: &Arc<AtomicBool>) -> tokio::task::JoinSet<Vec<Value>> {
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (client, url, stop) = (app.client.clone(), app.url("/auth/login"), stop.clone());
+        loops.spawn(async move {
+            let mut issued = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            for _ in 0..5_000 {
+                if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                let response = client
+                    .post(&url)
+                    .json(&json!({"username": "victim", "password": PASSWORD}))
+                    .send()
+                    .await
+                    .unwrap();
+                if response.status() == StatusCode::OK {
+                    issued.push(response.json::<Value>().await.unwrap());
+                }
+            }
+            issued
+        });
+    }
+    loops
+}
+
+/// Runs `latchkey users ARGS victim` against the app's config while logins race it, then checks
+/// that no token pair issued at any time refreshes, and no access token passes userinfo.
+async fn race_a_credential_change(backend: Backend, command: &str, stdin: &str) {
+    let app = spawn_app_with(backend, |c| {
+        c.text.push_str(
+            "\n[limits]\nlogin_attempts_per_ip = 1000000\nfailed_logins_per_user = 1000000\n",
+        );
+    })
+    .await;
+    app.add_user("victim", PASSWORD).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let loops = login_loops(&app, &stop);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let config = app.config_path.clone();
+    let stdin = stdin.to_owned();
+    let subcommand = command.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .args(["users", &subcommand, "victim", "-c"])
+            .arg(&config)
+            .env("LATCHKEY_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Logins keep racing a little after the command returned, then stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let issued: Vec<Value> = loops.join_all().await.into_iter().flatten().collect();
+    assert!(
+        issued.len() > 5,
+        "the race did not get going ({} logins)",
+        issued.len()
+    );
+
+    let mut survivors = 0;
+    for tokens in &issued {
+        if app.refresh(&text(tokens, "refresh_token")).await.status() != StatusCode::UNAUTHORIZED {
+            survivors += 1;
+        }
+        assert_eq!(
+            app.userinfo(&text(tokens, "access_token")).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        survivors,
+        0,
+        "{survivors} of {} sessions survived `users {command}`",
+        issued.len()
+    );
+}
+
+async fn no_login_racing_users_disable_keeps_a_session(backend: Backend) {
+    race_a_credential_change(backend, "disable", "").await;
+}
+
+async fn no_login_racing_users_passwd_keeps_a_session(backend: Backend) {
+    race_a_credential_change(backend, "passwd", "a brand new password\n").await;
+}
+
+/// Refreshes in a loop: a 503 is retried with the same token (as a client must), a 200 moves to
+/// the new token, anything else (a 401: the session was lost) fails the test. Returns the last
+/// token.
+async fn refresh_through_outages(app: &TestApp, token: String, until: Instant) -> String {
+    let mut token = token;
+    for _ in 0..2_000 {
+        if Instant::now() > until {
+            break;
+        }
+        let response = app
+            .client
+            .post(app.url("/auth/refresh"))
+            .json(&json!({"refresh_token": token}))
+            .send()
+            .await
+            .unwrap();
+        match response.status() {
+            StatusCode::OK => {
+                token = text(&response.json::<Value>().await.unwrap(), "refresh_token");
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => {
+                let body = response.text().await.unwrap_or_default();
+                panic!("refresh answered {other}: {body}");
+            }
+        }
+    }
+    token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_stall_longer_than_the_grace_window_revokes_no_session() {
+    let app = spawn_app_with(Backend::Redis, |c| c.set("tokens", "reuse_grace = \"1s\"")).await;
+    app.add_user("alice", PASSWORD).await;
+    let mut tokens = Vec::new();
+    for _ in 0..4 {
+        tokens.push(text(&app.login_ok("alice").await, "refresh_token"));
+    }
+    let app = Arc::new(app);
+    let until = Instant::now() + Duration::from_secs(7);
+    let mut loops = tokio::task::JoinSet::new();
+    for token in tokens {
+        let app = app.clone();
+        loops.spawn(async move { refresh_through_outages(&app, token, until).await });
+    }
+
+    // Redis answers nothing for 3.5 s: every refresh in flight times out (503) and is retried;
+    // the stalled commands run when it resumes, long after their callers gave up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let redis = app.redis.as_ref().unwrap();
+    redis.signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    redis.signal("-CONT");
+
+    for token in loops.join_all().await {
+        // Every session is alive: its last token refreshes.
+        assert_eq!(app.refresh(&token).await.status(), StatusCode::OK);
+    }
+}
