@@ -1,26 +1,31 @@
-//! Login throttling: attempts per client IP and failed attempts per username, counted in fixed
-//! windows on the injected clock. Checked before any password hashing, so a flood costs no
-//! argon2 work. The counters are per instance: behind a load balancer of N instances an
-//! attacker gets at most N times the configured rate.
+//! Login throttling, checked before any password hashing so a flood costs no argon2 work. The
+//! policy follows OWASP's guidance on brute force (documented in `docs/http-api.md`):
 //!
-//! The settings are passed in on every call, from the snapshot in force, so a reload of
-//! `[limits]` applies to the next attempt.
+//! - **per client IP** (IPv6 counted per /64): at most `login_attempts_per_ip` attempts per
+//!   `window`, whatever the usernames;
+//! - **per (username, IP)**: at most `failed_logins_per_user_ip` failures per `window`, the tight
+//!   limit on one attacker guessing one account;
+//! - **per username**: from `failed_logins_per_user` failures on, each failure locks the username
+//!   for twice as long as the last (`window`, 2×, 4×, … up to `max_lockout`). The lock does not
+//!   block an IP the user has a live session from ([`UserLock::Locked`] is resolved by the
+//!   caller), so an attacker cannot lock the owner out of the devices they use.
+//!
+//! Memory is bounded without letting an attacker choose what is dropped: checking never creates
+//! an entry (only a recorded failure does, and recording one passes the per-IP limit first), and a
+//! full table drops expired entries first, then those with the fewest failures — never a lock an
+//! attacker did not earn with as many failures of their own.
+//!
+//! The counters are per instance; the settings come from the snapshot in force on every call.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 
 use crate::clock::{UnixMs, duration_ms};
 use crate::config::LimitSettings;
 
-/// Counters kept at most; past this, expired windows are dropped, and if none has expired the
-/// oldest are, so memory stays bounded whatever the traffic.
+/// Entries kept per table at most.
 const MAX_TRACKED: usize = 100_000;
-
-#[derive(Debug, Default)]
-pub struct LoginLimiter {
-    per_ip: Mutex<Windows>,
-    failures_per_user: Mutex<Windows>,
-}
 
 /// Refused: retry after this many seconds.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,28 +33,139 @@ pub struct Throttled {
     pub retry_after_secs: u64,
 }
 
-#[derive(Debug, Default)]
-struct Windows(HashMap<String, (UnixMs, u32)>);
+/// The username's state when an attempt passes the per-IP and per-pair limits.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UserLock {
+    Open,
+    /// Locked until then: refuse unless the attempt comes from an IP the user is known at.
+    Locked {
+        retry_after_secs: u64,
+    },
+}
 
-impl Windows {
-    /// The count in the key's current window, after adding `add`.
-    fn bump(&mut self, key: &str, now: UnixMs, window_ms: i64, add: u32) -> (u32, UnixMs) {
-        if self.0.len() >= MAX_TRACKED && !self.0.contains_key(key) {
-            self.0.retain(|_, (start, _)| now - *start < window_ms);
-            if self.0.len() >= MAX_TRACKED {
-                let mut starts: Vec<UnixMs> = self.0.values().map(|(s, _)| *s).collect();
-                starts.sort_unstable();
-                let cutoff = starts[starts.len() / 2];
-                self.0.retain(|_, (start, _)| *start > cutoff);
-            }
-        }
-        let entry = self.0.entry(key.to_owned()).or_insert((now, 0));
-        if now - entry.0 >= window_ms {
-            *entry = (now, 0);
-        }
-        entry.1 = entry.1.saturating_add(add);
-        (entry.1, entry.0 + window_ms)
+#[derive(Debug, Default)]
+pub struct LoginLimiter {
+    attempts_per_ip: Mutex<Table<Window>>,
+    failures_per_pair: Mutex<Table<Window>>,
+    failures_per_user: Mutex<Table<Backoff>>,
+}
+
+/// A fixed-window counter.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    start: UnixMs,
+    count: u32,
+}
+
+/// Failures of one username, and the lock they earned.
+#[derive(Clone, Copy, Debug)]
+struct Backoff {
+    failures: u32,
+    last_failure: UnixMs,
+    locked_until: UnixMs,
+}
+
+trait Entry {
+    /// Past this instant the entry holds nothing worth keeping.
+    fn expires(&self, settings: &LimitSettings) -> UnixMs;
+    /// What a full table keeps longest.
+    fn weight(&self) -> u32;
+}
+
+impl Entry for Window {
+    fn expires(&self, settings: &LimitSettings) -> UnixMs {
+        self.start + duration_ms(settings.window)
     }
+
+    fn weight(&self) -> u32 {
+        self.count
+    }
+}
+
+impl Entry for Backoff {
+    fn expires(&self, settings: &LimitSettings) -> UnixMs {
+        // Failures are forgotten once a whole max_lockout passed without one.
+        self.locked_until
+            .max(self.last_failure + duration_ms(settings.max_lockout))
+    }
+
+    fn weight(&self) -> u32 {
+        self.failures
+    }
+}
+
+#[derive(Debug)]
+struct Table<E>(HashMap<String, E>);
+
+impl<E> Default for Table<E> {
+    fn default() -> Self {
+        Table(HashMap::new())
+    }
+}
+
+impl<E: Entry + Copy> Table<E> {
+    fn get(&self, key: &str, settings: &LimitSettings, now: UnixMs) -> Option<E> {
+        self.0
+            .get(key)
+            .copied()
+            .filter(|e| now < e.expires(settings))
+    }
+
+    /// Makes room for one more entry: expired ones first, then the lightest tenth.
+    fn make_room(&mut self, settings: &LimitSettings, now: UnixMs) {
+        if self.0.len() < MAX_TRACKED {
+            return;
+        }
+        self.0.retain(|_, e| now < e.expires(settings));
+        if self.0.len() >= MAX_TRACKED {
+            let mut weights: Vec<u32> = self.0.values().map(Entry::weight).collect();
+            let tenth = weights.len() / 10;
+            let (_, cutoff, _) = weights.select_nth_unstable(tenth);
+            let cutoff = *cutoff;
+            let mut excess = self.0.len() + 1 - MAX_TRACKED + tenth;
+            self.0.retain(|_, e| {
+                if excess > 0 && e.weight() <= cutoff {
+                    excess -= 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+
+    fn put(&mut self, key: &str, entry: E, settings: &LimitSettings, now: UnixMs) {
+        if !self.0.contains_key(key) {
+            self.make_room(settings, now);
+        }
+        self.0.insert(key.to_owned(), entry);
+    }
+}
+
+/// IPv4 per address; IPv6 per /64, the smallest block a single subscriber usually holds.
+fn ip_bucket(ip: &str) -> String {
+    match ip.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map_or_else(String::new, |v4| v4.to_string()),
+        _ => ip.to_owned(),
+    }
+}
+
+fn pair_key(username: &str, ip: &str) -> String {
+    format!("{}\u{0}{username}", ip_bucket(ip))
+}
+
+fn retry_after(until: UnixMs, now: UnixMs) -> u64 {
+    u64::try_from((until - now).max(1000) / 1000).unwrap_or(1)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl LoginLimiter {
@@ -57,38 +173,94 @@ impl LoginLimiter {
         Self::default()
     }
 
-    /// Counts one attempt from `ip` and refuses it when `ip` or `username` is over its limit.
+    /// Counts one attempt from `ip` for `username`. Refuses it when the IP or the (username, IP)
+    /// pair is over its limit; otherwise says whether the username is locked.
     pub fn check(
         &self,
         settings: &LimitSettings,
         ip: &str,
         username: &str,
         now: UnixMs,
-    ) -> Result<(), Throttled> {
+    ) -> Result<UserLock, Throttled> {
         let window = duration_ms(settings.window);
-        let retry = |until: UnixMs| Throttled {
-            retry_after_secs: u64::try_from((until - now).max(1000) / 1000).unwrap_or(1),
-        };
-        let (failures, until) = lock(&self.failures_per_user).bump(username, now, window, 0);
-        if failures >= settings.failed_logins_per_user {
-            return Err(retry(until));
+        {
+            let mut per_ip = lock(&self.attempts_per_ip);
+            let key = ip_bucket(ip);
+            let mut w = per_ip.get(&key, settings, now).unwrap_or(Window {
+                start: now,
+                count: 0,
+            });
+            if w.count >= settings.login_attempts_per_ip {
+                return Err(Throttled {
+                    retry_after_secs: retry_after(w.start + window, now),
+                });
+            }
+            w.count += 1;
+            per_ip.put(&key, w, settings, now);
         }
-        let (attempts, until) = lock(&self.per_ip).bump(ip, now, window, 1);
-        if attempts > settings.login_attempts_per_ip {
-            return Err(retry(until));
+        if let Some(w) = lock(&self.failures_per_pair).get(&pair_key(username, ip), settings, now)
+            && w.count >= settings.failed_logins_per_user_ip
+        {
+            return Err(Throttled {
+                retry_after_secs: retry_after(w.start + window, now),
+            });
         }
-        Ok(())
+        Ok(
+            match lock(&self.failures_per_user).get(username, settings, now) {
+                Some(b) if now < b.locked_until => UserLock::Locked {
+                    retry_after_secs: retry_after(b.locked_until, now),
+                },
+                _ => UserLock::Open,
+            },
+        )
     }
 
-    /// Counts a failed attempt against `username`.
-    pub fn record_failure(&self, settings: &LimitSettings, username: &str, now: UnixMs) {
-        let window = duration_ms(settings.window);
-        lock(&self.failures_per_user).bump(username, now, window, 1);
+    /// Counts a failed attempt for `username` from `ip`, locking the username with exponential
+    /// back-off past its threshold.
+    pub fn record_failure(&self, settings: &LimitSettings, username: &str, ip: &str, now: UnixMs) {
+        let key = pair_key(username, ip);
+        {
+            let mut pairs = lock(&self.failures_per_pair);
+            let mut w = pairs.get(&key, settings, now).unwrap_or(Window {
+                start: now,
+                count: 0,
+            });
+            w.count = w.count.saturating_add(1);
+            pairs.put(&key, w, settings, now);
+        }
+        let mut users = lock(&self.failures_per_user);
+        let mut b = users.get(username, settings, now).unwrap_or(Backoff {
+            failures: 0,
+            last_failure: now,
+            locked_until: now,
+        });
+        b.failures = b.failures.saturating_add(1);
+        b.last_failure = now;
+        if b.failures >= settings.failed_logins_per_user {
+            let doublings = (b.failures - settings.failed_logins_per_user).min(30);
+            let lock_ms = duration_ms(settings.window)
+                .saturating_mul(1 << doublings)
+                .min(duration_ms(settings.max_lockout));
+            b.locked_until = b.locked_until.max(now + lock_ms);
+        }
+        users.put(username, b, settings, now);
     }
-}
 
-fn lock(m: &Mutex<Windows>) -> std::sync::MutexGuard<'_, Windows> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    /// A successful login from `ip` clears that pair's failures.
+    pub fn record_success(&self, username: &str, ip: &str) {
+        lock(&self.failures_per_pair)
+            .0
+            .remove(&pair_key(username, ip));
+    }
+
+    #[cfg(test)]
+    fn sizes(&self) -> (usize, usize, usize) {
+        (
+            lock(&self.attempts_per_ip).0.len(),
+            lock(&self.failures_per_pair).0.len(),
+            lock(&self.failures_per_user).0.len(),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -100,29 +272,69 @@ mod tests {
         LimitSettings {
             window: Duration::from_secs(60),
             login_attempts_per_ip: 5,
-            failed_logins_per_user: 3,
+            failed_logins_per_user_ip: 3,
+            failed_logins_per_user: 4,
+            max_lockout: Duration::from_secs(600),
         }
     }
 
+    fn fail(l: &LoginLimiter, s: &LimitSettings, user: &str, ip: &str, now: UnixMs) {
+        l.check(s, ip, user, now).unwrap();
+        l.record_failure(s, user, ip, now);
+    }
+
     #[test]
-    fn failures_per_user_lock_that_user_until_the_window_ends() {
+    fn failures_per_user_and_ip_throttle_that_pair_only() {
         let (l, s) = (LoginLimiter::new(), settings());
-        for i in 0..3 {
-            l.check(&s, &format!("10.0.0.{i}"), "alice", 1_000).unwrap();
-            l.record_failure(&s, "alice", 1_000);
+        for _ in 0..3 {
+            fail(&l, &s, "alice", "10.0.0.1", 1_000);
         }
         assert_eq!(
-            l.check(&s, "10.0.0.9", "alice", 2_000),
+            l.check(&s, "10.0.0.1", "alice", 2_000),
             Err(Throttled {
                 retry_after_secs: 59
             })
         );
-        assert!(l.check(&s, "10.0.0.9", "bob", 2_000).is_ok());
-        assert!(l.check(&s, "10.0.0.9", "alice", 61_000).is_ok());
+        // Another IP, or another user from that IP, is not held by that pair.
+        assert_eq!(l.check(&s, "10.0.0.2", "alice", 2_000), Ok(UserLock::Open));
+        assert_eq!(l.check(&s, "10.0.0.1", "bob", 2_000), Ok(UserLock::Open));
+        assert_eq!(l.check(&s, "10.0.0.1", "alice", 61_000), Ok(UserLock::Open));
     }
 
     #[test]
-    fn attempts_per_ip_are_bounded_whatever_the_username() {
+    fn a_username_locks_with_exponential_back_off_up_to_the_cap() {
+        let (l, s) = (LoginLimiter::new(), settings());
+        // Four failures from four IPs (no pair reaches its limit): locked for one window.
+        for i in 0..4 {
+            fail(&l, &s, "alice", &format!("10.0.0.{i}"), 0);
+        }
+        assert_eq!(
+            l.check(&s, "10.0.1.1", "alice", 0),
+            Ok(UserLock::Locked {
+                retry_after_secs: 60
+            })
+        );
+        // Each further failure doubles it: 2, 4, 8 windows, then the 10-minute cap.
+        let mut now = 0;
+        for expected in [120, 240, 480, 600, 600] {
+            now += 1_000;
+            l.record_failure(&s, "alice", &format!("10.1.0.{now}"), now);
+            assert_eq!(
+                l.check(&s, "10.2.0.1", "alice", now),
+                Ok(UserLock::Locked {
+                    retry_after_secs: expected
+                })
+            );
+        }
+        // Forgotten once max_lockout passes without a failure.
+        assert_eq!(
+            l.check(&s, "10.2.0.1", "alice", now + 600_001),
+            Ok(UserLock::Open)
+        );
+    }
+
+    #[test]
+    fn attempts_per_ip_are_bounded_whatever_the_username_and_ipv6_counts_per_64() {
         let (l, s) = (LoginLimiter::new(), settings());
         for i in 0..5 {
             l.check(&s, "10.0.0.1", &format!("user{i}"), 0).unwrap();
@@ -130,6 +342,12 @@ mod tests {
         assert!(l.check(&s, "10.0.0.1", "another", 0).is_err());
         assert!(l.check(&s, "10.0.0.2", "another", 0).is_ok());
         assert!(l.check(&s, "10.0.0.1", "another", 60_000).is_ok());
+        for i in 0..5 {
+            l.check(&s, &format!("2001:db8:1:2::{i:x}"), "u", 0)
+                .unwrap();
+        }
+        assert!(l.check(&s, "2001:db8:1:2:ffff::9", "u", 0).is_err());
+        assert!(l.check(&s, "2001:db8:1:3::1", "u", 0).is_ok());
     }
 
     #[test]
@@ -137,7 +355,7 @@ mod tests {
         let l = LoginLimiter::new();
         let loose = settings();
         let tight = LimitSettings {
-            login_attempts_per_ip: 1,
+            login_attempts_per_ip: 2,
             ..settings()
         };
         l.check(&loose, "10.0.0.1", "a", 0).unwrap();
@@ -147,11 +365,38 @@ mod tests {
     }
 
     #[test]
-    fn memory_stays_bounded() {
+    fn a_flood_of_fresh_usernames_cannot_evict_a_lock() {
         let (l, s) = (LoginLimiter::new(), settings());
-        for i in 0..(MAX_TRACKED + 10) {
-            let _ = l.check(&s, &i.to_string(), "u", 0);
+        for i in 0..4 {
+            fail(&l, &s, "victim", &format!("10.0.0.{i}"), 0);
         }
-        assert!(lock(&l.per_ip).0.len() <= MAX_TRACKED);
+        // 100,000 logins with fresh usernames from one IP, almost all refused per IP, and as
+        // many failures recorded from as many IPs: the victim's lock holds.
+        for i in 0..MAX_TRACKED {
+            let _ = l.check(&s, "10.9.9.9", &format!("fresh{i}"), 1_000);
+        }
+        for i in 0..MAX_TRACKED {
+            let ip = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+            l.record_failure(&s, &format!("other{i}"), &ip, 1_000);
+        }
+        assert!(matches!(
+            l.check(&s, "10.0.1.1", "victim", 2_000),
+            Ok(UserLock::Locked { .. })
+        ));
+        let (ips, pairs, users) = l.sizes();
+        assert!(ips <= MAX_TRACKED && pairs <= MAX_TRACKED && users <= MAX_TRACKED);
+    }
+
+    #[test]
+    fn a_success_clears_its_pairs_failures() {
+        let (l, s) = (LoginLimiter::new(), settings());
+        for _ in 0..2 {
+            fail(&l, &s, "alice", "10.0.0.1", 0);
+        }
+        l.record_success("alice", "10.0.0.1");
+        for _ in 0..2 {
+            fail(&l, &s, "alice", "10.0.0.1", 0);
+        }
+        assert!(l.check(&s, "10.0.0.1", "alice", 0).is_ok());
     }
 }

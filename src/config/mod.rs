@@ -100,8 +100,13 @@ pub struct LimitSettings {
     pub window: Duration,
     /// Login attempts one client IP may make per window.
     pub login_attempts_per_ip: u32,
-    /// Failed logins one username may take per window before it is refused outright.
+    /// Failed logins one (username, client IP) pair may make per window.
+    pub failed_logins_per_user_ip: u32,
+    /// Failures after which a username is locked, with exponential back-off, except for IPs it
+    /// has a live session from.
     pub failed_logins_per_user: u32,
+    /// The longest lock the back-off reaches.
+    pub max_lockout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -296,7 +301,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let limits = LimitSettings {
         window: duration("limits.window", &raw.limits.window),
         login_attempts_per_ip: raw.limits.login_attempts_per_ip,
+        failed_logins_per_user_ip: raw.limits.failed_logins_per_user_ip,
         failed_logins_per_user: raw.limits.failed_logins_per_user,
+        max_lockout: duration("limits.max_lockout", &raw.limits.max_lockout),
     };
 
     if tokens.refresh_idle_ttl > tokens.refresh_ttl {
@@ -359,10 +366,18 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_concurrent: p.max_concurrent,
     };
 
-    if limits.login_attempts_per_ip == 0 || limits.failed_logins_per_user == 0 {
+    if limits.login_attempts_per_ip == 0
+        || limits.failed_logins_per_user == 0
+        || limits.failed_logins_per_user_ip == 0
+    {
         problems.push(
-            "limits: login_attempts_per_ip and failed_logins_per_user must be at least 1".into(),
+            "limits: login_attempts_per_ip, failed_logins_per_user_ip and failed_logins_per_user \
+             must be at least 1"
+                .into(),
         );
+    }
+    if limits.max_lockout < limits.window {
+        problems.push("limits.max_lockout: must be at least limits.window".into());
     }
 
     let mut keys = Vec::new();

@@ -110,7 +110,9 @@ pub(super) struct RawLimits {
     /// The counting window.
     pub(super) window: String,
     pub(super) login_attempts_per_ip: u32,
+    pub(super) failed_logins_per_user_ip: u32,
     pub(super) failed_logins_per_user: u32,
+    pub(super) max_lockout: String,
 }
 
 impl Default for RawLimits {
@@ -118,7 +120,9 @@ impl Default for RawLimits {
         RawLimits {
             window: "1m".into(),
             login_attempts_per_ip: 60,
+            failed_logins_per_user_ip: 5,
             failed_logins_per_user: 10,
+            max_lockout: "1h".into(),
         }
     }
 }
@@ -159,7 +163,9 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (Some("passwords"), "max_concurrent", EnvKind::Int),
     (Some("limits"), "window", EnvKind::Str),
     (Some("limits"), "login_attempts_per_ip", EnvKind::Int),
+    (Some("limits"), "failed_logins_per_user_ip", EnvKind::Int),
     (Some("limits"), "failed_logins_per_user", EnvKind::Int),
+    (Some("limits"), "max_lockout", EnvKind::Str),
 ];
 
 fn env_name(section: Option<&str>, key: &str) -> String {

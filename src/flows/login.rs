@@ -3,6 +3,7 @@
 use super::{DEFAULT_CLIENT_ID, FlowError, Flows, Issued, RequestMeta, validate_username};
 use crate::clock::duration_ms;
 use crate::credentials::{MAX_PASSWORD_BYTES, Password};
+use crate::limits::UserLock;
 use crate::store::{Entitlement, NewSession};
 use crate::tokens::{RefreshToken, new_session_id};
 
@@ -16,6 +17,12 @@ pub struct LoginRequest<'a> {
 }
 
 impl Flows {
+    /// Whether `ip` is where one of the user's live sessions was last used.
+    async fn is_known_ip(&self, user_id: &str, ip: &str) -> Result<bool, FlowError> {
+        let sessions = self.store.sessions_of(user_id, self.clock.now_ms()).await?;
+        Ok(!ip.is_empty() && sessions.iter().any(|s| s.ip == ip))
+    }
+
     #[tracing::instrument(name = "login", skip_all, fields(user_id))]
     pub async fn login(&self, request: LoginRequest<'_>) -> Result<Issued, FlowError> {
         let LoginRequest {
@@ -42,12 +49,23 @@ impl Flows {
 
         let snapshot = self.signing_snapshot()?;
         let limits = &snapshot.config.limits;
-        self.limiter
+        let lock = self
+            .limiter
             .check(limits, &meta.ip, username, self.clock.now_ms())
             .map_err(|t| FlowError::Throttled {
                 retry_after_secs: t.retry_after_secs,
             })?;
         let user = self.store.user_by_name(username).await?;
+        if let UserLock::Locked { retry_after_secs } = lock {
+            // A locked username still logs in from where its owner already is.
+            let known = match &user {
+                Some(user) => self.is_known_ip(&user.id, &meta.ip).await?,
+                None => false,
+            };
+            if !known {
+                return Err(FlowError::Throttled { retry_after_secs });
+            }
+        }
         let matched = self
             .hasher
             .verify(user.as_ref().map(|u| u.password_hash.as_str()), password)
@@ -56,10 +74,11 @@ impl Flows {
             Some(user) if matched && !user.disabled => user,
             _ => {
                 self.limiter
-                    .record_failure(limits, username, self.clock.now_ms());
+                    .record_failure(limits, username, &meta.ip, self.clock.now_ms());
                 return Err(FlowError::BadCredentials);
             }
         };
+        self.limiter.record_success(username, &meta.ip);
         tracing::Span::current().record("user_id", user.id.as_str());
 
         let now = self.clock.now_ms();

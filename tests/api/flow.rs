@@ -206,3 +206,63 @@ async fn a_client_id_given_at_login_is_recorded_in_the_session_and_the_token() {
         "web"
     );
 }
+
+#[tokio::test]
+async fn a_locked_username_still_logs_in_from_where_its_owner_is() {
+    let app = crate::helpers::spawn_app_with(Backend::Embedded, |c| {
+        c.text.push_str(
+            "\n[limits]\nwindow = \"1m\"\nfailed_logins_per_user_ip = 2\nfailed_logins_per_user = 4\n",
+        );
+    })
+    .await;
+    app.add_user("alice", PASSWORD).await;
+    // Each client speaks from its own loopback address; the server sees distinct IPs.
+    let from = |last: u8| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .build()
+            .unwrap()
+    };
+    let login = |client: reqwest::Client, password: &'static str| {
+        let url = app.url("/auth/login");
+        async move {
+            client
+                .post(url)
+                .json(&serde_json::json!({"username": "alice", "password": password}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let laptop = from(2);
+    assert_eq!(
+        login(laptop.clone(), PASSWORD).await.status(),
+        StatusCode::OK
+    );
+
+    // An attacker guesses from two addresses, two each: the username is now locked.
+    for ip in [3, 4] {
+        for _ in 0..2 {
+            assert_eq!(
+                login(from(ip), "guess").await.status(),
+                StatusCode::UNAUTHORIZED
+            );
+        }
+    }
+    // Each attacker address is held by the (username, IP) limit…
+    assert_error(
+        login(from(3), "guess").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "slow_down",
+    )
+    .await;
+    // …and from an address alice has no session at, even the right password waits.
+    assert_error(
+        login(from(5), PASSWORD).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "slow_down",
+    )
+    .await;
+    // From her laptop, where her session is, alice is not locked out.
+    assert_eq!(login(laptop, PASSWORD).await.status(), StatusCode::OK);
+}
