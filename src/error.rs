@@ -22,6 +22,8 @@ pub struct ApiError {
     description: Cow<'static, str>,
     challenge: Option<String>,
     retry_after_secs: Option<u64>,
+    /// The `Allow` header of a 405.
+    allow: Option<&'static str>,
     /// Logged, never shown: set for 5xx answers.
     cause: Option<FlowError>,
 }
@@ -50,6 +52,7 @@ impl ApiError {
             description: description.into(),
             challenge: None,
             retry_after_secs: None,
+            allow: None,
             cause: None,
         }
     }
@@ -62,12 +65,14 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "invalid_request", "no such endpoint")
     }
 
-    pub fn method_not_allowed() -> ApiError {
-        ApiError::new(
+    pub fn method_not_allowed(allow: &'static str) -> ApiError {
+        let mut error = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "invalid_request",
             "method not allowed",
-        )
+        );
+        error.allow = Some(allow);
+        error
     }
 
     pub fn payload_too_large() -> ApiError {
@@ -194,6 +199,9 @@ impl ResponseError for ApiError {
         }
         if let Some(secs) = self.retry_after_secs {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        if let Some(allow) = self.allow {
+            response.insert_header((header::ALLOW, allow));
         }
         response.json(ErrorBody {
             error: self.code,

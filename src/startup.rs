@@ -155,31 +155,47 @@ impl Application {
 
 /// The route table: every endpoint of the issuer, in one place.
 fn routes(cfg: &mut web::ServiceConfig) {
-    // Each path answers its one method; any other gets 405, an unknown path 404.
-    let resource = |path: &str, handler| {
-        web::resource(path.to_owned())
-            .route(handler)
-            .default_service(web::to(method_not_allowed))
-    };
-    cfg.service(resource("/auth/login", web::post().to(auth::login)))
-        .service(resource("/auth/refresh", web::post().to(auth::refresh)))
-        .service(resource("/auth/logout", web::post().to(auth::logout)))
-        .service(resource("/auth/userinfo", web::get().to(auth::userinfo)))
-        .service(resource(
-            "/.well-known/jwks.json",
-            web::get().to(well_known::jwks),
-        ))
-        .service(resource(
+    cfg.service(post("/auth/login", auth::login))
+        .service(post("/auth/refresh", auth::refresh))
+        .service(post("/auth/logout", auth::logout))
+        .service(get("/auth/userinfo", auth::userinfo))
+        .service(get("/.well-known/jwks.json", well_known::jwks))
+        .service(get(
             "/.well-known/oauth-authorization-server",
-            web::get().to(well_known::metadata),
+            well_known::metadata,
         ))
-        .service(resource(
+        .service(get(
             "/.well-known/openid-configuration",
-            web::get().to(well_known::metadata),
+            well_known::metadata,
         ))
-        .service(resource("/healthz", web::get().to(ops::healthz)))
-        .service(resource("/readyz", web::get().to(ops::readyz)))
+        .service(get("/healthz", ops::healthz))
+        .service(get("/readyz", ops::readyz))
         .default_service(web::to(not_found));
+}
+
+/// A path that answers POST; any other method gets 405 with `Allow` (RFC 9110 §15.5.6).
+fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path.to_owned())
+        .route(web::post().to(handler))
+        .default_service(web::to(|| method_not_allowed("POST")))
+}
+
+/// A path that answers GET, and HEAD like GET without the body (RFC 9110 §9.3.2).
+fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path.to_owned())
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(|| method_not_allowed("GET, HEAD")))
 }
 
 /// One line per request: method, path (never the query), status, time. No headers, no bodies.

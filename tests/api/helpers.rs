@@ -423,6 +423,25 @@ pub fn sign_with_issuer_key(
     .unwrap()
 }
 
+/// Signs `claims` under an arbitrary JSON `header` (fields jsonwebtoken's Header cannot carry)
+/// with the issuer's ES256 key.
+pub fn sign_raw_with_issuer_key(app: &TestApp, header: &Value, claims: &Value) -> String {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let der = files::read_private_der(&app.dir.path().join("test-es.pem"), None).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).unwrap();
+    let signed = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signature = pair
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), signed.as_bytes())
+        .unwrap();
+    format!("{signed}.{}", b64(signature.as_ref()))
+}
+
 /// An RFC 9068 header (`typ: at+jwt`) with `alg` and `kid`.
 pub fn at_header(alg: jsonwebtoken::Algorithm, kid: &str) -> jsonwebtoken::Header {
     let mut header = jsonwebtoken::Header::new(alg);

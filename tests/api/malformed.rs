@@ -144,3 +144,52 @@ async fn unknown_paths_and_methods_get_json_errors() {
         .unwrap();
     assert_error(delete, StatusCode::METHOD_NOT_ALLOWED, "invalid_request").await;
 }
+
+#[tokio::test]
+async fn head_answers_like_get_without_a_body_and_405_says_what_is_allowed() {
+    let app = spawn_app().await;
+    for path in [
+        "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",
+        "/healthz",
+        "/readyz",
+    ] {
+        let get = app.get(path).await;
+        let head = app.client.head(app.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), get.status(), "{path}");
+        assert_eq!(
+            head.headers().get("content-type"),
+            get.headers().get("content-type"),
+            "{path}"
+        );
+        assert!(
+            head.bytes().await.unwrap().is_empty(),
+            "{path}: a HEAD body"
+        );
+    }
+    // The userinfo challenge, too.
+    let head = app
+        .client
+        .head(app.url("/auth/userinfo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::UNAUTHORIZED);
+    assert!(head.headers().contains_key("www-authenticate"));
+
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/auth/login", "POST"),
+        (reqwest::Method::PUT, "/auth/refresh", "POST"),
+        (reqwest::Method::POST, "/.well-known/jwks.json", "GET, HEAD"),
+        (reqwest::Method::DELETE, "/auth/userinfo", "GET, HEAD"),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        assert_error(response, StatusCode::METHOD_NOT_ALLOWED, "invalid_request").await;
+    }
+}

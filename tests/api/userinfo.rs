@@ -8,7 +8,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{
-    PASSWORD, TestApp, assert_error, at_header, claims_of, sign_with_issuer_key, spawn_app, text,
+    PASSWORD, TestApp, assert_error, at_header, claims_of, sign_raw_with_issuer_key,
+    sign_with_issuer_key, spawn_app, text,
 };
 
 async fn logged_in() -> (TestApp, String) {
@@ -184,4 +185,23 @@ async fn missing_or_malformed_authorization_is_rejected() {
             .unwrap();
         assert_error(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
     }
+}
+
+#[tokio::test]
+async fn a_token_with_a_critical_header_extension_is_refused() {
+    let (app, access) = logged_in().await;
+    // Signed by the issuer's own key, otherwise valid: only the unknown `crit` is wrong
+    // (RFC 7515 §4.1.11).
+    let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": "test-es",
+        "crit": ["exp-by-deed"], "exp-by-deed": true});
+    let plain = json!({"alg": "ES256", "typ": "at+jwt", "kid": "test-es"});
+    let claims = claims_of(&access);
+    assert_eq!(
+        app.userinfo(&sign_raw_with_issuer_key(&app, &plain, &claims))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    assert_rejected(&app, &sign_raw_with_issuer_key(&app, &header, &claims)).await;
 }

@@ -11,8 +11,8 @@ use latchkey_verify::{ErrorKind, Verifier};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Backend, PASSWORD, TestApp, at_header, claims_of, free_port, sign_with_issuer_key, spawn_app,
-    spawn_app_with, text,
+    Backend, PASSWORD, TestApp, at_header, claims_of, free_port, sign_raw_with_issuer_key,
+    sign_with_issuer_key, spawn_app, spawn_app_with, text,
 };
 
 #[allow(dead_code)]
@@ -217,25 +217,6 @@ async fn the_negative_suite_is_rejected_with_the_right_kind() {
     }
     // And the real token still verifies: each rejection above is for its own reason.
     verifier.verify(&access).await.unwrap();
-}
-
-/// Signs `claims` under an arbitrary JSON `header` (fields jsonwebtoken's Header cannot carry)
-/// with the issuer's ES256 key.
-fn sign_raw_with_issuer_key(app: &TestApp, header: &Value, claims: &Value) -> String {
-    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
-    use base64::Engine;
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let der = files::read_private_der(&app.dir.path().join("test-es.pem"), None).unwrap();
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der).unwrap();
-    let signed = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
-    let signature = pair
-        .sign(&aws_lc_rs::rand::SystemRandom::new(), signed.as_bytes())
-        .unwrap();
-    format!("{signed}.{}", b64(signature.as_ref()))
 }
 
 /// The PKCS#1 RSAPrivateKey inside a PKCS#8 PrivateKeyInfo (jsonwebtoken wants PKCS#1 for RSA).
