@@ -24,8 +24,8 @@ pub struct ApiError {
     retry_after_secs: Option<u64>,
     /// The `Allow` header of a 405.
     allow: Option<&'static str>,
-    /// Logged, never shown: set for 5xx answers.
-    cause: Option<FlowError>,
+    /// Logged, never shown: set for 5xx answers. Boxed: errors travel in every `Result`.
+    cause: Option<Box<FlowError>>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -143,7 +143,7 @@ impl ApiError {
                     "the service is temporarily unavailable; retry shortly",
                 );
                 error.retry_after_secs = Some(1);
-                error.cause = Some(e);
+                error.cause = Some(Box::new(e));
                 error
             }
             FlowError::UserExists(_) | FlowError::NoSuchUser(_) => {
@@ -155,7 +155,7 @@ impl ApiError {
                     "server_error",
                     "internal error",
                 );
-                error.cause = Some(e);
+                error.cause = Some(Box::new(e));
                 error
             }
         }
@@ -178,7 +178,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        match &self.cause {
+        match self.cause.as_deref() {
             Some(cause @ FlowError::NoSigningKey) => {
                 tracing::error!("{cause}: check [[keys]] not_before/not_after")
             }
