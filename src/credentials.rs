@@ -145,7 +145,7 @@ impl PasswordHasher {
         let password = password.clone();
         let matched = self
             .run(move || verify_with(&hash, password.expose()))
-            .await?;
+            .await??;
         Ok(known && matched)
     }
 
@@ -185,9 +185,9 @@ fn hash_with(params: &Params, password: &str) -> Result<String, CredentialError>
         .map_err(|e| CredentialError::Hash(e.to_string()))
 }
 
-/// The largest argon2 memory cost a stored hash may ask for (1 GiB): a corrupt or hostile
-/// record must not make a login allocate without bound.
-const MAX_MEMORY_KIB: u32 = 1024 * 1024;
+/// The largest argon2 memory cost a stored hash may ask for: the config's own bound, so a corrupt
+/// or hostile record cannot make a login allocate without bound.
+const MAX_MEMORY_KIB: u32 = crate::config::MAX_ARGON2_MEMORY_KIB;
 
 thread_local! {
     /// argon2's working memory, kept by each hashing thread and reused by every verification
@@ -196,31 +196,30 @@ thread_local! {
 }
 
 /// Verifies with the parameters recorded in the hash itself, so raising the cost later keeps
-/// old hashes valid. The comparison is constant-time.
-fn verify_with(hash: &str, password: &str) -> bool {
-    let Ok(parsed) = PasswordHash::new(hash) else {
-        return false;
-    };
-    let (Ok(algorithm), Ok(params)) = (
-        Algorithm::try_from(parsed.algorithm),
-        Params::try_from(&parsed),
-    ) else {
-        return false;
-    };
+/// old hashes valid. The comparison is constant-time. `Ok(false)` means a wrong password and
+/// nothing else: a stored hash that cannot be checked (unreadable, or asking for more than
+/// [`MAX_MEMORY_KIB`]) is an error, so it is answered and logged as one instead of passing for a
+/// bad credential.
+fn verify_with(hash: &str, password: &str) -> Result<bool, CredentialError> {
+    let unusable = |why: &str| CredentialError::Hash(format!("stored hash unusable: {why}"));
+    let parsed = PasswordHash::new(hash).map_err(|_| unusable("not a PHC string"))?;
+    let algorithm =
+        Algorithm::try_from(parsed.algorithm).map_err(|_| unusable("not an argon2 hash"))?;
+    let params = Params::try_from(&parsed).map_err(|_| unusable("bad argon2 parameters"))?;
     let version = match parsed.version.map(Version::try_from) {
         None => Version::V0x13,
         Some(Ok(v)) => v,
-        Some(Err(_)) => return false,
+        Some(Err(_)) => return Err(unusable("unknown argon2 version")),
     };
     let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
-        return false;
+        return Err(unusable("no salt or no hash"));
     };
     let mut salt_buf = [0u8; 64];
-    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
-        return false;
-    };
+    let salt = salt
+        .decode_b64(&mut salt_buf)
+        .map_err(|_| unusable("bad salt"))?;
     if params.m_cost() > MAX_MEMORY_KIB {
-        return false;
+        return Err(unusable("memory cost above 1 GiB"));
     }
     let mut out = vec![0u8; expected.len()];
     let computed = WORKING_MEMORY.with_borrow_mut(|memory| {
@@ -228,16 +227,15 @@ fn verify_with(hash: &str, password: &str) -> bool {
         if memory.len() < blocks {
             memory.resize(blocks, Block::default());
         }
-        Argon2::new(algorithm, version, params)
-            .hash_password_into_with_memory(
-                password.as_bytes(),
-                salt,
-                &mut out,
-                &mut memory[..blocks],
-            )
-            .is_ok()
+        Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+            password.as_bytes(),
+            salt,
+            &mut out,
+            &mut memory[..blocks],
+        )
     });
-    computed && aws_lc_rs::constant_time::verify_slices_are_equal(&out, expected.as_bytes()).is_ok()
+    computed.map_err(|e| CredentialError::Hash(e.to_string()))?;
+    Ok(aws_lc_rs::constant_time::verify_slices_are_equal(&out, expected.as_bytes()).is_ok())
 }
 
 #[cfg(test)]
@@ -274,10 +272,18 @@ mod tests {
                 .unwrap()
         );
         assert!(
-            !hasher
+            hasher
                 .verify(Some("not a hash"), &Password::new("x".into()))
                 .await
-                .unwrap()
+                .is_err(),
+            "an unusable stored hash is an error, not a wrong password"
+        );
+        let huge = "$argon2id$v=19$m=2000000,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
+        assert!(
+            hasher
+                .verify(Some(huge), &Password::new("x".into()))
+                .await
+                .is_err()
         );
     }
 

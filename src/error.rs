@@ -136,7 +136,9 @@ impl ApiError {
                 error.retry_after_secs = Some(retry_after_secs);
                 error
             }
-            FlowError::StoreUnavailable(_) | FlowError::NoSigningKey => {
+            FlowError::StoreUnavailable(_)
+            | FlowError::NoSigningKey
+            | FlowError::PasswordCheck(_) => {
                 let mut error = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "temporarily_unavailable",
@@ -184,6 +186,9 @@ impl ResponseError for ApiError {
             }
             Some(cause @ FlowError::StoreUnavailable(_)) => {
                 tracing::warn!(error = %error_chain(cause), "store unavailable")
+            }
+            Some(cause @ FlowError::PasswordCheck(_)) => {
+                tracing::error!(error = %error_chain(cause), "a password could not be checked")
             }
             Some(cause) => tracing::error!(error = %error_chain(cause), "request failed"),
             None => {}

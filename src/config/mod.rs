@@ -15,6 +15,9 @@ use crate::clock::UnixMs;
 
 mod raw;
 
+/// The largest argon2 memory cost accepted (1 GiB), in the config and in stored hashes.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 1024 * 1024;
+
 /// Where the config is read from when neither `-c` nor `LATCHKEY_CONFIG` names a file.
 pub const DEFAULT_PATH: &str = "config/latchkey.toml";
 
@@ -353,11 +356,29 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     }
 
     let p = raw.passwords;
-    if let Err(e) = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, None) {
+    let before = problems.len();
+    // Bounded so a typo cannot abort the server or make every login allocate gigabytes.
+    let mut bounded = |field: &str, value: u64, min: u64, max: u64| {
+        if !(min..=max).contains(&value) {
+            problems.push(format!(
+                "passwords.{field}: {value} is outside {min}..={max}"
+            ));
+        }
+    };
+    bounded(
+        "memory_kib",
+        u64::from(p.memory_kib),
+        8 * u64::from(p.parallelism.max(1)),
+        u64::from(MAX_ARGON2_MEMORY_KIB),
+    );
+    bounded("iterations", u64::from(p.iterations), 1, 64);
+    bounded("parallelism", u64::from(p.parallelism), 1, 16);
+    bounded("max_concurrent", p.max_concurrent as u64, 1, 256);
+    // Within the bounds, argon2 itself has the last word on the combination.
+    if problems.len() == before
+        && let Err(e) = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, None)
+    {
         problems.push(format!("passwords: invalid argon2 parameters: {e}"));
-    }
-    if p.max_concurrent == 0 {
-        problems.push("passwords.max_concurrent: must be at least 1".into());
     }
     let passwords = PasswordSettings {
         memory_kib: p.memory_kib,
@@ -497,6 +518,19 @@ not_after = "2027-01-01T00:00:00Z"
         assert!(all.contains("keys[0].not_after"), "{all}");
         assert!(all.contains("tokens.access_ttl"), "{all}");
         assert_eq!(err.problems.len(), 3, "{all}");
+    }
+
+    #[test]
+    fn argon2_costs_are_bounded_by_field() {
+        let text = format!(
+            "{MINIMAL}\n[passwords]\nmemory_kib = 4294967295\niterations = 0\nparallelism = 1\n"
+        );
+        let err = Config::parse(&text, no_env).unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.problems[0].starts_with("passwords.memory_kib: 4294967295 is outside"));
+        assert!(err.problems[1].starts_with("passwords.iterations: 0 is outside"));
+        let just_over = format!("{MINIMAL}\n[passwords]\nmemory_kib = 1048577\n");
+        assert!(Config::parse(&just_over, no_env).is_err());
     }
 
     #[test]

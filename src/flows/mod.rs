@@ -92,6 +92,10 @@ pub enum FlowError {
     /// No key is scheduled to sign now (a config error the operator must fix).
     #[error("no signing key is active")]
     NoSigningKey,
+    /// A password could not be checked (an unusable stored hash, a broken hashing pool): never
+    /// a wrong password, always logged.
+    #[error("passwords cannot be checked")]
+    PasswordCheck(#[source] CredentialError),
     #[error("user {0:?} already exists")]
     UserExists(String),
     #[error("no user {0:?}")]
@@ -118,7 +122,7 @@ impl From<StoreError> for FlowError {
 
 impl From<CredentialError> for FlowError {
     fn from(e: CredentialError) -> Self {
-        FlowError::internal(e)
+        FlowError::PasswordCheck(e)
     }
 }
 

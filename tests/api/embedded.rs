@@ -256,3 +256,30 @@ async fn a_corrupt_row_is_reported_as_corrupt_not_read_as_a_nil_id() {
         "{listed:?}"
     );
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_store_directory_and_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("latchkey.db");
+    let store = latchkey::store::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    // A write, so the WAL and shared-memory files exist.
+    store.put_meta("probe", "1").await.unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+
+    assert_eq!(mode(db.parent().unwrap()), 0o700);
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", db.display()));
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    assert!(latchkey::store::embedded::permission_warnings(&db).is_empty());
+
+    // An existing file left readable by others is reported.
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let warnings = latchkey::store::embedded::permission_warnings(&db);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("mode 644"), "{warnings:?}");
+}

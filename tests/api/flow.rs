@@ -266,3 +266,28 @@ async fn a_locked_username_still_logs_in_from_where_its_owner_is() {
     // From her laptop, where her session is, alice is not locked out.
     assert_eq!(login(laptop, PASSWORD).await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_stored_hash_that_cannot_be_checked_is_503_never_a_wrong_password() {
+    let app = crate::helpers::spawn_app().await;
+    // A record asking for more than the 1 GiB bound (corrupt, or planted).
+    let user = latchkey::store::User {
+        id: uuid::Uuid::new_v4().to_string(),
+        username: "mallory".into(),
+        password_hash: "$argon2id$v=19$m=2000000,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA".into(),
+        disabled: false,
+        created_at: 0,
+        epoch: 0,
+    };
+    app.store.create_user(&user).await.unwrap();
+
+    let response = app.login("mallory", "anything").await;
+
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+    )
+    .await;
+}

@@ -13,6 +13,8 @@
 mod sql;
 mod writer;
 
+pub use sql::permission_warnings;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -57,7 +59,11 @@ impl EmbeddedStore {
         let path = path.to_owned();
         let (writer_conn, reader) = tokio::task::spawn_blocking(move || {
             let path = Path::new(&path);
-            Ok::<_, StoreError>((sql::open_connection(path)?, sql::open_connection(path)?))
+            let connections = (sql::open_connection(path)?, sql::open_connection(path)?);
+            for warning in sql::permission_warnings(path) {
+                tracing::warn!("{warning}");
+            }
+            Ok::<_, StoreError>(connections)
         })
         .await
         .map_err(StoreError::unavailable)??;

@@ -65,6 +65,66 @@ CREATE TABLE IF NOT EXISTS meta (
 ) STRICT;
 ";
 
+/// Creates the database's directory (0700) and file (0600) when missing, before SQLite opens it:
+/// the file holds password hashes and session IPs, and SQLite gives its WAL and shared-memory
+/// files the database file's mode.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(dir).map_err(StoreError::unavailable)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map_err(StoreError::unavailable)?;
+    Ok(())
+}
+
+/// The store's files (and directory) that other local users can read or write: an operator
+/// should `chmod` them.
+pub fn permission_warnings(path: &Path) -> Vec<String> {
+    let mut warnings = Vec::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut files: Vec<std::path::PathBuf> = ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| {
+                let mut name = path.as_os_str().to_owned();
+                name.push(suffix);
+                std::path::PathBuf::from(name)
+            })
+            .collect();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            files.push(dir.to_owned());
+        }
+        for file in files {
+            if let Ok(meta) = std::fs::metadata(&file) {
+                let mode = meta.permissions().mode() & 0o777;
+                let private = if meta.is_dir() { 0o700 } else { 0o600 };
+                if mode & !private != 0 {
+                    warnings.push(format!(
+                        "{} is mode {mode:o}: other local users can read session data; \
+                         chmod {private:o} it",
+                        file.display()
+                    ));
+                }
+            }
+        }
+    }
+    warnings
+}
+
 /// Columns added since the first schema: added in place to files created before them.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("users", "epoch", "INTEGER NOT NULL DEFAULT 0"),
@@ -95,9 +155,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 }
 
 pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(StoreError::unavailable)?;
-    }
+    create_private(path)?;
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
