@@ -336,13 +336,13 @@ async fn users(cmd: UsersCommand) -> Result<(), CliError> {
     let accounts = Accounts::new(store, hasher, Clock::system());
     match cmd {
         UsersCommand::Add { name, .. } => {
-            crate::flows::validate_username(&name).map_err(CliError::from_display)?;
+            crate::flows::normalize_username(&name).map_err(CliError::from_display)?;
             let password = read_secret("password")?;
             let user = accounts
                 .create_user(&name, &password)
                 .await
                 .map_err(CliError::from_display)?;
-            println!("created user {name} ({})", user.id);
+            println!("created user {} ({})", user.username, user.id);
         }
         UsersCommand::Passwd { name, .. } => {
             accounts.find(&name).await.map_err(CliError::from_display)?;

@@ -1,15 +1,18 @@
 //! Passwords: argon2id hashing and verification on a small pool of dedicated threads, never on
 //! an actix worker.
 //!
-//! An unknown user is checked against a dummy hash of the same cost, so "no such user" and
-//! "wrong password" take the same time and give the same answer. The pool is fixed at
+//! An unknown user is checked against a dummy hash, so "no such user" and "wrong password" give
+//! the same answer in the same time. After a cost change the stored hashes have several costs;
+//! the dummies follow that population (see [`PasswordHasher::follow_population`]), and a correct
+//! password on an old-cost hash is re-hashed at the configured cost, so the population converges. The pool is fixed at
 //! `max_concurrent` threads rather than tokio's elastic blocking pool: each hash takes
 //! `memory_kib` from its thread's malloc arena, and arenas keep what they were given, so a
 //! login burst spread over many threads would leave that much memory resident on each.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -89,11 +92,18 @@ impl HashingPool {
     }
 }
 
+/// A dummy hash, verified for unknown users, and how many stored hashes share its cost.
+struct Dummy {
+    weight: u64,
+    hash: Arc<str>,
+}
+
 #[derive(Clone)]
 pub struct PasswordHasher {
     params: Params,
-    /// A real hash of a random password with the same cost, verified for unknown users.
-    dummy_hash: Arc<str>,
+    /// Real hashes of a random password, one per cost the stored hashes have (at first only the
+    /// configured one).
+    dummies: Arc<RwLock<Vec<Dummy>>>,
     /// argon2 holds `memory_kib` per hash: a flood queues here instead of exhausting memory.
     pool: Arc<HashingPool>,
 }
@@ -115,13 +125,75 @@ impl PasswordHasher {
             None,
         )
         .map_err(|e| CredentialError::Params(e.to_string()))?;
-        let dummy_password = crate::tokens::new_jti();
-        let dummy_hash = hash_with(&params, &dummy_password)?;
+        let dummy_hash = hash_with(&params, &crate::tokens::new_jti())?;
         Ok(PasswordHasher {
             params,
-            dummy_hash: dummy_hash.into(),
+            dummies: Arc::new(RwLock::new(vec![Dummy {
+                weight: 1,
+                hash: dummy_hash.into(),
+            }])),
             pool: Arc::new(HashingPool::new(settings.max_concurrent.max(1))?),
         })
+    }
+
+    /// Whether `stored` was hashed with other parameters than the configured ones, so a correct
+    /// password should be re-hashed.
+    pub fn needs_rehash(&self, stored: &str) -> bool {
+        cost_of(stored).is_some_and(|cost| cost != cost_label(&self.params))
+    }
+
+    /// Makes the dummies follow the costs of `stored_hashes` (the user base): one dummy per cost
+    /// among the most common few, weighted by how many hashes have it. An unknown username is
+    /// then checked at a cost real accounts have, chosen by the name, so repeated probes of one
+    /// name always take the time of the same class of real account.
+    pub async fn follow_population<'a>(
+        &self,
+        stored_hashes: impl Iterator<Item = &'a str>,
+    ) -> Result<(), CredentialError> {
+        let mut costs: BTreeMap<String, (u64, Params)> = BTreeMap::new();
+        for hash in stored_hashes {
+            if let (Some(label), Some(params)) = (cost_of(hash), params_of(hash)) {
+                costs.entry(label).or_insert((0, params)).0 += 1;
+            }
+        }
+        let mut ranked: Vec<(u64, Params)> = costs.into_values().collect();
+        ranked.sort_by_key(|(count, _)| std::cmp::Reverse(*count));
+        ranked.truncate(MAX_DUMMIES);
+        if ranked.is_empty() {
+            ranked.push((1, self.params.clone()));
+        }
+        let mut dummies = Vec::with_capacity(ranked.len());
+        for (weight, params) in ranked {
+            let hash = self
+                .run(move || hash_with(&params, &crate::tokens::new_jti()))
+                .await??;
+            dummies.push(Dummy {
+                weight,
+                hash: hash.into(),
+            });
+        }
+        *self.dummies.write().unwrap_or_else(PoisonError::into_inner) = dummies;
+        Ok(())
+    }
+
+    /// The dummy an unknown `username` is checked against: stable per name, spread over the
+    /// dummies by their weights.
+    fn dummy_for(&self, username: &str) -> Arc<str> {
+        let dummies = self.dummies.read().unwrap_or_else(PoisonError::into_inner);
+        let total: u64 = dummies.iter().map(|d| d.weight).sum();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, username.as_bytes());
+        let mut pick = [0u8; 8];
+        pick.copy_from_slice(&digest.as_ref()[..8]);
+        let mut at = u64::from_le_bytes(pick) % total.max(1);
+        for dummy in dummies.iter() {
+            if at < dummy.weight {
+                return Arc::clone(&dummy.hash);
+            }
+            at -= dummy.weight;
+        }
+        dummies
+            .first()
+            .map_or_else(|| Arc::from(""), |d| Arc::clone(&d.hash))
     }
 
     /// Hashes `password` into a PHC string (`$argon2id$v=19$m=…`).
@@ -132,16 +204,18 @@ impl PasswordHasher {
             .await?
     }
 
-    /// Checks `password` against `stored`, or against the dummy hash when there is no user.
-    /// Takes the same time either way. An error is a broken pool, never a wrong password.
+    /// Checks `password` against `stored`, or, when there is no such user, against the dummy for
+    /// `username`: the same answer, in the time of a real account. An error is an unusable
+    /// stored hash or a broken pool, never a wrong password.
     #[tracing::instrument(name = "verify_password", skip_all)]
     pub async fn verify(
         &self,
         stored: Option<&str>,
+        username: &str,
         password: &Password,
     ) -> Result<bool, CredentialError> {
         let known = stored.is_some();
-        let hash: Arc<str> = stored.map_or_else(|| Arc::clone(&self.dummy_hash), Arc::from);
+        let hash: Arc<str> = stored.map_or_else(|| self.dummy_for(username), Arc::from);
         let password = password.clone();
         let matched = self
             .run(move || verify_with(&hash, password.expose()))
@@ -183,6 +257,25 @@ fn hash_with(params: &Params, password: &str) -> Result<String, CredentialError>
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| CredentialError::Hash(e.to_string()))
+}
+
+/// Distinct costs the dummies follow at most (the most common ones).
+const MAX_DUMMIES: usize = 4;
+
+/// `m=…,t=…,p=…` of a PHC string, the class a hash's verification time belongs to.
+fn cost_of(hash: &str) -> Option<String> {
+    params_of(hash).map(|p| cost_label(&p))
+}
+
+fn params_of(hash: &str) -> Option<Params> {
+    PasswordHash::new(hash)
+        .ok()
+        .and_then(|parsed| Params::try_from(&parsed).ok())
+        .filter(|p| p.m_cost() <= MAX_MEMORY_KIB)
+}
+
+fn cost_label(p: &Params) -> String {
+    format!("m={},t={},p={}", p.m_cost(), p.t_cost(), p.p_cost())
 }
 
 /// The largest argon2 memory cost a stored hash may ask for: the config's own bound, so a corrupt
@@ -261,19 +354,19 @@ mod tests {
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
         assert!(
             hasher
-                .verify(Some(&hash), &Password::new("correct horse".into()))
+                .verify(Some(&hash), "u", &Password::new("correct horse".into()))
                 .await
                 .unwrap()
         );
         assert!(
             !hasher
-                .verify(Some(&hash), &Password::new("wrong".into()))
+                .verify(Some(&hash), "u", &Password::new("wrong".into()))
                 .await
                 .unwrap()
         );
         assert!(
             hasher
-                .verify(Some("not a hash"), &Password::new("x".into()))
+                .verify(Some("not a hash"), "u", &Password::new("x".into()))
                 .await
                 .is_err(),
             "an unusable stored hash is an error, not a wrong password"
@@ -281,7 +374,7 @@ mod tests {
         let huge = "$argon2id$v=19$m=2000000,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
         assert!(
             hasher
-                .verify(Some(huge), &Password::new("x".into()))
+                .verify(Some(huge), "u", &Password::new("x".into()))
                 .await
                 .is_err()
         );
@@ -292,7 +385,7 @@ mod tests {
         let hasher = PasswordHasher::new(&cheap()).unwrap();
         assert!(
             !hasher
-                .verify(None, &Password::new(String::new()))
+                .verify(None, "nobody", &Password::new(String::new()))
                 .await
                 .unwrap()
         );
@@ -310,7 +403,7 @@ mod tests {
                 (
                     i,
                     hasher
-                        .verify(Some(&hash), &Password::new(password.into()))
+                        .verify(Some(&hash), "u", &Password::new(password.into()))
                         .await
                         .unwrap(),
                 )
@@ -319,6 +412,50 @@ mod tests {
         for (i, matched) in burst.join_all().await {
             assert_eq!(matched, i % 2 == 0);
         }
+    }
+
+    #[tokio::test]
+    async fn dummies_follow_the_costs_of_the_stored_hashes() {
+        let old = PasswordHasher::new(&cheap()).unwrap();
+        let stored = old.hash(&Password::new("pw".into())).await.unwrap();
+        // The cost is raised: every stored hash still has the old one.
+        let raised = PasswordSettings {
+            memory_kib: 128,
+            ..cheap()
+        };
+        let hasher = PasswordHasher::new(&raised).unwrap();
+        assert!(hasher.needs_rehash(&stored));
+        assert!(!hasher.needs_rehash(&hasher.hash(&Password::new("x".into())).await.unwrap()));
+        assert_eq!(
+            cost_of(&hasher.dummy_for("ghost")).unwrap(),
+            "m=128,t=1,p=1"
+        );
+
+        hasher
+            .follow_population([stored.as_str(), stored.as_str()].into_iter())
+            .await
+            .unwrap();
+
+        // An unknown name is now checked at the cost real accounts have.
+        for name in ["ghost", "nobody", "x"] {
+            assert_eq!(cost_of(&hasher.dummy_for(name)).unwrap(), "m=64,t=1,p=1");
+        }
+        // Stable per name, spread by weight when costs are mixed.
+        let fresh = hasher.hash(&Password::new("y".into())).await.unwrap();
+        let mixed: Vec<&str> = vec![&stored, &fresh, &fresh, &fresh];
+        hasher.follow_population(mixed.into_iter()).await.unwrap();
+        let costs: Vec<String> = (0..200)
+            .map(|i| cost_of(&hasher.dummy_for(&format!("probe{i}"))).unwrap())
+            .collect();
+        let old_cost = costs
+            .iter()
+            .filter(|c| c.as_str() == "m=64,t=1,p=1")
+            .count();
+        assert!(
+            (20..=80).contains(&old_cost),
+            "{old_cost} of 200 at the old cost"
+        );
+        assert_eq!(hasher.dummy_for("probe7"), hasher.dummy_for("probe7"));
     }
 
     #[test]

@@ -13,7 +13,10 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::flows::FlowError;
-use crate::telemetry::error_chain;
+use crate::telemetry::{LogThrottle, error_chain};
+
+/// A store outage fails every request; one warning per 10 s says so, with the count.
+static STORE_WARNINGS: LogThrottle = LogThrottle::new(10_000);
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -185,7 +188,13 @@ impl ResponseError for ApiError {
                 tracing::error!("{cause}: check [[keys]] not_before/not_after")
             }
             Some(cause @ FlowError::StoreUnavailable(_)) => {
-                tracing::warn!(error = %error_chain(cause), "store unavailable")
+                if let Some(suppressed) = STORE_WARNINGS.admit(crate::clock::system_ms()) {
+                    tracing::warn!(
+                        error = %error_chain(cause),
+                        similar_since_last = suppressed,
+                        "store unavailable"
+                    )
+                }
             }
             Some(cause @ FlowError::PasswordCheck(_)) => {
                 tracing::error!(error = %error_chain(cause), "a password could not be checked")

@@ -43,19 +43,30 @@ pub async fn reload(
         config: Arc::new(config),
         keys,
     });
-    warnings.extend(publish_and_check(state, store, clock).await);
+    warnings.extend(publish_and_check(state, store, clock).await.warnings);
     Ok(warnings)
+}
+
+/// What [`publish_and_check`] found.
+#[derive(Debug)]
+pub struct Published {
+    pub warnings: Vec<String>,
+    /// Every key's publication is on record and the schedule was checked against the history;
+    /// `false` when the store did not answer (try again).
+    pub complete: bool,
 }
 
 /// Records in the store that each configured key is published (so every instance and
 /// `config check` share one history), then checks the schedule against that history.
-pub async fn publish_and_check(state: &LiveState, store: &dyn Store, clock: &Clock) -> Vec<String> {
+pub async fn publish_and_check(state: &LiveState, store: &dyn Store, clock: &Clock) -> Published {
     let snapshot = state.current();
     let now = clock.now_ms();
     let mut warnings = Vec::new();
+    let mut complete = true;
     for spec in snapshot.config.keys.iter().filter(|k| !k.revoked) {
         let until = snapshot.config.published_until(spec);
         if let Err(e) = store.record_key_publication(&spec.kid, now, until).await {
+            complete = false;
             warnings.push(format!(
                 "keys {}: cannot record its publication: {e}",
                 spec.kid
@@ -64,9 +75,12 @@ pub async fn publish_and_check(state: &LiveState, store: &dyn Store, clock: &Clo
     }
     match store.key_publications().await {
         Ok(history) => warnings.extend(schedule_warnings(&snapshot.config, &history, now)),
-        Err(e) => warnings.push(format!("keys: cannot read the publication history: {e}")),
+        Err(e) => {
+            complete = false;
+            warnings.push(format!("keys: cannot read the publication history: {e}"));
+        }
     }
-    warnings
+    Published { warnings, complete }
 }
 
 /// What a change of the config or of any key file it names changes.

@@ -128,13 +128,8 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let flows = self.flows.clone();
         let mut tasks = vec![tokio::spawn(sweep_forever(flows.clone()))];
-        tasks.push(tokio::spawn(async move {
-            let (state, store, clock) = (flows.state(), flows.store(), flows.clock());
-            for warning in reload::publish_and_check(state, store.as_ref(), clock).await {
-                tracing::warn!("{warning}");
-            }
-            record_running_values(&flows).await;
-        }));
+        tasks.push(tokio::spawn(publish_when_the_store_answers(flows.clone())));
+        tasks.push(tokio::spawn(follow_password_costs_forever(flows)));
         if let Some((path, poll)) = self.watch {
             let flows = &self.flows;
             tasks.push(tokio::spawn(reload::watch(
@@ -215,6 +210,54 @@ async fn log_request(
         "request"
     );
     Ok(response)
+}
+
+/// Keeps the unknown-user dummies at the costs the stored hashes have: at start (retried while
+/// the store is down), then hourly.
+async fn follow_password_costs_forever(flows: web::Data<Flows>) {
+    let mut wait = Duration::ZERO;
+    loop {
+        tokio::time::sleep(wait).await;
+        match flows.follow_password_costs().await {
+            Ok(()) => wait = Duration::from_secs(3600),
+            Err(e) => {
+                tracing::debug!(error = %crate::telemetry::error_chain(&e), "cannot read the password costs yet");
+                wait = Duration::from_secs(5);
+            }
+        }
+    }
+}
+
+/// Records the key publications (and the running settings) at start, retrying with back-off
+/// while the store is down: every instance must leave its publications on record, or a later
+/// schedule check would judge against a history that misses them.
+async fn publish_when_the_store_answers(flows: web::Data<Flows>) {
+    let mut delay = Duration::from_secs(1);
+    let mut reported = false;
+    loop {
+        let (state, store, clock) = (flows.state(), flows.store(), flows.clock());
+        let published = reload::publish_and_check(state, store.as_ref(), clock).await;
+        if published.complete || !reported {
+            for warning in &published.warnings {
+                tracing::warn!("{warning}");
+            }
+        }
+        if published.complete {
+            record_running_values(&flows).await;
+            if reported {
+                tracing::info!("key publications recorded now that the store answers");
+            }
+            return;
+        }
+        if !reported {
+            tracing::warn!(
+                "the store is unreachable; recording the key publications once it answers"
+            );
+            reported = true;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
 }
 
 /// Records the restart-only values this server runs with, so that `config check` can tell an

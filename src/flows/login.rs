@@ -1,6 +1,6 @@
 //! Login with a username and password: a new session (refresh family) and its first tokens.
 
-use super::{DEFAULT_CLIENT_ID, FlowError, Flows, Issued, RequestMeta, validate_username};
+use super::{DEFAULT_CLIENT_ID, FlowError, Flows, Issued, RequestMeta, normalize_username};
 use crate::clock::duration_ms;
 use crate::credentials::{MAX_PASSWORD_BYTES, Password};
 use crate::limits::UserLock;
@@ -23,6 +23,30 @@ impl Flows {
         Ok(!ip.is_empty() && sessions.iter().any(|s| s.ip == ip))
     }
 
+    /// Re-hashes a verified password at the configured cost, off the request's path: old-cost
+    /// hashes converge to the configured cost as their users log in.
+    fn upgrade_hash_later(&self, user_id: &str, old_hash: &str, password: &Password) {
+        let (hasher, store) = (self.hasher.clone(), self.store.clone());
+        let (user_id, old_hash, password) =
+            (user_id.to_owned(), old_hash.to_owned(), password.clone());
+        tokio::spawn(async move {
+            let upgraded = match hasher.hash(&password).await {
+                Ok(new_hash) => store
+                    .upgrade_password_hash(&user_id, &old_hash, &new_hash)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match upgraded {
+                Ok(true) => {
+                    tracing::debug!(%user_id, "password hash upgraded to the configured cost")
+                }
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%user_id, %error, "cannot upgrade a password hash"),
+            }
+        });
+    }
+
     #[tracing::instrument(name = "login", skip_all, fields(user_id))]
     pub async fn login(&self, request: LoginRequest<'_>) -> Result<Issued, FlowError> {
         let LoginRequest {
@@ -31,7 +55,7 @@ impl Flows {
             client_id,
             meta,
         } = request;
-        validate_username(username)?;
+        let username = &normalize_username(username)?;
         if password.expose().len() > MAX_PASSWORD_BYTES {
             return Err(FlowError::InvalidRequest(
                 format!("password: at most {MAX_PASSWORD_BYTES} bytes").into(),
@@ -68,7 +92,11 @@ impl Flows {
         }
         let matched = self
             .hasher
-            .verify(user.as_ref().map(|u| u.password_hash.as_str()), password)
+            .verify(
+                user.as_ref().map(|u| u.password_hash.as_str()),
+                username,
+                password,
+            )
             .await?;
         let user = match user {
             Some(user) if matched && !user.disabled => user,
@@ -79,6 +107,9 @@ impl Flows {
             }
         };
         self.limiter.record_success(username, &meta.ip);
+        if self.hasher.needs_rehash(&user.password_hash) {
+            self.upgrade_hash_later(&user.id, &user.password_hash, password);
+        }
         tracing::Span::current().record("user_id", user.id.as_str());
 
         let now = self.clock.now_ms();

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use accounts::{Accounts, MAX_USERNAME_CHARS, validate_username};
+pub use accounts::{Accounts, MAX_USERNAME_CHARS, normalize_username};
 pub use authenticate::Authenticated;
 pub use login::LoginRequest;
 
@@ -173,6 +173,16 @@ impl Flows {
 
     pub fn accounts(&self) -> &Accounts {
         &self.accounts
+    }
+
+    /// Points the unknown-user dummies at the costs of the stored password hashes (see
+    /// [`PasswordHasher::follow_population`]). Run at start and now and then.
+    pub async fn follow_password_costs(&self) -> Result<(), FlowError> {
+        let users = self.store.list_users().await?;
+        self.hasher
+            .follow_population(users.iter().map(|u| u.password_hash.as_str()))
+            .await?;
+        Ok(())
     }
 
     /// Ready when the store answers and a key signs now; otherwise the reason.

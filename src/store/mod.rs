@@ -174,6 +174,14 @@ pub trait Store: Send + Sync + 'static {
     /// Sets the password hash, bumps the epoch and ends every session, in one atomic step.
     /// Returns how many sessions ended, or `None` when there is no such user.
     async fn set_password(&self, user_id: &str, hash: &str) -> Result<Option<usize>, StoreError>;
+    /// Replaces `old_hash` by `new_hash` (the same password at another cost) if it is still the
+    /// stored one. The epoch stays and no session ends. Returns whether it was replaced.
+    async fn upgrade_password_hash(
+        &self,
+        user_id: &str,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError>;
     /// As [`Store::set_password`], for the disabled flag.
     async fn set_disabled(
         &self,

@@ -47,6 +47,7 @@ pub struct RedisStore {
     revoke_user: Script,
     list_sessions: Script,
     create_user: Script,
+    upgrade_hash: Script,
 }
 
 impl From<redis::RedisError> for StoreError {
@@ -93,6 +94,7 @@ impl RedisStore {
             revoke_user: Script::new(include_str!("lua/revoke_user.lua")),
             list_sessions: Script::new(include_str!("lua/list_sessions.lua")),
             create_user: Script::new(include_str!("lua/create_user.lua")),
+            upgrade_hash: Script::new(include_str!("lua/upgrade_hash.lua")),
         })
     }
 
@@ -284,6 +286,23 @@ impl Store for RedisStore {
 
     async fn set_password(&self, user_id: &str, hash: &str) -> Result<Option<usize>, StoreError> {
         self.end_sessions(user_id, true, &[("hash", hash)]).await
+    }
+
+    async fn upgrade_password_hash(
+        &self,
+        user_id: &str,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let replaced: i64 = self
+            .upgrade_hash
+            .key(format!("{}u:{user_id}", user_slot(user_id)))
+            .arg(old_hash)
+            .arg(new_hash)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(replaced == 1)
     }
 
     async fn set_disabled(

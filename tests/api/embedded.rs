@@ -283,3 +283,65 @@ async fn the_store_directory_and_files_are_private() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("mode 644"), "{warnings:?}");
 }
+
+#[tokio::test]
+async fn a_database_write_locked_by_another_process_is_not_ready() {
+    let app = spawn_app_with(Backend::Embedded, |_| {}).await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    let db = app.dir.path().join("latchkey.db");
+
+    // Another process takes the write lock and holds it.
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let locked = app.get("/readyz").await;
+    assert_eq!(locked.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = locked.json().await.unwrap();
+    assert_eq!(body["reason"], "store unreachable");
+
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.get("/readyz").await.status() != StatusCode::OK {
+        assert!(
+            Instant::now() < deadline,
+            "still not ready after the lock was released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn usernames_have_one_spelling() {
+    let app = spawn_app_with(Backend::Embedded, |_| {}).await;
+    let config = app.config_path.clone();
+    let added = run_with_stdin(
+        latchkey(&["users", "add", " Jose\u{0301} "], &config),
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert!(String::from_utf8_lossy(&added.stdout).contains("created user jos\u{e9} "));
+
+    // Case, surrounding spaces and composition do not make another account.
+    for same in ["jos\u{e9}", "JOS\u{c9}", "  Jose\u{0301}"] {
+        assert_eq!(
+            app.login(same, PASSWORD).await.status(),
+            StatusCode::OK,
+            "{same:?}"
+        );
+    }
+    let twin = run_with_stdin(latchkey(&["users", "add", "JOS\u{c9}"], &config), "x\n");
+    assert!(!twin.status.success());
+    assert!(String::from_utf8_lossy(&twin.stderr).contains("already exists"));
+    // Invisible characters are refused outright, at login and at creation.
+    let response = app.login("jos\u{200b}\u{e9}", PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let hidden = run_with_stdin(
+        latchkey(&["users", "add", "jo\u{200b}s\u{e9}"], &config),
+        "x\n",
+    );
+    assert!(!hidden.status.success());
+}

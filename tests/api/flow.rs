@@ -291,3 +291,54 @@ async fn a_stored_hash_that_cannot_be_checked_is_503_never_a_wrong_password() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_old_cost_hash_is_upgraded_at_login_without_ending_sessions() {
+    // The config raised the cost to 128 KiB; alice's hash is from before, at 64 KiB.
+    let app = crate::helpers::spawn_app_with(Backend::Embedded, |c| {
+        c.set("passwords", "memory_kib = 128")
+    })
+    .await;
+    let old_cost =
+        latchkey::credentials::PasswordHasher::new(&latchkey::config::PasswordSettings {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent: 1,
+        })
+        .unwrap();
+    let user = latchkey::store::User {
+        id: uuid::Uuid::new_v4().to_string(),
+        username: "alice".into(),
+        password_hash: old_cost
+            .hash(&latchkey::credentials::Password::new(PASSWORD.into()))
+            .await
+            .unwrap(),
+        disabled: false,
+        created_at: 0,
+        epoch: 0,
+    };
+    app.store.create_user(&user).await.unwrap();
+
+    let session = app.login_ok("alice").await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored = app.store.user_by_id(&user.id).await.unwrap().unwrap();
+        if stored.password_hash.contains("$m=128,") {
+            assert_eq!(stored.epoch, 0, "an upgrade is no credential change");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hash was not upgraded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The same password logs in against the new hash, and the session from before lives on.
+    assert_eq!(app.login("alice", PASSWORD).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.refresh(&text(&session, "refresh_token")).await.status(),
+        StatusCode::OK
+    );
+}

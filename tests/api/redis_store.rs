@@ -184,3 +184,37 @@ async fn redis_outage_answers_503_then_recovers() {
     app.add_user("alice", PASSWORD).await;
     assert_eq!(app.login("alice", PASSWORD).await.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn key_publications_are_recorded_once_redis_answers_after_a_start_without_it() {
+    // Redis is down when the issuer starts.
+    let mut redis = crate::helpers::RedisServer::start();
+    redis.kill();
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::helpers::base_config(dir.path(), &redis.url());
+    let mut app = crate::helpers::start(
+        config.text,
+        dir,
+        Some(redis),
+        latchkey::clock::Clock::system(),
+    )
+    .await;
+
+    app.redis.as_mut().unwrap().restart();
+    let store = latchkey::store::open(&app.redis.as_ref().unwrap().url())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(history) = store.key_publications().await
+            && history.iter().any(|p| p.kid == "test-es")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the publication was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

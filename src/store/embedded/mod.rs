@@ -34,6 +34,9 @@ use writer::WriteJob;
 /// later is skipped (see `writer::job`).
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Readiness probes answer within this.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
 pub struct EmbeddedStore {
     /// The read connection. A std `Mutex` is right: it is only held on the blocking pool,
     /// never across an `.await`.
@@ -84,7 +87,15 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let deadline = Instant::now() + CALL_TIMEOUT;
+        self.write_within(CALL_TIMEOUT, f).await
+    }
+
+    async fn write_within<T, F>(&self, timeout: Duration, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let deadline = Instant::now() + timeout;
         let (answer, answered) = tokio::sync::oneshot::channel();
         let queued = tokio::time::timeout_at(
             deadline.into(),
@@ -120,8 +131,10 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    /// Ready means writable: the probe runs in the writer's transaction, so a file another
+    /// process holds write-locked reports unavailable (reads alone would still pass).
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(sql::ping).await
+        self.write_within(PING_TIMEOUT, sql::ping).await
     }
 
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
@@ -146,6 +159,17 @@ impl Store for EmbeddedStore {
     async fn set_password(&self, user_id: &str, hash: &str) -> Result<Option<usize>, StoreError> {
         let (user_id, hash) = (user_id.to_owned(), hash.to_owned());
         self.write(move |c| sql::change_user(c, &user_id, "password_hash", &hash))
+            .await
+    }
+
+    async fn upgrade_password_hash(
+        &self,
+        user_id: &str,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let (user_id, old, new) = (user_id.to_owned(), old_hash.to_owned(), new_hash.to_owned());
+        self.write(move |c| sql::upgrade_password_hash(c, &user_id, &old, &new))
             .await
     }
 

@@ -90,14 +90,14 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The store's files (and directory) that other local users can read or write: an operator
-/// should `chmod` them.
+/// The store's files that other local users can read or write: an operator should `chmod` them.
+/// (A directory latchkey did not create is the operator's choice and is not judged.)
 pub fn permission_warnings(path: &Path) -> Vec<String> {
     let mut warnings = Vec::new();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mut files: Vec<std::path::PathBuf> = ["", "-wal", "-shm"]
+        let files: Vec<std::path::PathBuf> = ["", "-wal", "-shm"]
             .iter()
             .map(|suffix| {
                 let mut name = path.as_os_str().to_owned();
@@ -105,13 +105,10 @@ pub fn permission_warnings(path: &Path) -> Vec<String> {
                 std::path::PathBuf::from(name)
             })
             .collect();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            files.push(dir.to_owned());
-        }
         for file in files {
             if let Ok(meta) = std::fs::metadata(&file) {
                 let mode = meta.permissions().mode() & 0o777;
-                let private = if meta.is_dir() { 0o700 } else { 0o600 };
+                let private = 0o600;
                 if mode & !private != 0 {
                     warnings.push(format!(
                         "{} is mode {mode:o}: other local users can read session data; \
@@ -410,6 +407,18 @@ pub(super) fn change_user(
         return Ok(None);
     }
     Ok(Some(revoke_user_sessions(c, user_id)?))
+}
+
+pub(super) fn upgrade_password_hash(
+    c: &Connection,
+    user_id: &str,
+    old_hash: &str,
+    new_hash: &str,
+) -> Result<bool, StoreError> {
+    Ok(c.execute(
+        "UPDATE users SET password_hash = ?1 WHERE id = ?2 AND password_hash = ?3",
+        params![new_hash, user_id, old_hash],
+    )? == 1)
 }
 
 pub(super) fn create_session(tx: &Connection, s: &NewSession) -> Result<bool, StoreError> {
