@@ -186,3 +186,37 @@ async fn a_redis_stall_longer_than_the_grace_window_revokes_no_session() {
         assert_eq!(app.refresh(&token).await.status(), StatusCode::OK);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_store_stall_longer_than_the_grace_window_revokes_no_session() {
+    let app = spawn_app_with(Backend::Embedded, |c| {
+        c.set("tokens", "reuse_grace = \"1s\"")
+    })
+    .await;
+    app.add_user("alice", PASSWORD).await;
+    let mut tokens = Vec::new();
+    for _ in 0..4 {
+        tokens.push(text(&app.login_ok("alice").await, "refresh_token"));
+    }
+    let db = app.dir.path().join("latchkey.db");
+    let app = Arc::new(app);
+    let until = Instant::now() + Duration::from_secs(9);
+    let mut loops = tokio::task::JoinSet::new();
+    for token in tokens {
+        let app = app.clone();
+        loops.spawn(async move { refresh_through_outages(&app, token, until).await });
+    }
+
+    // Another process holds the write lock for 4 s: writes wait, their callers answer 503 after
+    // 3 s and retry, and the waiting writes get their turn long after their callers gave up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+
+    for token in loops.join_all().await {
+        assert_eq!(app.refresh(&token).await.status(), StatusCode::OK);
+    }
+}
