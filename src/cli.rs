@@ -44,8 +44,9 @@ pub enum Command {
     /// User accounts.
     #[command(subcommand)]
     Users(UsersCommand),
-    /// Read a client secret on standard input and print its argon2id hash.
-    HashSecret,
+    /// Read a client secret on standard input and print its argon2id hash, at the cost the
+    /// config sets (OWASP's default when the config cannot be read).
+    HashSecret(ConfigArg),
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -132,10 +133,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }) => keys_generate(&alg, kid, &dir, bits),
         Command::Keys(KeysCommand::List(c)) => keys_list(&c.path),
         Command::Users(cmd) => users(cmd).await,
-        Command::HashSecret => {
+        Command::HashSecret(c) => {
+            let settings = Config::load(&c.path)
+                .map(|config| config.passwords)
+                .unwrap_or_else(|_| PasswordSettings::default());
             let secret = read_secret("secret")?;
-            let hasher = PasswordHasher::new(&PasswordSettings::default())
-                .map_err(CliError::from_display)?;
+            let hasher = PasswordHasher::new(&settings).map_err(CliError::from_display)?;
             println!(
                 "{}",
                 hasher.hash(&secret).await.map_err(CliError::from_display)?
@@ -256,7 +259,7 @@ async fn config_check(path: &Path, strict: bool) -> Result<(), CliError> {
     // A config that does not load is one error per problem, printed by `main`.
     let now = system_ms();
     let mut errors = Vec::new();
-    let mut warnings = Vec::new();
+    let mut warnings = config.warnings();
     if let Err(e) = KeyRing::load(&config) {
         errors.push(e.to_string());
     }

@@ -154,6 +154,23 @@ impl ApiError {
             FlowError::UserExists(_) | FlowError::NoSuchUser(_) => {
                 ApiError::invalid_request(e.to_string())
             }
+            // RFC 6749 §5.2: 401, with a challenge in the scheme clients authenticate with.
+            FlowError::InvalidClient(description) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+                    .with_challenge("Basic realm=\"latchkey\"".into())
+            }
+            FlowError::UnauthorizedClient(description) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "unauthorized_client", description)
+            }
+            FlowError::UnsupportedGrantType => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "grant_type must be password, refresh_token or client_credentials, as the \
+                 client is registered for",
+            ),
+            FlowError::InvalidScope(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
+            }
             FlowError::Internal(_) => {
                 let mut error = ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -246,6 +246,37 @@ impl LoginLimiter {
         users.put(username, b, settings, now);
     }
 
+    /// Client authentication: only the (client, IP) failure limit applies. Client secrets are
+    /// long random strings nobody guesses, so a per-client lock would only let anyone lock a
+    /// service out; and per-IP attempt counting would throttle a busy service's own traffic.
+    pub fn check_pair(
+        &self,
+        settings: &LimitSettings,
+        ip: &str,
+        key: &str,
+        now: UnixMs,
+    ) -> Result<(), Throttled> {
+        let window = duration_ms(settings.window);
+        match lock(&self.failures_per_pair).get(&pair_key(key, ip), settings, now) {
+            Some(w) if w.count >= settings.failed_logins_per_user_ip => Err(Throttled {
+                retry_after_secs: retry_after(w.start + window, now),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed client authentication against the (client, IP) pair only.
+    pub fn record_pair_failure(&self, settings: &LimitSettings, key: &str, ip: &str, now: UnixMs) {
+        let key = pair_key(key, ip);
+        let mut pairs = lock(&self.failures_per_pair);
+        let mut w = pairs.get(&key, settings, now).unwrap_or(Window {
+            start: now,
+            count: 0,
+        });
+        w.count = w.count.saturating_add(1);
+        pairs.put(&key, w, settings, now);
+    }
+
     /// A successful login from `ip` clears that pair's failures.
     pub fn record_success(&self, username: &str, ip: &str) {
         lock(&self.failures_per_pair)

@@ -18,7 +18,7 @@ use crate::flows::Flows;
 use crate::keys::{KeyError, KeyRing};
 use crate::reload;
 use crate::routes::json::MAX_JSON_BODY;
-use crate::routes::{auth, method_not_allowed, not_found, ops, well_known};
+use crate::routes::{auth, method_not_allowed, not_found, oauth, ops, well_known};
 use crate::state::{LiveState, RUNNING_VALUES_META, RestartOnlyValues};
 use crate::store::{self, SharedStore, StoreError};
 
@@ -30,6 +30,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("passwords: {0}")]
     Credentials(#[from] CredentialError),
+    #[error("{0}")]
+    Flows(#[from] crate::flows::FlowError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -72,7 +74,7 @@ impl Application {
             .port();
         let hasher = PasswordHasher::new(&config.passwords)?;
         let state = Arc::new(LiveState::new(config, ring));
-        let flows = web::Data::new(Flows::new(state, store, hasher, clock));
+        let flows = web::Data::new(Flows::new(state, store, hasher, clock)?);
         let shared = flows.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -154,6 +156,9 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(post("/auth/refresh", auth::refresh))
         .service(post("/auth/logout", auth::logout))
         .service(get("/auth/userinfo", auth::userinfo))
+        .service(post("/oauth/token", oauth::token))
+        .service(post("/oauth/revoke", oauth::revoke))
+        .service(post("/oauth/introspect", oauth::introspect))
         .service(get("/.well-known/jwks.json", well_known::jwks))
         .service(get(
             "/.well-known/oauth-authorization-server",

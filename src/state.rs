@@ -42,7 +42,7 @@ impl LiveState {
 }
 
 /// Applied by a reload (a whole section, or one field by its dotted path).
-pub const RELOADABLE: &[&str] = &["tokens", "jwks", "limits", "keys"];
+pub const RELOADABLE: &[&str] = &["tokens", "jwks", "limits", "keys", "clients"];
 
 /// Read once at start: the listener, the store connection and the hashing pool are built from
 /// them, and `issuer` names every token already out there. A changed value is reported and the

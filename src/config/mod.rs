@@ -13,7 +13,10 @@ use raw::{RawConfig, RawPasswords, apply_env};
 
 use crate::clock::UnixMs;
 
+pub mod clients;
 mod raw;
+
+pub use clients::{ClientKind, ClientSpec, DEFAULT_CLIENT_ID, GrantType, RefreshDelivery};
 
 /// The largest argon2 memory cost accepted (1 GiB), in the config and in stored hashes.
 pub const MAX_ARGON2_MEMORY_KIB: u32 = 1024 * 1024;
@@ -35,6 +38,8 @@ pub struct Config {
     pub limits: LimitSettings,
     /// Signing keys in the order they appear in the file.
     pub keys: Vec<KeySpec>,
+    /// The OAuth clients, the implicit first-party client included.
+    pub clients: Vec<ClientSpec>,
 }
 
 #[derive(Clone, Debug)]
@@ -206,6 +211,16 @@ impl Config {
     /// valid for `access_ttl`, and verifiers tolerate `leeway` of skew.
     pub fn publish_tail(&self) -> Duration {
         self.tokens.access_ttl + self.tokens.leeway
+    }
+
+    /// The client `id`, if registered (the first-party client is always).
+    pub fn client(&self, id: &str) -> Option<&ClientSpec> {
+        self.clients.iter().find(|c| c.id == id)
+    }
+
+    /// Findings that do not stop this config from serving (`config check` prints them).
+    pub fn warnings(&self) -> Vec<String> {
+        clients::warnings(&self.clients)
     }
 
     /// How long `key` stays in the JWKS under this config (see [`KeySpec::published_until`]).
@@ -445,6 +460,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         problems.push("keys: at least one [[keys]] entry that is not revoked is needed".into());
     }
 
+    let mut clients = clients::validate(raw.clients, &mut problems);
+    if !clients.iter().any(|c| c.id == DEFAULT_CLIENT_ID) {
+        clients.push(ClientSpec::default_client());
+    }
+
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
@@ -457,6 +477,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         passwords,
         limits,
         keys,
+        clients,
     })
 }
 

@@ -28,6 +28,8 @@ pub(crate) struct RawConfig {
     pub(super) limits: RawLimits,
     #[serde(default)]
     pub(super) keys: Vec<RawKey>,
+    #[serde(default)]
+    pub(super) clients: Vec<super::clients::RawClient>,
 }
 
 #[derive(Deserialize, Serialize)]

@@ -17,7 +17,9 @@ pub struct Authenticated {
 }
 
 impl Flows {
-    pub async fn authenticate(&self, token: &str) -> Result<Authenticated, FlowError> {
+    /// Verifies an access token exactly as a resource server reading the published JWKS would:
+    /// signature by a published key, `typ`, `iss`, audience, `exp` and `nbf`, at the clock's now.
+    pub async fn verify_access(&self, token: &str) -> Result<latchkey_verify::Claims, FlowError> {
         let now = self.clock.now_ms();
         let jwks = self.snapshot().keys.jwks(now);
         let verifier = jwks
@@ -25,10 +27,15 @@ impl Flows {
             .as_ref()
             .ok_or_else(|| FlowError::Internal("the issuer's own JWKS does not parse".into()))?;
         let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0));
-        let claims = verifier
+        verifier
             .verify_at(token, at)
             .await
-            .map_err(|e| FlowError::InvalidToken(e.to_string().into()))?;
+            .map_err(|e| FlowError::InvalidToken(e.to_string().into()))
+    }
+
+    pub async fn authenticate(&self, token: &str) -> Result<Authenticated, FlowError> {
+        let now = self.clock.now_ms();
+        let claims = self.verify_access(token).await?;
         let user = match self.store.user_by_id(&claims.sub).await? {
             Some(user) if !user.disabled => user,
             _ => {

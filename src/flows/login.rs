@@ -1,10 +1,13 @@
-//! Login with a username and password: a new session (refresh family) and its first tokens.
+//! Signing in with a username and password: a new session (refresh family) and its first tokens.
+//! The first-party `/auth/login` and the OAuth password grant share it.
 
-use super::{DEFAULT_CLIENT_ID, FlowError, Flows, Issued, RequestMeta, normalize_username};
+use super::{FlowError, Flows, Issued, RequestMeta, normalize_username, scopes};
 use crate::clock::duration_ms;
+use crate::config::{ClientKind, ClientSpec, DEFAULT_CLIENT_ID, GrantType};
 use crate::credentials::{MAX_PASSWORD_BYTES, Password};
 use crate::limits::UserLock;
-use crate::store::{Entitlement, NewSession};
+use crate::state::Snapshot;
+use crate::store::{Channel, Entitlement, NewSession};
 use crate::tokens::{RefreshToken, new_session_id};
 
 /// A login as the first-party API receives it.
@@ -13,10 +16,60 @@ pub struct LoginRequest<'a> {
     pub username: &'a str,
     pub password: &'a Password,
     pub client_id: Option<&'a str>,
+    pub scope: Option<&'a str>,
     pub meta: &'a RequestMeta,
 }
 
+/// The channel a client's refresh tokens travel by.
+pub(super) fn channel_of(client: &ClientSpec) -> Channel {
+    match client.kind {
+        ClientKind::Confidential => Channel::Confidential,
+        ClientKind::Public => Channel::Body,
+    }
+}
+
 impl Flows {
+    /// `/auth/login`: for public clients (the first-party one when none is named). A
+    /// confidential client authenticates, so it signs users in at `/oauth/token`.
+    pub async fn login(&self, request: LoginRequest<'_>) -> Result<Issued, FlowError> {
+        let snapshot = self.signing_snapshot()?;
+        let client_id = match request.client_id {
+            Some(id) if crate::config::valid_identifier(id) => id,
+            Some(_) => {
+                return Err(FlowError::InvalidRequest(
+                    "client_id: 1-64 characters of A-Z a-z 0-9 . _ -".into(),
+                ));
+            }
+            None => DEFAULT_CLIENT_ID,
+        };
+        let client = match snapshot.config.client(client_id) {
+            Some(client) if client.kind == ClientKind::Public => client.clone(),
+            Some(_) => {
+                return Err(FlowError::InvalidClient(
+                    "a confidential client signs users in at /oauth/token, authenticated",
+                ));
+            }
+            None => return Err(FlowError::InvalidClient("unknown client_id")),
+        };
+        self.sign_in(&snapshot, &client, request).await
+    }
+
+    /// The password grant at `/oauth/token` (RFC 6749 §4.3), for an authenticated client that
+    /// lists it.
+    pub async fn password_grant(
+        &self,
+        snapshot: &Snapshot,
+        client: &ClientSpec,
+        request: LoginRequest<'_>,
+    ) -> Result<Issued, FlowError> {
+        if !client.may(GrantType::Password) {
+            return Err(FlowError::UnauthorizedClient(
+                "this client may not use the password grant",
+            ));
+        }
+        self.sign_in(snapshot, client, request).await
+    }
+
     /// Whether `ip` is where one of the user's live sessions was last used.
     async fn is_known_ip(&self, user_id: &str, ip: &str) -> Result<bool, FlowError> {
         let sessions = self.store.sessions_of(user_id, self.clock.now_ms()).await?;
@@ -47,13 +100,19 @@ impl Flows {
         });
     }
 
-    #[tracing::instrument(name = "login", skip_all, fields(user_id))]
-    pub async fn login(&self, request: LoginRequest<'_>) -> Result<Issued, FlowError> {
+    #[tracing::instrument(name = "login", skip_all, fields(client_id = %client.id, user_id))]
+    async fn sign_in(
+        &self,
+        snapshot: &Snapshot,
+        client: &ClientSpec,
+        request: LoginRequest<'_>,
+    ) -> Result<Issued, FlowError> {
         let LoginRequest {
             username,
             password,
-            client_id,
+            scope,
             meta,
+            ..
         } = request;
         let username = &normalize_username(username)?;
         if password.expose().len() > MAX_PASSWORD_BYTES {
@@ -61,17 +120,7 @@ impl Flows {
                 format!("password: at most {MAX_PASSWORD_BYTES} bytes").into(),
             ));
         }
-        let client_id = match client_id {
-            Some(id) if crate::config::valid_identifier(id) => id,
-            Some(_) => {
-                return Err(FlowError::InvalidRequest(
-                    "client_id: 1-64 characters of A-Z a-z 0-9 . _ -".into(),
-                ));
-            }
-            None => DEFAULT_CLIENT_ID,
-        };
-
-        let snapshot = self.signing_snapshot()?;
+        let requested = scopes::parse(scope)?;
         let limits = &snapshot.config.limits;
         let lock = self
             .limiter
@@ -111,6 +160,9 @@ impl Flows {
             self.upgrade_hash_later(&user.id, &user.password_hash, password);
         }
         tracing::Span::current().record("user_id", user.id.as_str());
+        // Users hold no scopes of their own yet: a request is checked against the client, and
+        // the grant narrows to what the user holds.
+        let scope = scopes::for_user(client, requested.as_deref(), &[])?;
 
         let now = self.clock.now_ms();
         let tokens = &snapshot.config.tokens;
@@ -123,8 +175,8 @@ impl Flows {
             .create_session(&NewSession {
                 id: sid,
                 user_id: user.id.clone(),
-                client_id: client_id.to_owned(),
-                scope: String::new(),
+                client_id: client.id.clone(),
+                scope: scope.clone(),
                 created_at: now,
                 expires_at,
                 user_agent: meta.user_agent.clone(),
@@ -132,6 +184,7 @@ impl Flows {
                 first_token: refresh.id(),
                 first_token_expires_at,
                 user_epoch: user.epoch,
+                channel: channel_of(client),
             })
             .await?;
         if !created {
@@ -140,10 +193,15 @@ impl Flows {
         }
         let entitlement = Entitlement {
             user_id: user.id,
-            client_id: client_id.to_owned(),
-            scope: String::new(),
+            client_id: client.id.clone(),
+            scope: scope.clone(),
             successor_expires_at: first_token_expires_at,
         };
-        self.issue(&snapshot, &entitlement, sid, refresh, now)
+        let mut issued = self.issue(snapshot, client, &entitlement, sid, refresh, now)?;
+        if !client.may(GrantType::RefreshToken) {
+            // RFC 6749 §5.1: a refresh token is optional; a client without the grant gets none.
+            issued.refresh = None;
+        }
+        Ok(issued)
     }
 }

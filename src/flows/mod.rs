@@ -8,9 +8,14 @@
 
 mod accounts;
 mod authenticate;
+mod client_credentials;
+mod clients;
+mod introspect;
 mod login;
 mod logout;
 mod refresh;
+mod revoke;
+pub mod scopes;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -20,17 +25,19 @@ use uuid::Uuid;
 
 pub use accounts::{Accounts, MAX_USERNAME_CHARS, normalize_username};
 pub use authenticate::Authenticated;
+pub use clients::{AuthMethod, ClientCredentials};
+pub use introspect::Introspection;
 pub use login::LoginRequest;
 
 use crate::clock::{Clock, UnixMs};
+use crate::config::ClientSpec;
 use crate::credentials::{CredentialError, PasswordHasher};
 use crate::limits::LoginLimiter;
 use crate::state::{LiveState, Snapshot};
 use crate::store::{Entitlement, SharedStore, StoreError};
 use crate::tokens::{AccessClaims, Audience, RefreshToken, new_jti};
 
-/// A login without `client_id` is recorded under this client.
-pub const DEFAULT_CLIENT_ID: &str = "latchkey";
+pub use crate::config::DEFAULT_CLIENT_ID;
 
 /// Who is asking, as recorded on the session.
 #[derive(Clone, Debug, Default)]
@@ -96,6 +103,17 @@ pub enum FlowError {
     /// a wrong password, always logged.
     #[error("passwords cannot be checked")]
     PasswordCheck(#[source] CredentialError),
+    /// The client is unknown, or did not authenticate as its type requires (RFC 6749 §5.2).
+    #[error("{0}")]
+    InvalidClient(&'static str),
+    /// The client may not use this grant type.
+    #[error("{0}")]
+    UnauthorizedClient(&'static str),
+    #[error("unsupported grant_type")]
+    UnsupportedGrantType,
+    /// A requested scope the client may not have, or that is not a scope.
+    #[error("invalid scope: {0}")]
+    InvalidScope(String),
     #[error("user {0:?} already exists")]
     UserExists(String),
     #[error("no user {0:?}")]
@@ -134,6 +152,7 @@ pub struct Flows {
     limiter: LoginLimiter,
     clock: Clock,
     accounts: Accounts,
+    secrets: clients::VerifiedSecrets,
 }
 
 impl Flows {
@@ -142,16 +161,17 @@ impl Flows {
         store: SharedStore,
         hasher: PasswordHasher,
         clock: Clock,
-    ) -> Flows {
+    ) -> Result<Flows, FlowError> {
         let accounts = Accounts::new(store.clone(), hasher.clone(), clock.clone());
-        Flows {
+        Ok(Flows {
             state,
             store,
             hasher,
             limiter: LoginLimiter::new(),
             clock,
             accounts,
-        }
+            secrets: clients::VerifiedSecrets::new()?,
+        })
     }
 
     /// The config and keys in force now.
@@ -207,20 +227,23 @@ impl Flows {
         }
     }
 
-    /// Signs an access token for `entitlement` and packs it with `refresh`.
+    /// Signs an access token for `entitlement` (whose scope may have been narrowed for this
+    /// token) and packs it with `refresh`.
     fn issue(
         &self,
         snapshot: &Snapshot,
+        client: &ClientSpec,
         entitlement: &Entitlement,
         sid: Uuid,
         refresh: RefreshToken,
         now: UnixMs,
     ) -> Result<Issued, FlowError> {
+        let scope = entitlement.scope.as_str();
         let (access_token, expires_in) = sign_access(
             snapshot,
+            client,
             &entitlement.user_id,
-            &entitlement.client_id,
-            &entitlement.scope,
+            scope,
             Some(sid),
             now,
         )?;
@@ -234,36 +257,41 @@ impl Flows {
                 token: refresh,
                 expires_in: refresh_expires_in,
             }),
-            scope: entitlement.scope.clone(),
+            scope: scope.to_owned(),
             client_id: entitlement.client_id.clone(),
             session_id: Some(sid),
         })
     }
 }
 
-/// Signs an RFC 9068 access token with the key of `snapshot` active at `now`. Returns the token
-/// and its lifetime in seconds.
+/// Signs an RFC 9068 access token for `client` with the key of `snapshot` active at `now`, with
+/// the client's lifetime and audience when it overrides the config's. Returns the token and its
+/// lifetime in seconds.
 pub fn sign_access(
     snapshot: &Snapshot,
+    client: &ClientSpec,
     subject: &str,
-    client_id: &str,
     scope: &str,
     sid: Option<Uuid>,
     now: UnixMs,
 ) -> Result<(String, u64), FlowError> {
     let key = snapshot.keys.active(now).ok_or(FlowError::NoSigningKey)?;
     let config = &snapshot.config;
-    let ttl = config.tokens.access_ttl.as_secs();
+    let ttl = client
+        .access_ttl
+        .unwrap_or(config.tokens.access_ttl)
+        .as_secs();
     let iat = now.div_euclid(1000);
+    let audience = client.audience.as_ref().unwrap_or(&config.tokens.audience);
     let claims = AccessClaims {
         iss: config.issuer.clone(),
         sub: subject.to_owned(),
-        aud: Audience::from_list(&config.tokens.audience),
+        aud: Audience::from_list(audience),
         exp: iat.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX / 2)),
         iat,
         nbf: iat,
         jti: new_jti(),
-        client_id: client_id.to_owned(),
+        client_id: client.id.clone(),
         scope: (!scope.is_empty()).then(|| scope.to_owned()),
         sid: sid.map(|s| s.to_string()),
     };

@@ -1,20 +1,77 @@
 //! Refresh: the presented token is consumed and its successor issued, in one atomic store step
-//! (`docs/tokens.md`, rotation and reuse).
+//! (`docs/tokens.md`, rotation and reuse). A token is bound to its client and to the way it
+//! travels: presented by another client, or another way, it is refused without being consumed.
 
-use super::{FlowError, Flows, Issued, RequestMeta};
+use uuid::Uuid;
+
+use super::login::channel_of;
+use super::{FlowError, Flows, Issued, RequestMeta, scopes};
 use crate::clock::duration_ms;
-use crate::store::{RotateOutcome, Rotation};
-use crate::tokens::RefreshToken;
+use crate::config::{ClientSpec, GrantType};
+use crate::state::Snapshot;
+use crate::store::{Channel, Entitlement, RotateOutcome, Rotation};
+use crate::tokens::{PresentedToken, RefreshToken};
 
 impl Flows {
+    /// `/auth/refresh`: a public client's token from a request body.
     #[tracing::instrument(name = "refresh", skip_all, fields(sid))]
     pub async fn refresh(&self, token: &str, meta: &RequestMeta) -> Result<Issued, FlowError> {
+        let snapshot = self.signing_snapshot()?;
+        self.rotate(&snapshot, token, None, Channel::Body, None, meta)
+            .await
+    }
+
+    /// The refresh-token grant at `/oauth/token` (RFC 6749 §6), for the client the token was
+    /// issued to; `scope` may narrow the new access token.
+    #[tracing::instrument(name = "refresh", skip_all, fields(sid, client_id = %client.id))]
+    pub async fn refresh_grant(
+        &self,
+        snapshot: &Snapshot,
+        client: &ClientSpec,
+        token: &str,
+        scope: Option<&str>,
+        meta: &RequestMeta,
+    ) -> Result<Issued, FlowError> {
+        if !client.may(GrantType::RefreshToken) {
+            return Err(FlowError::UnauthorizedClient(
+                "this client may not use the refresh_token grant",
+            ));
+        }
+        let requested = scopes::parse(scope)?;
+        self.rotate(
+            snapshot,
+            token,
+            Some(client),
+            channel_of(client),
+            requested.as_deref(),
+            meta,
+        )
+        .await
+    }
+
+    async fn rotate(
+        &self,
+        snapshot: &Snapshot,
+        token: &str,
+        client: Option<&ClientSpec>,
+        channel: Channel,
+        requested: Option<&[String]>,
+        meta: &RequestMeta,
+    ) -> Result<Issued, FlowError> {
         let presented = RefreshToken::parse(token).map_err(|_| FlowError::BadRefreshToken)?;
         let sid = presented.session_id;
         tracing::Span::current().record("sid", tracing::field::display(sid));
-        let snapshot = self.signing_snapshot()?;
-        let successor = RefreshToken::generate(sid).map_err(FlowError::internal)?;
         let now = self.clock.now_ms();
+        // A narrower scope is checked before the token is consumed (one read, only then).
+        if requested.is_some() {
+            let session = self
+                .store
+                .session(sid, now)
+                .await?
+                .ok_or(FlowError::BadRefreshToken)?;
+            scopes::narrowed(&session.scope, requested)?;
+        }
+        let successor = RefreshToken::generate(sid).map_err(FlowError::internal)?;
         let tokens = &snapshot.config.tokens;
         let outcome = self
             .store
@@ -28,30 +85,47 @@ impl Flows {
                 grace_ms: duration_ms(tokens.reuse_grace),
                 user_agent: meta.user_agent.clone(),
                 ip: meta.ip.clone(),
+                client_id: client.map(|c| c.id.clone()),
+                channel,
             })
             .await?;
-        match outcome {
-            RotateOutcome::Rotated(entitlement) => {
-                self.issue(&snapshot, &entitlement, sid, successor, now)
-            }
+        let (entitlement, refresh) = match outcome {
+            RotateOutcome::Rotated(entitlement) => (entitlement, successor),
             RotateOutcome::Replayed {
                 entitlement,
                 sealed_successor,
             } => match presented.open(&sealed_successor) {
-                Some(earlier) => self.issue(&snapshot, &entitlement, sid, earlier, now),
+                Some(earlier) => (entitlement, earlier),
                 None => {
                     tracing::error!("a sealed successor did not open with its own token");
-                    Err(FlowError::BadRefreshToken)
+                    return Err(FlowError::BadRefreshToken);
                 }
             },
             RotateOutcome::Reused { user_id } => {
                 tracing::warn!(%user_id, "refresh token reused after its grace window: session revoked");
-                Err(FlowError::BadRefreshToken)
+                return Err(FlowError::BadRefreshToken);
             }
             RotateOutcome::Invalid(why) => {
                 tracing::debug!(?why, "refresh refused");
-                Err(FlowError::BadRefreshToken)
+                return Err(FlowError::BadRefreshToken);
             }
-        }
+        };
+        // The session's client must still be registered.
+        let Some(client) = snapshot.config.client(&entitlement.client_id) else {
+            self.end_orphan(sid, &presented).await;
+            return Err(FlowError::BadRefreshToken);
+        };
+        let entitlement = Entitlement {
+            scope: scopes::narrowed(&entitlement.scope, requested)?,
+            ..entitlement
+        };
+        self.issue(snapshot, client, &entitlement, sid, refresh, now)
+    }
+
+    /// Revokes a session whose client was removed from the config.
+    async fn end_orphan(&self, sid: Uuid, presented: &PresentedToken) {
+        tracing::warn!(%sid, "a session of a client no longer registered: revoked");
+        let _ = self.store.revoke_by_token(sid, presented.id).await;
+        let _ = self.store.revoke_session(sid).await;
     }
 }

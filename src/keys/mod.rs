@@ -252,7 +252,19 @@ impl KeyRing {
             publish_tail,
             verifier: VerifierSettings {
                 issuer: config.issuer.clone(),
-                audiences: config.tokens.audience.clone(),
+                // Every audience this config issues tokens for, client overrides included.
+                audiences: config
+                    .tokens
+                    .audience
+                    .iter()
+                    .chain(
+                        config
+                            .clients
+                            .iter()
+                            .flat_map(|c| c.audience.iter().flatten()),
+                    )
+                    .cloned()
+                    .collect(),
                 leeway: config.tokens.leeway,
             },
             jwks: Mutex::new(None),

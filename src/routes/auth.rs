@@ -7,10 +7,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::json::JsonObject;
-use super::{bearer_token, request_meta};
+use super::{bearer_token, request_meta, token_response};
 use crate::credentials::Password;
 use crate::error::ApiError;
-use crate::flows::{FlowError, Flows, Issued, LoginRequest};
+use crate::flows::{FlowError, Flows, LoginRequest};
 
 #[derive(Deserialize)]
 pub struct LoginBody {
@@ -18,25 +18,13 @@ pub struct LoginBody {
     password: Password,
     #[serde(default)]
     client_id: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 #[derive(Deserialize)]
 pub struct RefreshBody {
     refresh_token: String,
-}
-
-/// RFC 6749 §5.1 token response.
-#[derive(Serialize)]
-struct TokenResponse<'a> {
-    access_token: &'a str,
-    token_type: &'static str,
-    expires_in: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refresh_token: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refresh_expires_in: Option<u64>,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    scope: &'a str,
 }
 
 #[derive(Serialize)]
@@ -55,19 +43,6 @@ fn refused(e: FlowError) -> ApiError {
     }
 }
 
-fn token_response(issued: &Issued) -> HttpResponse {
-    HttpResponse::Ok().json(TokenResponse {
-        access_token: &issued.access_token,
-        token_type: match issued.token_type {
-            crate::flows::TokenType::Bearer => "Bearer",
-        },
-        expires_in: issued.expires_in,
-        refresh_token: issued.refresh.as_ref().map(|r| r.token.as_str()),
-        refresh_expires_in: issued.refresh.as_ref().map(|r| r.expires_in),
-        scope: &issued.scope,
-    })
-}
-
 pub async fn login(
     flows: web::Data<Flows>,
     req: HttpRequest,
@@ -78,6 +53,7 @@ pub async fn login(
             username: &body.username,
             password: &body.password,
             client_id: body.client_id.as_deref(),
+            scope: body.scope.as_deref(),
             meta: &request_meta(&req),
         })
         .await

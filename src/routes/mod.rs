@@ -2,15 +2,48 @@
 //! its result or error as that surface's contract says.
 
 pub mod auth;
+pub mod form;
 pub mod json;
+pub mod oauth;
 pub mod ops;
 pub mod well_known;
 
-use actix_web::HttpRequest;
 use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::flows::RequestMeta;
+use crate::flows::{Issued, RequestMeta, TokenType};
+
+/// RFC 6749 §5.1 token response.
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_expires_in: Option<u64>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    scope: &'a str,
+}
+
+/// What was issued, as a JSON body (RFC 6749 §5.1: `no-store` and `Pragma: no-cache`).
+pub fn token_response(issued: &Issued) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(TokenResponse {
+            access_token: &issued.access_token,
+            token_type: match issued.token_type {
+                TokenType::Bearer => "Bearer",
+            },
+            expires_in: issued.expires_in,
+            refresh_token: issued.refresh.as_ref().map(|r| r.token.as_str()),
+            refresh_expires_in: issued.refresh.as_ref().map(|r| r.expires_in),
+            scope: &issued.scope,
+        })
+}
 
 const MAX_USER_AGENT_CHARS: usize = 256;
 

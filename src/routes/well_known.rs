@@ -4,6 +4,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
+use crate::config::{ClientKind, GrantType};
 use crate::flows::Flows;
 
 pub async fn jwks(flows: web::Data<Flows>, req: HttpRequest) -> HttpResponse {
@@ -42,12 +43,12 @@ fn none_match(req: &HttpRequest, etag: &str) -> bool {
         .any(|t| t == "*" || t == etag)
 }
 
-/// RFC 8414 metadata, listing only what this issuer serves.
+/// RFC 8414 metadata, listing only what this issuer serves and its clients use.
 pub async fn metadata(flows: web::Data<Flows>) -> HttpResponse {
     let snapshot = flows.snapshot();
-    let base = &snapshot.config.issuer;
-    let mut algs: Vec<&str> = snapshot
-        .config
+    let config = &snapshot.config;
+    let base = &config.issuer;
+    let mut algs: Vec<&str> = config
         .keys
         .iter()
         .filter(|k| !k.revoked)
@@ -55,14 +56,47 @@ pub async fn metadata(flows: web::Data<Flows>) -> HttpResponse {
         .collect();
     algs.sort_unstable();
     algs.dedup();
+    let grants: Vec<&str> = GrantType::ALL
+        .into_iter()
+        .filter(|g| config.clients.iter().any(|c| c.may(*g)))
+        .map(GrantType::as_str)
+        .collect();
+    let mut auth_methods = Vec::new();
+    if config
+        .clients
+        .iter()
+        .any(|c| c.kind == ClientKind::Confidential)
+    {
+        auth_methods.extend(["client_secret_basic", "client_secret_post"]);
+    }
+    if config.clients.iter().any(|c| c.kind == ClientKind::Public) {
+        auth_methods.push("none");
+    }
+    let mut scopes: Vec<&str> = config
+        .clients
+        .iter()
+        .flat_map(|c| c.scopes.iter().flatten())
+        .map(String::as_str)
+        .collect();
+    scopes.sort_unstable();
+    scopes.dedup();
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .json(json!({
             "issuer": base,
             "jwks_uri": format!("{base}/.well-known/jwks.json"),
+            "token_endpoint": format!("{base}/oauth/token"),
+            "revocation_endpoint": format!("{base}/oauth/revoke"),
+            "introspection_endpoint": format!("{base}/oauth/introspect"),
             "userinfo_endpoint": format!("{base}/auth/userinfo"),
             // No authorization endpoint: the first-party API logs users in directly.
             "response_types_supported": [],
+            "grant_types_supported": grants,
+            "token_endpoint_auth_methods_supported": auth_methods,
+            "revocation_endpoint_auth_methods_supported": auth_methods,
+            "introspection_endpoint_auth_methods_supported":
+                ["client_secret_basic", "client_secret_post"],
+            "scopes_supported": scopes,
             "access_token_signing_alg_values_supported": algs,
         }))
 }

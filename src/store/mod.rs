@@ -81,6 +81,31 @@ pub struct NewSession {
     pub first_token_expires_at: UnixMs,
     /// The user's epoch when the login checked the password.
     pub user_epoch: u64,
+    /// Where the family's refresh tokens travel; every refresh must come the same way.
+    pub channel: Channel,
+}
+
+/// How a family's refresh tokens travel. A token presented another way is refused without
+/// being consumed: a cookie client's token never works from a body, and a confidential
+/// client's never without its authentication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// A public client, token in request and response bodies.
+    Body,
+    /// A browser client, token in an HttpOnly cookie.
+    Cookie,
+    /// A confidential client, which authenticates at `/oauth/token`.
+    Confidential,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Body => "body",
+            Channel::Cookie => "cookie",
+            Channel::Confidential => "confidential",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +135,10 @@ pub struct Rotation {
     pub grace_ms: i64,
     pub user_agent: String,
     pub ip: String,
+    /// The client the presenter is (or claims to be, for public clients); `None`: any.
+    pub client_id: Option<String>,
+    /// How the token arrived.
+    pub channel: Channel,
 }
 
 /// What a family entitles whoever presented a valid token of it to: tokens for this user, client
@@ -160,6 +189,9 @@ pub enum Invalid {
     /// The user's password or status changed since the login (or the user is gone): the session
     /// is revoked now.
     UserChanged,
+    /// Presented by another client, or another way (a body for a cookie family): nothing was
+    /// consumed.
+    WrongClient,
 }
 
 #[async_trait]
@@ -196,6 +228,14 @@ pub trait Store: Send + Sync + 'static {
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
     /// The session if it is live at `now`.
     async fn session(&self, id: Uuid, now: UnixMs) -> Result<Option<Session>, StoreError>;
+    /// The session of `token` and the token's expiry, if `token` is its session's live refresh
+    /// token at `now` (introspection: usable right now), without consuming anything.
+    async fn live_refresh_token(
+        &self,
+        session_id: Uuid,
+        token: TokenId,
+        now: UnixMs,
+    ) -> Result<Option<(Session, UnixMs)>, StoreError>;
     /// Every live session of a user.
     async fn sessions_of(&self, user_id: &str, now: UnixMs) -> Result<Vec<Session>, StoreError>;
     /// Revokes the family of `token` if the store ever issued that token (logout). Returns

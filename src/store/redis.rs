@@ -335,6 +335,7 @@ impl Store for RedisStore {
             .arg(s.first_token_expires_at)
             .arg(s.user_epoch)
             .arg(&sid)
+            .arg(s.channel.as_str())
             .invoke_async(&mut conn)
             .await?;
         Ok(created == 1)
@@ -362,6 +363,8 @@ impl Store for RedisStore {
             .arg(deadline)
             .arg(HISTORY)
             .arg(&prefix)
+            .arg(r.client_id.as_deref().unwrap_or(""))
+            .arg(r.channel.as_str())
             .invoke_async(&mut conn)
             .await?;
         match text(&reply, 0)?.as_str() {
@@ -381,6 +384,7 @@ impl Store for RedisStore {
                 "expired_idle" => Invalid::ExpiredIdle,
                 "expired_absolute" => Invalid::ExpiredAbsolute,
                 "user_changed" => Invalid::UserChanged,
+                "wrong_client" => Invalid::WrongClient,
                 _ => Invalid::Unknown,
             })),
         }
@@ -401,6 +405,33 @@ impl Store for RedisStore {
         parts.extend(fields.into_iter().map(Option::unwrap_or_default));
         let session = session_from(&parts)?;
         Ok((now < session.expires_at).then_some(session))
+    }
+
+    async fn live_refresh_token(
+        &self,
+        session_id: Uuid,
+        token: TokenId,
+        now: UnixMs,
+    ) -> Result<Option<(Session, UnixMs)>, StoreError> {
+        let mut conn = self.conn().await?;
+        let (live, live_exp): (Option<Vec<u8>>, Option<i64>) = redis::cmd("HMGET")
+            .arg(format!(
+                "{}f:{}",
+                session_slot(session_id),
+                sid_member(session_id)
+            ))
+            .arg("live")
+            .arg("live_exp")
+            .query_async(&mut conn)
+            .await?;
+        let Some(expires_at) = live_exp.filter(|e| now < *e && live.is_some_and(|l| l == token.0))
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .session(session_id, now)
+            .await?
+            .map(|session| (session, expires_at)))
     }
 
     async fn sessions_of(&self, user_id: &str, now: UnixMs) -> Result<Vec<Session>, StoreError> {

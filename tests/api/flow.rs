@@ -172,7 +172,12 @@ async fn repeated_failures_and_floods_are_throttled_with_429() {
 
 #[tokio::test]
 async fn a_client_id_given_at_login_is_recorded_in_the_session_and_the_token() {
-    let app = crate::helpers::spawn_app().await;
+    let app = crate::helpers::spawn_app_with(Backend::Embedded, |c| {
+        c.text.push_str(
+            "\n[[clients]]\nid = \"web\"\ntype = \"public\"\ngrants = [\"refresh_token\"]\n",
+        );
+    })
+    .await;
     app.add_user("alice", PASSWORD).await;
 
     let response = app

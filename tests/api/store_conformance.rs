@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use latchkey::store::{
-    Invalid, NewSession, RotateOutcome, Rotation, SharedStore, StoreError, User,
+    Channel, Invalid, NewSession, RotateOutcome, Rotation, SharedStore, StoreError, User,
 };
 use latchkey::tokens::{RefreshToken, TokenId, new_session_id};
 use tempfile::TempDir;
@@ -33,6 +33,7 @@ macro_rules! conformance {
 
 conformance!(
     users_are_unique_by_name,
+    a_token_presented_by_another_client_or_way_is_refused_unconsumed,
     credential_changes_end_every_session_and_void_logins_in_flight,
     replay_within_grace_after_the_successor_was_used_is_reuse,
     rotation_swaps_the_live_token,
@@ -125,6 +126,7 @@ async fn try_session(
             first_token: first,
             first_token_expires_at: now + IDLE,
             user_epoch,
+            channel: Channel::Body,
         })
         .await
         .unwrap();
@@ -145,6 +147,8 @@ fn rotation(sid: Uuid, presented: TokenId, now: i64) -> (Rotation, TokenId) {
             grace_ms: GRACE,
             user_agent: "test".into(),
             ip: "127.0.0.1".into(),
+            client_id: None,
+            channel: Channel::Body,
         },
         successor,
     )
@@ -237,6 +241,37 @@ async fn credential_changes_end_every_session_and_void_logins_in_flight(store: &
     assert!(store.session(other, T0 + 2).await.unwrap().is_some());
     assert!(matches!(
         rotate(store, other, to, T0 + 2).await.0,
+        RotateOutcome::Rotated(_)
+    ));
+}
+
+async fn a_token_presented_by_another_client_or_way_is_refused_unconsumed(store: &SharedStore) {
+    let (sid, t1) = new_session(store, "u1", T0).await;
+
+    let (mut other_client, _) = rotation(sid, t1, T0);
+    other_client.client_id = Some("other".into());
+    assert_eq!(
+        store.rotate(&other_client).await.unwrap(),
+        RotateOutcome::Invalid(Invalid::WrongClient)
+    );
+    let (mut by_cookie, _) = rotation(sid, t1, T0);
+    by_cookie.channel = Channel::Cookie;
+    assert_eq!(
+        store.rotate(&by_cookie).await.unwrap(),
+        RotateOutcome::Invalid(Invalid::WrongClient)
+    );
+    let (mut confidential, _) = rotation(sid, t1, T0);
+    confidential.channel = Channel::Confidential;
+    assert_eq!(
+        store.rotate(&confidential).await.unwrap(),
+        RotateOutcome::Invalid(Invalid::WrongClient)
+    );
+
+    // Nothing was consumed: its own client rotates it now, as a first presentation.
+    let (mut own, _) = rotation(sid, t1, T0 + 1);
+    own.client_id = Some("web".into());
+    assert!(matches!(
+        store.rotate(&own).await.unwrap(),
         RotateOutcome::Rotated(_)
     ));
 }

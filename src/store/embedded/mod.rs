@@ -197,6 +197,16 @@ impl Store for EmbeddedStore {
         self.read(move |c| sql::session(c, id, now)).await
     }
 
+    async fn live_refresh_token(
+        &self,
+        session_id: Uuid,
+        token: TokenId,
+        now: UnixMs,
+    ) -> Result<Option<(Session, UnixMs)>, StoreError> {
+        self.read(move |c| sql::live_refresh_token(c, session_id, token, now))
+            .await
+    }
+
     async fn sessions_of(&self, user_id: &str, now: UnixMs) -> Result<Vec<Session>, StoreError> {
         let user_id = user_id.to_owned();
         self.read(move |c| sql::sessions_of(c, &user_id, now)).await

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     expires_at   INTEGER NOT NULL,
     user_agent   TEXT NOT NULL,
     ip           TEXT NOT NULL,
-    epoch        INTEGER NOT NULL DEFAULT 0
+    epoch        INTEGER NOT NULL DEFAULT 0,
+    channel      TEXT NOT NULL DEFAULT 'body'
 ) STRICT;
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id);
 CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
@@ -127,6 +128,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("users", "epoch", "INTEGER NOT NULL DEFAULT 0"),
     ("sessions", "epoch", "INTEGER NOT NULL DEFAULT 0"),
     ("refresh_tokens", "successor_id", "BLOB"),
+    ("sessions", "channel", "TEXT NOT NULL DEFAULT 'body'"),
 ];
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -216,9 +218,10 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
          WHERE sealed_until IS NOT NULL AND sealed_until <= ?1",
         [now],
     )?;
-    let family: Option<(String, String, String, i64, i64)> = tx
+    let family: Option<(String, String, String, i64, i64, String)> = tx
         .query_row(
-            "SELECT user_id, client_id, scope, expires_at, epoch FROM sessions WHERE id = ?1",
+            "SELECT user_id, client_id, scope, expires_at, epoch, channel FROM sessions
+             WHERE id = ?1",
             [sid],
             |row| {
                 Ok((
@@ -227,15 +230,20 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
                     row.get(2)?,
                     row.get(3)?,
                     row.get(4)?,
+                    row.get(5)?,
                 ))
             },
         )
         .optional()?;
-    let Some((user_id, client_id, scope, family_expires, family_epoch)) = family else {
+    let Some((user_id, client_id, scope, family_expires, family_epoch, channel)) = family else {
         return Ok(RotateOutcome::Invalid(Invalid::Unknown));
     };
     if now >= family_expires {
         return Ok(RotateOutcome::Invalid(Invalid::ExpiredAbsolute));
+    }
+    // Bound to its client and channel: presented otherwise, refused before anything changes.
+    if r.client_id.as_ref().is_some_and(|c| *c != client_id) || channel != r.channel.as_str() {
+        return Ok(RotateOutcome::Invalid(Invalid::WrongClient));
     }
     // The user's credentials changed, or the account was disabled or deleted, since this login.
     let user: Option<(bool, i64)> = tx
@@ -425,8 +433,8 @@ pub(super) fn create_session(tx: &Connection, s: &NewSession) -> Result<bool, St
     // Only while the user is enabled and at the epoch the login saw.
     let inserted = tx.execute(
         "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at,
-         expires_at, user_agent, ip, epoch)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9
+         expires_at, user_agent, ip, epoch, channel)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10
          WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled = 0 AND epoch = ?9)",
         params![
             s.id.as_bytes().as_slice(),
@@ -437,7 +445,8 @@ pub(super) fn create_session(tx: &Connection, s: &NewSession) -> Result<bool, St
             s.expires_at,
             s.user_agent,
             s.ip,
-            s.user_epoch
+            s.user_epoch,
+            s.channel.as_str()
         ],
     )?;
     if inserted == 0 {
@@ -465,6 +474,26 @@ pub(super) fn session(
         session_from,
     )
     .optional()?)
+}
+
+pub(super) fn live_refresh_token(
+    c: &Connection,
+    session_id: Uuid,
+    token: TokenId,
+    now: UnixMs,
+) -> Result<Option<(Session, UnixMs)>, StoreError> {
+    let expires_at: Option<i64> = c
+        .query_row(
+            "SELECT expires_at FROM refresh_tokens
+             WHERE id = ?1 AND session_id = ?2 AND used_at IS NULL AND expires_at > ?3",
+            params![token.0.as_slice(), session_id.as_bytes().as_slice(), now],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(expires_at) = expires_at else {
+        return Ok(None);
+    };
+    Ok(session(c, session_id, now)?.map(|s| (s, expires_at)))
 }
 
 pub(super) fn sessions_of(

@@ -3,7 +3,8 @@
 -- KEYS: 1 family hash, 2 the family's sealed successor (lives for the grace window only)
 -- ARGV: 1 now (ms), 2 grace (ms), 3 idle ttl (ms), 4 presented token id, 5 successor token id,
 --       6 sealed successor, 7 user agent, 8 ip, 9 session id, 10 deadline (ms, server clock),
---       11 history length kept, 12 the slot's key prefix (lk:{T}:)
+--       11 history length kept, 12 the slot's key prefix (lk:{T}:), 13 the presenting client
+--       ('' for any), 14 the channel the token came by (body, cookie, confidential)
 -- The user's record and session index (prefix..'u:'..uid, prefix..'s:'..uid) are found through
 -- the family's uid; they share the family's hash slot by construction of the session id.
 -- Replies: {'late'} | {'invalid', why} | {'rotated', uid, cid, scope, next_exp} |
@@ -21,10 +22,14 @@ local idle = tonumber(ARGV[3])
 local presented = ARGV[4]
 
 local f = redis.call('HMGET', KEYS[1], 'uid', 'cid', 'scope', 'exp', 'epoch', 'live', 'live_exp',
-  'prev', 'prev_at', 'prev_next', 'hist')
+  'prev', 'prev_at', 'prev_next', 'hist', 'ch')
 if not f[1] then return {'invalid', 'unknown'} end
 local family_exp = tonumber(f[4])
 if now >= family_exp then return {'invalid', 'expired_absolute'} end
+-- Bound to its client and channel: presented otherwise, refused before anything is consumed.
+if (ARGV[13] ~= '' and f[2] ~= ARGV[13]) or (f[12] or 'body') ~= ARGV[14] then
+  return {'invalid', 'wrong_client'}
+end
 
 local user_key = ARGV[12] .. 'u:' .. f[1]
 local index_key = ARGV[12] .. 's:' .. f[1]
