@@ -555,6 +555,56 @@ not_after = "2027-01-01T00:00:00Z"
     }
 
     #[test]
+    fn clients_are_validated_field_by_field_and_the_password_grant_warns() {
+        let text = format!(
+            r#"{MINIMAL}
+[[clients]]
+id = "svc"
+type = "confidential"
+grants = ["client_credentials", "implicit"]
+
+[[clients]]
+id = "spa"
+type = "public"
+grants = ["client_credentials"]
+
+[[clients]]
+id = "spa"
+type = "public"
+"#
+        );
+        let err = Config::parse(&text, no_env).unwrap_err();
+        let all = err.to_string();
+        assert!(
+            all.contains("clients[0].grants: unknown grant \"implicit\""),
+            "{all}"
+        );
+        assert!(
+            all.contains("clients[0].secret_hash: a confidential client needs one"),
+            "{all}"
+        );
+        assert!(
+            all.contains("clients[1].grants: a public client cannot use client_credentials"),
+            "{all}"
+        );
+        assert!(
+            all.contains("clients[2].id: \"spa\" appears twice"),
+            "{all}"
+        );
+        assert_eq!(err.problems.len(), 4, "{all}");
+
+        let ok = format!(
+            "{MINIMAL}\n[[clients]]\nid = \"legacy\"\ntype = \"public\"\ngrants = [\"password\", \"refresh_token\"]\n"
+        );
+        let config = Config::parse(&ok, no_env).unwrap();
+        assert_eq!(config.warnings().len(), 1);
+        assert!(config.warnings()[0].contains("password grant"));
+        // The first-party client is always there.
+        assert!(config.client(DEFAULT_CLIENT_ID).is_some());
+        assert!(config.client("legacy").is_some());
+    }
+
+    #[test]
     fn env_overrides_win() {
         let env = |name: &str| match name {
             "LATCHKEY_LISTEN" => Some("127.0.0.1:9999".to_string()),

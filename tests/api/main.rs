@@ -29,6 +29,7 @@ mod flow;
 mod key_rotation;
 mod keys;
 mod malformed;
+mod oauth;
 mod races;
 mod redis_store;
 mod refresh;
