@@ -1,5 +1,6 @@
-//! Load tool: drives login and refresh-rotation loops against a running latchkey on loopback and
-//! reports throughput and latency percentiles (and the server's memory, given its pid).
+//! Load tool: drives login and refresh-rotation loops (or client-credentials token requests)
+//! against a running latchkey on loopback and reports throughput and latency percentiles (and the
+//! server's memory, given its pid).
 //!
 //! ```sh
 //! printf 'load-test-password\n' | latchkey users add load -c CONFIG
@@ -37,6 +38,12 @@ struct Args {
     /// The server's pid, to report its memory.
     #[arg(long)]
     pid: Option<u32>,
+    /// Instead of logins and refreshes: client-credentials tokens for this confidential client
+    /// (its secret in --client-secret), one POST /oauth/token per request.
+    #[arg(long)]
+    client_id: Option<String>,
+    #[arg(long, default_value = "")]
+    client_secret: String,
 }
 
 fn is_loopback(url: &str) -> bool {
@@ -107,7 +114,13 @@ async fn main() {
     let deadline = started + Duration::from_secs(args.seconds);
     let budget = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(args.max_requests));
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..args.concurrency {
+    // Login-and-refresh workers, unless client-credentials mode asks for its own below.
+    let refresh_workers = if args.client_id.is_some() {
+        0
+    } else {
+        args.concurrency
+    };
+    for _ in 0..refresh_workers {
         let (client, args_url) = (client.clone(), args.url.clone());
         let (user, password, budget) = (args.user.clone(), args.password.clone(), budget.clone());
         workers.spawn(async move {
@@ -165,6 +178,46 @@ async fn main() {
             (logins, refreshes, errors)
         });
     }
+    if let Some(client_id) = &args.client_id {
+        for _ in 0..args.concurrency {
+            let (client, url, budget) = (client.clone(), args.url.clone(), budget.clone());
+            let (id, secret) = (client_id.clone(), args.client_secret.clone());
+            workers.spawn(async move {
+                let mut tokens = Vec::new();
+                let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
+                while Instant::now() < deadline
+                    && budget
+                        .fetch_update(
+                            std::sync::atomic::Ordering::Relaxed,
+                            std::sync::atomic::Ordering::Relaxed,
+                            |b| b.checked_sub(1),
+                        )
+                        .is_ok()
+                {
+                    let t = Instant::now();
+                    let response = client
+                        .post(format!("{url}/oauth/token"))
+                        .basic_auth(&id, Some(&secret))
+                        .form(&[("grant_type", "client_credentials")])
+                        .send()
+                        .await;
+                    match response {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            tokens.push(t.elapsed());
+                        }
+                        Ok(r) => {
+                            *errors
+                                .entry(format!("token {}", r.status().as_u16()))
+                                .or_default() += 1
+                        }
+                        Err(_) => *errors.entry("token connection".into()).or_default() += 1,
+                    }
+                }
+                (Vec::new(), tokens, errors)
+            });
+        }
+    }
     let (mut logins, mut refreshes) = (Vec::new(), Vec::new());
     let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
     for (l, r, e) in workers.join_all().await {
@@ -182,7 +235,12 @@ async fn main() {
         args.url
     );
     report("login", logins, elapsed);
-    report("refresh", refreshes, elapsed);
+    let name = if args.client_id.is_some() {
+        "tokens"
+    } else {
+        "refresh"
+    };
+    report(name, refreshes, elapsed);
     println!(
         "errors   {}",
         if errors.is_empty() {

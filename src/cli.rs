@@ -341,6 +341,8 @@ async fn users(cmd: UsersCommand) -> Result<(), CliError> {
         UsersCommand::Add { name, .. } => {
             crate::flows::normalize_username(&name).map_err(CliError::from_display)?;
             let password = read_secret("password")?;
+            crate::flows::check_password_policy("password", &password, &config.users)
+                .map_err(CliError::from_display)?;
             let user = accounts
                 .create_user(&name, &password)
                 .await
@@ -350,6 +352,8 @@ async fn users(cmd: UsersCommand) -> Result<(), CliError> {
         UsersCommand::Passwd { name, .. } => {
             accounts.find(&name).await.map_err(CliError::from_display)?;
             let password = read_secret("password")?;
+            crate::flows::check_password_policy("password", &password, &config.users)
+                .map_err(CliError::from_display)?;
             let n = accounts
                 .set_password(&name, &password)
                 .await

@@ -154,6 +154,12 @@ impl ApiError {
             FlowError::UserExists(_) | FlowError::NoSuchUser(_) => {
                 ApiError::invalid_request(e.to_string())
             }
+            FlowError::WrongPassword => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_grant", e.to_string())
+            }
+            FlowError::NotFound(description) => {
+                ApiError::new(StatusCode::NOT_FOUND, "invalid_request", description)
+            }
             // RFC 6749 §5.2: 401, with a challenge in the scheme clients authenticate with.
             FlowError::InvalidClient(description) => {
                 ApiError::new(StatusCode::UNAUTHORIZED, "invalid_client", description)

@@ -18,7 +18,7 @@ use crate::flows::Flows;
 use crate::keys::{KeyError, KeyRing};
 use crate::reload;
 use crate::routes::json::MAX_JSON_BODY;
-use crate::routes::{auth, method_not_allowed, not_found, oauth, ops, well_known};
+use crate::routes::{account, auth, method_not_allowed, not_found, oauth, ops, well_known};
 use crate::state::{LiveState, RUNNING_VALUES_META, RestartOnlyValues};
 use crate::store::{self, SharedStore, StoreError};
 
@@ -156,6 +156,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(post("/auth/refresh", auth::refresh))
         .service(post("/auth/logout", auth::logout))
         .service(get("/auth/userinfo", auth::userinfo))
+        .service(get("/auth/sessions", account::list))
+        .service(delete("/auth/sessions/{sid}", account::end))
+        .service(post("/auth/logout-all", account::logout_all))
+        .service(post("/auth/password", account::change_password))
+        .service(post("/auth/register", account::register))
         .service(post("/oauth/token", oauth::token))
         .service(post("/oauth/revoke", oauth::revoke))
         .service(post("/oauth/introspect", oauth::introspect))
@@ -183,6 +188,18 @@ where
     web::resource(path.to_owned())
         .route(web::post().to(handler))
         .default_service(web::to(|| method_not_allowed("POST")))
+}
+
+/// A path that answers DELETE.
+fn delete<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path.to_owned())
+        .route(web::delete().to(handler))
+        .default_service(web::to(|| method_not_allowed("DELETE")))
 }
 
 /// A path that answers GET, and HEAD like GET without the body (RFC 9110 §9.3.2).

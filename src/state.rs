@@ -42,7 +42,15 @@ impl LiveState {
 }
 
 /// Applied by a reload (a whole section, or one field by its dotted path).
-pub const RELOADABLE: &[&str] = &["tokens", "jwks", "limits", "keys", "clients"];
+pub const RELOADABLE: &[&str] = &[
+    "tokens",
+    "jwks",
+    "limits",
+    "keys",
+    "clients",
+    "users",
+    "trusted_proxies",
+];
 
 /// Read once at start: the listener, the store connection and the hashing pool are built from
 /// them, and `issuer` names every token already out there. A changed value is reported and the
@@ -127,7 +135,7 @@ mod tests {
     #[test]
     fn every_config_field_is_reloadable_or_restart_only() {
         let paths = Config::field_paths();
-        assert!(paths.len() >= 19, "{paths:?}");
+        assert!(paths.len() >= 25, "{paths:?}");
         let unclassified: Vec<&String> = paths.iter().filter(|p| !classified(p)).collect();
         assert!(
             unclassified.is_empty(),

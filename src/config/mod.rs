@@ -40,6 +40,20 @@ pub struct Config {
     pub keys: Vec<KeySpec>,
     /// The OAuth clients, the implicit first-party client included.
     pub clients: Vec<ClientSpec>,
+    pub users: UserSettings,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` headers name the client; from any other
+    /// peer those headers are ignored and the client is the peer itself.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// Accounts: self-registration and the password policy (NIST SP 800-63B: a minimum length, a
+/// maximum of 1,024 bytes, no composition rules).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserSettings {
+    /// `POST /auth/register` is served.
+    pub allow_registration: bool,
+    /// In characters (Unicode scalar values).
+    pub min_password_length: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -460,6 +474,27 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         problems.push("keys: at least one [[keys]] entry that is not revoked is needed".into());
     }
 
+    let users = UserSettings {
+        allow_registration: raw.users.allow_registration,
+        min_password_length: raw.users.min_password_length,
+    };
+    if !(1..=256).contains(&users.min_password_length) {
+        problems.push("users.min_password_length: must be 1..=256".into());
+    }
+    let mut trusted_proxies = Vec::new();
+    for (i, cidr) in raw.trusted_proxies.iter().enumerate() {
+        // A bare address is a /32 (or /128).
+        let parsed = cidr
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => trusted_proxies.push(net),
+            Err(_) => problems.push(format!(
+                "trusted_proxies[{i}]: {cidr:?} is not an IP address or CIDR (e.g. \"10.0.0.0/8\")"
+            )),
+        }
+    }
+
     let mut clients = clients::validate(raw.clients, &mut problems);
     if !clients.iter().any(|c| c.id == DEFAULT_CLIENT_ID) {
         clients.push(ClientSpec::default_client());
@@ -478,6 +513,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         limits,
         keys,
         clients,
+        users,
+        trusted_proxies,
     })
 }
 

@@ -27,6 +27,11 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(super) limits: RawLimits,
     #[serde(default)]
+    pub(super) users: RawUsers,
+    /// Proxies (CIDRs) whose X-Forwarded-For / Forwarded headers name the client.
+    #[serde(default)]
+    pub(super) trusted_proxies: Vec<String>,
+    #[serde(default)]
     pub(super) keys: Vec<RawKey>,
     #[serde(default)]
     pub(super) clients: Vec<super::clients::RawClient>,
@@ -130,6 +135,22 @@ impl Default for RawLimits {
 }
 
 #[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawUsers {
+    pub(super) allow_registration: bool,
+    pub(super) min_password_length: u32,
+}
+
+impl Default for RawUsers {
+    fn default() -> Self {
+        RawUsers {
+            allow_registration: false,
+            min_password_length: 8,
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawKey {
     pub(super) kid: String,
@@ -168,6 +189,8 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (Some("limits"), "failed_logins_per_user_ip", EnvKind::Int),
     (Some("limits"), "failed_logins_per_user", EnvKind::Int),
     (Some("limits"), "max_lockout", EnvKind::Str),
+    (Some("users"), "min_password_length", EnvKind::Int),
+    (None, "trusted_proxies", EnvKind::List),
 ];
 
 fn env_name(section: Option<&str>, key: &str) -> String {

@@ -71,7 +71,7 @@ impl Flows {
     }
 
     /// Whether `ip` is where one of the user's live sessions was last used.
-    async fn is_known_ip(&self, user_id: &str, ip: &str) -> Result<bool, FlowError> {
+    pub(super) async fn is_known_ip(&self, user_id: &str, ip: &str) -> Result<bool, FlowError> {
         let sessions = self.store.sessions_of(user_id, self.clock.now_ms()).await?;
         Ok(!ip.is_empty() && sessions.iter().any(|s| s.ip == ip))
     }

@@ -13,9 +13,11 @@ mod clients;
 mod introspect;
 mod login;
 mod logout;
+mod password;
 mod refresh;
 mod revoke;
 pub mod scopes;
+mod sessions;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -28,6 +30,8 @@ pub use authenticate::Authenticated;
 pub use clients::{AuthMethod, ClientCredentials};
 pub use introspect::Introspection;
 pub use login::LoginRequest;
+pub use password::check_password_policy;
+pub use sessions::OwnSession;
 
 use crate::clock::{Clock, UnixMs};
 use crate::config::ClientSpec;
@@ -114,6 +118,12 @@ pub enum FlowError {
     /// A requested scope the client may not have, or that is not a scope.
     #[error("invalid scope: {0}")]
     InvalidScope(String),
+    /// The current password given to change it is wrong.
+    #[error("the current password is wrong")]
+    WrongPassword,
+    /// Nothing of the caller's by that name (a session, an endpoint turned off).
+    #[error("{0}")]
+    NotFound(&'static str),
     #[error("user {0:?} already exists")]
     UserExists(String),
     #[error("no user {0:?}")]

@@ -54,7 +54,7 @@ pub async fn login(
             password: &body.password,
             client_id: body.client_id.as_deref(),
             scope: body.scope.as_deref(),
-            meta: &request_meta(&req),
+            meta: &request_meta(&req, &flows.snapshot().config.trusted_proxies),
         })
         .await
         .map_err(refused)?;
@@ -67,7 +67,10 @@ pub async fn refresh(
     JsonObject(body): JsonObject<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
     let issued = flows
-        .refresh(&body.refresh_token, &request_meta(&req))
+        .refresh(
+            &body.refresh_token,
+            &request_meta(&req, &flows.snapshot().config.trusted_proxies),
+        )
         .await
         .map_err(refused)?;
     Ok(token_response(&issued))

@@ -1,6 +1,7 @@
 //! HTTP handlers, one file per surface. They parse, call a flow ([`crate::flows`]), and render
 //! its result or error as that surface's contract says.
 
+pub mod account;
 pub mod auth;
 pub mod form;
 pub mod json;
@@ -8,8 +9,11 @@ pub mod oauth;
 pub mod ops;
 pub mod well_known;
 
+use std::net::IpAddr;
+
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
+use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -47,9 +51,9 @@ pub fn token_response(issued: &Issued) -> HttpResponse {
 
 const MAX_USER_AGENT_CHARS: usize = 256;
 
-/// The caller as recorded on its session: the connection's peer address (a proxy's
-/// `X-Forwarded-For` is not trusted) and a bounded User-Agent.
-pub fn request_meta(req: &HttpRequest) -> RequestMeta {
+/// The caller as recorded on its session and as the throttles count it: the client IP (see
+/// [`client_ip`]) and a bounded User-Agent.
+pub fn request_meta(req: &HttpRequest, trusted_proxies: &[IpNet]) -> RequestMeta {
     let user_agent = req
         .headers()
         .get(header::USER_AGENT)
@@ -60,11 +64,77 @@ pub fn request_meta(req: &HttpRequest) -> RequestMeta {
         .collect();
     RequestMeta {
         user_agent,
-        ip: req
-            .peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default(),
+        ip: client_ip(req, trusted_proxies),
     }
+}
+
+/// Hops of a forwarding chain read at most: a longer header is not a chain of real proxies.
+const MAX_FORWARDED_HOPS: usize = 16;
+
+/// The client's IP: the connection's peer, unless the peer is a trusted proxy; then the nearest
+/// untrusted address its `Forwarded` (RFC 7239) or `X-Forwarded-For` header names, read from the
+/// right so a client cannot push its own entries past the proxies. From an untrusted peer those
+/// headers are ignored: anyone can write them.
+pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> String {
+    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
+        return String::new();
+    };
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer.to_string();
+    }
+    let chain = forwarded_chain(req);
+    for hop in chain.iter().rev() {
+        match hop {
+            Some(ip) if is_trusted(ip) => continue,
+            Some(ip) => return ip.to_string(),
+            // An obfuscated or malformed hop beyond our proxies: the client cannot be named.
+            None => break,
+        }
+    }
+    peer.to_string()
+}
+
+/// The addresses of the forwarding chain, client first; `None` for a hop that is not an IP.
+fn forwarded_chain(req: &HttpRequest) -> Vec<Option<IpAddr>> {
+    let headers = req.headers();
+    let forwarded: Vec<&str> = headers
+        .get_all(header::FORWARDED)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !forwarded.is_empty() {
+        return forwarded
+            .iter()
+            .flat_map(|v| v.split(','))
+            .take(MAX_FORWARDED_HOPS)
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (name, value) = pair.trim().split_once('=')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| parse_node(value.trim().trim_matches('"')))
+                })
+            })
+            .collect();
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .take(MAX_FORWARDED_HOPS)
+        .map(|hop| parse_node(hop.trim()))
+        .collect()
+}
+
+/// `192.0.2.60`, `192.0.2.60:4711`, `[2001:db8::17]:4711` or `2001:db8::17`.
+fn parse_node(node: &str) -> Option<IpAddr> {
+    if let Ok(ip) = node.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = node.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    node.rsplit_once(':')?.0.parse().ok()
 }
 
 /// The token of an `Authorization: Bearer …` header (RFC 6750 §2.1).

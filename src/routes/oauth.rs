@@ -87,7 +87,7 @@ pub async fn token(
     form: Form,
 ) -> Result<HttpResponse, ApiError> {
     let snapshot = flows.snapshot();
-    let meta = request_meta(&req);
+    let meta = request_meta(&req, &snapshot.config.trusted_proxies);
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| ApiError::invalid_request("grant_type is required"))?;
@@ -141,7 +141,7 @@ pub async fn revoke(
     form: Form,
 ) -> Result<HttpResponse, ApiError> {
     let snapshot = flows.snapshot();
-    let meta = request_meta(&req);
+    let meta = request_meta(&req, &snapshot.config.trusted_proxies);
     let credentials = client_of(&req, &form)?;
     let token = form
         .get("token")
@@ -166,7 +166,7 @@ pub async fn introspect(
     form: Form,
 ) -> Result<HttpResponse, ApiError> {
     let snapshot = flows.snapshot();
-    let meta = request_meta(&req);
+    let meta = request_meta(&req, &snapshot.config.trusted_proxies);
     let credentials = client_of(&req, &form)?;
     let token = form
         .get("token")

@@ -117,8 +117,12 @@ pub struct Session {
     pub created_at: UnixMs,
     pub last_used_at: UnixMs,
     pub expires_at: UnixMs,
+    /// Of the last refresh (of the login until the first).
     pub user_agent: String,
     pub ip: String,
+    /// Of the login.
+    pub login_user_agent: String,
+    pub login_ip: String,
 }
 
 /// One presentation of a refresh token, with the successor prepared in advance so the backend

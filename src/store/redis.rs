@@ -195,7 +195,9 @@ fn entitlement_from(parts: &[Vec<u8>]) -> Result<Entitlement, StoreError> {
 }
 
 /// The fields of a session record, in the order `session_from` reads them.
-const SESSION_FIELDS: [&str; 8] = ["uid", "cid", "scope", "created", "last", "exp", "ua", "ip"];
+const SESSION_FIELDS: [&str; 10] = [
+    "uid", "cid", "scope", "created", "last", "exp", "ua", "ip", "lua", "lip",
+];
 
 /// One session: the sid, then its [`SESSION_FIELDS`] (as `list_sessions.lua` returns them).
 fn session_from(parts: &[Vec<u8>]) -> Result<Session, StoreError> {
@@ -210,6 +212,8 @@ fn session_from(parts: &[Vec<u8>]) -> Result<Session, StoreError> {
         expires_at: number(parts, 6)?,
         user_agent: text(parts, 7)?,
         ip: text(parts, 8)?,
+        login_user_agent: text(parts, 9)?,
+        login_ip: text(parts, 10)?,
     })
 }
 
@@ -445,7 +449,7 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await?;
         let mut sessions = flat
-            .chunks(9)
+            .chunks(SESSION_FIELDS.len() + 1)
             .map(session_from)
             .collect::<Result<Vec<_>, _>>()?;
         sessions.retain(|s| now < s.expires_at && s.user_id == user_id);

@@ -67,7 +67,10 @@ async fn users_added_by_the_cli_log_in_at_once_while_serve_runs() {
 
     assert_eq!(app.login("bob", PASSWORD).await.status(), StatusCode::OK);
     // A second add of the same name fails with a message and a non-zero exit.
-    let again = run_with_stdin(latchkey(&["users", "add", "bob"], &config), "x\n");
+    let again = run_with_stdin(
+        latchkey(&["users", "add", "bob"], &config),
+        &format!("{PASSWORD}\n"),
+    );
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }
@@ -333,7 +336,10 @@ async fn usernames_have_one_spelling() {
             "{same:?}"
         );
     }
-    let twin = run_with_stdin(latchkey(&["users", "add", "JOS\u{c9}"], &config), "x\n");
+    let twin = run_with_stdin(
+        latchkey(&["users", "add", "JOS\u{c9}"], &config),
+        &format!("{PASSWORD}\n"),
+    );
     assert!(!twin.status.success());
     assert!(String::from_utf8_lossy(&twin.stderr).contains("already exists"));
     // Invisible characters are refused outright, at login and at creation.

@@ -35,7 +35,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     user_agent   TEXT NOT NULL,
     ip           TEXT NOT NULL,
     epoch        INTEGER NOT NULL DEFAULT 0,
-    channel      TEXT NOT NULL DEFAULT 'body'
+    channel      TEXT NOT NULL DEFAULT 'body',
+    login_user_agent TEXT NOT NULL DEFAULT '',
+    login_ip     TEXT NOT NULL DEFAULT ''
 ) STRICT;
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id);
 CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
@@ -129,6 +131,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("sessions", "epoch", "INTEGER NOT NULL DEFAULT 0"),
     ("refresh_tokens", "successor_id", "BLOB"),
     ("sessions", "channel", "TEXT NOT NULL DEFAULT 'body'"),
+    ("sessions", "login_user_agent", "TEXT NOT NULL DEFAULT ''"),
+    ("sessions", "login_ip", "TEXT NOT NULL DEFAULT ''"),
 ];
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -177,8 +181,8 @@ fn user_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 }
 
 const USER_COLUMNS: &str = "id, username, password_hash, disabled, created_at, epoch";
-const SESSION_COLUMNS: &str =
-    "id, user_id, client_id, scope, created_at, last_used_at, expires_at, user_agent, ip";
+const SESSION_COLUMNS: &str = "id, user_id, client_id, scope, created_at, last_used_at, \
+     expires_at, user_agent, ip, login_user_agent, login_ip";
 
 fn session_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
     let id: Vec<u8> = row.get(0)?;
@@ -195,6 +199,8 @@ fn session_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
         expires_at: row.get(6)?,
         user_agent: row.get(7)?,
         ip: row.get(8)?,
+        login_user_agent: row.get(9)?,
+        login_ip: row.get(10)?,
     })
 }
 
@@ -433,8 +439,8 @@ pub(super) fn create_session(tx: &Connection, s: &NewSession) -> Result<bool, St
     // Only while the user is enabled and at the epoch the login saw.
     let inserted = tx.execute(
         "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at,
-         expires_at, user_agent, ip, epoch, channel)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10
+         expires_at, user_agent, ip, epoch, channel, login_user_agent, login_ip)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?7, ?8
          WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled = 0 AND epoch = ?9)",
         params![
             s.id.as_bytes().as_slice(),

@@ -10,7 +10,7 @@ if not u[2] or u[1] == '1' or u[2] ~= ARGV[10] then return 0 end
 local now = tonumber(ARGV[4])
 local exp = tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], 'uid', ARGV[1], 'cid', ARGV[2], 'scope', ARGV[3], 'created', ARGV[4],
-  'last', ARGV[4], 'exp', ARGV[5], 'ua', ARGV[6], 'ip', ARGV[7], 'epoch', ARGV[10],
+  'last', ARGV[4], 'exp', ARGV[5], 'ua', ARGV[6], 'ip', ARGV[7], 'lua', ARGV[6], 'lip', ARGV[7], 'epoch', ARGV[10],
   'live', ARGV[8], 'live_exp', ARGV[9], 'ch', ARGV[12])
 redis.call('PEXPIRE', KEYS[1], math.max(exp - now, 1))
 -- The index forgets expired sessions as new ones arrive, and lives as long as its newest one.

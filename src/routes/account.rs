@@ -1,0 +1,142 @@
+//! The first-party account API (`docs/http-api.md`): a signed-in user's sessions and password,
+//! and optional self-registration. Bearer-authenticated like `/auth/userinfo`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use super::json::JsonObject;
+use super::{bearer_token, request_meta};
+use crate::config::format_timestamp;
+use crate::credentials::Password;
+use crate::error::ApiError;
+use crate::flows::{Authenticated, FlowError, Flows};
+
+#[derive(Deserialize)]
+pub struct PasswordBody {
+    current_password: Password,
+    new_password: Password,
+}
+
+#[derive(Deserialize)]
+pub struct RegisterBody {
+    username: String,
+    password: Password,
+}
+
+#[derive(Serialize)]
+struct SessionView<'a> {
+    sid: String,
+    client_id: &'a str,
+    created_at: String,
+    last_used_at: String,
+    expires_at: String,
+    /// Of the last refresh.
+    user_agent: &'a str,
+    ip: &'a str,
+    login_user_agent: &'a str,
+    login_ip: &'a str,
+    current: bool,
+}
+
+/// This surface's answer to a flow's refusal (as `/auth/*`).
+fn refused(e: FlowError) -> ApiError {
+    match e {
+        FlowError::BadCredentials | FlowError::BadRefreshToken => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_grant", e.to_string())
+        }
+        other => ApiError::common(other),
+    }
+}
+
+async fn caller(flows: &Flows, req: &HttpRequest) -> Result<Authenticated, ApiError> {
+    flows
+        .authenticate(bearer_token(req)?)
+        .await
+        .map_err(refused)
+}
+
+/// `GET /auth/sessions`: the caller's live sessions, newest first.
+pub async fn list(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = caller(&flows, &req).await?;
+    let sessions = flows.sessions(&auth).await.map_err(refused)?;
+    let views: Vec<SessionView> = sessions
+        .iter()
+        .map(|own| {
+            let s = &own.session;
+            SessionView {
+                sid: s.id.to_string(),
+                client_id: &s.client_id,
+                created_at: format_timestamp(s.created_at),
+                last_used_at: format_timestamp(s.last_used_at),
+                expires_at: format_timestamp(s.expires_at),
+                user_agent: &s.user_agent,
+                ip: &s.ip,
+                login_user_agent: &s.login_user_agent,
+                login_ip: &s.login_ip,
+                current: own.current,
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+/// `DELETE /auth/sessions/{sid}`: 204, or 404 for anything but one of the caller's sessions.
+pub async fn end(
+    flows: web::Data<Flows>,
+    req: HttpRequest,
+    sid: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let auth = caller(&flows, &req).await?;
+    flows.end_session(&auth, &sid).await.map_err(refused)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /auth/logout-all`: every session of the caller ends, this one included.
+pub async fn logout_all(
+    flows: web::Data<Flows>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let auth = caller(&flows, &req).await?;
+    flows.logout_everywhere(&auth).await.map_err(refused)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /auth/password`: 204, and every session of the caller ends.
+pub async fn change_password(
+    flows: web::Data<Flows>,
+    req: HttpRequest,
+    JsonObject(body): JsonObject<PasswordBody>,
+) -> Result<HttpResponse, ApiError> {
+    let auth = caller(&flows, &req).await?;
+    let meta = request_meta(&req, &flows.snapshot().config.trusted_proxies);
+    flows
+        .change_password(&auth, &body.current_password, &body.new_password, &meta)
+        .await
+        .map_err(refused)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /auth/register` (when `users.allow_registration` is on): 201 `{"sub","username"}`.
+pub async fn register(
+    flows: web::Data<Flows>,
+    req: HttpRequest,
+    JsonObject(body): JsonObject<RegisterBody>,
+) -> Result<HttpResponse, ApiError> {
+    let meta = request_meta(&req, &flows.snapshot().config.trusted_proxies);
+    let user = flows
+        .register(&body.username, &body.password, &meta)
+        .await
+        .map_err(|e| match e {
+            FlowError::UserExists(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid_request",
+                "this username is taken",
+            ),
+            other => refused(other),
+        })?;
+    Ok(HttpResponse::Created().json(serde_json::json!({
+        "sub": user.id,
+        "username": user.username,
+    })))
+}
