@@ -33,6 +33,7 @@ mod oauth;
 mod races;
 mod redis_store;
 mod refresh;
+mod sessions;
 mod store_conformance;
 mod userinfo;
 mod verifier;
