@@ -203,12 +203,34 @@ impl ConfigError {
 }
 
 impl Config {
-    /// Reads `path`, applies the process environment, validates.
+    /// Reads `path`, applies the process environment, validates. Relative paths in it (key
+    /// files, an `sqlite://` database) resolve against the config file's directory, so a
+    /// command run from any working directory finds the same files.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::one(format!("{}: cannot read: {e}", path.display())))?;
-        Config::parse(&text, |name| std::env::var(name).ok())
-            .map_err(|e| e.prefixed(&path.display().to_string()))
+        let mut config = Config::parse(&text, |name| std::env::var(name).ok())
+            .map_err(|e| e.prefixed(&path.display().to_string()))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        config.resolve_paths_against(base);
+        Ok(config)
+    }
+
+    /// Makes every relative path of the config relative to `base` instead.
+    pub fn resolve_paths_against(&mut self, base: &Path) {
+        if base.as_os_str().is_empty() {
+            return;
+        }
+        for key in &mut self.keys {
+            if key.path.is_relative() {
+                key.path = base.join(&key.path);
+            }
+        }
+        if let Some(db) = self.store.url.strip_prefix("sqlite://")
+            && Path::new(db).is_relative()
+        {
+            self.store.url = format!("sqlite://{}", base.join(db).display());
+        }
     }
 
     /// Parses TOML text with `env` as the source of overrides.

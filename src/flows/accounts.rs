@@ -4,8 +4,9 @@
 
 use super::FlowError;
 use crate::clock::Clock;
+use crate::config::clients::valid_scope_token;
 use crate::credentials::{Password, PasswordHasher};
-use crate::store::{SharedStore, StoreError, User};
+use crate::store::{Session, SharedStore, StoreError, User, UserAttributes};
 
 pub const MAX_USERNAME_CHARS: usize = 128;
 
@@ -45,6 +46,26 @@ fn is_invisible(c: char) -> bool {
         | 0xE0000..=0xE0FFF)
 }
 
+/// Scopes must be RFC 6749 scope tokens; email and name are bounded, single-line text.
+fn check_attributes(a: &UserAttributes) -> Result<(), FlowError> {
+    if let Some(bad) = a.scopes.iter().find(|s| !valid_scope_token(s)) {
+        return Err(FlowError::InvalidRequest(
+            format!("scope: {bad:?} is not a scope token").into(),
+        ));
+    }
+    for (field, value) in [("email", &a.email), ("name", &a.name)] {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.chars().count() > 256 || v.chars().any(char::is_control))
+        {
+            return Err(FlowError::InvalidRequest(
+                format!("{field}: at most 256 characters on one line").into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct Accounts {
     store: SharedStore,
@@ -65,8 +86,10 @@ impl Accounts {
         &self,
         username: &str,
         password: &Password,
+        attributes: UserAttributes,
     ) -> Result<User, FlowError> {
         let username = &normalize_username(username)?;
+        check_attributes(&attributes)?;
         let user = User {
             id: uuid::Uuid::new_v4().to_string(),
             username: username.to_owned(),
@@ -74,6 +97,9 @@ impl Accounts {
             disabled: false,
             created_at: self.clock.now_ms(),
             epoch: 0,
+            scopes: attributes.scopes,
+            email: attributes.email,
+            name: attributes.name,
         };
         match self.store.create_user(&user).await {
             Err(StoreError::Conflict) => Err(FlowError::UserExists(username.to_owned())),
@@ -118,6 +144,99 @@ impl Accounts {
             .set_disabled(&user.id, true)
             .await?
             .ok_or_else(|| FlowError::NoSuchUser(username.to_owned()))
+    }
+
+    /// Gives `scopes` to the user (kept in the order first granted). Sessions carry them from
+    /// the next login; they are not added to sessions that exist.
+    pub async fn grant(&self, username: &str, scopes: &[String]) -> Result<User, FlowError> {
+        self.change_attributes(username, |a| {
+            for scope in scopes {
+                if !a.scopes.contains(scope) {
+                    a.scopes.push(scope.clone());
+                }
+            }
+        })
+        .await
+    }
+
+    /// Takes `scopes` away: no token issued from now on carries them, refreshes of existing
+    /// sessions included.
+    pub async fn ungrant(&self, username: &str, scopes: &[String]) -> Result<User, FlowError> {
+        self.change_attributes(username, |a| a.scopes.retain(|s| !scopes.contains(s)))
+            .await
+    }
+
+    /// Sets (or, with an empty string, clears) the optional email and display name.
+    pub async fn set_profile(
+        &self,
+        username: &str,
+        email: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<User, FlowError> {
+        self.change_attributes(username, |a| {
+            if let Some(email) = email {
+                a.email = (!email.is_empty()).then(|| email.to_owned());
+            }
+            if let Some(name) = name {
+                a.name = (!name.is_empty()).then(|| name.to_owned());
+            }
+        })
+        .await
+    }
+
+    async fn change_attributes(
+        &self,
+        username: &str,
+        change: impl FnOnce(&mut UserAttributes),
+    ) -> Result<User, FlowError> {
+        let mut user = self.find(username).await?;
+        let mut attributes = UserAttributes {
+            scopes: user.scopes.clone(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+        };
+        change(&mut attributes);
+        check_attributes(&attributes)?;
+        if !self
+            .store
+            .set_user_attributes(&user.id, &attributes)
+            .await?
+        {
+            return Err(FlowError::NoSuchUser(username.to_owned()));
+        }
+        user.scopes = attributes.scopes;
+        user.email = attributes.email;
+        user.name = attributes.name;
+        Ok(user)
+    }
+
+    /// Enables a disabled account (the epoch moves on; no session survived the disable).
+    pub async fn enable(&self, username: &str) -> Result<(), FlowError> {
+        let user = self.find(username).await?;
+        self.store
+            .set_disabled(&user.id, false)
+            .await?
+            .map(|_| ())
+            .ok_or_else(|| FlowError::NoSuchUser(username.to_owned()))
+    }
+
+    /// Removes the user and every session; the name can be taken again, inheriting nothing.
+    /// Returns how many sessions ended.
+    pub async fn delete(&self, username: &str) -> Result<usize, FlowError> {
+        let user = self.find(username).await?;
+        self.store
+            .delete_user(&user.id)
+            .await?
+            .ok_or_else(|| FlowError::NoSuchUser(username.to_owned()))
+    }
+
+    /// The user's live sessions, newest first.
+    pub async fn sessions(&self, username: &str) -> Result<Vec<Session>, FlowError> {
+        let user = self.find(username).await?;
+        Ok(self
+            .store
+            .sessions_of(&user.id, self.clock.now_ms())
+            .await?)
     }
 
     /// Ends every session of the user. Returns how many.

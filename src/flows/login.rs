@@ -160,9 +160,8 @@ impl Flows {
             self.upgrade_hash_later(&user.id, &user.password_hash, password);
         }
         tracing::Span::current().record("user_id", user.id.as_str());
-        // Users hold no scopes of their own yet: a request is checked against the client, and
-        // the grant narrows to what the user holds.
-        let scope = scopes::for_user(client, requested.as_deref(), &[])?;
+        // What was asked for (all the client may carry when nothing was), of what the user holds.
+        let scope = scopes::for_user(client, requested.as_deref(), &user.scopes)?;
 
         let now = self.clock.now_ms();
         let tokens = &snapshot.config.tokens;
@@ -196,6 +195,7 @@ impl Flows {
             client_id: client.id.clone(),
             scope: scope.clone(),
             successor_expires_at: first_token_expires_at,
+            held_scopes: user.scopes.join(" "),
         };
         let mut issued = self.issue(snapshot, client, &entitlement, sid, refresh, now)?;
         if !client.may(GrantType::RefreshToken) {

@@ -124,6 +124,8 @@ impl Flows {
             .map_err(|t| FlowError::Throttled {
                 retry_after_secs: t.retry_after_secs,
             })?;
-        self.accounts.create_user(&username, password).await
+        self.accounts
+            .create_user(&username, password, Default::default())
+            .await
     }
 }

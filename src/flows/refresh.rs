@@ -13,12 +13,26 @@ use crate::store::{Channel, Entitlement, RotateOutcome, Rotation};
 use crate::tokens::{PresentedToken, RefreshToken};
 
 impl Flows {
-    /// `/auth/refresh`: a public client's token from a request body.
+    /// `/auth/refresh`: a public client's token from a request body; `scope` may narrow the new
+    /// access token.
     #[tracing::instrument(name = "refresh", skip_all, fields(sid))]
-    pub async fn refresh(&self, token: &str, meta: &RequestMeta) -> Result<Issued, FlowError> {
+    pub async fn refresh(
+        &self,
+        token: &str,
+        scope: Option<&str>,
+        meta: &RequestMeta,
+    ) -> Result<Issued, FlowError> {
         let snapshot = self.signing_snapshot()?;
-        self.rotate(&snapshot, token, None, Channel::Body, None, meta)
-            .await
+        let requested = scopes::parse(scope)?;
+        self.rotate(
+            &snapshot,
+            token,
+            None,
+            Channel::Body,
+            requested.as_deref(),
+            meta,
+        )
+        .await
     }
 
     /// The refresh-token grant at `/oauth/token` (RFC 6749 §6), for the client the token was
@@ -115,8 +129,11 @@ impl Flows {
             self.end_orphan(sid, &presented).await;
             return Err(FlowError::BadRefreshToken);
         };
+        // The session's scope never widens; of it, what the user still holds and the client may
+        // still carry (an ungranted scope stops here), narrowed further on request.
+        let still = scopes::still_granted(&entitlement.scope, &entitlement.held_scopes, client);
         let entitlement = Entitlement {
-            scope: scopes::narrowed(&entitlement.scope, requested)?,
+            scope: scopes::narrowed(&still, requested)?,
             ..entitlement
         };
         self.issue(snapshot, client, &entitlement, sid, refresh, now)

@@ -72,6 +72,16 @@ pub fn for_client(client: &ClientSpec, requested: Option<&[String]>) -> Result<S
     }
 }
 
+/// The part of a session's scope still granted: held by the user now and allowed to the client.
+pub fn still_granted(session_scope: &str, held: &str, client: &ClientSpec) -> String {
+    let held: Vec<&str> = held.split(' ').filter(|s| !s.is_empty()).collect();
+    session_scope
+        .split(' ')
+        .filter(|s| !s.is_empty() && held.contains(s) && client.allows_scope(s))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// On refresh: a narrower scope may be asked for (RFC 6749 §6); nothing beyond the session's.
 pub fn narrowed(session_scope: &str, requested: Option<&[String]>) -> Result<String, FlowError> {
     match requested {

@@ -25,12 +25,18 @@ pub struct LoginBody {
 #[derive(Deserialize)]
 pub struct RefreshBody {
     refresh_token: String,
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 #[derive(Serialize)]
 struct UserInfo<'a> {
     sub: &'a str,
     username: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
 }
 
 /// This surface's answer to a flow's refusal.
@@ -69,6 +75,7 @@ pub async fn refresh(
     let issued = flows
         .refresh(
             &body.refresh_token,
+            body.scope.as_deref(),
             &request_meta(&req, &flows.snapshot().config.trusted_proxies),
         )
         .await
@@ -92,5 +99,7 @@ pub async fn userinfo(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpR
     Ok(HttpResponse::Ok().json(UserInfo {
         sub: &auth.user.id,
         username: &auth.user.username,
+        email: auth.user.email.as_deref(),
+        name: auth.user.name.as_deref(),
     }))
 }

@@ -50,6 +50,19 @@ pub struct User {
     /// records the epoch its login saw; one from another epoch can neither be created nor
     /// refreshed, which closes the race between a login in flight and `users disable`.
     pub epoch: u64,
+    /// The scopes (roles) the user holds.
+    pub scopes: Vec<String>,
+    /// Optional standard attributes, returned by `/auth/userinfo`.
+    pub email: Option<String>,
+    pub name: Option<String>,
+}
+
+/// The attributes of a user that are not credentials: changing them ends no session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserAttributes {
+    pub scopes: Vec<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
 }
 
 impl fmt::Debug for User {
@@ -60,7 +73,8 @@ impl fmt::Debug for User {
             .field("password_hash", &"<hidden>")
             .field("disabled", &self.disabled)
             .field("epoch", &self.epoch)
-            .finish()
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
     }
 }
 
@@ -154,6 +168,9 @@ pub struct Entitlement {
     pub scope: String,
     /// When the successor token dies unless it is used.
     pub successor_expires_at: UnixMs,
+    /// The scopes the user holds now, space-separated: a scope ungranted since the login is not
+    /// issued again.
+    pub held_scopes: String,
 }
 
 /// The shared memory of the key schedule: when any instance first published a key, and until
@@ -218,6 +235,16 @@ pub trait Store: Send + Sync + 'static {
         old_hash: &str,
         new_hash: &str,
     ) -> Result<bool, StoreError>;
+    /// Sets scopes, email and name. No session ends: a scope taken away stops being issued at
+    /// the next refresh. `false` when there is no such user.
+    async fn set_user_attributes(
+        &self,
+        user_id: &str,
+        attributes: &UserAttributes,
+    ) -> Result<bool, StoreError>;
+    /// Removes the user and ends every session; the name is free again. Returns how many
+    /// sessions ended, or `None` when there is no such user.
+    async fn delete_user(&self, user_id: &str) -> Result<Option<usize>, StoreError>;
     /// As [`Store::set_password`], for the disabled flag.
     async fn set_disabled(
         &self,
@@ -272,6 +299,23 @@ pub trait Store: Send + Sync + 'static {
 
 /// The store in use, shared by every worker.
 pub type SharedStore = Arc<dyn Store>;
+
+/// As [`open`], for commands that only read: a database file that does not exist is an error
+/// naming the path it was looked for at, never an empty store created on the spot.
+pub async fn open_existing(url: &str) -> Result<SharedStore, StoreError> {
+    if let Some(path) = url.strip_prefix("sqlite://")
+        && !std::path::Path::new(path).exists()
+    {
+        return Err(StoreError::Unavailable(
+            format!(
+                "no database at {path} (store.url; a relative path resolves against the config \
+                 file's directory)"
+            )
+            .into(),
+        ));
+    }
+    open(url).await
+}
 
 /// Opens the backend the URL names: `sqlite://PATH` or `redis://…`.
 pub async fn open(url: &str) -> Result<SharedStore, StoreError> {

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::{
     Entitlement, Invalid, KeyPublication, NewSession, RotateOutcome, Rotation, Session, Store,
-    StoreError, User,
+    StoreError, User, UserAttributes,
 };
 use crate::clock::{UnixMs, system_ms};
 use crate::tokens::{TokenId, user_slot_tag};
@@ -48,6 +48,7 @@ pub struct RedisStore {
     list_sessions: Script,
     create_user: Script,
     upgrade_hash: Script,
+    delete_user: Script,
 }
 
 impl From<redis::RedisError> for StoreError {
@@ -95,6 +96,7 @@ impl RedisStore {
             list_sessions: Script::new(include_str!("lua/list_sessions.lua")),
             create_user: Script::new(include_str!("lua/create_user.lua")),
             upgrade_hash: Script::new(include_str!("lua/upgrade_hash.lua")),
+            delete_user: Script::new(include_str!("lua/delete_user.lua")),
         })
     }
 
@@ -130,6 +132,9 @@ impl RedisStore {
             disabled: field(&h, "disabled")? == "1",
             created_at: int_field(&h, "created")?,
             epoch: int_field(&h, "epoch")?,
+            scopes: split_scopes(h.get("scopes").map_or("", String::as_str)),
+            email: h.get("email").filter(|e| !e.is_empty()).cloned(),
+            name: h.get("dname").filter(|n| !n.is_empty()).cloned(),
         }))
     }
 
@@ -141,6 +146,18 @@ impl RedisStore {
         bump_epoch: bool,
         fields: &[(&str, &str)],
     ) -> Result<Option<usize>, StoreError> {
+        self.change_user(uid, bump_epoch, fields, true).await
+    }
+
+    /// Sets `fields` of `uid` (bumping its epoch when asked) and, when `end` is set, ends every
+    /// session in the same step. `None` when there is no such user.
+    async fn change_user(
+        &self,
+        uid: &str,
+        bump_epoch: bool,
+        fields: &[(&str, &str)],
+        end: bool,
+    ) -> Result<Option<usize>, StoreError> {
         let mut conn = self.conn().await?;
         let prefix = user_slot(uid);
         let mut invocation = self.revoke_user.prepare_invoke();
@@ -148,7 +165,8 @@ impl RedisStore {
             .key(format!("{prefix}u:{uid}"))
             .key(format!("{prefix}s:{uid}"))
             .arg(&prefix)
-            .arg(if bump_epoch { "1" } else { "0" });
+            .arg(if bump_epoch { "1" } else { "0" })
+            .arg(if end { "1" } else { "0" });
         for (name, value) in fields {
             invocation.arg(*name).arg(*value);
         }
@@ -191,7 +209,16 @@ fn entitlement_from(parts: &[Vec<u8>]) -> Result<Entitlement, StoreError> {
         client_id: text(parts, 2)?,
         scope: text(parts, 3)?,
         successor_expires_at: number(parts, 4)?,
+        held_scopes: text(parts, 5)?,
     })
+}
+
+fn split_scopes(joined: &str) -> Vec<String> {
+    joined
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The fields of a session record, in the order `session_from` reads them.
@@ -246,6 +273,9 @@ impl Store for RedisStore {
                     ("disabled", if user.disabled { "1" } else { "0" }),
                     ("created", &user.created_at.to_string()),
                     ("epoch", &user.epoch.to_string()),
+                    ("scopes", &user.scopes.join(" ")),
+                    ("email", user.email.as_deref().unwrap_or("")),
+                    ("dname", user.name.as_deref().unwrap_or("")),
                 ],
             )
             .await;
@@ -307,6 +337,46 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await?;
         Ok(replaced == 1)
+    }
+
+    async fn set_user_attributes(
+        &self,
+        user_id: &str,
+        attributes: &UserAttributes,
+    ) -> Result<bool, StoreError> {
+        let values = [
+            ("scopes", attributes.scopes.join(" ")),
+            ("email", attributes.email.clone().unwrap_or_default()),
+            ("dname", attributes.name.clone().unwrap_or_default()),
+        ];
+        let fields: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        // No epoch bump and no session ends: attributes are not credentials.
+        Ok(self
+            .change_user(user_id, false, &fields, false)
+            .await?
+            .is_some())
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<Option<usize>, StoreError> {
+        let mut conn = self.conn().await?;
+        let Some(user) = self.load_user(&mut conn, user_id).await? else {
+            return Ok(None);
+        };
+        let prefix = user_slot(user_id);
+        let ended: i64 = self
+            .delete_user
+            .key(format!("{prefix}u:{user_id}"))
+            .key(format!("{prefix}s:{user_id}"))
+            .arg(&prefix)
+            .invoke_async(&mut conn)
+            .await?;
+        // The name is released only if it still names this user (never another's claim).
+        let claimed: Option<String> = conn.get(username_key(&user.username)).await?;
+        if claimed.as_deref() == Some(user_id) {
+            let _: () = conn.del(username_key(&user.username)).await?;
+        }
+        let _: () = conn.srem(USERS, user_id).await?;
+        Ok(usize::try_from(ended).ok())
     }
 
     async fn set_disabled(
@@ -375,7 +445,7 @@ impl Store for RedisStore {
             "rotated" => Ok(RotateOutcome::Rotated(entitlement_from(&reply)?)),
             "replayed" => Ok(RotateOutcome::Replayed {
                 entitlement: entitlement_from(&reply)?,
-                sealed_successor: reply.get(5).cloned().unwrap_or_default(),
+                sealed_successor: reply.get(6).cloned().unwrap_or_default(),
             }),
             "reused" => Ok(RotateOutcome::Reused {
                 user_id: text(&reply, 1)?,

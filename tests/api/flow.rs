@@ -283,6 +283,9 @@ async fn a_stored_hash_that_cannot_be_checked_is_503_never_a_wrong_password() {
         disabled: false,
         created_at: 0,
         epoch: 0,
+        scopes: Vec::new(),
+        email: None,
+        name: None,
     };
     app.store.create_user(&user).await.unwrap();
 
@@ -322,6 +325,9 @@ async fn an_old_cost_hash_is_upgraded_at_login_without_ending_sessions() {
         disabled: false,
         created_at: 0,
         epoch: 0,
+        scopes: Vec::new(),
+        email: None,
+        name: None,
     };
     app.store.create_user(&user).await.unwrap();
 

@@ -318,6 +318,9 @@ impl TestApp {
             disabled: false,
             created_at: self.clock.now_ms(),
             epoch: 0,
+            scopes: Vec::new(),
+            email: None,
+            name: None,
         };
         self.store.create_user(&user).await.unwrap();
         user

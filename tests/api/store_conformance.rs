@@ -91,6 +91,9 @@ fn user(id: &str, username: &str) -> User {
         disabled: false,
         created_at: T0,
         epoch: 0,
+        scopes: Vec::new(),
+        email: None,
+        name: None,
     }
 }
 

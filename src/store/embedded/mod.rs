@@ -173,6 +173,21 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn set_user_attributes(
+        &self,
+        user_id: &str,
+        attributes: &super::UserAttributes,
+    ) -> Result<bool, StoreError> {
+        let (user_id, attributes) = (user_id.to_owned(), attributes.clone());
+        self.write(move |c| sql::set_user_attributes(c, &user_id, &attributes))
+            .await
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<Option<usize>, StoreError> {
+        let user_id = user_id.to_owned();
+        self.write(move |c| sql::delete_user(c, &user_id)).await
+    }
+
     async fn set_disabled(
         &self,
         user_id: &str,

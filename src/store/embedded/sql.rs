@@ -22,7 +22,10 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash TEXT NOT NULL,
     disabled      INTEGER NOT NULL DEFAULT 0,
     created_at    INTEGER NOT NULL,
-    epoch         INTEGER NOT NULL DEFAULT 0
+    epoch         INTEGER NOT NULL DEFAULT 0,
+    scopes        TEXT NOT NULL DEFAULT '',
+    email         TEXT,
+    name          TEXT
 ) STRICT;
 CREATE TABLE IF NOT EXISTS sessions (
     id           BLOB PRIMARY KEY,
@@ -133,6 +136,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("sessions", "channel", "TEXT NOT NULL DEFAULT 'body'"),
     ("sessions", "login_user_agent", "TEXT NOT NULL DEFAULT ''"),
     ("sessions", "login_ip", "TEXT NOT NULL DEFAULT ''"),
+    ("users", "scopes", "TEXT NOT NULL DEFAULT ''"),
+    ("users", "email", "TEXT"),
+    ("users", "name", "TEXT"),
 ];
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -177,10 +183,19 @@ fn user_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         disabled: row.get(3)?,
         created_at: row.get(4)?,
         epoch: row.get(5)?,
+        scopes: row
+            .get::<_, String>(6)?
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        email: row.get(7)?,
+        name: row.get(8)?,
     })
 }
 
-const USER_COLUMNS: &str = "id, username, password_hash, disabled, created_at, epoch";
+const USER_COLUMNS: &str =
+    "id, username, password_hash, disabled, created_at, epoch, scopes, email, name";
 const SESSION_COLUMNS: &str = "id, user_id, client_id, scope, created_at, last_used_at, \
      expires_at, user_agent, ip, login_user_agent, login_ip";
 
@@ -252,14 +267,18 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
         return Ok(RotateOutcome::Invalid(Invalid::WrongClient));
     }
     // The user's credentials changed, or the account was disabled or deleted, since this login.
-    let user: Option<(bool, i64)> = tx
+    let user: Option<(bool, i64, String)> = tx
         .query_row(
-            "SELECT disabled, epoch FROM users WHERE id = ?1",
+            "SELECT disabled, epoch, scopes FROM users WHERE id = ?1",
             [&user_id],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )
         .optional()?;
-    if user.is_none_or(|(disabled, epoch)| disabled || epoch != family_epoch) {
+    let held_scopes = match &user {
+        Some((false, epoch, scopes)) if *epoch == family_epoch => scopes.clone(),
+        _ => String::new(),
+    };
+    if user.is_none_or(|(disabled, epoch, _)| disabled || epoch != family_epoch) {
         tx.execute("DELETE FROM sessions WHERE id = ?1", [sid])?;
         return Ok(RotateOutcome::Invalid(Invalid::UserChanged));
     }
@@ -287,6 +306,7 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
         client_id: client_id.clone(),
         scope: scope.clone(),
         successor_expires_at,
+        held_scopes: held_scopes.clone(),
     };
     match used_at {
         None if now >= expires_at => Ok(RotateOutcome::Invalid(Invalid::ExpiredIdle)),
@@ -362,15 +382,18 @@ pub(super) fn ping(c: &Connection) -> Result<(), StoreError> {
 
 pub(super) fn create_user(c: &Connection, user: &User) -> Result<(), StoreError> {
     let inserted = c.execute(
-        "INSERT INTO users (id, username, password_hash, disabled, created_at, epoch)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        "INSERT INTO users (id, username, password_hash, disabled, created_at, epoch, scopes,
+         email, name) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
         params![
             user.id,
             user.username,
             user.password_hash,
             user.disabled,
             user.created_at,
-            user.epoch
+            user.epoch,
+            user.scopes.join(" "),
+            user.email,
+            user.name
         ],
     )?;
     if inserted == 0 {
@@ -433,6 +456,25 @@ pub(super) fn upgrade_password_hash(
         "UPDATE users SET password_hash = ?1 WHERE id = ?2 AND password_hash = ?3",
         params![new_hash, user_id, old_hash],
     )? == 1)
+}
+
+pub(super) fn set_user_attributes(
+    c: &Connection,
+    user_id: &str,
+    a: &crate::store::UserAttributes,
+) -> Result<bool, StoreError> {
+    Ok(c.execute(
+        "UPDATE users SET scopes = ?1, email = ?2, name = ?3 WHERE id = ?4",
+        params![a.scopes.join(" "), a.email, a.name, user_id],
+    )? == 1)
+}
+
+pub(super) fn delete_user(c: &Connection, user_id: &str) -> Result<Option<usize>, StoreError> {
+    let ended = revoke_user_sessions(c, user_id)?;
+    if c.execute("DELETE FROM users WHERE id = ?1", [user_id])? == 0 {
+        return Ok(None);
+    }
+    Ok(Some(ended))
 }
 
 pub(super) fn create_session(tx: &Connection, s: &NewSession) -> Result<bool, StoreError> {

@@ -2,15 +2,17 @@
 -- (password change, disable, enable): the epoch is bumped, so a login in flight that checked
 -- the old credentials cannot create a session afterwards (see create_session.lua).
 -- KEYS: 1 the user's record, 2 the user's session index
--- ARGV: 1 the family key prefix (lk:{tag}:), 2 bump the epoch (0/1), then field/value pairs to set
+-- ARGV: 1 the family key prefix (lk:{tag}:), 2 bump the epoch (0/1), 3 end the sessions (0/1),
+--       then field/value pairs to set
 -- Returns the number of sessions ended, or -1 when the user does not exist.
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if ARGV[2] == '1' then
   redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 end
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
+if ARGV[3] ~= '1' then return 0 end
 local ended = 0
 for _, sid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   ended = ended + redis.call('DEL', ARGV[1] .. 'f:' .. sid)

@@ -7,8 +7,9 @@
 --       ('' for any), 14 the channel the token came by (body, cookie, confidential)
 -- The user's record and session index (prefix..'u:'..uid, prefix..'s:'..uid) are found through
 -- the family's uid; they share the family's hash slot by construction of the session id.
--- Replies: {'late'} | {'invalid', why} | {'rotated', uid, cid, scope, next_exp} |
---          {'replayed', uid, cid, scope, next_exp, sealed} | {'reused', uid}
+-- Replies: {'late'} | {'invalid', why} | {'rotated', uid, cid, scope, next_exp, held} |
+--          {'replayed', uid, cid, scope, next_exp, held, sealed} | {'reused', uid}
+--          (held: the scopes the user holds now)
 
 -- A caller that gave up (it answered 503) must find that nothing happened.
 local t = redis.call('TIME')
@@ -39,7 +40,8 @@ local function revoke()
 end
 
 -- The user's credentials changed, or the account was disabled or deleted, since this login.
-local u = redis.call('HMGET', user_key, 'disabled', 'epoch')
+local u = redis.call('HMGET', user_key, 'disabled', 'epoch', 'scopes')
+local held = u[3] or ''
 if not u[2] or u[1] == '1' or u[2] ~= f[5] then
   revoke()
   return {'invalid', 'user_changed'}
@@ -61,7 +63,7 @@ if f[6] == presented then
   else
     redis.call('DEL', KEYS[2])
   end
-  return {'rotated', f[1], f[2], f[3], tostring(next_exp)}
+  return {'rotated', f[1], f[2], f[3], tostring(next_exp), held}
 end
 
 if f[8] == presented then
@@ -70,7 +72,7 @@ if f[8] == presented then
   if now < tonumber(f[9]) + grace then
     local sealed = redis.call('GET', KEYS[2])
     if sealed then
-      return {'replayed', f[1], f[2], f[3], f[10], sealed}
+      return {'replayed', f[1], f[2], f[3], f[10], held, sealed}
     end
   end
   revoke()

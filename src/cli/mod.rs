@@ -1,5 +1,9 @@
 //! The command line (`docs/cli.md`). Each command loads what it needs and nothing more; account
-//! commands run the same operations as the HTTP API ([`crate::flows::Accounts`]).
+//! commands ([`users`]) run the same operations as the HTTP API ([`crate::flows::Accounts`]).
+
+mod users;
+
+pub use users::UsersCommand;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -9,7 +13,6 @@ use clap::{Parser, Subcommand};
 use crate::clock::{Clock, system_ms};
 use crate::config::{self, Alg, Config, PasswordSettings, format_timestamp};
 use crate::credentials::{MAX_PASSWORD_BYTES, Password, PasswordHasher};
-use crate::flows::Accounts;
 use crate::keys::schedule::schedule_warnings;
 use crate::keys::{self, KeyRing, files, key_state};
 use crate::startup::Application;
@@ -66,32 +69,12 @@ pub enum KeysCommand {
         /// RSA modulus size.
         #[arg(long, default_value_t = 2048)]
         bits: usize,
+        /// The config the key is for: the printed path is relative to its directory, and it
+        /// names the key whose window the new one ends.
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// One row per configured key: its state now, signing window and publication.
-    List(ConfigArg),
-}
-
-#[derive(Subcommand, Debug)]
-pub enum UsersCommand {
-    /// Create a user; the password is read from standard input.
-    Add {
-        name: String,
-        #[command(flatten)]
-        config: ConfigArg,
-    },
-    /// Set a user's password (read from standard input); revokes every session of the user.
-    Passwd {
-        name: String,
-        #[command(flatten)]
-        config: ConfigArg,
-    },
-    /// Disable a user; revokes every session of the user.
-    Disable {
-        name: String,
-        #[command(flatten)]
-        config: ConfigArg,
-    },
-    /// List users.
     List(ConfigArg),
 }
 
@@ -114,7 +97,7 @@ pub enum ConfigCommand {
 pub struct CliError(pub String);
 
 impl CliError {
-    fn from_display(e: impl std::fmt::Display) -> Self {
+    pub(crate) fn from_display(e: impl std::fmt::Display) -> Self {
         CliError(e.to_string())
     }
 }
@@ -130,9 +113,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             kid,
             dir,
             bits,
-        }) => keys_generate(&alg, kid, &dir, bits),
+            config,
+        }) => keys_generate(&alg, kid, &dir, bits, &config.path),
         Command::Keys(KeysCommand::List(c)) => keys_list(&c.path),
-        Command::Users(cmd) => users(cmd).await,
+        Command::Users(cmd) => users::run(cmd).await,
         Command::HashSecret(c) => {
             let settings = Config::load(&c.path)
                 .map(|config| config.passwords)
@@ -151,7 +135,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-fn load_config(path: &Path) -> Result<Config, CliError> {
+pub(crate) fn load_config(path: &Path) -> Result<Config, CliError> {
     Config::load(path).map_err(CliError::from_display)
 }
 
@@ -181,7 +165,38 @@ async fn serve(path: &Path) -> Result<(), CliError> {
         .map_err(CliError::from_display)
 }
 
-fn keys_generate(alg: &str, kid: Option<String>, dir: &Path, bits: usize) -> Result<(), CliError> {
+/// `path` as seen from `base` (both made absolute first): `../keys/k.pem` from `config/`.
+fn relative_to(path: &Path, base: &Path) -> PathBuf {
+    let (Ok(path), Ok(base)) = (std::path::absolute(path), std::path::absolute(base)) else {
+        return path.to_owned();
+    };
+    let (path_parts, base_parts): (Vec<_>, Vec<_>) =
+        (path.components().collect(), base.components().collect());
+    let common = path_parts
+        .iter()
+        .zip(&base_parts)
+        .take_while(|(a, b)| a == b)
+        .count();
+    if common == 0 {
+        return path;
+    }
+    let mut relative = PathBuf::new();
+    for _ in common..base_parts.len() {
+        relative.push("..");
+    }
+    for part in &path_parts[common..] {
+        relative.push(part);
+    }
+    relative
+}
+
+fn keys_generate(
+    alg: &str,
+    kid: Option<String>,
+    dir: &Path,
+    bits: usize,
+    config_path: &Path,
+) -> Result<(), CliError> {
     let alg = Alg::parse(alg).ok_or_else(|| CliError("--alg must be ES256 or RS256".into()))?;
     if alg == Alg::RS256 && ![2048, 3072, 4096].contains(&bits) {
         return Err(CliError("--bits must be 2048, 3072 or 4096".into()));
@@ -206,14 +221,36 @@ fn keys_generate(alg: &str, kid: Option<String>, dir: &Path, bits: usize) -> Res
     // Publish a day before signing, well beyond any sane jwks.max_age; sign for 90 days.
     let not_before = (now / 3_600_000 + 25) * 3_600_000;
     let not_after = not_before + 90 * 86_400_000;
+    // Paths in a config resolve against its directory.
+    let config = Config::load(config_path).ok();
+    let shown = match config_path.parent() {
+        Some(base) if config.is_some() => relative_to(&path, base),
+        _ => path.clone(),
+    };
     println!("{kid}");
     println!();
-    println!("# Paste into the config. Resource servers must see a key before it signs:");
-    println!("# keep not_before at least jwks.max_age after this entry is first deployed.");
+    println!(
+        "# Paste into {} (resource servers must see a key before it signs:",
+        config_path.display()
+    );
+    println!("# keep not_before at least jwks.max_age after this entry is first deployed).");
+    if let Some(current) = config
+        .as_ref()
+        .and_then(|c| keys::scheduled_signer(&c.keys, now))
+    {
+        println!(
+            "# Then end the current key's window where this one starts: in the [[keys]] entry"
+        );
+        println!(
+            "# of \"{}\", set not_after = \"{}\".",
+            current.kid,
+            format_timestamp(not_before)
+        );
+    }
     println!("[[keys]]");
     println!("kid = \"{kid}\"");
     println!("alg = \"{alg}\"");
-    println!("path = \"{}\"", path.display());
+    println!("path = \"{}\"", shown.display());
     println!("not_before = \"{}\"", format_timestamp(not_before));
     println!("not_after = \"{}\"", format_timestamp(not_after));
     Ok(())
@@ -223,26 +260,35 @@ fn keys_list(path: &Path) -> Result<(), CliError> {
     let config = load_config(path)?;
     let tail = config.publish_tail();
     let now = system_ms();
-    println!(
-        "{:<24} {:<6} {:<9} {:<20} {:<20} {:<20}",
-        "KID", "ALG", "STATE", "SIGNS FROM", "SIGNS UNTIL", "PUBLISHED UNTIL"
+    let rows: Vec<Vec<String>> = config
+        .keys
+        .iter()
+        .map(|spec| {
+            vec![
+                spec.kid.clone(),
+                spec.alg.to_string(),
+                key_state(&config.keys, tail, spec, now).to_string(),
+                format_timestamp(spec.not_before),
+                format_timestamp(spec.not_after),
+                if spec.revoked {
+                    "-".to_string()
+                } else {
+                    format_timestamp(config.published_until(spec))
+                },
+            ]
+        })
+        .collect();
+    users::print_table(
+        &[
+            "KID",
+            "ALG",
+            "STATE",
+            "SIGNS FROM",
+            "SIGNS UNTIL",
+            "PUBLISHED UNTIL",
+        ],
+        &rows,
     );
-    for spec in &config.keys {
-        let published_until = if spec.revoked {
-            "-".to_string()
-        } else {
-            format_timestamp(config.published_until(spec))
-        };
-        println!(
-            "{:<24} {:<6} {:<9} {:<20} {:<20} {:<20}",
-            spec.kid,
-            spec.alg,
-            key_state(&config.keys, tail, spec, now).to_string(),
-            format_timestamp(spec.not_before),
-            format_timestamp(spec.not_after),
-            published_until
-        );
-    }
     Ok(())
 }
 
@@ -265,7 +311,7 @@ async fn config_check(path: &Path, strict: bool) -> Result<(), CliError> {
     }
     // The schedule is judged against the history every instance shares through the store, and
     // restart-only fields against what the running server recorded there.
-    match store::open(&config.store.url).await {
+    match store::open_existing(&config.store.url).await {
         Ok(store) => {
             match store.key_publications().await {
                 Ok(history) => warnings.extend(schedule_warnings(&config, &history, now)),
@@ -285,9 +331,15 @@ async fn config_check(path: &Path, strict: bool) -> Result<(), CliError> {
                 }
             }
         }
-        Err(e) => warnings.push(format!(
-            "store: cannot open it to check the key schedule: {e}"
-        )),
+        Err(e) => {
+            // Without the shared history the schedule is judged as a first deployment: gaps
+            // and the coming end still show.
+            warnings.push(format!(
+                "store: cannot open it; the key schedule is checked without the publication \
+                 history: {e}"
+            ));
+            warnings.extend(schedule_warnings(&config, &[], now));
+        }
     }
     // Findings are diagnostics: standard error, one line each.
     for warning in &warnings {
@@ -324,71 +376,9 @@ async fn config_check(path: &Path, strict: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn users(cmd: UsersCommand) -> Result<(), CliError> {
-    let path = match &cmd {
-        UsersCommand::Add { config, .. }
-        | UsersCommand::Passwd { config, .. }
-        | UsersCommand::Disable { config, .. }
-        | UsersCommand::List(config) => config.path.clone(),
-    };
-    let config = load_config(&path)?;
-    let store = store::open(&config.store.url)
-        .await
-        .map_err(CliError::from_display)?;
-    let hasher = PasswordHasher::new(&config.passwords).map_err(CliError::from_display)?;
-    let accounts = Accounts::new(store, hasher, Clock::system());
-    match cmd {
-        UsersCommand::Add { name, .. } => {
-            crate::flows::normalize_username(&name).map_err(CliError::from_display)?;
-            let password = read_secret("password")?;
-            crate::flows::check_password_policy("password", &password, &config.users)
-                .map_err(CliError::from_display)?;
-            let user = accounts
-                .create_user(&name, &password)
-                .await
-                .map_err(CliError::from_display)?;
-            println!("created user {} ({})", user.username, user.id);
-        }
-        UsersCommand::Passwd { name, .. } => {
-            accounts.find(&name).await.map_err(CliError::from_display)?;
-            let password = read_secret("password")?;
-            crate::flows::check_password_policy("password", &password, &config.users)
-                .map_err(CliError::from_display)?;
-            let n = accounts
-                .set_password(&name, &password)
-                .await
-                .map_err(CliError::from_display)?;
-            println!("password changed for {name}; {n} sessions revoked");
-        }
-        UsersCommand::Disable { name, .. } => {
-            let n = accounts
-                .disable(&name)
-                .await
-                .map_err(CliError::from_display)?;
-            println!("disabled {name}; {n} sessions revoked");
-        }
-        UsersCommand::List(_) => {
-            println!(
-                "{:<32} {:<36} {:<8} {:<20}",
-                "USERNAME", "ID", "STATUS", "CREATED"
-            );
-            for u in accounts.list().await.map_err(CliError::from_display)? {
-                println!(
-                    "{:<32} {:<36} {:<8} {:<20}",
-                    u.username,
-                    u.id,
-                    if u.disabled { "disabled" } else { "active" },
-                    format_timestamp(u.created_at)
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Reads a secret from standard input (never argv, which other users can see): one line,
 /// without its line ending. At a terminal it prompts and turns echo off while typing.
-fn read_secret(what: &str) -> Result<Password, CliError> {
+pub(crate) fn read_secret(what: &str) -> Result<Password, CliError> {
     use std::io::{BufRead, IsTerminal};
     let interactive = std::io::stdin().is_terminal();
     if interactive {

@@ -1,0 +1,308 @@
+//! `latchkey users …`: accounts and their sessions, for operators and support staff. Every
+//! command runs the operation the HTTP API runs ([`Accounts`]) and works while a server runs on
+//! the same store.
+
+use clap::Subcommand;
+
+use super::{CliError, ConfigArg, load_config, read_secret};
+use crate::clock::Clock;
+use crate::config::format_timestamp;
+use crate::credentials::PasswordHasher;
+use crate::flows::{Accounts, check_password_policy, normalize_username};
+use crate::store::{self, UserAttributes};
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    /// Create a user; the password is read from standard input.
+    Add {
+        #[arg(value_name = "NAME")]
+        username: String,
+        /// A scope (role) the user holds; repeat for more.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// The display name.
+        #[arg(long = "name", value_name = "DISPLAY NAME")]
+        display_name: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Give a user scopes; new tokens carry them from the user's next login.
+    Grant {
+        #[arg(value_name = "NAME")]
+        username: String,
+        #[arg(value_name = "SCOPE", required = true)]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Take scopes away; no token carries them from the next refresh on.
+    Ungrant {
+        #[arg(value_name = "NAME")]
+        username: String,
+        #[arg(value_name = "SCOPE", required = true)]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Set the optional email and display name ("" clears one); /auth/userinfo returns them.
+    Set {
+        #[arg(value_name = "NAME")]
+        username: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long = "name", value_name = "DISPLAY NAME")]
+        display_name: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Set a user's password (read from standard input); ends every session of the user.
+    Passwd {
+        #[arg(value_name = "NAME")]
+        username: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Disable a user; ends every session of the user.
+    Disable {
+        #[arg(value_name = "NAME")]
+        username: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Enable a disabled user.
+    Enable {
+        #[arg(value_name = "NAME")]
+        username: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Delete a user and every session; the name can be taken again, inheriting nothing.
+    Delete {
+        #[arg(value_name = "NAME")]
+        username: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List a user's live sessions, newest first.
+    Sessions {
+        #[arg(value_name = "NAME")]
+        username: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// End every session of a user.
+    Logout {
+        #[arg(value_name = "NAME")]
+        username: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// List users.
+    List(ConfigArg),
+}
+
+impl UsersCommand {
+    fn config(&self) -> &ConfigArg {
+        match self {
+            UsersCommand::Add { config, .. }
+            | UsersCommand::Grant { config, .. }
+            | UsersCommand::Ungrant { config, .. }
+            | UsersCommand::Set { config, .. }
+            | UsersCommand::Passwd { config, .. }
+            | UsersCommand::Disable { config, .. }
+            | UsersCommand::Enable { config, .. }
+            | UsersCommand::Delete { config, .. }
+            | UsersCommand::Sessions { config, .. }
+            | UsersCommand::Logout { config, .. }
+            | UsersCommand::List(config) => config,
+        }
+    }
+
+    /// Whether the command only reads: then it never creates a store.
+    fn reads_only(&self) -> bool {
+        matches!(self, UsersCommand::List(_) | UsersCommand::Sessions { .. })
+    }
+}
+
+/// `1 session`, `2 sessions`.
+pub(crate) fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// Rows as columns as wide as their widest cell.
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn scopes_of(values: &[String]) -> Result<Vec<String>, CliError> {
+    crate::flows::scopes::parse(Some(&values.join(" ")))
+        .map(Option::unwrap_or_default)
+        .map_err(CliError::from_display)
+}
+
+pub async fn run(cmd: UsersCommand) -> Result<(), CliError> {
+    let config = load_config(&cmd.config().path)?;
+    let store = if cmd.reads_only() {
+        store::open_existing(&config.store.url).await
+    } else {
+        store::open(&config.store.url).await
+    }
+    .map_err(CliError::from_display)?;
+    let hasher = PasswordHasher::new(&config.passwords).map_err(CliError::from_display)?;
+    let accounts = Accounts::new(store, hasher, Clock::system());
+    let fail = CliError::from_display;
+    match cmd {
+        UsersCommand::Add {
+            username,
+            scopes,
+            email,
+            display_name,
+            ..
+        } => {
+            normalize_username(&username).map_err(fail)?;
+            let scopes = scopes_of(&scopes)?;
+            let password = read_secret("password")?;
+            check_password_policy("password", &password, &config.users).map_err(fail)?;
+            let attributes = UserAttributes {
+                scopes,
+                email,
+                name: display_name,
+            };
+            let user = accounts
+                .create_user(&username, &password, attributes)
+                .await
+                .map_err(fail)?;
+            println!("created user {} ({})", user.username, user.id);
+        }
+        UsersCommand::Grant {
+            username, scopes, ..
+        } => {
+            let user = accounts
+                .grant(&username, &scopes_of(&scopes)?)
+                .await
+                .map_err(fail)?;
+            println!("{} holds: {}", user.username, user.scopes.join(" "));
+        }
+        UsersCommand::Ungrant {
+            username, scopes, ..
+        } => {
+            let user = accounts
+                .ungrant(&username, &scopes_of(&scopes)?)
+                .await
+                .map_err(fail)?;
+            println!(
+                "{} holds: {} (taken scopes leave every session at its next refresh)",
+                user.username,
+                user.scopes.join(" ")
+            );
+        }
+        UsersCommand::Set {
+            username,
+            email,
+            display_name,
+            ..
+        } => {
+            let user = accounts
+                .set_profile(&username, email.as_deref(), display_name.as_deref())
+                .await
+                .map_err(fail)?;
+            println!(
+                "{}: email {}, name {}",
+                user.username,
+                user.email.as_deref().unwrap_or("-"),
+                user.name.as_deref().unwrap_or("-")
+            );
+        }
+        UsersCommand::Passwd { username, .. } => {
+            accounts.find(&username).await.map_err(fail)?;
+            let password = read_secret("password")?;
+            check_password_policy("password", &password, &config.users).map_err(fail)?;
+            let n = accounts
+                .set_password(&username, &password)
+                .await
+                .map_err(fail)?;
+            println!(
+                "password changed for {username}; {} ended",
+                count(n, "session")
+            );
+        }
+        UsersCommand::Disable { username, .. } => {
+            let n = accounts.disable(&username).await.map_err(fail)?;
+            println!("disabled {username}; {} ended", count(n, "session"));
+        }
+        UsersCommand::Enable { username, .. } => {
+            accounts.enable(&username).await.map_err(fail)?;
+            println!("enabled {username}");
+        }
+        UsersCommand::Delete { username, .. } => {
+            let n = accounts.delete(&username).await.map_err(fail)?;
+            println!("deleted {username}; {} ended", count(n, "session"));
+        }
+        UsersCommand::Sessions { username, .. } => {
+            let sessions = accounts.sessions(&username).await.map_err(fail)?;
+            let rows: Vec<Vec<String>> = sessions
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.id.to_string(),
+                        s.client_id.clone(),
+                        format_timestamp(s.created_at),
+                        format_timestamp(s.last_used_at),
+                        s.ip.clone(),
+                        s.user_agent.chars().take(60).collect(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["SID", "CLIENT", "CREATED", "LAST USED", "IP", "USER AGENT"],
+                &rows,
+            );
+            println!("{}", count(sessions.len(), "session"));
+        }
+        UsersCommand::Logout { username, .. } => {
+            let user = accounts.find(&username).await.map_err(fail)?;
+            let n = accounts.end_all_sessions(&user.id).await.map_err(fail)?;
+            println!("{} of {username} ended", count(n, "session"));
+        }
+        UsersCommand::List(_) => {
+            let users = accounts.list().await.map_err(fail)?;
+            let rows: Vec<Vec<String>> = users
+                .iter()
+                .map(|u| {
+                    vec![
+                        u.username.clone(),
+                        u.id.clone(),
+                        if u.disabled { "disabled" } else { "active" }.to_owned(),
+                        format_timestamp(u.created_at),
+                        u.scopes.join(" "),
+                    ]
+                })
+                .collect();
+            print_table(&["USERNAME", "ID", "STATUS", "CREATED", "SCOPES"], &rows);
+        }
+    }
+    Ok(())
+}
