@@ -8,6 +8,9 @@
 //! Environment: `LATCHKEY_ISSUER` (default `http://127.0.0.1:8080`), `RESOURCE_AUDIENCE`
 //! (default `api`), `RESOURCE_LISTEN` (default `127.0.0.1:8081`).
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use latchkey_verify::Verifier;
 use latchkey_verify::actix::{Authenticated, Scope, Scoped};
@@ -41,8 +44,31 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/users/{id}", web::delete().to(delete_user));
 }
 
+/// One line per request (method, path, status, time), so a 401 or 403 can be seen as it happens.
+async fn log_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let (method, path) = (req.method().clone(), req.path().to_owned());
+    let response = next.call(req).await?;
+    tracing::info!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    Ok(response)
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
+    // Requests, and the verifier's own warnings (an unreachable issuer, a failed JWKS refresh).
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_target(false)
+        .init();
     let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
     let issuer = env("LATCHKEY_ISSUER", "http://127.0.0.1:8080");
     let audience = env("RESOURCE_AUDIENCE", "api");
@@ -54,6 +80,7 @@ async fn main() -> std::io::Result<()> {
     HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(verifier.clone()))
+            .wrap(from_fn(log_request))
             .configure(routes)
     })
     .bind(listen)?

@@ -1,27 +1,55 @@
-//! Logging: human-readable lines on standard error, level from `LATCHKEY_LOG` (default `info`),
-//! and how an error's cause chain is written into one line.
+//! Logging: human-readable lines on standard error, filtered by `LATCHKEY_LOG` (`RUST_LOG`-style
+//! directives), and how an error's cause chain is written into one line.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-pub fn init() {
-    init_with_default(LevelFilter::INFO);
+/// latchkey's own events at `info`, its dependencies' from `warn` only: their start-up chatter
+/// is debug noise to an operator.
+pub const DEFAULT_FILTER: &str = "warn,latchkey=info,latchkey_verify=info";
+
+/// `LATCHKEY_LOG`, as `RUST_LOG`-style directives: `debug`, `latchkey=debug,actix_web=warn`.
+pub fn parse_filter(spec: &str) -> Result<Targets, String> {
+    spec.trim().parse::<Targets>().map_err(|e| {
+        format!("LATCHKEY_LOG: cannot parse {spec:?} ({e}); use e.g. \"info\" or \"latchkey=debug,actix_web=warn\"")
+    })
 }
 
-/// As [`init`], with another level when `LATCHKEY_LOG` is unset (tests use `warn`).
+/// Logging for `serve`: `LATCHKEY_LOG` or [`DEFAULT_FILTER`]. A value that does not parse is an
+/// error, never silently ignored.
+pub fn init() -> Result<(), String> {
+    let filter = match std::env::var("LATCHKEY_LOG") {
+        Ok(spec) => parse_filter(&spec)?,
+        Err(_) => parse_filter(DEFAULT_FILTER)?,
+    };
+    install(filter);
+    Ok(())
+}
+
+/// As [`init`], for tests: `LATCHKEY_LOG` when it parses, else everything at `default`.
 pub fn init_with_default(default: LevelFilter) {
-    let level = std::env::var("LATCHKEY_LOG")
+    let filter = std::env::var("LATCHKEY_LOG")
         .ok()
-        .and_then(|v| v.parse::<LevelFilter>().ok())
-        .unwrap_or(default);
+        .and_then(|spec| parse_filter(&spec).ok())
+        .unwrap_or_else(|| Targets::new().with_default(default));
+    install(filter);
+}
+
+fn install(filter: Targets) {
     // A second init (tests build many apps in one process) is harmless.
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_target(false),
+        )
+        .with(filter)
         .try_init();
 }
 

@@ -109,7 +109,6 @@ impl ClientSpec {
 }
 
 #[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawClient {
     pub(super) id: String,
     #[serde(rename = "type")]

@@ -7,8 +7,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use raw::{RawConfig, RawPasswords, apply_env};
 
 use crate::clock::UnixMs;
@@ -233,14 +231,34 @@ impl Config {
         }
     }
 
-    /// Parses TOML text with `env` as the source of overrides.
+    /// Parses TOML text with `env` as the source of overrides. Every problem is reported at
+    /// once: each unknown field, each bad value (naming the environment variable that set it).
     pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::one(one_line(&e.to_string())))?;
-        apply_env(&mut table, env)?;
-        let raw: RawConfig = RawConfig::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError::one(one_line(&e.to_string())))?;
-        validate(raw)
+        // A syntax error keeps its multi-line snippet (line, column, a caret under the spot).
+        let mut table: toml::Table = toml::from_str(text)
+            .map_err(|e| ConfigError::one(e.to_string().trim_end().to_owned()))?;
+        let from_env = apply_env(&mut table, env)?;
+        let mut unknown = Vec::new();
+        let raw: RawConfig = serde_ignored::deserialize(toml::Value::Table(table), |path| {
+            unknown.push(format!("{path}: unknown field"));
+        })
+        .map_err(|e| ConfigError::one(one_line(&e.to_string())))?;
+        let validated = validate(raw);
+        let mut problems = unknown;
+        match validated {
+            Ok(config) if problems.is_empty() => return Ok(config),
+            Ok(_) => {}
+            Err(e) => problems.extend(e.problems),
+        }
+        for problem in &mut problems {
+            if let Some((_, var)) = from_env
+                .iter()
+                .find(|(field, _)| problem.starts_with(&format!("{field}:")))
+            {
+                problem.push_str(&format!(" (set by {var})"));
+            }
+        }
+        Err(ConfigError { problems })
     }
 
     /// Publication is bounded by this: a token signed at the end of a key's window is still
@@ -661,6 +679,28 @@ type = "public"
         // The first-party client is always there.
         assert!(config.client(DEFAULT_CLIENT_ID).is_some());
         assert!(config.client("legacy").is_some());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_naming_the_variable_that_set_it() {
+        let text = format!(
+            "{MINIMAL}\nsurprise = 1\n[tokens]\nacess_ttl = \"5m\"\n[store]\nurl = \"sqlite://x.db\"\nkind = \"fast\"\n"
+        );
+        let env =
+            |name: &str| (name == "LATCHKEY_TOKENS_REFRESH_TTL").then(|| "30 parsecs".to_string());
+        let err = Config::parse(&text, env).unwrap_err();
+        let all = err.to_string();
+        for expected in [
+            "surprise: unknown field",
+            "tokens.acess_ttl: unknown field",
+            "store.kind: unknown field",
+            "(set by LATCHKEY_TOKENS_REFRESH_TTL)",
+        ] {
+            assert!(all.contains(expected), "{expected} in {all}");
+        }
+        // A syntax error keeps its snippet over several lines.
+        let broken = Config::parse("issuer = \"x\"\nlisten = [\n", no_env).unwrap_err();
+        assert!(broken.to_string().lines().count() > 1, "{broken}");
     }
 
     #[test]

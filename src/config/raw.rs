@@ -1,5 +1,6 @@
 //! The config file's shape, field by field, with its defaults and the environment overrides.
-//! Unknown fields are refused; validation into typed values happens in the parent module.
+//! Unknown fields are collected (every one is reported, not only the first) and refused by the
+//! parent module, which also validates into typed values.
 //! `Serialize` is for the test that every field is classified as reloadable or restart-only
 //! (`crate::state`).
 
@@ -10,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 
 #[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     /// The issuer URL (`iss`).
     pub(super) issuer: String,
@@ -38,7 +38,7 @@ pub(crate) struct RawConfig {
 }
 
 #[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub(super) struct RawTokens {
     pub(super) access_ttl: String,
     pub(super) refresh_ttl: String,
@@ -62,7 +62,7 @@ impl Default for RawTokens {
 }
 
 #[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub(super) struct RawStore {
     pub(super) url: String,
 }
@@ -76,7 +76,7 @@ impl Default for RawStore {
 }
 
 #[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub(super) struct RawJwks {
     pub(super) max_age: String,
     pub(super) stale_if_error: String,
@@ -92,7 +92,7 @@ impl Default for RawJwks {
 }
 
 #[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub(super) struct RawPasswords {
     pub(super) memory_kib: u32,
     pub(super) iterations: u32,
@@ -112,7 +112,7 @@ impl Default for RawPasswords {
 }
 
 #[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub(super) struct RawLimits {
     /// The counting window.
     pub(super) window: String,
@@ -135,7 +135,7 @@ impl Default for RawLimits {
 }
 
 #[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub(super) struct RawUsers {
     pub(super) allow_registration: bool,
     pub(super) min_password_length: u32,
@@ -151,7 +151,6 @@ impl Default for RawUsers {
 }
 
 #[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawKey {
     pub(super) kid: String,
     pub(super) alg: String,
@@ -207,10 +206,13 @@ enum EnvKind {
     List,
 }
 
+/// Applies the overrides; returns which field each variable set (`tokens.access_ttl`,
+/// `LATCHKEY_TOKENS_ACCESS_TTL`), so a problem with the value can name the variable.
 pub(super) fn apply_env(
     table: &mut toml::Table,
     env: impl Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut applied = Vec::new();
     for (section, key, kind) in ENV_FIELDS {
         let var = env_name(*section, key);
         let Some(value) = env(&var) else { continue };
@@ -243,6 +245,11 @@ pub(super) fn apply_env(
             }
         };
         target.insert(key.to_string(), value);
+        let field = match section {
+            Some(section) => format!("{section}.{key}"),
+            None => key.to_string(),
+        };
+        applied.push((field, var));
     }
-    Ok(())
+    Ok(applied)
 }

@@ -122,12 +122,20 @@ impl Flows {
         }
         let requested = scopes::parse(scope)?;
         let limits = &snapshot.config.limits;
+        let throttled = |retry_after_secs| {
+            tracing::warn!(
+                event = "login.throttled",
+                user = %username,
+                client_id = %client.id,
+                ip = %meta.ip,
+                "login refused: throttled"
+            );
+            FlowError::Throttled { retry_after_secs }
+        };
         let lock = self
             .limiter
             .check(limits, &meta.ip, username, self.clock.now_ms())
-            .map_err(|t| FlowError::Throttled {
-                retry_after_secs: t.retry_after_secs,
-            })?;
+            .map_err(|t| throttled(t.retry_after_secs))?;
         let user = self.store.user_by_name(username).await?;
         if let UserLock::Locked { retry_after_secs } = lock {
             // A locked username still logs in from where its owner already is.
@@ -136,7 +144,7 @@ impl Flows {
                 None => false,
             };
             if !known {
-                return Err(FlowError::Throttled { retry_after_secs });
+                return Err(throttled(retry_after_secs));
             }
         }
         let matched = self
@@ -149,9 +157,22 @@ impl Flows {
             .await?;
         let user = match user {
             Some(user) if matched && !user.disabled => user,
-            _ => {
+            other => {
                 self.limiter
                     .record_failure(limits, username, &meta.ip, self.clock.now_ms());
+                // An audit event: who, from where, through which client; never the password.
+                tracing::warn!(
+                    event = "login.failed",
+                    user = %username,
+                    client_id = %client.id,
+                    ip = %meta.ip,
+                    reason = match other {
+                        None => "unknown user",
+                        Some(u) if u.disabled => "disabled",
+                        Some(_) => "wrong password",
+                    },
+                    "login failed"
+                );
                 return Err(FlowError::BadCredentials);
             }
         };
@@ -190,6 +211,15 @@ impl Flows {
             // Disabled, or its password changed, while this login was being checked.
             return Err(FlowError::BadCredentials);
         }
+        tracing::info!(
+            event = "login.succeeded",
+            user = %username,
+            user_id = %user.id,
+            client_id = %client.id,
+            ip = %meta.ip,
+            %sid,
+            "login"
+        );
         let entitlement = Entitlement {
             user_id: user.id,
             client_id: client.id.clone(),
