@@ -306,6 +306,25 @@ impl TestApp {
         format!("{}{path}", self.address)
     }
 
+    /// A user holding `scopes`.
+    pub async fn add_user_with_scopes(&self, username: &str, scopes: &[&str]) -> User {
+        let user = self.add_user(username, PASSWORD).await;
+        let attributes = latchkey::store::UserAttributes {
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        assert!(
+            self.store
+                .set_user_attributes(&user.id, &attributes)
+                .await
+                .unwrap()
+        );
+        User {
+            scopes: attributes.scopes,
+            ..user
+        }
+    }
+
     pub async fn add_user(&self, username: &str, password: &str) -> User {
         let user = User {
             id: uuid::Uuid::new_v4().to_string(),

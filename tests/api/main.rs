@@ -36,4 +36,5 @@ mod refresh;
 mod sessions;
 mod store_conformance;
 mod userinfo;
+mod users;
 mod verifier;

@@ -33,6 +33,7 @@ macro_rules! conformance {
 
 conformance!(
     users_are_unique_by_name,
+    deleting_a_user_ends_its_sessions_and_frees_its_name,
     a_token_presented_by_another_client_or_way_is_refused_unconsumed,
     credential_changes_end_every_session_and_void_logins_in_flight,
     replay_within_grace_after_the_successor_was_used_is_reuse,
@@ -277,6 +278,30 @@ async fn a_token_presented_by_another_client_or_way_is_refused_unconsumed(store:
         store.rotate(&own).await.unwrap(),
         RotateOutcome::Rotated(_)
     ));
+}
+
+async fn deleting_a_user_ends_its_sessions_and_frees_its_name(store: &SharedStore) {
+    let (sid, t1) = new_session(store, "u1", T0).await;
+    let (other, _) = new_session(store, "u2", T0).await;
+
+    assert_eq!(store.delete_user("u1").await.unwrap(), Some(1));
+
+    assert_eq!(store.user_by_id("u1").await.unwrap(), None);
+    assert_eq!(store.user_by_name("user-u1").await.unwrap(), None);
+    assert_eq!(store.session(sid, T0).await.unwrap(), None);
+    assert!(matches!(
+        rotate(store, sid, t1, T0 + 1).await.0,
+        RotateOutcome::Invalid(_)
+    ));
+    assert!(store.session(other, T0).await.unwrap().is_some());
+    assert_eq!(store.delete_user("u1").await.unwrap(), None);
+    // The name is free: a new user takes it, inheriting nothing.
+    store.create_user(&user("u9", "user-u1")).await.unwrap();
+    assert_eq!(
+        store.user_by_name("user-u1").await.unwrap().unwrap().id,
+        "u9"
+    );
+    assert!(store.sessions_of("u9", T0).await.unwrap().is_empty());
 }
 
 async fn replay_within_grace_after_the_successor_was_used_is_reuse(store: &SharedStore) {

@@ -419,11 +419,10 @@ fn challenge(response: &actix_web::dev::ServiceResponse) -> String {
 async fn the_example_resource_server_answers_401_403_and_200() {
     let issuer = spawn_app().await;
     let access = logged_in(&issuer).await;
-    let admin = sign_with_issuer_key(&issuer, &at_header(Algorithm::ES256, "test-es"), &{
-        let mut c = claims_of(&access);
-        c["scope"] = json!("users:read users:admin");
-        c
-    });
+    // A real token of a user who holds users:admin.
+    issuer.add_user_with_scopes("root", &["users:admin"]).await;
+    let admin = text(&issuer.login_ok("root").await, "access_token");
+    assert_eq!(claims_of(&admin)["scope"], "users:admin");
     let service = actix_test::init_service(
         App::new()
             .app_data(actix_web::web::Data::new(verifier_for(&issuer)))

@@ -85,15 +85,25 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
         }
         builder.create(dir).map_err(StoreError::unavailable)?;
     }
+    // Only when missing: opening and closing the file while a connection of this process holds
+    // it would drop that connection's POSIX locks (closing any descriptor of a file releases
+    // all of the process's locks on it), and SQLite would then read and write without them.
+    if path.exists() {
+        return Ok(());
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(false);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    options.open(path).map_err(StoreError::unavailable)?;
-    Ok(())
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        // Created meanwhile by another process (the CLI beside serve): fine.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::unavailable(e)),
+    }
 }
 
 /// The store's files that other local users can read or write: an operator should `chmod` them.
