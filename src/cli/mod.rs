@@ -238,11 +238,9 @@ fn keys_generate(
         .as_ref()
         .and_then(|c| keys::scheduled_signer(&c.keys, now))
     {
+        println!("# Then end the current key's window where this one starts: in the entry of");
         println!(
-            "# Then end the current key's window where this one starts: in the [[keys]] entry"
-        );
-        println!(
-            "# of \"{}\", set not_after = \"{}\".",
+            "# \"{}\", set not_after = \"{}\".",
             current.kid,
             format_timestamp(not_before)
         );

@@ -537,3 +537,96 @@ async fn config_check_names_restart_only_fields_that_differ_from_the_running_ser
         "{stderr}"
     );
 }
+
+/// The rotation procedure of the README and docs/configuration.md, followed from the shipped
+/// development config: generate the next key with the config named, paste what it prints, end
+/// the current key's window where it says. The schedule is then sound: no warning at all.
+#[test]
+fn the_documented_rotation_works_from_the_shipped_dev_config() {
+    let root = tempfile::tempdir().unwrap();
+    let config_dir = root.path().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/latchkey.toml"),
+    )
+    .unwrap();
+    let config_path = config_dir.join("latchkey.toml");
+    std::fs::write(&config_path, &shipped).unwrap();
+    // The dev key `serve` would generate on first start.
+    let dev_key = root.path().join("keys/dev-es256.pem");
+    files::write_private_pem(
+        &dev_key,
+        &files::generate(latchkey::config::Alg::ES256, 2048).unwrap(),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_latchkey"))
+            .args(args)
+            .current_dir(root.path())
+            .output()
+            .unwrap()
+    };
+
+    // 1. Generate the next key, naming the config.
+    let generated = run(&[
+        "keys",
+        "generate",
+        "--alg",
+        "ES256",
+        "--kid",
+        "next-es",
+        "--dir",
+        "keys",
+        "-c",
+        "config/latchkey.toml",
+    ]);
+    assert!(generated.status.success());
+    let printed = String::from_utf8_lossy(&generated.stdout).into_owned();
+    // 2. Paste the snippet; end the current key's window where it says.
+    let snippet = &printed[printed.find("[[keys]]").unwrap()..];
+    assert!(
+        snippet.contains("path = \"../keys/next-es.pem\""),
+        "{printed}"
+    );
+    let instruction = printed
+        .lines()
+        .find(|l| l.contains("set not_after = "))
+        .unwrap_or_else(|| panic!("no instruction in {printed}"));
+    assert!(instruction.contains("\"dev-es256\""), "{printed}");
+    let handover = instruction.split('"').nth(3).unwrap();
+    let edited = shipped.replace(
+        "not_after = \"2036-01-01T00:00:00Z\"",
+        &format!("not_after = \"{handover}\""),
+    ) + "\n"
+        + snippet;
+    std::fs::write(&config_path, edited).unwrap();
+
+    // 3. (The config is deployed where the store exists: a server has run, a user was added.)
+    let mut add = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(["users", "add", "alice", "-c", "config/latchkey.toml"])
+        .current_dir(root.path())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut add.stdin.take().unwrap(),
+        b"correct horse battery staple\n",
+    )
+    .unwrap();
+    assert!(add.wait().unwrap().success());
+    // 4. The schedule is sound: a clean check, even with --strict, and the new key upcoming.
+    let checked = run(&["config", "check", "-c", "config/latchkey.toml", "--strict"]);
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let list = run(&["keys", "list", "-c", "config/latchkey.toml"]);
+    let list = String::from_utf8_lossy(&list.stdout);
+    let row = |kid: &str| {
+        list.lines()
+            .find(|l| l.starts_with(kid))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(row("dev-es256").contains(" active "), "{list}");
+    assert!(row("next-es").contains(" upcoming "), "{list}");
+}
