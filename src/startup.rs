@@ -87,6 +87,7 @@ impl Application {
                         .add((header::CACHE_CONTROL, "no-store"))
                         .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
                 )
+                .wrap(from_fn(crate::routes::browser::cors))
                 .wrap(from_fn(log_request))
                 .configure(routes)
         })

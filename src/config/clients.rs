@@ -129,6 +129,17 @@ pub(super) struct RawClient {
     pub(super) audience: Option<Vec<String>>,
 }
 
+/// A web origin as browsers send it in `Origin` (RFC 6454): `scheme://host[:port]`.
+pub fn valid_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', ' ', '@'])
+        && origin.is_ascii()
+}
+
 /// A scope token per RFC 6749 §3.3: printable ASCII but space, `"` and `\`.
 pub fn valid_scope_token(s: &str) -> bool {
     !s.is_empty()
@@ -195,12 +206,7 @@ pub(super) fn validate(raw: Vec<RawClient>, problems: &mut Vec<String>) -> Vec<C
         }
         let refresh_delivery = match c.refresh_delivery.as_deref() {
             None | Some("body") => RefreshDelivery::Body,
-            Some("cookie") => {
-                problems.push(format!(
-                    "{at}.refresh_delivery: \"cookie\" is not available in this build yet; use \"body\""
-                ));
-                RefreshDelivery::Cookie
-            }
+            Some("cookie") => RefreshDelivery::Cookie,
             Some(other) => {
                 problems.push(format!(
                     "{at}.refresh_delivery: {other:?} must be body or cookie"
@@ -208,6 +214,28 @@ pub(super) fn validate(raw: Vec<RawClient>, problems: &mut Vec<String>) -> Vec<C
                 RefreshDelivery::Body
             }
         };
+        for origin in &c.allowed_origins {
+            if !valid_origin(origin) {
+                problems.push(format!(
+                    "{at}.allowed_origins: {origin:?} must be scheme://host[:port], without a path"
+                ));
+            }
+        }
+        if refresh_delivery == RefreshDelivery::Cookie {
+            if kind != ClientKind::Public {
+                problems.push(format!(
+                    "{at}.refresh_delivery: cookie delivery is for public (browser) clients"
+                ));
+            }
+            if c.allowed_origins.is_empty() {
+                problems.push(format!(
+                    "{at}.allowed_origins: a cookie client needs the origins its pages run on"
+                ));
+            }
+            if !grants.contains(&GrantType::RefreshToken) {
+                problems.push(format!("{at}.grants: a cookie client needs refresh_token"));
+            }
+        }
         let access_ttl = c.access_ttl.as_deref().and_then(|v| {
             parse_duration(&format!("{at}.access_ttl"), v)
                 .map_err(|p| problems.push(p))

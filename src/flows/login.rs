@@ -3,7 +3,7 @@
 
 use super::{FlowError, Flows, Issued, RequestMeta, normalize_username, scopes};
 use crate::clock::duration_ms;
-use crate::config::{ClientKind, ClientSpec, DEFAULT_CLIENT_ID, GrantType};
+use crate::config::{ClientKind, ClientSpec, DEFAULT_CLIENT_ID, GrantType, RefreshDelivery};
 use crate::credentials::{MAX_PASSWORD_BYTES, Password};
 use crate::limits::UserLock;
 use crate::state::Snapshot;
@@ -22,9 +22,10 @@ pub struct LoginRequest<'a> {
 
 /// The channel a client's refresh tokens travel by.
 pub(super) fn channel_of(client: &ClientSpec) -> Channel {
-    match client.kind {
-        ClientKind::Confidential => Channel::Confidential,
-        ClientKind::Public => Channel::Body,
+    match (client.kind, client.refresh_delivery) {
+        (ClientKind::Confidential, _) => Channel::Confidential,
+        (ClientKind::Public, RefreshDelivery::Cookie) => Channel::Cookie,
+        (ClientKind::Public, RefreshDelivery::Body) => Channel::Body,
     }
 }
 

@@ -35,6 +35,29 @@ impl Flows {
         .await
     }
 
+    /// `/auth/refresh` for a cookie client: the token came from its cookie (the surface has
+    /// checked the request's origin).
+    #[tracing::instrument(name = "refresh", skip_all, fields(sid, client_id = %client.id))]
+    pub async fn refresh_from_cookie(
+        &self,
+        client: &ClientSpec,
+        token: &str,
+        scope: Option<&str>,
+        meta: &RequestMeta,
+    ) -> Result<Issued, FlowError> {
+        let snapshot = self.signing_snapshot()?;
+        let requested = scopes::parse(scope)?;
+        self.rotate(
+            &snapshot,
+            token,
+            Some(client),
+            Channel::Cookie,
+            requested.as_deref(),
+            meta,
+        )
+        .await
+    }
+
     /// The refresh-token grant at `/oauth/token` (RFC 6749 §6), for the client the token was
     /// issued to; `scope` may narrow the new access token.
     #[tracing::instrument(name = "refresh", skip_all, fields(sid, client_id = %client.id))]

@@ -6,8 +6,11 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use super::json::JsonObject;
-use super::{bearer_token, request_meta, token_response};
+use super::json::{JsonObject, OptionalJsonObject};
+use super::{bearer_token, browser, request_meta, token_response, token_response_from};
+use actix_web::ResponseError;
+
+use crate::config::RefreshDelivery;
 use crate::credentials::Password;
 use crate::error::ApiError;
 use crate::flows::{FlowError, Flows, LoginRequest};
@@ -22,9 +25,14 @@ pub struct LoginBody {
     scope: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// `/auth/refresh` and `/auth/logout`: a token in the body, or, for a cookie client, nothing
+/// but (optionally) the client's id, the token being in its cookie.
+#[derive(Deserialize, Default)]
 pub struct RefreshBody {
-    refresh_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
     #[serde(default)]
     scope: Option<String>,
 }
@@ -54,41 +62,95 @@ pub async fn login(
     req: HttpRequest,
     JsonObject(body): JsonObject<LoginBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let snapshot = flows.snapshot();
+    // A cookie client's login sets its cookie: only from its own pages (login CSRF).
+    let cookie_client = body
+        .client_id
+        .as_deref()
+        .and_then(|id| snapshot.config.client(id))
+        .filter(|c| c.refresh_delivery == RefreshDelivery::Cookie)
+        .cloned();
+    if let Some(client) = &cookie_client {
+        browser::check_origin(&req, client)?;
+    }
     let issued = flows
         .login(LoginRequest {
             username: &body.username,
             password: &body.password,
             client_id: body.client_id.as_deref(),
             scope: body.scope.as_deref(),
-            meta: &request_meta(&req, &flows.snapshot().config.trusted_proxies),
+            meta: &request_meta(&req, &snapshot.config.trusted_proxies),
         })
         .await
         .map_err(refused)?;
-    Ok(token_response(&issued))
+    Ok(match &cookie_client {
+        Some(client) => {
+            let mut response = HttpResponse::Ok();
+            browser::set_refresh_cookie(&mut response, &snapshot, client, &issued);
+            token_response_from(response, &issued, false)
+        }
+        None => token_response(&issued),
+    })
 }
 
 pub async fn refresh(
     flows: web::Data<Flows>,
     req: HttpRequest,
-    JsonObject(body): JsonObject<RefreshBody>,
+    OptionalJsonObject(body): OptionalJsonObject<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let issued = flows
-        .refresh(
-            &body.refresh_token,
-            body.scope.as_deref(),
-            &request_meta(&req, &flows.snapshot().config.trusted_proxies),
-        )
+    let snapshot = flows.snapshot();
+    let meta = request_meta(&req, &snapshot.config.trusted_proxies);
+    if let Some(token) = &body.refresh_token {
+        let issued = flows
+            .refresh(token, body.scope.as_deref(), &meta)
+            .await
+            .map_err(refused)?;
+        return Ok(token_response(&issued));
+    }
+    let client = browser::cookie_client(&req, &snapshot, body.client_id.as_deref())?;
+    browser::check_origin(&req, &client)?;
+    let Some(token) = browser::cookie_token(&req, &snapshot, &client) else {
+        return Err(refused(FlowError::BadRefreshToken));
+    };
+    match flows
+        .refresh_from_cookie(&client, &token, body.scope.as_deref(), &meta)
         .await
-        .map_err(refused)?;
-    Ok(token_response(&issued))
+    {
+        Ok(issued) => {
+            // Every refresh sets the cookie again, a grace-window replay included (it carries
+            // the same successor, so racing tabs end up holding the same token).
+            let mut response = HttpResponse::Ok();
+            browser::set_refresh_cookie(&mut response, &snapshot, &client, &issued);
+            Ok(token_response_from(response, &issued, false))
+        }
+        Err(e @ FlowError::BadRefreshToken) => {
+            // The session is over (or never was): the cookie goes with it.
+            let mut response = refused(e).error_response();
+            let _ = response.add_cookie(&browser::removal_cookie(&snapshot, &client));
+            Ok(response)
+        }
+        Err(e) => Err(refused(e)),
+    }
 }
 
 pub async fn logout(
     flows: web::Data<Flows>,
-    JsonObject(body): JsonObject<RefreshBody>,
+    req: HttpRequest,
+    OptionalJsonObject(body): OptionalJsonObject<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
-    flows.logout(&body.refresh_token).await.map_err(refused)?;
-    Ok(HttpResponse::NoContent().finish())
+    if let Some(token) = &body.refresh_token {
+        flows.logout(token).await.map_err(refused)?;
+        return Ok(HttpResponse::NoContent().finish());
+    }
+    let snapshot = flows.snapshot();
+    let client = browser::cookie_client(&req, &snapshot, body.client_id.as_deref())?;
+    browser::check_origin(&req, &client)?;
+    if let Some(token) = browser::cookie_token(&req, &snapshot, &client) {
+        flows.logout(&token).await.map_err(refused)?;
+    }
+    Ok(HttpResponse::NoContent()
+        .cookie(browser::removal_cookie(&snapshot, &client))
+        .finish())
 }
 
 pub async fn userinfo(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -51,6 +51,32 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonObject<T> {
     }
 }
 
+/// A JSON object body, or `T::default()` when the body is empty (a cookie client's refresh and
+/// logout carry nothing but the cookie).
+pub struct OptionalJsonObject<T>(pub T);
+
+impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJsonObject<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let object = JsonObject::<T>::from_request(req, payload);
+        let empty = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() == "0")
+            || (req.headers().get(header::CONTENT_LENGTH).is_none()
+                && req.headers().get(header::TRANSFER_ENCODING).is_none());
+        Box::pin(async move {
+            if empty {
+                return Ok(OptionalJsonObject(T::default()));
+            }
+            object.await.map(|JsonObject(t)| OptionalJsonObject(t))
+        })
+    }
+}
+
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {

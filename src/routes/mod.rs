@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod browser;
 pub mod form;
 pub mod json;
 pub mod oauth;
@@ -35,7 +36,18 @@ struct TokenResponse<'a> {
 
 /// What was issued, as a JSON body (RFC 6749 §5.1: `no-store` and `Pragma: no-cache`).
 pub fn token_response(issued: &Issued) -> HttpResponse {
-    HttpResponse::Ok()
+    token_response_from(HttpResponse::Ok(), issued, true)
+}
+
+/// As [`token_response`] on `builder`; without the refresh token when it travels otherwise (a
+/// cookie).
+pub fn token_response_from(
+    mut builder: actix_web::HttpResponseBuilder,
+    issued: &Issued,
+    with_refresh: bool,
+) -> HttpResponse {
+    let refresh = issued.refresh.as_ref().filter(|_| with_refresh);
+    builder
         .insert_header((header::PRAGMA, "no-cache"))
         .json(TokenResponse {
             access_token: &issued.access_token,
@@ -43,8 +55,8 @@ pub fn token_response(issued: &Issued) -> HttpResponse {
                 TokenType::Bearer => "Bearer",
             },
             expires_in: issued.expires_in,
-            refresh_token: issued.refresh.as_ref().map(|r| r.token.as_str()),
-            refresh_expires_in: issued.refresh.as_ref().map(|r| r.expires_in),
+            refresh_token: refresh.map(|r| r.token.as_str()),
+            refresh_expires_in: refresh.map(|r| r.expires_in),
             scope: &issued.scope,
         })
 }

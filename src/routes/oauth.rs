@@ -96,6 +96,12 @@ pub async fn token(
         .authenticate_client(&snapshot, credentials, &meta.ip)
         .await
         .map_err(refused)?;
+    if client.refresh_delivery == crate::config::RefreshDelivery::Cookie {
+        // Its refresh tokens never travel in a body: it uses /auth/* from its pages.
+        return Err(refused(FlowError::UnauthorizedClient(
+            "a cookie client uses /auth/login and /auth/refresh from its allowed origins",
+        )));
+    }
     let issued = match grant_type {
         "refresh_token" => {
             let token = form

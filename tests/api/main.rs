@@ -23,6 +23,7 @@ macro_rules! on_every_backend {
 mod helpers;
 
 mod architecture;
+mod browser;
 mod discovery;
 mod embedded;
 mod flow;
