@@ -18,7 +18,7 @@ use crate::flows::Flows;
 use crate::keys::{KeyError, KeyRing};
 use crate::reload;
 use crate::routes::json::MAX_JSON_BODY;
-use crate::routes::{account, auth, method_not_allowed, not_found, oauth, ops, well_known};
+use crate::routes::{account, auth, demo, method_not_allowed, not_found, oauth, ops, well_known};
 use crate::state::{LiveState, RUNNING_VALUES_META, RestartOnlyValues};
 use crate::store::{self, SharedStore, StoreError};
 
@@ -174,6 +174,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
             "/.well-known/openid-configuration",
             well_known::metadata,
         ))
+        .service(get("/sdk/latchkey.js", demo::client_module))
+        .service(get("/demo/", demo::page))
+        .service(get("/demo/app.js", demo::script))
+        .service(get("/demo/demo.css", demo::style))
+        .service(get("/demo/config.json", demo::settings))
         .service(get("/healthz", ops::healthz))
         .service(get("/readyz", ops::readyz))
         .default_service(web::to(not_found));

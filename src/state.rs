@@ -49,6 +49,7 @@ pub const RELOADABLE: &[&str] = &[
     "keys",
     "clients",
     "users",
+    "demo",
     "trusted_proxies",
 ];
 

@@ -39,9 +39,18 @@ pub struct Config {
     /// The OAuth clients, the implicit first-party client included.
     pub clients: Vec<ClientSpec>,
     pub users: UserSettings,
+    pub demo: DemoSettings,
     /// Peers whose `X-Forwarded-For` / `Forwarded` headers name the client; from any other
     /// peer those headers are ignored and the client is the peer itself.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// The demo SPA at `/demo/` (off by default).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DemoSettings {
+    pub enabled: bool,
+    /// The cookie client the demo logs in as.
+    pub client_id: String,
 }
 
 /// Accounts: self-registration and the password policy (NIST SP 800-63B: a minimum length, a
@@ -539,6 +548,20 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if !clients.iter().any(|c| c.id == DEFAULT_CLIENT_ID) {
         clients.push(ClientSpec::default_client());
     }
+    let demo = DemoSettings {
+        enabled: raw.demo.enabled,
+        client_id: raw.demo.client_id,
+    };
+    if demo.enabled
+        && !clients
+            .iter()
+            .any(|c| c.id == demo.client_id && c.refresh_delivery == RefreshDelivery::Cookie)
+    {
+        problems.push(format!(
+            "demo.client_id: {:?} must name a client with refresh_delivery = \"cookie\"",
+            demo.client_id
+        ));
+    }
 
     if !problems.is_empty() {
         return Err(ConfigError { problems });
@@ -554,6 +577,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         keys,
         clients,
         users,
+        demo,
         trusted_proxies,
     })
 }

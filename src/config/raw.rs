@@ -28,6 +28,8 @@ pub(crate) struct RawConfig {
     pub(super) limits: RawLimits,
     #[serde(default)]
     pub(super) users: RawUsers,
+    #[serde(default)]
+    pub(super) demo: RawDemo,
     /// Proxies (CIDRs) whose X-Forwarded-For / Forwarded headers name the client.
     #[serde(default)]
     pub(super) trusted_proxies: Vec<String>,
@@ -132,6 +134,13 @@ impl Default for RawLimits {
             max_lockout: "1h".into(),
         }
     }
+}
+
+#[derive(Deserialize, Serialize, Default)]
+#[serde(default)]
+pub(super) struct RawDemo {
+    pub(super) enabled: bool,
+    pub(super) client_id: String,
 }
 
 #[derive(Deserialize, Serialize)]

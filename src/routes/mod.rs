@@ -4,6 +4,7 @@
 pub mod account;
 pub mod auth;
 pub mod browser;
+pub mod demo;
 pub mod form;
 pub mod json;
 pub mod oauth;

@@ -24,6 +24,7 @@ mod helpers;
 
 mod architecture;
 mod browser;
+mod browser_e2e;
 mod discovery;
 mod embedded;
 mod flow;

@@ -1,0 +1,70 @@
+//! Static files for browser apps: the client module `/sdk/latchkey.js` (always), and the demo
+//! SPA at `/demo/` when `[demo] enabled = true`. The files are compiled into the binary.
+//!
+//! The demo's pages carry a strict Content-Security-Policy: scripts, styles and connections
+//! from this origin only, no inline script, no framing.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::flows::Flows;
+
+const LATCHKEY_JS: &str = include_str!("../../web/latchkey.js");
+const DEMO_HTML: &str = include_str!("../../web/demo/index.html");
+const DEMO_JS: &str = include_str!("../../web/demo/app.js");
+const DEMO_CSS: &str = include_str!("../../web/demo/demo.css");
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+fn asset(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .body(body)
+}
+
+/// `GET /sdk/latchkey.js`.
+pub async fn client_module() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", LATCHKEY_JS)
+}
+
+/// The demo is served only when enabled: otherwise its paths do not exist.
+fn enabled(flows: &Flows) -> Result<(), ApiError> {
+    if flows.snapshot().config.demo.enabled {
+        Ok(())
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
+pub async fn page(flows: web::Data<Flows>) -> Result<HttpResponse, ApiError> {
+    enabled(&flows)?;
+    Ok(asset("text/html; charset=utf-8", DEMO_HTML))
+}
+
+pub async fn script(flows: web::Data<Flows>) -> Result<HttpResponse, ApiError> {
+    enabled(&flows)?;
+    Ok(asset("text/javascript; charset=utf-8", DEMO_JS))
+}
+
+pub async fn style(flows: web::Data<Flows>) -> Result<HttpResponse, ApiError> {
+    enabled(&flows)?;
+    Ok(asset("text/css; charset=utf-8", DEMO_CSS))
+}
+
+/// The demo's settings: its client, and when to refresh (a third of the access token's life,
+/// at most 30 s before it ends).
+pub async fn settings(flows: web::Data<Flows>) -> Result<HttpResponse, ApiError> {
+    enabled(&flows)?;
+    let snapshot = flows.snapshot();
+    let config = &snapshot.config;
+    let refresh_before = (config.tokens.access_ttl.as_secs() / 3).clamp(1, 30);
+    Ok(HttpResponse::Ok().json(json!({
+        "client_id": config.demo.client_id,
+        "refresh_before_seconds": refresh_before,
+    })))
+}
