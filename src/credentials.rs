@@ -11,8 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -75,11 +76,15 @@ impl HashingPool {
                 .name(format!("latchkey-argon2-{i}"))
                 .spawn(move || {
                     loop {
-                        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        let job = queue
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .recv_timeout(IDLE_RELEASE);
                         match job {
                             Ok(job) => job(),
+                            Err(RecvTimeoutError::Timeout) => release_working_memory(),
                             // Every sender is gone: the hasher was dropped.
-                            Err(_) => return,
+                            Err(RecvTimeoutError::Disconnected) => return,
                         }
                     }
                 })
@@ -282,6 +287,19 @@ fn cost_label(p: &Params) -> String {
 /// or hostile record cannot make a login allocate without bound.
 const MAX_MEMORY_KIB: u32 = crate::config::MAX_ARGON2_MEMORY_KIB;
 
+/// A hashing thread idle this long gives its working memory back.
+const IDLE_RELEASE: Duration = Duration::from_secs(30);
+
+/// Working memory is reserved at least this large (in 1 KiB argon2 blocks: 33 MiB), of which
+/// only the blocks a hash uses are touched (resident). glibc always maps allocations over
+/// 32 MiB with `mmap`, and unmaps them when freed, so a released buffer really returns to the
+/// OS instead of staying in the thread's arena.
+const MMAP_BLOCKS: usize = 33 * 1024;
+
+fn release_working_memory() {
+    WORKING_MEMORY.with_borrow_mut(|memory| *memory = Vec::new());
+}
+
 thread_local! {
     /// argon2's working memory, kept by each hashing thread and reused by every verification
     /// on it, so resident memory stays at one buffer per thread.
@@ -318,7 +336,9 @@ fn verify_with(hash: &str, password: &str) -> Result<bool, CredentialError> {
     let computed = WORKING_MEMORY.with_borrow_mut(|memory| {
         let blocks = params.block_count();
         if memory.len() < blocks {
-            memory.resize(blocks, Block::default());
+            let mut fresh = Vec::with_capacity(blocks.max(MMAP_BLOCKS));
+            fresh.resize(blocks, Block::default());
+            *memory = fresh;
         }
         Argon2::new(algorithm, version, params).hash_password_into_with_memory(
             password.as_bytes(),

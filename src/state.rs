@@ -80,7 +80,11 @@ impl RestartOnlyValues {
         RestartOnlyValues {
             issuer: config.issuer.clone(),
             listen: config.listen.to_string(),
-            store_url_digest: crate::encoding::hex(&digest.as_ref()[..16]),
+            store_url_digest: format!(
+                "{} {:?}",
+                crate::encoding::hex(&digest.as_ref()[..16]),
+                config.store.durability
+            ),
             passwords: format!(
                 "m={} t={} p={} max_concurrent={}",
                 p.memory_kib, p.iterations, p.parallelism, p.max_concurrent
@@ -98,7 +102,7 @@ impl RestartOnlyValues {
             changed.push("listen");
         }
         if self.store_url_digest != new.store_url_digest {
-            changed.push("store.url");
+            changed.push("store");
         }
         if self.passwords != new.passwords {
             changed.push("passwords");

@@ -81,6 +81,18 @@ pub struct TokenSettings {
 pub struct StoreSettings {
     /// May carry a password (`redis://:secret@host`), so it never reaches `Debug`.
     pub url: String,
+    /// The embedded store's commit durability (Redis keeps its own settings).
+    pub durability: Durability,
+}
+
+/// When an embedded-store commit counts as done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Synced to disk before the answer (`synchronous = FULL`): survives power loss.
+    Fsync,
+    /// Written to the WAL before the answer, synced at checkpoints (`synchronous = NORMAL`):
+    /// survives a killed or crashed process, may lose the last moments on power loss.
+    Process,
 }
 
 impl fmt::Debug for StoreSettings {
@@ -88,6 +100,7 @@ impl fmt::Debug for StoreSettings {
         let scheme = self.url.split("://").next().unwrap_or("");
         f.debug_struct("StoreSettings")
             .field("url", &format_args!("{scheme}://<hidden>"))
+            .field("durability", &self.durability)
             .finish()
     }
 }
@@ -118,9 +131,17 @@ impl Default for PasswordSettings {
             memory_kib: raw.memory_kib,
             iterations: raw.iterations,
             parallelism: raw.parallelism,
-            max_concurrent: raw.max_concurrent,
+            max_concurrent: default_hashing_threads(),
         }
     }
+}
+
+/// One hashing thread per core but one: a login storm keeps a core free for refreshes and the
+/// rest of the API, and resident memory stays at `memory_kib` per thread.
+pub fn default_hashing_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
 }
 
 /// Login throttling, per instance (see [`crate::limits`]).
@@ -433,6 +454,17 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             .push("store.url: sqlite:// needs a file path, e.g. sqlite://data/latchkey.db".into());
     }
 
+    let durability = match raw.store.durability.as_str() {
+        "fsync" => Durability::Fsync,
+        "process" => Durability::Process,
+        other => {
+            problems.push(format!(
+                "store.durability: {other:?} must be fsync (survives power loss) or process \
+                 (survives crashes)"
+            ));
+            Durability::Fsync
+        }
+    };
     let p = raw.passwords;
     let before = problems.len();
     // Bounded so a typo cannot abort the server or make every login allocate gigabytes.
@@ -451,7 +483,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     );
     bounded("iterations", u64::from(p.iterations), 1, 64);
     bounded("parallelism", u64::from(p.parallelism), 1, 16);
-    bounded("max_concurrent", p.max_concurrent as u64, 1, 256);
+    let max_concurrent = p.max_concurrent.unwrap_or_else(default_hashing_threads);
+    bounded("max_concurrent", max_concurrent as u64, 1, 256);
     // Within the bounds, argon2 itself has the last word on the combination.
     if problems.len() == before
         && let Err(e) = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, None)
@@ -462,7 +495,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         memory_kib: p.memory_kib,
         iterations: p.iterations,
         parallelism: p.parallelism,
-        max_concurrent: p.max_concurrent,
+        max_concurrent,
     };
 
     if limits.login_attempts_per_ip == 0
@@ -570,7 +603,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         issuer,
         listen,
         tokens,
-        store: StoreSettings { url },
+        store: StoreSettings { url, durability },
         jwks,
         passwords,
         limits,

@@ -67,12 +67,14 @@ impl Default for RawTokens {
 #[serde(default)]
 pub(super) struct RawStore {
     pub(super) url: String,
+    pub(super) durability: String,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         RawStore {
             url: "sqlite://data/latchkey.db".into(),
+            durability: "fsync".into(),
         }
     }
 }
@@ -99,7 +101,8 @@ pub(super) struct RawPasswords {
     pub(super) memory_kib: u32,
     pub(super) iterations: u32,
     pub(super) parallelism: u32,
-    pub(super) max_concurrent: usize,
+    /// Absent: one less than the cores available, at least one.
+    pub(super) max_concurrent: Option<usize>,
 }
 
 impl Default for RawPasswords {
@@ -108,7 +111,7 @@ impl Default for RawPasswords {
             memory_kib: 19 * 1024,
             iterations: 2,
             parallelism: 1,
-            max_concurrent: 4,
+            max_concurrent: None,
         }
     }
 }
@@ -180,6 +183,7 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (None, "issuer", EnvKind::Str),
     (None, "listen", EnvKind::Str),
     (Some("store"), "url", EnvKind::Str),
+    (Some("store"), "durability", EnvKind::Str),
     (Some("tokens"), "access_ttl", EnvKind::Str),
     (Some("tokens"), "refresh_ttl", EnvKind::Str),
     (Some("tokens"), "refresh_idle_ttl", EnvKind::Str),

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::clock::UnixMs;
+use crate::config::Durability;
 use crate::tokens::TokenId;
 
 #[derive(Debug, thiserror::Error)]
@@ -319,8 +320,15 @@ pub async fn open_existing(url: &str) -> Result<SharedStore, StoreError> {
 
 /// Opens the backend the URL names: `sqlite://PATH` or `redis://…`.
 pub async fn open(url: &str) -> Result<SharedStore, StoreError> {
+    open_with(url, Durability::Fsync).await
+}
+
+/// As [`open`], with the embedded store's commit durability (`store.durability`).
+pub async fn open_with(url: &str, durability: Durability) -> Result<SharedStore, StoreError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        return Ok(Arc::new(embedded::EmbeddedStore::open(path).await?));
+        return Ok(Arc::new(
+            embedded::EmbeddedStore::open(path, durability).await?,
+        ));
     }
     if url.starts_with("redis://") {
         return Ok(Arc::new(redis::RedisStore::new(url)?));

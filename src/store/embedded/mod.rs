@@ -1,9 +1,11 @@
 //! The embedded backend: one SQLite file, so latchkey runs with no server at all. The SQL lives
 //! in [`sql`], the group-commit writer in [`writer`]; this module wires them to the store trait.
 //!
-//! WAL mode lets the CLI (`users add`, …) write while `serve` runs on the same file;
-//! `synchronous = FULL` makes a committed rotation survive a crash, so a refresh that answered
-//! 200 is durable. Writes go through one writer thread that commits them in batches (group
+//! WAL mode lets the CLI (`users add`, …) write while `serve` runs on the same file. With
+//! `store.durability = "fsync"`, `synchronous = FULL` makes a committed rotation survive power
+//! loss: a refresh that answered 200 is on disk. With `"process"`, `synchronous = NORMAL` syncs
+//! at checkpoints only: a committed rotation survives a killed or crashed process (the WAL is
+//! in the OS's page cache), and power loss may lose the last moments. Writes go through one writer thread that commits them in batches (group
 //! commit): every write queued while the previous batch was being synced runs in one
 //! `BEGIN IMMEDIATE` transaction, each in its own savepoint, and nobody is answered before that
 //! transaction's fsync. Racing presentations are serialised inside it, and a kill at any moment
@@ -27,6 +29,7 @@ use super::{
     KeyPublication, NewSession, RotateOutcome, Rotation, Session, Store, StoreError, User,
 };
 use crate::clock::UnixMs;
+use crate::config::Durability;
 use crate::tokens::TokenId;
 use writer::WriteJob;
 
@@ -58,11 +61,14 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 impl EmbeddedStore {
-    pub async fn open(path: &str) -> Result<EmbeddedStore, StoreError> {
+    pub async fn open(path: &str, durability: Durability) -> Result<EmbeddedStore, StoreError> {
         let path = path.to_owned();
         let (writer_conn, reader) = tokio::task::spawn_blocking(move || {
             let path = Path::new(&path);
-            let connections = (sql::open_connection(path)?, sql::open_connection(path)?);
+            let connections = (
+                sql::open_connection(path, durability)?,
+                sql::open_connection(path, durability)?,
+            );
             for warning in sql::permission_warnings(path) {
                 tracing::warn!("{warning}");
             }

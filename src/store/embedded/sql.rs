@@ -173,12 +173,19 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(super) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+pub(super) fn open_connection(
+    path: &Path,
+    durability: crate::config::Durability,
+) -> Result<Connection, StoreError> {
     create_private(path)?;
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let synchronous = match durability {
+        crate::config::Durability::Fsync => "FULL",
+        crate::config::Durability::Process => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.execute_batch(SCHEMA)?;
     migrate(&conn)?;
