@@ -56,7 +56,10 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     sealed_until         INTEGER,
     successor_id         BLOB
 ) STRICT;
-CREATE INDEX IF NOT EXISTS tokens_by_session ON refresh_tokens (session_id);
+-- By session and expiry: every rotation deletes its session's expired tokens, and a session
+-- refreshed often holds many consumed ones; this keeps that delete to the rows it removes.
+DROP INDEX IF EXISTS tokens_by_session;
+CREATE INDEX IF NOT EXISTS tokens_by_session_expiry ON refresh_tokens (session_id, expires_at);
 CREATE INDEX IF NOT EXISTS tokens_by_expiry ON refresh_tokens (expires_at);
 CREATE TABLE IF NOT EXISTS key_publications (
     kid             TEXT PRIMARY KEY,
@@ -245,6 +248,10 @@ type TokenRow = (
     Option<Vec<u8>>,
 );
 
+/// Run by every rotation: the session's consumed tokens whose own life is over.
+const DELETE_EXPIRED_OF_SESSION: &str =
+    "DELETE FROM refresh_tokens WHERE session_id = ?1 AND expires_at <= ?2";
+
 /// The check-and-rotate, inside the writer's transaction. The same rules as the Redis script
 /// (`store/lua/rotate.lua`), which the conformance suite holds both to.
 pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, StoreError> {
@@ -354,10 +361,7 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
                 "UPDATE sessions SET last_used_at = ?1, user_agent = ?2, ip = ?3 WHERE id = ?4",
                 params![now, r.user_agent, r.ip, sid],
             )?;
-            tx.execute(
-                "DELETE FROM refresh_tokens WHERE session_id = ?1 AND expires_at <= ?2",
-                params![sid, now],
-            )?;
+            tx.execute(DELETE_EXPIRED_OF_SESSION, params![sid, now])?;
             Ok(RotateOutcome::Rotated(entitlement(next_expires)))
         }
         Some(used) => {
@@ -665,4 +669,31 @@ pub(super) fn get_meta(c: &Connection, key: &str) -> Result<Option<String>, Stor
         })
         .optional()?,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A session rotated thousands of times keeps that many consumed tokens until their idle
+    /// expiry; the per-rotation cleanup must seek to the expired ones, not walk them all (it did,
+    /// and the embedded store's refresh rate fell as sessions aged).
+    #[test]
+    fn the_rotation_cleanup_seeks_by_session_and_expiry() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {DELETE_EXPIRED_OF_SESSION}"))
+            .unwrap()
+            .query_map(params![b"sid".as_slice(), 0], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains(
+                "USING COVERING INDEX tokens_by_session_expiry (session_id=? AND expires_at<?)"
+            )),
+            "{plan:?}"
+        );
+    }
 }
