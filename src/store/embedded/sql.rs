@@ -248,6 +248,25 @@ type TokenRow = (
     Option<Vec<u8>>,
 );
 
+/// The rotation's statements go through the connection's prepared-statement cache: the single
+/// writer thread runs the same few thousands of times a second, and need not parse them each time.
+fn cached_execute(
+    tx: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(params)
+}
+
+fn cached_query_row<T>(
+    tx: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    tx.prepare_cached(sql)?.query_row(params, f)
+}
+
 /// Run by every rotation: the session's consumed tokens whose own life is over.
 const DELETE_EXPIRED_OF_SESSION: &str =
     "DELETE FROM refresh_tokens WHERE session_id = ?1 AND expires_at <= ?2";
@@ -258,28 +277,29 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
     let sid = r.session_id.as_bytes().as_slice();
     let now = r.now;
     // Seals past their window go first, so none is ever handed out late.
-    tx.execute(
+    cached_execute(
+        tx,
         "UPDATE refresh_tokens SET sealed_successor = NULL, sealed_until = NULL
          WHERE sealed_until IS NOT NULL AND sealed_until <= ?1",
         [now],
     )?;
-    let family: Option<(String, String, String, i64, i64, String)> = tx
-        .query_row(
-            "SELECT user_id, client_id, scope, expires_at, epoch, channel FROM sessions
+    let family: Option<(String, String, String, i64, i64, String)> = cached_query_row(
+        tx,
+        "SELECT user_id, client_id, scope, expires_at, epoch, channel FROM sessions
              WHERE id = ?1",
-            [sid],
-            |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                ))
-            },
-        )
-        .optional()?;
+        [sid],
+        |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+            ))
+        },
+    )
+    .optional()?;
     let Some((user_id, client_id, scope, family_expires, family_epoch, channel)) = family else {
         return Ok(RotateOutcome::Invalid(Invalid::Unknown));
     };
@@ -291,37 +311,37 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
         return Ok(RotateOutcome::Invalid(Invalid::WrongClient));
     }
     // The user's credentials changed, or the account was disabled or deleted, since this login.
-    let user: Option<(bool, i64, String)> = tx
-        .query_row(
-            "SELECT disabled, epoch, scopes FROM users WHERE id = ?1",
-            [&user_id],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )
-        .optional()?;
+    let user: Option<(bool, i64, String)> = cached_query_row(
+        tx,
+        "SELECT disabled, epoch, scopes FROM users WHERE id = ?1",
+        [&user_id],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )
+    .optional()?;
     let held_scopes = match &user {
         Some((false, epoch, scopes)) if *epoch == family_epoch => scopes.clone(),
         _ => String::new(),
     };
     if user.is_none_or(|(disabled, epoch, _)| disabled || epoch != family_epoch) {
-        tx.execute("DELETE FROM sessions WHERE id = ?1", [sid])?;
+        cached_execute(tx, "DELETE FROM sessions WHERE id = ?1", [sid])?;
         return Ok(RotateOutcome::Invalid(Invalid::UserChanged));
     }
-    let token: Option<TokenRow> = tx
-        .query_row(
-            "SELECT expires_at, used_at, successor_expires_at, sealed_successor, successor_id
+    let token: Option<TokenRow> = cached_query_row(
+        tx,
+        "SELECT expires_at, used_at, successor_expires_at, sealed_successor, successor_id
              FROM refresh_tokens WHERE id = ?1 AND session_id = ?2",
-            params![r.presented.0.as_slice(), sid],
-            |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                ))
-            },
-        )
-        .optional()?;
+        params![r.presented.0.as_slice(), sid],
+        |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        },
+    )
+    .optional()?;
     let Some((expires_at, used_at, successor_expires, sealed, successor_id)) = token else {
         return Ok(RotateOutcome::Invalid(Invalid::Unknown));
     };
@@ -341,7 +361,8 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
             } else {
                 (None, None)
             };
-            tx.execute(
+            cached_execute(
+                tx,
                 "UPDATE refresh_tokens SET used_at = ?1, successor_expires_at = ?2,
                  sealed_successor = ?3, sealed_until = ?4, successor_id = ?5 WHERE id = ?6",
                 params![
@@ -353,15 +374,17 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
                     r.presented.0.as_slice()
                 ],
             )?;
-            tx.execute(
+            cached_execute(
+                tx,
                 "INSERT INTO refresh_tokens (id, session_id, expires_at) VALUES (?1, ?2, ?3)",
                 params![r.successor.0.as_slice(), sid, next_expires],
             )?;
-            tx.execute(
+            cached_execute(
+                tx,
                 "UPDATE sessions SET last_used_at = ?1, user_agent = ?2, ip = ?3 WHERE id = ?4",
                 params![now, r.user_agent, r.ip, sid],
             )?;
-            tx.execute(DELETE_EXPIRED_OF_SESSION, params![sid, now])?;
+            cached_execute(tx, DELETE_EXPIRED_OF_SESSION, params![sid, now])?;
             Ok(RotateOutcome::Rotated(entitlement(next_expires)))
         }
         Some(used) => {
@@ -369,14 +392,14 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
             // the live token: racing presentations keep one chain. A successor already consumed
             // means the chain moved on, and this is a replay of a spent token.
             let successor_live = match &successor_id {
-                Some(id) => tx
-                    .query_row(
-                        "SELECT used_at IS NULL FROM refresh_tokens WHERE id = ?1",
-                        [id.as_slice()],
-                        |row| row.get::<_, bool>(0),
-                    )
-                    .optional()?
-                    .unwrap_or(false),
+                Some(id) => cached_query_row(
+                    tx,
+                    "SELECT used_at IS NULL FROM refresh_tokens WHERE id = ?1",
+                    [id.as_slice()],
+                    |row| row.get::<_, bool>(0),
+                )
+                .optional()?
+                .unwrap_or(false),
                 None => false,
             };
             if let (true, true, Some(sealed), Some(successor_expires)) = (
@@ -391,7 +414,7 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
                 });
             }
             // Reuse: the whole family goes, its tokens with it (ON DELETE CASCADE).
-            tx.execute("DELETE FROM sessions WHERE id = ?1", [sid])?;
+            cached_execute(tx, "DELETE FROM sessions WHERE id = ?1", [sid])?;
             Ok(RotateOutcome::Reused { user_id })
         }
     }
