@@ -40,7 +40,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 fact() { python3 -c 'import json,sys; print(json.dumps({sys.argv[1]: json.loads(sys.argv[2])}))' "$1" "$2" >>"$FACTS"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# start_redis NAME: prints the port.
+# start_redis NAME VAR: sets VAR to its port (not a command substitution: the pid must be
+# recorded in this shell for cleanup).
 start_redis() {
   local port; port="$(free_port)"
   mkdir -p "$TMP/$1"
@@ -48,7 +49,7 @@ start_redis() {
     >"$TMP/$1/redis.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 50); do [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
-  echo "$port"
+  printf -v "$2" '%s' "$port"
 }
 
 # start_issuer NAME STORE_URL DURABILITY MEMORY_KIB: one issuer, its own ES256 key, the bench
@@ -125,7 +126,7 @@ refresh_run() {
   wrk_run "$scenario" "$server" "$conns" "$DURATION" refresh.lua "http://127.0.0.1:${!port_var}" -- "$tokens" 2
 }
 
-REDIS_PORT="$(start_redis redis)"
+start_redis redis REDIS_PORT
 start_issuer redis "redis://127.0.0.1:$REDIS_PORT/0" fsync 19456
 start_issuer embedded-fsync "sqlite://data/latchkey.db" fsync 19456
 start_issuer embedded-process "sqlite://data/latchkey.db" process 19456
@@ -177,7 +178,7 @@ done
 # Redis memory per live session: 10,000 sessions on a Redis of their own, after login and after
 # ~30 rotations each (once the grace-window successors have expired). The argon2 cost is lowered
 # for this issuer only: it does not change what a session stores.
-SESSIONS_PORT="$(start_redis sessions-redis)"
+start_redis sessions-redis SESSIONS_PORT
 start_issuer sessions "redis://127.0.0.1:$SESSIONS_PORT/0" fsync 64
 used_memory() { redis-cli -p "$SESSIONS_PORT" info memory | awk -F: '/^used_memory:/{print $2+0}'; }
 key_memory() {
