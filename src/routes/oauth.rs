@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::form::{Form, decode};
 use super::{request_meta, token_response};
-use crate::config::ClientKind;
+use crate::config::{ClientKind, ClientSpec};
 use crate::credentials::Password;
 use crate::error::ApiError;
 use crate::flows::{AuthMethod, ClientCredentials, FlowError, Flows, LoginRequest};
@@ -140,15 +140,16 @@ pub async fn token(
     Ok(token_response(&issued))
 }
 
-/// `POST /oauth/revoke`: 200 for an authenticated client, whatever the token was.
-pub async fn revoke(
-    flows: web::Data<Flows>,
-    req: HttpRequest,
-    form: Form,
-) -> Result<HttpResponse, ApiError> {
+/// What revocation and introspection both start with (RFC 7009 §2.1, RFC 7662 §2.1): the
+/// authenticated client and its required `token` parameter.
+async fn authenticated_token_request<'f>(
+    flows: &Flows,
+    req: &HttpRequest,
+    form: &'f Form,
+) -> Result<(ClientSpec, &'f str), ApiError> {
     let snapshot = flows.snapshot();
-    let meta = request_meta(&req, &snapshot.config.trusted_proxies);
-    let credentials = client_of(&req, &form)?;
+    let meta = request_meta(req, &snapshot.config.trusted_proxies);
+    let credentials = client_of(req, form)?;
     let token = form
         .get("token")
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;
@@ -156,6 +157,16 @@ pub async fn revoke(
         .authenticate_client(&snapshot, credentials, &meta.ip)
         .await
         .map_err(refused)?;
+    Ok((client, token))
+}
+
+/// `POST /oauth/revoke`: 200 for an authenticated client, whatever the token was.
+pub async fn revoke(
+    flows: web::Data<Flows>,
+    req: HttpRequest,
+    form: Form,
+) -> Result<HttpResponse, ApiError> {
+    let (client, token) = authenticated_token_request(&flows, &req, &form).await?;
     flows
         .revoke(&client, token, form.get("token_type_hint"))
         .await
@@ -171,16 +182,7 @@ pub async fn introspect(
     req: HttpRequest,
     form: Form,
 ) -> Result<HttpResponse, ApiError> {
-    let snapshot = flows.snapshot();
-    let meta = request_meta(&req, &snapshot.config.trusted_proxies);
-    let credentials = client_of(&req, &form)?;
-    let token = form
-        .get("token")
-        .ok_or_else(|| ApiError::invalid_request("token is required"))?;
-    let client = flows
-        .authenticate_client(&snapshot, credentials, &meta.ip)
-        .await
-        .map_err(refused)?;
+    let (client, token) = authenticated_token_request(&flows, &req, &form).await?;
     if client.kind != ClientKind::Confidential {
         return Err(invalid_client("introspection is for confidential clients"));
     }
