@@ -1,15 +1,16 @@
 //! The embedded store across processes: restarts, the CLI writing while `serve` runs, and a
 //! kill -9 in the middle of a burst of refreshes.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, PASSWORD, ServeProcess, base_config, spawn_app_with, start, text};
+use crate::helpers::{
+    Backend, PASSWORD, ServeProcess, base_config, latchkey, run_with_stdin, spawn_app_with, start,
+    text,
+};
 
 #[tokio::test]
 async fn sessions_survive_a_restart_on_the_same_file() {
@@ -22,32 +23,6 @@ async fn sessions_survive_a_restart_on_the_same_file() {
 
     let response = app.refresh(&token).await;
     assert_eq!(response.status(), StatusCode::OK);
-}
-
-fn latchkey(args: &[&str], config: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
-    command
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .env("LATCHKEY_LOG", "warn");
-    command
-}
-
-fn run_with_stdin(mut command: Command, stdin: &str) -> std::process::Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! Test fixtures: a private `redis-server` per test, and the real issuer on a random port.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -535,4 +536,32 @@ impl Drop for ServeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `latchkey` binary with `args` and `-c config`, quiet logs.
+pub fn latchkey(args: &[&str], config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    command
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .env("LATCHKEY_LOG", "warn");
+    command
+}
+
+/// Runs `command` with `stdin` written to it, collecting its output.
+pub fn run_with_stdin(mut command: Command, stdin: &str) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }

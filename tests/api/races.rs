@@ -2,7 +2,6 @@
 //! account or changes its password, and a store that stalls longer than the grace window while
 //! clients refresh.
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, PASSWORD, TestApp, spawn_app_with, text};
+use crate::helpers::{Backend, PASSWORD, TestApp, latchkey, run_with_stdin, spawn_app_with, text};
 
 on_every_backend!(
     no_login_racing_users_disable_keeps_a_session,
@@ -64,23 +63,7 @@ async fn race_a_credential_change(backend: Backend, command: &str, stdin: &str) 
     let stdin = stdin.to_owned();
     let subcommand = command.to_owned();
     let output = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
-            .args(["users", &subcommand, "victim", "-c"])
-            .arg(&config)
-            .env("LATCHKEY_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        run_with_stdin(latchkey(&["users", &subcommand, "victim"], &config), &stdin)
     })
     .await
     .unwrap();

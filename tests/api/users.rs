@@ -8,7 +8,10 @@ use std::process::{Command, Output, Stdio};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, PASSWORD, TestApp, assert_error, claims_of, spawn_app_with, text};
+use crate::helpers::{
+    Backend, PASSWORD, TestApp, assert_error, claims_of, latchkey, run_with_stdin, spawn_app_with,
+    text,
+};
 
 on_every_backend!(
     scopes_are_what_the_user_holds_and_the_client_may_carry,
@@ -16,24 +19,7 @@ on_every_backend!(
 );
 
 fn cli(args: &[&str], config: &Path, stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .env("LATCHKEY_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    run_with_stdin(latchkey(args, config), stdin)
 }
 
 fn ok(output: &Output) -> String {
