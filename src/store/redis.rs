@@ -419,8 +419,8 @@ impl Store for RedisStore {
         let mut conn = self.conn().await?;
         let prefix = session_slot(r.session_id);
         let sid = sid_member(r.session_id);
-        let deadline =
-            system_ms() + crate::clock::duration_ms(RESPONSE_TIMEOUT) - DEADLINE_MARGIN_MS;
+        let sent = system_ms();
+        let deadline = sent + crate::clock::duration_ms(RESPONSE_TIMEOUT) - DEADLINE_MARGIN_MS;
         let reply: Vec<Vec<u8>> = self
             .rotate
             .key(format!("{prefix}f:{sid}"))
@@ -439,6 +439,7 @@ impl Store for RedisStore {
             .arg(&prefix)
             .arg(r.client_id.as_deref().unwrap_or(""))
             .arg(r.channel.as_str())
+            .arg(sent)
             .invoke_async(&mut conn)
             .await?;
         match text(&reply, 0)?.as_str() {

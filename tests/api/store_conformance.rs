@@ -2,6 +2,7 @@
 //! when it passes all of this.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use latchkey::store::{
     Channel, Invalid, NewSession, RotateOutcome, Rotation, SharedStore, StoreError, User,
@@ -56,8 +57,8 @@ const FAMILY: i64 = 4 * IDLE;
 
 struct Fixture {
     store: SharedStore,
-    _dir: TempDir,
-    _redis: Option<RedisServer>,
+    dir: TempDir,
+    redis: Option<RedisServer>,
 }
 
 impl Fixture {
@@ -76,12 +77,79 @@ impl Fixture {
                 .await
                 .unwrap();
         }
-        Fixture {
-            store,
-            _dir: dir,
-            _redis: redis,
-        }
+        Fixture { store, dir, redis }
     }
+
+    /// Runs `during` while the store answers nothing for `pause`: Redis stopped by SIGSTOP, the
+    /// embedded file's write lock held by another connection.
+    async fn stalled<T>(&self, pause: Duration, during: impl Future<Output = T>) -> T {
+        let holder = match &self.redis {
+            Some(redis) => {
+                redis.signal("-STOP");
+                None
+            }
+            None => {
+                let holder = rusqlite::Connection::open(self.dir.path().join("store.db")).unwrap();
+                holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+                Some(holder)
+            }
+        };
+        let resume = async {
+            tokio::time::sleep(pause).await;
+            match &holder {
+                Some(holder) => holder.execute_batch("COMMIT").unwrap(),
+                None => self.redis.as_ref().unwrap().signal("-CONT"),
+            }
+        };
+        let (out, ()) = tokio::join!(during, resume);
+        out
+    }
+}
+
+mod stalled_store {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_starts_the_grace_window_when_the_token_is_consumed() {
+        let fixture = Fixture::new(Backend::Redis).await;
+        a_late_rotation_starts_its_grace_window_when_it_ran(&fixture).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_starts_the_grace_window_when_the_token_is_consumed() {
+        let fixture = Fixture::new(Backend::Embedded).await;
+        a_late_rotation_starts_its_grace_window_when_it_ran(&fixture).await
+    }
+}
+
+/// A rotation that waited 1.2 s for a stalled store, but ran before its caller's deadline, may
+/// have its answer lost on the way back (the caller timed out just as it arrived). The caller
+/// presents the same token again 0.4 s after it was consumed: that is within the 1 s grace window
+/// and must be a replay, not reuse, though it is 1.6 s after the first request was made.
+async fn a_late_rotation_starts_its_grace_window_when_it_ran(fixture: &Fixture) {
+    let store = &fixture.store;
+    let (sid, t1) = new_session(store, "u1", T0).await;
+    let (mut first, successor) = rotation(sid, t1, T0);
+    first.grace_ms = 1_000;
+    let outcome = fixture
+        .stalled(Duration::from_millis(1_200), store.rotate(&first))
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, RotateOutcome::Rotated(_)),
+        "the stalled rotation did not run: {outcome:?}"
+    );
+    let (mut again, _) = rotation(sid, t1, T0 + 1_600);
+    again.grace_ms = 1_000;
+    match store.rotate(&again).await.unwrap() {
+        RotateOutcome::Replayed {
+            sealed_successor, ..
+        } => assert_eq!(sealed_successor, first.sealed_successor),
+        other => panic!("a presentation within the grace window of the consumption: {other:?}"),
+    }
+    // The chain goes on from the successor the lost answer carried.
+    let (next, _) = rotate(store, sid, successor, T0 + 1_700).await;
+    assert!(matches!(next, RotateOutcome::Rotated(_)), "{next:?}");
 }
 
 fn user(id: &str, username: &str) -> User {

@@ -36,6 +36,9 @@ use writer::WriteJob;
 /// How long a caller waits for a read or a write before answering 503. A write whose turn comes
 /// later is skipped (see `writer::job`).
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// A queued write must start this long before its caller's timeout, so that the commit it joins
+/// is answered while the caller still waits.
+const COMMIT_MARGIN: Duration = Duration::from_millis(250);
 
 /// Readiness probes answer within this.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -105,7 +108,8 @@ impl EmbeddedStore {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let queued = tokio::time::timeout_at(
             deadline.into(),
-            self.writer.send(writer::job(f, answer, deadline)),
+            self.writer
+                .send(writer::job(f, answer, deadline - COMMIT_MARGIN)),
         );
         queued
             .await
@@ -210,8 +214,17 @@ impl Store for EmbeddedStore {
     }
 
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
-        let rotation = rotation.clone();
-        self.write(move |c| sql::rotate(c, &rotation)).await
+        let mut rotation = rotation.clone();
+        let sent = Instant::now();
+        self.write(move |c| {
+            // A write that waited (a busy file, a long batch) consumes its token later than the
+            // caller's `now`: the grace window starts when the token was really consumed, so a
+            // caller whose answer was lost still gets its successor when it presents the token
+            // again.
+            rotation.now += crate::clock::duration_ms(sent.elapsed());
+            sql::rotate(c, &rotation)
+        })
+        .await
     }
 
     async fn session(&self, id: Uuid, now: UnixMs) -> Result<Option<Session>, StoreError> {

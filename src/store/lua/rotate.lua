@@ -4,7 +4,8 @@
 -- ARGV: 1 now (ms), 2 grace (ms), 3 idle ttl (ms), 4 presented token id, 5 successor token id,
 --       6 sealed successor, 7 user agent, 8 ip, 9 session id, 10 deadline (ms, server clock),
 --       11 history length kept, 12 the slot's key prefix (lk:{T}:), 13 the presenting client
---       ('' for any), 14 the channel the token came by (body, cookie, confidential)
+--       ('' for any), 14 the channel the token came by (body, cookie, confidential),
+--       15 when the caller sent it (ms, the caller's wall clock, comparable with the deadline)
 -- The user's record and session index (prefix..'u:'..uid, prefix..'s:'..uid) are found through
 -- the family's uid; they share the family's hash slot by construction of the session id.
 -- Replies: {'late'} | {'invalid', why} | {'rotated', uid, cid, scope, next_exp, held} |
@@ -13,9 +14,14 @@
 
 -- A caller that gave up (it answered 503) must find that nothing happened.
 local t = redis.call('TIME')
-if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[10]) then
+local ran_at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ran_at > tonumber(ARGV[10]) then
   return {'late'}
 end
+-- A command that waited (a stalled or busy server) consumes its token later than the caller's
+-- 'now': the grace window starts when the token was really consumed, so a caller whose answer
+-- was lost on the way back still gets its successor when it presents the token again.
+local lag = math.max(0, ran_at - tonumber(ARGV[15]))
 
 local now = tonumber(ARGV[1])
 local grace = tonumber(ARGV[2])
@@ -56,7 +62,7 @@ if f[6] == presented then
   local keep = tonumber(ARGV[11]) * 8
   if #hist > keep then hist = string.sub(hist, #hist - keep + 1) end
   redis.call('HSET', KEYS[1], 'live', ARGV[5], 'live_exp', next_exp, 'prev', presented,
-    'prev_at', ARGV[1], 'prev_next', next_exp, 'hist', hist, 'last', ARGV[1],
+    'prev_at', now + lag, 'prev_next', next_exp, 'hist', hist, 'last', ARGV[1],
     'ua', ARGV[7], 'ip', ARGV[8])
   if grace > 0 then
     redis.call('SET', KEYS[2], ARGV[6], 'PX', grace)
