@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -21,6 +22,7 @@ use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::config::PasswordSettings;
+use crate::metrics::HashingMetrics;
 
 /// Longest password accepted, in bytes: bounds the work one request can ask for.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
@@ -54,7 +56,15 @@ pub enum CredentialError {
     Hash(String),
     #[error("the hashing pool is gone")]
     Pool,
+    /// The queue of checks waiting for a hashing thread is full: answer 503 now rather than
+    /// grow memory and latency without bound.
+    #[error("too many password checks are waiting")]
+    Busy,
 }
+
+/// Checks that may wait for a hashing thread, per thread. Beyond that a check is refused at
+/// once: at ~50 ms a hash, the last one admitted already waits over a second per thread.
+const QUEUE_PER_THREAD: usize = 32;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -111,6 +121,20 @@ pub struct PasswordHasher {
     dummies: Arc<RwLock<Vec<Dummy>>>,
     /// argon2 holds `memory_kib` per hash: a flood queues here instead of exhausting memory.
     pool: Arc<HashingPool>,
+    /// Checks waiting for a thread now, and the most that may.
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
+    metrics: HashingMetrics,
+}
+
+/// One waiting check; leaving the queue (a thread taken, or the caller gone) counts it out.
+struct InQueue<'a>(&'a PasswordHasher);
+
+impl Drop for InQueue<'_> {
+    fn drop(&mut self) {
+        let left = self.0.waiting.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.0.metrics.waiting.set(left as i64);
+    }
 }
 
 impl fmt::Debug for PasswordHasher {
@@ -138,7 +162,16 @@ impl PasswordHasher {
                 hash: dummy_hash.into(),
             }])),
             pool: Arc::new(HashingPool::new(settings.max_concurrent.max(1))?),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting: settings.max_concurrent.max(1) * QUEUE_PER_THREAD,
+            metrics: HashingMetrics::default(),
         })
+    }
+
+    /// Reports the queue's depth and waits to `metrics`.
+    pub fn reporting_to(mut self, metrics: HashingMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Whether `stored` was hashed with other parameters than the configured ones, so a correct
@@ -232,12 +265,21 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, CredentialError> {
+        let queued = InQueue(self);
+        let depth = self.waiting.fetch_add(1, Ordering::Relaxed) + 1;
+        self.metrics.waiting.set(depth as i64);
+        if depth > self.max_waiting {
+            return Err(CredentialError::Busy);
+        }
+        let started = std::time::Instant::now();
         let _permit = self
             .pool
             .permits
             .acquire()
             .await
             .map_err(|_| CredentialError::Pool)?;
+        drop(queued);
+        self.metrics.wait.0.observe(started.elapsed().as_secs_f64());
         let span = tracing::Span::current();
         let (done, result) = oneshot::channel();
         let job: Job = Box::new(move || {

@@ -17,6 +17,8 @@ use crate::telemetry::{LogThrottle, error_chain};
 
 /// A store outage fails every request; one warning per 10 s says so, with the count.
 static STORE_WARNINGS: LogThrottle = LogThrottle::new(10_000);
+/// Likewise for a flood that fills the password-hashing queue.
+static OVERLOAD_WARNINGS: LogThrottle = LogThrottle::new(10_000);
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -141,7 +143,8 @@ impl ApiError {
             }
             FlowError::StoreUnavailable(_)
             | FlowError::NoSigningKey
-            | FlowError::PasswordCheck(_) => {
+            | FlowError::PasswordCheck(_)
+            | FlowError::Overloaded => {
                 let mut error = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "temporarily_unavailable",
@@ -216,6 +219,15 @@ impl ResponseError for ApiError {
                         error = %error_chain(cause),
                         similar_since_last = suppressed,
                         "store unavailable"
+                    )
+                }
+            }
+            Some(cause @ FlowError::Overloaded) => {
+                if let Some(suppressed) = OVERLOAD_WARNINGS.admit(crate::clock::system_ms()) {
+                    tracing::warn!(
+                        event = "overloaded",
+                        similar_since_last = suppressed,
+                        "{cause}: the password-hashing queue is full"
                     )
                 }
             }

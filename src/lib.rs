@@ -24,6 +24,7 @@
 //! The external contract (CLI, config, token formats, endpoints and errors) is `docs/`.
 //! - [`startup`]: `Application::build`, the route table, and the server's lifecycle.
 //! - [`telemetry`]: logging set-up, and error chains in one log line.
+//! - [`metrics`]: the Prometheus metrics every part reports to (`GET /metrics`).
 //! - [`encoding`]: hex, shared by keys, tokens and stores.
 
 pub mod cli;
@@ -35,6 +36,7 @@ pub mod error;
 pub mod flows;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod reload;
 pub mod routes;
 pub mod startup;

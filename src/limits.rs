@@ -46,6 +46,11 @@ pub enum UserLock {
 #[derive(Debug, Default)]
 pub struct LoginLimiter {
     attempts_per_ip: Mutex<Table<Window>>,
+    /// Refused refresh and token-endpoint requests per client IP: a client guessing or replaying
+    /// tokens is stopped before its requests cost store calls.
+    token_failures_per_ip: Mutex<Table<Window>>,
+    /// All refresh and token-endpoint requests per client IP, when `token_requests_per_ip` is set.
+    token_requests_per_ip: Mutex<Table<Window>>,
     failures_per_pair: Mutex<Table<Window>>,
     failures_per_user: Mutex<Table<Backoff>>,
 }
@@ -160,6 +165,30 @@ fn pair_key(username: &str, ip: &str) -> String {
     format!("{}\u{0}{username}", ip_bucket(ip))
 }
 
+/// Counts one request of `ip`'s bucket in the fixed window of `table`, refusing it past `limit`.
+fn count_in_window(
+    table: &Mutex<Table<Window>>,
+    ip: &str,
+    limit: u32,
+    settings: &LimitSettings,
+    now: UnixMs,
+) -> Result<(), Throttled> {
+    let mut table = lock(table);
+    let key = ip_bucket(ip);
+    let mut w = table.get(&key, settings, now).unwrap_or(Window {
+        start: now,
+        count: 0,
+    });
+    if w.count >= limit {
+        return Err(Throttled {
+            retry_after_secs: retry_after(w.start + duration_ms(settings.window), now),
+        });
+    }
+    w.count += 1;
+    table.put(&key, w, settings, now);
+    Ok(())
+}
+
 fn retry_after(until: UnixMs, now: UnixMs) -> u64 {
     u64::try_from((until - now).max(1000) / 1000).unwrap_or(1)
 }
@@ -183,21 +212,13 @@ impl LoginLimiter {
         now: UnixMs,
     ) -> Result<UserLock, Throttled> {
         let window = duration_ms(settings.window);
-        {
-            let mut per_ip = lock(&self.attempts_per_ip);
-            let key = ip_bucket(ip);
-            let mut w = per_ip.get(&key, settings, now).unwrap_or(Window {
-                start: now,
-                count: 0,
-            });
-            if w.count >= settings.login_attempts_per_ip {
-                return Err(Throttled {
-                    retry_after_secs: retry_after(w.start + window, now),
-                });
-            }
-            w.count += 1;
-            per_ip.put(&key, w, settings, now);
-        }
+        count_in_window(
+            &self.attempts_per_ip,
+            ip,
+            settings.login_attempts_per_ip,
+            settings,
+            now,
+        )?;
         if let Some(w) = lock(&self.failures_per_pair).get(&pair_key(username, ip), settings, now)
             && w.count >= settings.failed_logins_per_user_ip
         {
@@ -213,6 +234,52 @@ impl LoginLimiter {
                 _ => UserLock::Open,
             },
         )
+    }
+
+    /// Admits one request from `ip` to the refresh or token endpoint: refused once the IP had
+    /// `failed_token_requests_per_ip` refusals in the window, or (when set) made
+    /// `token_requests_per_ip` requests.
+    pub fn check_token_request(
+        &self,
+        settings: &LimitSettings,
+        ip: &str,
+        now: UnixMs,
+    ) -> Result<(), Throttled> {
+        if let Some(w) = lock(&self.token_failures_per_ip).get(&ip_bucket(ip), settings, now)
+            && w.count >= settings.failed_token_requests_per_ip
+        {
+            return Err(Throttled {
+                retry_after_secs: retry_after(w.start + duration_ms(settings.window), now),
+            });
+        }
+        match settings.token_requests_per_ip {
+            0 => Ok(()),
+            limit => count_in_window(&self.token_requests_per_ip, ip, limit, settings, now),
+        }
+    }
+
+    /// Counts a refused refresh or token request from `ip`.
+    pub fn record_token_failure(&self, settings: &LimitSettings, ip: &str, now: UnixMs) {
+        let mut table = lock(&self.token_failures_per_ip);
+        let key = ip_bucket(ip);
+        let mut w = table.get(&key, settings, now).unwrap_or(Window {
+            start: now,
+            count: 0,
+        });
+        w.count = w.count.saturating_add(1);
+        table.put(&key, w, settings, now);
+    }
+
+    /// Entries held per table (login attempts per IP, failures per pair, failures per user,
+    /// token failures per IP, token requests per IP): each at most [`MAX_TRACKED`].
+    pub fn tracked(&self) -> [usize; 5] {
+        [
+            lock(&self.attempts_per_ip).0.len(),
+            lock(&self.failures_per_pair).0.len(),
+            lock(&self.failures_per_user).0.len(),
+            lock(&self.token_failures_per_ip).0.len(),
+            lock(&self.token_requests_per_ip).0.len(),
+        ]
     }
 
     /// Counts a failed attempt for `username` from `ip`, locking the username with exponential
@@ -283,15 +350,6 @@ impl LoginLimiter {
             .0
             .remove(&pair_key(username, ip));
     }
-
-    #[cfg(test)]
-    fn sizes(&self) -> (usize, usize, usize) {
-        (
-            lock(&self.attempts_per_ip).0.len(),
-            lock(&self.failures_per_pair).0.len(),
-            lock(&self.failures_per_user).0.len(),
-        )
-    }
 }
 
 #[cfg(test)]
@@ -306,7 +364,76 @@ mod tests {
             failed_logins_per_user_ip: 3,
             failed_logins_per_user: 4,
             max_lockout: Duration::from_secs(600),
+            failed_token_requests_per_ip: 2,
+            token_requests_per_ip: 3,
         }
+    }
+
+    #[test]
+    fn refused_token_requests_close_the_ip_for_the_window() {
+        let (l, s) = (LoginLimiter::new(), settings());
+        let s = LimitSettings {
+            token_requests_per_ip: 0,
+            ..s
+        };
+        // Unlimited while they succeed.
+        for _ in 0..100 {
+            l.check_token_request(&s, "10.0.0.1", 0).unwrap();
+        }
+        l.record_token_failure(&s, "10.0.0.1", 0);
+        l.check_token_request(&s, "10.0.0.1", 0).unwrap();
+        l.record_token_failure(&s, "10.0.0.1", 0);
+        assert!(l.check_token_request(&s, "10.0.0.1", 1_000).is_err());
+        l.check_token_request(&s, "10.0.0.2", 1_000).unwrap();
+        l.check_token_request(&s, "10.0.0.1", 60_000).unwrap();
+    }
+
+    #[test]
+    fn token_requests_are_limited_per_ip_and_window() {
+        let (l, s) = (LoginLimiter::new(), settings());
+        for _ in 0..3 {
+            l.check_token_request(&s, "10.0.0.1", 0).unwrap();
+        }
+        assert_eq!(
+            l.check_token_request(&s, "10.0.0.1", 1_000),
+            Err(Throttled {
+                retry_after_secs: 59
+            })
+        );
+        // Another IP, and the same IP in the next window, are not affected.
+        l.check_token_request(&s, "10.0.0.2", 1_000).unwrap();
+        l.check_token_request(&s, "10.0.0.1", 60_000).unwrap();
+        // IPv6 counts per /64.
+        for i in 0..3 {
+            l.check_token_request(&s, &format!("2001:db8::{i}"), 0)
+                .unwrap();
+        }
+        assert!(l.check_token_request(&s, "2001:db8::ff", 0).is_err());
+    }
+
+    #[test]
+    fn token_request_counters_stay_bounded_under_a_flood_of_addresses() {
+        let (l, s) = (LoginLimiter::new(), settings());
+        for i in 0..2 * MAX_TRACKED {
+            let ip = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+            let _ = l.check_token_request(&s, &ip, 1_000);
+        }
+        assert!(l.tracked()[4] <= MAX_TRACKED);
+        // A busy client's counter survives the flood: it is heavier than the new arrivals.
+        for _ in 0..3 {
+            let _ = l.check_token_request(&s, "192.0.2.1", 2_000);
+        }
+        for i in 0..MAX_TRACKED {
+            let ip = format!(
+                "10.{}.{}.{}",
+                100 + ((i >> 16) & 127),
+                (i >> 8) & 255,
+                i & 255
+            );
+            let _ = l.check_token_request(&s, &ip, 3_000);
+        }
+        assert!(l.check_token_request(&s, "192.0.2.1", 4_000).is_err());
+        assert!(l.tracked().iter().all(|&n| n <= MAX_TRACKED));
     }
 
     fn fail(l: &LoginLimiter, s: &LimitSettings, user: &str, ip: &str, now: UnixMs) {
@@ -409,13 +536,13 @@ mod tests {
         for i in 0..MAX_TRACKED {
             let ip = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
             l.record_failure(&s, &format!("other{i}"), &ip, 1_000);
+            l.record_token_failure(&s, &ip, 1_000);
         }
         assert!(matches!(
             l.check(&s, "10.0.1.1", "victim", 2_000),
             Ok(UserLock::Locked { .. })
         ));
-        let (ips, pairs, users) = l.sizes();
-        assert!(ips <= MAX_TRACKED && pairs <= MAX_TRACKED && users <= MAX_TRACKED);
+        assert!(l.tracked().iter().all(|&n| n <= MAX_TRACKED));
     }
 
     #[test]

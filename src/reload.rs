@@ -140,17 +140,21 @@ pub async fn watch(
                 let snapshot = state.current();
                 let now = clock.now_ms();
                 tracing::info!(
+                    event = "keys.reloaded",
                     keys = snapshot.config.keys.len(),
                     signing = snapshot.keys.active(now).map(|k| k.kid()).unwrap_or("-"),
                     "config reloaded"
                 );
                 for warning in warnings {
-                    tracing::warn!("{warning}");
+                    tracing::warn!(event = "keys.schedule_warning", "{warning}");
                 }
             }
             Err(e) => {
                 for line in e.to_string().lines() {
-                    tracing::error!("config reload refused, the running config stays: {line}");
+                    tracing::error!(
+                        event = "config.reload_refused",
+                        "config reload refused, the running config stays: {line}"
+                    );
                 }
             }
         }

@@ -42,6 +42,8 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    /// `/metrics` on its own listener (`[metrics] listen`), and its port.
+    metrics_server: Option<(Server, u16)>,
     flows: web::Data<Flows>,
     /// The config file to reload from, and how often to look for changes.
     watch: Option<(PathBuf, Duration)>,
@@ -73,6 +75,18 @@ impl Application {
             })?
             .port();
         let hasher = PasswordHasher::new(&config.passwords)?;
+        let metrics_listener = config
+            .metrics_listen
+            .map(|addr| {
+                let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+                let port = listener.local_addr().map_or(0, |a| a.port());
+                Ok::<_, StartupError>((listener, port))
+            })
+            .transpose()?;
+        let metrics_on_main = metrics_listener.is_none();
         let state = Arc::new(LiveState::new(config, ring));
         let flows = web::Data::new(Flows::new(state, store, hasher, clock)?);
         let shared = flows.clone();
@@ -80,16 +94,10 @@ impl Application {
             App::new()
                 .app_data(shared.clone())
                 .app_data(web::PayloadConfig::new(MAX_JSON_BODY))
-                .wrap(
-                    // Handlers that cache (the JWKS) set their own Cache-Control; this one
-                    // covers every token-handling and error response.
-                    DefaultHeaders::new()
-                        .add((header::CACHE_CONTROL, "no-store"))
-                        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
-                )
+                .wrap(security_headers())
                 .wrap(from_fn(crate::routes::browser::cors))
-                .wrap(from_fn(log_request))
-                .configure(routes)
+                .wrap(from_fn(observe_request))
+                .configure(|cfg| routes(cfg, metrics_on_main))
         })
         .listen(listener)
         .map_err(|source| StartupError::Bind {
@@ -98,12 +106,40 @@ impl Application {
         })?
         .shutdown_timeout(10)
         .run();
+        let metrics_server = match metrics_listener {
+            Some((listener, metrics_port)) => {
+                let shared = flows.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(shared.clone())
+                        .wrap(security_headers())
+                        .service(get(METRICS, ops::metrics))
+                        .default_service(web::to(not_found))
+                })
+                .workers(1)
+                .listen(listener)
+                .map_err(|source| StartupError::Bind {
+                    addr: format!("port {metrics_port}"),
+                    source,
+                })?
+                .shutdown_timeout(1)
+                .run();
+                Some((server, metrics_port))
+            }
+            None => None,
+        };
         Ok(Application {
             port,
             server,
+            metrics_server,
             flows,
             watch: None,
         })
+    }
+
+    /// The port `/metrics` is served on alone, when `[metrics] listen` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(_, port)| *port)
     }
 
     pub fn port(&self) -> u16 {
@@ -143,7 +179,17 @@ impl Application {
                 poll,
             )));
         }
+        let metrics = self.metrics_server.map(|(server, _)| {
+            let handle = server.handle();
+            tasks.push(tokio::spawn(async move {
+                let _ = server.await;
+            }));
+            handle
+        });
         let result = self.server.await;
+        if let Some(metrics) = metrics {
+            metrics.stop(false).await;
+        }
         for task in tasks {
             task.abort();
         }
@@ -151,8 +197,43 @@ impl Application {
     }
 }
 
-/// The route table: every endpoint of the issuer, in one place.
-fn routes(cfg: &mut web::ServiceConfig) {
+const METRICS: &str = "/metrics";
+
+/// Every path the route table serves, for the request metrics' `route` label (a bounded set)
+/// and for the test that the OpenAPI document lists them all.
+pub const ROUTE_PATTERNS: &[&str] = &[
+    "/auth/login",
+    "/auth/refresh",
+    "/auth/logout",
+    "/auth/userinfo",
+    "/auth/sessions",
+    "/auth/sessions/{sid}",
+    "/auth/logout-all",
+    "/auth/password",
+    "/auth/register",
+    "/oauth/token",
+    "/oauth/revoke",
+    "/oauth/introspect",
+    "/.well-known/jwks.json",
+    "/.well-known/oauth-authorization-server",
+    "/.well-known/openid-configuration",
+    "/openapi.json",
+    "/sdk/latchkey.js",
+    "/demo/",
+    "/demo/app.js",
+    "/demo/demo.css",
+    "/demo/config.json",
+    "/healthz",
+    "/readyz",
+    METRICS,
+];
+
+/// The route table: every endpoint of the issuer, in one place. `/metrics` is here unless it
+/// has a listener of its own.
+fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
+    if with_metrics {
+        cfg.service(get(METRICS, ops::metrics));
+    }
     cfg.service(post("/auth/login", auth::login))
         .service(post("/auth/refresh", auth::refresh))
         .service(post("/auth/logout", auth::logout))
@@ -221,22 +302,78 @@ where
         .default_service(web::to(|| method_not_allowed("GET, HEAD")))
 }
 
-/// One line per request: method, path (never the query), status, time. No headers, no bodies.
-async fn log_request(
+/// On every response: no caching unless a handler says otherwise (the JWKS does), no MIME
+/// sniffing, no referrer, never framed.
+fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add((header::CACHE_CONTROL, "no-store"))
+        .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .add((header::REFERRER_POLICY, "no-referrer"))
+        .add((header::X_FRAME_OPTIONS, "DENY"))
+        .add((header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"))
+}
+
+const REQUEST_ID: &str = "x-request-id";
+const MAX_REQUEST_ID_CHARS: usize = 64;
+
+/// The caller's `X-Request-Id` when it is a plain token (1-64 of `A-Z a-z 0-9 . _ : -`), else a
+/// new one: an id echoed into logs and headers must not carry anything else.
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            (1..=MAX_REQUEST_ID_CHARS).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
+}
+
+/// Per request: a request id (echoed in `X-Request-Id`), the request metrics, and one log line
+/// with the route, status, time and client. Never a header value, a query or a body.
+async fn observe_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = std::time::Instant::now();
+    let id = request_id(&req);
     let method = req.method().clone();
-    let path = req.path().chars().take(200).collect::<String>();
-    let response = next.call(req).await?;
+    let flows = req.app_data::<web::Data<Flows>>().cloned();
+    let mut response = next.call(req).await?;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let pattern = response.request().match_pattern();
+    let route = pattern
+        .as_deref()
+        .and_then(|p| ROUTE_PATTERNS.iter().find(|known| **known == p))
+        .copied()
+        .unwrap_or("unmatched");
+    if let Some(flows) = flows {
+        flows
+            .metrics()
+            .request(route, status, elapsed.as_secs_f64());
+    }
+    let client_id = response
+        .response()
+        .extensions()
+        .get::<crate::routes::ClientOf>()
+        .map(|c| c.0.clone());
     tracing::info!(
+        request_id = %id,
         %method,
-        path,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64,
+        route,
+        status,
+        ms = elapsed.as_secs_f64() * 1000.0,
+        client_id,
         "request"
     );
+    if let Ok(value) = header::HeaderValue::from_str(&id) {
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static(REQUEST_ID), value);
+    }
     Ok(response)
 }
 
@@ -267,7 +404,7 @@ async fn publish_when_the_store_answers(flows: web::Data<Flows>) {
         let published = reload::publish_and_check(state, store.as_ref(), clock).await;
         if published.complete || !reported {
             for warning in &published.warnings {
-                tracing::warn!("{warning}");
+                tracing::warn!(event = "keys.schedule_warning", "{warning}");
             }
         }
         if published.complete {

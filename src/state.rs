@@ -56,7 +56,15 @@ pub const RELOADABLE: &[&str] = &[
 /// Read once at start: the listener, the store connection and the hashing pool are built from
 /// them, and `issuer` names every token already out there. A changed value is reported and the
 /// running one stays until a restart.
-pub const RESTART_ONLY: &[&str] = &["issuer", "listen", "store", "passwords"];
+pub const RESTART_ONLY: &[&str] = &[
+    "issuer",
+    "allow_insecure_issuer",
+    "listen",
+    "store",
+    "passwords",
+    "metrics",
+    "log",
+];
 
 /// The values of the restart-only fields, as a server records them in the store at start so that
 /// `config check` can tell which edits will wait for a restart. The store URL may carry a
@@ -153,10 +161,10 @@ mod tests {
 
     #[test]
     fn restart_only_fields_keep_their_running_values() {
-        let base = "issuer = \"http://a\"\nlisten = \"127.0.0.1:1\"\n[[keys]]\nkid = \"k\"\nalg = \"ES256\"\npath = \"k.pem\"\nnot_before = \"2026-01-01T00:00:00Z\"\nnot_after = \"2027-01-01T00:00:00Z\"\n";
+        let base = "issuer = \"https://a\"\nlisten = \"127.0.0.1:1\"\n[[keys]]\nkid = \"k\"\nalg = \"ES256\"\npath = \"k.pem\"\nnot_before = \"2026-01-01T00:00:00Z\"\nnot_after = \"2027-01-01T00:00:00Z\"\n";
         let running = Config::parse(base, |_| None).unwrap();
         let edited = base
-            .replace("http://a", "http://b")
+            .replace("https://a", "https://b")
             .replace("127.0.0.1:1", "127.0.0.1:2")
             + "[passwords]\nmemory_kib = 64\n[limits]\nlogin_attempts_per_ip = 3\n";
         let mut new = Config::parse(&edited, |_| None).unwrap();
@@ -171,7 +179,7 @@ mod tests {
                 "passwords changed: it takes effect after a restart",
             ]
         );
-        assert_eq!(new.issuer, "http://a");
+        assert_eq!(new.issuer, "https://a");
         assert_eq!(new.listen, running.listen);
         assert_eq!(new.passwords, running.passwords);
         // Reloadable fields take the new value.

@@ -1,10 +1,13 @@
-//! Logging: human-readable lines on standard error, filtered by `LATCHKEY_LOG` (`RUST_LOG`-style
-//! directives), and how an error's cause chain is written into one line.
+//! Logging: lines on standard error, human-readable or one JSON object each (`[log] format`),
+//! filtered by `LATCHKEY_LOG` (`RUST_LOG`-style directives), and how an error's cause chain is
+//! written into one line.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use tracing::level_filters::LevelFilter;
+
+use crate::config::LogFormat;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -22,12 +25,12 @@ pub fn parse_filter(spec: &str) -> Result<Targets, String> {
 
 /// Logging for `serve`: `LATCHKEY_LOG` or [`DEFAULT_FILTER`]. A value that does not parse is an
 /// error, never silently ignored.
-pub fn init() -> Result<(), String> {
+pub fn init(format: LogFormat) -> Result<(), String> {
     let filter = match std::env::var("LATCHKEY_LOG") {
         Ok(spec) => parse_filter(&spec)?,
         Err(_) => parse_filter(DEFAULT_FILTER)?,
     };
-    install(filter);
+    install(filter, format);
     Ok(())
 }
 
@@ -37,20 +40,35 @@ pub fn init_with_default(default: LevelFilter) {
         .ok()
         .and_then(|spec| parse_filter(&spec).ok())
         .unwrap_or_else(|| Targets::new().with_default(default));
-    install(filter);
+    install(filter, LogFormat::Text);
 }
 
-fn install(filter: Targets) {
+fn install(filter: Targets, format: LogFormat) {
     // A second init (tests build many apps in one process) is harmless.
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_target(false),
-        )
-        .with(filter)
-        .try_init();
+    let _ = match format {
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_target(false),
+            )
+            .with(filter)
+            .try_init(),
+        // Fields at the top level, the spans a line belongs to (login, refresh…) beside them.
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(true)
+                    .with_writer(std::io::stderr)
+                    .with_target(false),
+            )
+            .with(filter)
+            .try_init(),
+    };
 }
 
 /// `outer: inner: innermost`, for one log line. A cause whose text its wrapper already

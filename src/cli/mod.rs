@@ -140,8 +140,8 @@ pub(crate) fn load_config(path: &Path) -> Result<Config, CliError> {
 }
 
 async fn serve(path: &Path) -> Result<(), CliError> {
-    crate::telemetry::init().map_err(CliError)?;
     let config = load_config(path)?;
+    crate::telemetry::init(config.log_format).map_err(CliError)?;
     for kid in keys::generate_missing(&config).map_err(CliError::from_display)? {
         tracing::warn!(
             kid,

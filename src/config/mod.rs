@@ -40,9 +40,20 @@ pub struct Config {
     pub clients: Vec<ClientSpec>,
     pub users: UserSettings,
     pub demo: DemoSettings,
+    /// Where `/metrics` is served alone; `None`: on the main listener.
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
     /// Peers whose `X-Forwarded-For` / `Forwarded` headers name the client; from any other
     /// peer those headers are ignored and the client is the peer itself.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// The demo SPA at `/demo/` (off by default).
@@ -157,6 +168,12 @@ pub struct LimitSettings {
     pub failed_logins_per_user: u32,
     /// The longest lock the back-off reaches.
     pub max_lockout: Duration,
+    /// Refused requests (bad tokens, bad client credentials) one client IP may make per window
+    /// to `/auth/refresh` and `/oauth/token` before it is refused outright.
+    pub failed_token_requests_per_ip: u32,
+    /// All requests one client IP may make per window to those endpoints; 0: no such limit
+    /// (clients behind one NAT address share it).
+    pub token_requests_per_ip: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -316,7 +333,7 @@ impl Config {
     /// each one is classified as reloadable or restart-only.
     #[cfg(test)]
     pub(crate) fn field_paths() -> Vec<String> {
-        let sample = "issuer = \"http://x\"\nlisten = \"127.0.0.1:0\"\n";
+        let sample = "issuer = \"https://x\"\nlisten = \"127.0.0.1:0\"\n";
         let raw: RawConfig = toml::from_str(sample).unwrap_or_else(|e| unreachable!("{e}"));
         let value = serde_json::to_value(&raw).unwrap_or_default();
         let mut paths = Vec::new();
@@ -406,7 +423,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         failed_logins_per_user_ip: raw.limits.failed_logins_per_user_ip,
         failed_logins_per_user: raw.limits.failed_logins_per_user,
         max_lockout: duration("limits.max_lockout", &raw.limits.max_lockout),
+        failed_token_requests_per_ip: raw.limits.failed_token_requests_per_ip,
+        token_requests_per_ip: raw.limits.token_requests_per_ip,
     };
+    if limits.failed_token_requests_per_ip == 0 {
+        problems.push("limits.failed_token_requests_per_ip: must be greater than zero".into());
+    }
 
     if tokens.refresh_idle_ttl > tokens.refresh_ttl {
         problems.push("tokens.refresh_idle_ttl: must not exceed tokens.refresh_ttl".into());
@@ -430,6 +452,30 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "issuer: {issuer:?} must be an http(s) URL without query or fragment"
         ));
     }
+    if issuer.starts_with("http://") && !raw.allow_insecure_issuer && !is_loopback_url(&issuer) {
+        problems.push(format!(
+            "issuer: {issuer:?} is not https; tokens and cookies would travel in clear. Use the \
+             public https URL (TLS may end at a proxy), or set allow_insecure_issuer = true"
+        ));
+    }
+    let metrics_listen = match raw.metrics.listen.as_deref().map(str::parse::<SocketAddr>) {
+        None => None,
+        Some(Ok(addr)) => Some(addr),
+        Some(Err(_)) => {
+            problems.push("metrics.listen: must be IP:PORT, e.g. \"127.0.0.1:9100\"".into());
+            None
+        }
+    };
+    let log_format = match raw.log.format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            problems.push(format!(
+                "log.format: {other:?} must be \"text\" or \"json\""
+            ));
+            LogFormat::Text
+        }
+    };
     let listen = match raw.listen.parse::<SocketAddr>() {
         Ok(a) => a,
         Err(_) => {
@@ -611,8 +657,24 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         clients,
         users,
         demo,
+        metrics_listen,
+        log_format,
         trusted_proxies,
     })
+}
+
+/// `http://localhost…`, `http://127.x.x.x…`, `http://[::1]…`: development on one machine.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Key ids and client ids: 1-64 characters of `A-Z a-z 0-9 . _ -`, safe in headers and logs.
@@ -641,6 +703,44 @@ not_after = "2027-01-01T00:00:00Z"
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn an_issuer_in_clear_is_refused_unless_on_loopback_or_allowed() {
+        let with = |issuer: &str, extra: &str| {
+            Config::parse(
+                &format!(
+                    "{extra}issuer = \"{issuer}\"\nlisten = \"127.0.0.1:0\"\n[[keys]]\nkid = \"k\"\n\
+                     alg = \"ES256\"\npath = \"k.pem\"\nnot_before = \"2026-01-01T00:00:00Z\"\n\
+                     not_after = \"2027-01-01T00:00:00Z\"\n"
+                ),
+                |_| None,
+            )
+        };
+        for dev in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+            "http://127.0.0.2",
+        ] {
+            assert!(with(dev, "").is_ok(), "{dev}");
+        }
+        for public in [
+            "http://auth.example.com",
+            "http://10.0.0.1:8080",
+            "http://localhost.evil.com",
+        ] {
+            let problems = with(public, "").unwrap_err().problems;
+            assert!(
+                problems.iter().any(|p| p.contains("not https")),
+                "{public}: {problems:?}"
+            );
+            assert!(
+                with(public, "allow_insecure_issuer = true\n").is_ok(),
+                "{public}"
+            );
+        }
+        assert!(with("https://auth.example.com", "").is_ok());
     }
 
     #[test]

@@ -30,6 +30,13 @@ pub(crate) struct RawConfig {
     pub(super) users: RawUsers,
     #[serde(default)]
     pub(super) demo: RawDemo,
+    #[serde(default)]
+    pub(super) metrics: RawMetrics,
+    #[serde(default)]
+    pub(super) log: RawLog,
+    /// An `http://` issuer on a non-loopback host is refused unless this says it is meant.
+    #[serde(default)]
+    pub(super) allow_insecure_issuer: bool,
     /// Proxies (CIDRs) whose X-Forwarded-For / Forwarded headers name the client.
     #[serde(default)]
     pub(super) trusted_proxies: Vec<String>,
@@ -125,6 +132,10 @@ pub(super) struct RawLimits {
     pub(super) failed_logins_per_user_ip: u32,
     pub(super) failed_logins_per_user: u32,
     pub(super) max_lockout: String,
+    /// Refused requests one client IP may make per window to the refresh and token endpoints.
+    pub(super) failed_token_requests_per_ip: u32,
+    /// All requests one client IP may make per window to them; 0: unlimited.
+    pub(super) token_requests_per_ip: u32,
 }
 
 impl Default for RawLimits {
@@ -135,6 +146,30 @@ impl Default for RawLimits {
             failed_logins_per_user_ip: 5,
             failed_logins_per_user: 10,
             max_lockout: "1h".into(),
+            failed_token_requests_per_ip: 60,
+            token_requests_per_ip: 0,
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Default)]
+#[serde(default)]
+pub(super) struct RawMetrics {
+    /// `HOST:PORT` serving `/metrics` alone; absent: `/metrics` is on the main listener.
+    pub(super) listen: Option<String>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(default)]
+pub(super) struct RawLog {
+    /// `text` or `json`.
+    pub(super) format: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: "text".into(),
         }
     }
 }
@@ -196,11 +231,15 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (Some("passwords"), "iterations", EnvKind::Int),
     (Some("passwords"), "parallelism", EnvKind::Int),
     (Some("passwords"), "max_concurrent", EnvKind::Int),
+    (Some("metrics"), "listen", EnvKind::Str),
+    (Some("log"), "format", EnvKind::Str),
     (Some("limits"), "window", EnvKind::Str),
     (Some("limits"), "login_attempts_per_ip", EnvKind::Int),
     (Some("limits"), "failed_logins_per_user_ip", EnvKind::Int),
     (Some("limits"), "failed_logins_per_user", EnvKind::Int),
     (Some("limits"), "max_lockout", EnvKind::Str),
+    (Some("limits"), "failed_token_requests_per_ip", EnvKind::Int),
+    (Some("limits"), "token_requests_per_ip", EnvKind::Int),
     (Some("users"), "min_password_length", EnvKind::Int),
     (None, "trusted_proxies", EnvKind::List),
 ];

@@ -22,6 +22,7 @@ impl Flows {
         let now = self.clock.now_ms();
         let (access_token, expires_in) =
             sign_access(snapshot, client, &client.id, &scope, None, now)?;
+        self.metrics.issued("client_credentials", &client.id);
         Ok(Issued {
             access_token,
             token_type: TokenType::Bearer,

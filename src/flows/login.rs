@@ -6,6 +6,7 @@ use crate::clock::duration_ms;
 use crate::config::{ClientKind, ClientSpec, DEFAULT_CLIENT_ID, GrantType, RefreshDelivery};
 use crate::credentials::{MAX_PASSWORD_BYTES, Password};
 use crate::limits::UserLock;
+use crate::metrics::LoginOutcome;
 use crate::state::Snapshot;
 use crate::store::{Channel, Entitlement, NewSession};
 use crate::tokens::{RefreshToken, new_session_id};
@@ -131,6 +132,7 @@ impl Flows {
                 ip = %meta.ip,
                 "login refused: throttled"
             );
+            self.metrics.login(LoginOutcome::Throttled);
             FlowError::Throttled { retry_after_secs }
         };
         let lock = self
@@ -161,6 +163,10 @@ impl Flows {
             other => {
                 self.limiter
                     .record_failure(limits, username, &meta.ip, self.clock.now_ms());
+                self.metrics.login(match &other {
+                    Some(u) if u.disabled => LoginOutcome::Disabled,
+                    _ => LoginOutcome::BadCredentials,
+                });
                 // An audit event: who, from where, through which client; never the password.
                 tracing::warn!(
                     event = "login.failed",
@@ -210,8 +216,11 @@ impl Flows {
             .await?;
         if !created {
             // Disabled, or its password changed, while this login was being checked.
+            self.metrics.login(LoginOutcome::Disabled);
             return Err(FlowError::BadCredentials);
         }
+        self.metrics.login(LoginOutcome::Success);
+        self.metrics.issued("password", &client.id);
         tracing::info!(
             event = "login.succeeded",
             user = %username,

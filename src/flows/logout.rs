@@ -1,6 +1,7 @@
 //! Logout: the family of a presented refresh token is revoked.
 
 use super::{FlowError, Flows};
+use crate::metrics::RevokeCause;
 use crate::tokens::RefreshToken;
 
 impl Flows {
@@ -9,9 +10,10 @@ impl Flows {
     #[tracing::instrument(name = "logout", skip_all)]
     pub async fn logout(&self, token: &str) -> Result<(), FlowError> {
         if let Ok(presented) = RefreshToken::parse(token) {
-            self.store
-                .revoke_by_token(presented.session_id, presented.id)
-                .await?;
+            let sid = presented.session_id;
+            if self.store.revoke_by_token(sid, presented.id).await? {
+                self.revoked(RevokeCause::Logout, 1, Some(sid));
+            }
         }
         Ok(())
     }

@@ -37,6 +37,7 @@ use crate::clock::{Clock, UnixMs};
 use crate::config::ClientSpec;
 use crate::credentials::{CredentialError, PasswordHasher};
 use crate::limits::LoginLimiter;
+use crate::metrics::{MeasuredStore, Metrics, RevokeCause};
 use crate::state::{LiveState, Snapshot};
 use crate::store::{Entitlement, SharedStore, StoreError};
 use crate::tokens::{AccessClaims, Audience, RefreshToken, new_jti};
@@ -107,6 +108,9 @@ pub enum FlowError {
     /// a wrong password, always logged.
     #[error("passwords cannot be checked")]
     PasswordCheck(#[source] CredentialError),
+    /// Too much work queued (password checks waiting for a hashing thread): retry shortly.
+    #[error("too busy; retry shortly")]
+    Overloaded,
     /// The client is unknown, or did not authenticate as its type requires (RFC 6749 §5.2).
     #[error("{0}")]
     InvalidClient(&'static str),
@@ -150,7 +154,10 @@ impl From<StoreError> for FlowError {
 
 impl From<CredentialError> for FlowError {
     fn from(e: CredentialError) -> Self {
-        FlowError::PasswordCheck(e)
+        match e {
+            CredentialError::Busy => FlowError::Overloaded,
+            other => FlowError::PasswordCheck(other),
+        }
     }
 }
 
@@ -163,6 +170,7 @@ pub struct Flows {
     clock: Clock,
     accounts: Accounts,
     secrets: clients::VerifiedSecrets,
+    metrics: Arc<Metrics>,
 }
 
 impl Flows {
@@ -172,6 +180,9 @@ impl Flows {
         hasher: PasswordHasher,
         clock: Clock,
     ) -> Result<Flows, FlowError> {
+        let metrics = Arc::new(Metrics::new());
+        let store = MeasuredStore::wrap(store, metrics.store());
+        let hasher = hasher.reporting_to(metrics.hashing());
         let accounts = Accounts::new(store.clone(), hasher.clone(), clock.clone());
         Ok(Flows {
             state,
@@ -181,7 +192,43 @@ impl Flows {
             clock,
             accounts,
             secrets: clients::VerifiedSecrets::new()?,
+            metrics,
         })
+    }
+
+    /// Admits a request to the refresh or token endpoint from `ip` (`docs/http-api.md`, rate
+    /// limits): checked before anything else, so a flood costs no store call.
+    pub fn admit_token_request(&self, snapshot: &Snapshot, ip: &str) -> Result<(), FlowError> {
+        self.limiter
+            .check_token_request(&snapshot.config.limits, ip, self.clock.now_ms())
+            .map_err(|t| {
+                tracing::debug!(event = "token.throttled", %ip, "token request refused: throttled");
+                FlowError::Throttled {
+                    retry_after_secs: t.retry_after_secs,
+                }
+            })
+    }
+
+    /// Counts a refused refresh or token request from `ip` against its limit.
+    pub fn record_refused_token_request(&self, snapshot: &Snapshot, ip: &str) {
+        self.limiter
+            .record_token_failure(&snapshot.config.limits, ip, self.clock.now_ms());
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Counts and logs sessions ended for `cause` (one named by `sid`, or `count` of a user's).
+    fn revoked(&self, cause: RevokeCause, count: usize, sid: Option<Uuid>) {
+        if count == 0 {
+            return;
+        }
+        self.metrics.revoked(cause, count);
+        match sid {
+            Some(sid) => tracing::info!(event = "family.revoked", %sid, ?cause, "session ended"),
+            None => tracing::info!(event = "family.revoked", count, ?cause, "sessions ended"),
+        }
     }
 
     /// The config and keys in force now.

@@ -6,6 +6,7 @@ use super::{Authenticated, FlowError, Flows, RequestMeta, normalize_username};
 use crate::config::UserSettings;
 use crate::credentials::{MAX_PASSWORD_BYTES, Password};
 use crate::limits::UserLock;
+use crate::metrics::RevokeCause;
 use crate::store::User;
 
 /// The password policy; the error names the field and the rule that failed.
@@ -94,10 +95,14 @@ impl Flows {
             return Err(FlowError::WrongPassword);
         }
         let hash = self.hasher.hash(new).await?;
-        self.store
+        let ended = self
+            .store
             .set_password(&user.id, &hash)
             .await?
-            .ok_or(FlowError::InvalidToken("the user is gone".into()))
+            .ok_or(FlowError::InvalidToken("the user is gone".into()))?;
+        tracing::info!(event = "password.changed", user_id = %user.id, ip = %meta.ip, "password changed");
+        self.revoked(RevokeCause::Password, ended, None);
+        Ok(ended)
     }
 
     /// `POST /auth/register`, when `users.allow_registration` is on: throttled per client IP,

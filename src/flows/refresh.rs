@@ -8,8 +8,9 @@ use super::login::channel_of;
 use super::{FlowError, Flows, Issued, RequestMeta, scopes};
 use crate::clock::duration_ms;
 use crate::config::{ClientSpec, GrantType};
+use crate::metrics::{RefreshOutcome, RevokeCause};
 use crate::state::Snapshot;
-use crate::store::{Channel, Entitlement, RotateOutcome, Rotation};
+use crate::store::{Channel, Entitlement, Invalid, RotateOutcome, Rotation};
 use crate::tokens::{PresentedToken, RefreshToken};
 
 impl Flows {
@@ -95,7 +96,10 @@ impl Flows {
         requested: Option<&[String]>,
         meta: &RequestMeta,
     ) -> Result<Issued, FlowError> {
-        let presented = RefreshToken::parse(token).map_err(|_| FlowError::BadRefreshToken)?;
+        let presented = RefreshToken::parse(token).map_err(|_| {
+            self.metrics.refresh(RefreshOutcome::Unknown);
+            FlowError::BadRefreshToken
+        })?;
         let sid = presented.session_id;
         tracing::Span::current().record("sid", tracing::field::display(sid));
         let now = self.clock.now_ms();
@@ -127,22 +131,45 @@ impl Flows {
             })
             .await?;
         let (entitlement, refresh) = match outcome {
-            RotateOutcome::Rotated(entitlement) => (entitlement, successor),
+            RotateOutcome::Rotated(entitlement) => {
+                self.metrics.refresh(RefreshOutcome::Rotated);
+                (entitlement, successor)
+            }
             RotateOutcome::Replayed {
                 entitlement,
                 sealed_successor,
             } => match presented.open(&sealed_successor) {
-                Some(earlier) => (entitlement, earlier),
+                Some(earlier) => {
+                    self.metrics.refresh(RefreshOutcome::GraceReplay);
+                    (entitlement, earlier)
+                }
                 None => {
                     tracing::error!("a sealed successor did not open with its own token");
                     return Err(FlowError::BadRefreshToken);
                 }
             },
-            RotateOutcome::Reused { user_id } => {
-                tracing::warn!(%user_id, "refresh token reused after its grace window: session revoked");
+            RotateOutcome::Reused { user_id, cause } => {
+                self.metrics.refresh(RefreshOutcome::ReuseDetected(cause));
+                self.metrics.revoked(RevokeCause::Reuse, 1);
+                tracing::warn!(
+                    event = "refresh.reuse_detected",
+                    %user_id,
+                    %sid,
+                    ?cause,
+                    ip = %meta.ip,
+                    "a consumed refresh token was presented again: session revoked"
+                );
+                tracing::warn!(event = "family.revoked", %user_id, %sid, cause = "reuse", "session revoked");
                 return Err(FlowError::BadRefreshToken);
             }
             RotateOutcome::Invalid(why) => {
+                self.metrics.refresh(match why {
+                    Invalid::Unknown => RefreshOutcome::Unknown,
+                    Invalid::ExpiredIdle => RefreshOutcome::ExpiredIdle,
+                    Invalid::ExpiredAbsolute => RefreshOutcome::ExpiredAbsolute,
+                    Invalid::UserChanged => RefreshOutcome::UserChanged,
+                    Invalid::WrongClient => RefreshOutcome::WrongClient,
+                });
                 tracing::debug!(?why, "refresh refused");
                 return Err(FlowError::BadRefreshToken);
             }
@@ -159,12 +186,15 @@ impl Flows {
             scope: scopes::narrowed(&still, requested)?,
             ..entitlement
         };
-        self.issue(snapshot, client, &entitlement, sid, refresh, now)
+        let issued = self.issue(snapshot, client, &entitlement, sid, refresh, now)?;
+        self.metrics.issued("refresh_token", &client.id);
+        Ok(issued)
     }
 
     /// Revokes a session whose client was removed from the config.
     async fn end_orphan(&self, sid: Uuid, presented: &PresentedToken) {
-        tracing::warn!(%sid, "a session of a client no longer registered: revoked");
+        tracing::warn!(event = "family.revoked", %sid, cause = "admin", "a session of a client no longer registered: revoked");
+        self.metrics.revoked(RevokeCause::Admin, 1);
         let _ = self.store.revoke_by_token(sid, presented.id).await;
         let _ = self.store.revoke_session(sid).await;
     }

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::{FlowError, Flows};
 use crate::config::ClientSpec;
+use crate::metrics::RevokeCause;
 use crate::tokens::RefreshToken;
 
 impl Flows {
@@ -35,9 +36,10 @@ impl Flows {
         if let Some(session) = self.store.session(presented.session_id, now).await?
             && session.client_id == client.id
         {
-            self.store
-                .revoke_by_token(presented.session_id, presented.id)
-                .await?;
+            let sid = presented.session_id;
+            if self.store.revoke_by_token(sid, presented.id).await? {
+                self.revoked(RevokeCause::Revocation, 1, Some(sid));
+            }
         }
         Ok(true)
     }
@@ -55,8 +57,9 @@ impl Flows {
             && let Some(session) = self.store.session(sid, self.clock.now_ms()).await?
             && session.client_id == client.id
             && session.user_id == claims.sub
+            && self.store.revoke_session(sid).await?
         {
-            self.store.revoke_session(sid).await?;
+            self.revoked(RevokeCause::Revocation, 1, Some(sid));
         }
         Ok(true)
     }

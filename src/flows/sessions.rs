@@ -3,6 +3,7 @@
 use uuid::Uuid;
 
 use super::{Authenticated, FlowError, Flows};
+use crate::metrics::RevokeCause;
 use crate::store::Session;
 
 /// A session as its owner sees it.
@@ -38,6 +39,7 @@ impl Flows {
         match self.store.session(sid, self.clock.now_ms()).await? {
             Some(session) if session.user_id == auth.user.id => {
                 if self.store.revoke_session(sid).await? {
+                    self.revoked(RevokeCause::Revocation, 1, Some(sid));
                     Ok(())
                 } else {
                     Err(not_found)
@@ -49,6 +51,8 @@ impl Flows {
 
     /// Ends every session of the caller, the current one included. Returns how many.
     pub async fn logout_everywhere(&self, auth: &Authenticated) -> Result<usize, FlowError> {
-        Ok(self.store.revoke_user_sessions(&auth.user.id).await?)
+        let ended = self.store.revoke_user_sessions(&auth.user.id).await?;
+        self.revoked(RevokeCause::LogoutAll, ended, None);
+        Ok(ended)
     }
 }

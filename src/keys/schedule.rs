@@ -94,7 +94,7 @@ mod tests {
 
     fn config(keys: &[(&str, &str, &str, bool)]) -> Config {
         let mut text = String::from(
-            "issuer = \"http://x\"\nlisten = \"127.0.0.1:0\"\n[tokens]\naccess_ttl = \"10m\"\nleeway = \"0s\"\n[jwks]\nmax_age = \"1h\"\n",
+            "issuer = \"https://x\"\nlisten = \"127.0.0.1:0\"\n[tokens]\naccess_ttl = \"10m\"\nleeway = \"0s\"\n[jwks]\nmax_age = \"1h\"\n",
         );
         for (kid, nb, na, revoked) in keys {
             text.push_str(&format!(

@@ -7,7 +7,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::json::{JsonObject, OptionalJsonObject};
-use super::{bearer_token, browser, request_meta, token_response, token_response_from};
+use super::{
+    bearer_token, browser, limited_token_request, request_meta, token_response, token_response_from,
+};
 use actix_web::ResponseError;
 
 use crate::config::RefreshDelivery;
@@ -96,10 +98,18 @@ pub async fn login(
 pub async fn refresh(
     flows: web::Data<Flows>,
     req: HttpRequest,
+    body: OptionalJsonObject<RefreshBody>,
+) -> Result<HttpResponse, ApiError> {
+    limited_token_request(&flows, &req, refresh_admitted(&flows, &req, body)).await
+}
+
+async fn refresh_admitted(
+    flows: &Flows,
+    req: &HttpRequest,
     OptionalJsonObject(body): OptionalJsonObject<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
     let snapshot = flows.snapshot();
-    let meta = request_meta(&req, &snapshot.config.trusted_proxies);
+    let meta = request_meta(req, &snapshot.config.trusted_proxies);
     if let Some(token) = &body.refresh_token {
         let issued = flows
             .refresh(token, body.scope.as_deref(), &meta)
@@ -107,9 +117,9 @@ pub async fn refresh(
             .map_err(refused)?;
         return Ok(token_response(&issued));
     }
-    let client = browser::cookie_client(&req, &snapshot, body.client_id.as_deref())?;
-    browser::check_origin(&req, &client)?;
-    let Some(token) = browser::cookie_token(&req, &snapshot, &client) else {
+    let client = browser::cookie_client(req, &snapshot, body.client_id.as_deref())?;
+    browser::check_origin(req, &client)?;
+    let Some(token) = browser::cookie_token(req, &snapshot, &client) else {
         return Err(refused(FlowError::BadRefreshToken));
     };
     match flows

@@ -19,7 +19,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::flows::{Issued, RequestMeta, TokenType};
+use crate::flows::{Flows, Issued, RequestMeta, TokenType};
 
 /// RFC 6749 §5.1 token response.
 #[derive(Serialize)]
@@ -35,6 +35,9 @@ struct TokenResponse<'a> {
     scope: &'a str,
 }
 
+/// The client a response was issued to, for the request's log line.
+pub struct ClientOf(pub String);
+
 /// What was issued, as a JSON body (RFC 6749 §5.1: `no-store` and `Pragma: no-cache`).
 pub fn token_response(issued: &Issued) -> HttpResponse {
     token_response_from(HttpResponse::Ok(), issued, true)
@@ -48,7 +51,7 @@ pub fn token_response_from(
     with_refresh: bool,
 ) -> HttpResponse {
     let refresh = issued.refresh.as_ref().filter(|_| with_refresh);
-    builder
+    let mut response = builder
         .insert_header((header::PRAGMA, "no-cache"))
         .json(TokenResponse {
             access_token: &issued.access_token,
@@ -59,7 +62,32 @@ pub fn token_response_from(
             refresh_token: refresh.map(|r| r.token.as_str()),
             refresh_expires_in: refresh.map(|r| r.expires_in),
             scope: &issued.scope,
-        })
+        });
+    response
+        .extensions_mut()
+        .insert(ClientOf(issued.client_id.clone()));
+    response
+}
+
+/// Runs a refresh or token-endpoint handler under the per-IP limits: refused before any work
+/// when the client IP is over them; a refusal (400 or 401) counts against the IP.
+pub async fn limited_token_request(
+    flows: &Flows,
+    req: &HttpRequest,
+    handler: impl Future<Output = Result<HttpResponse, ApiError>>,
+) -> Result<HttpResponse, ApiError> {
+    let snapshot = flows.snapshot();
+    let ip = client_ip(req, &snapshot.config.trusted_proxies);
+    flows
+        .admit_token_request(&snapshot, &ip)
+        .map_err(ApiError::common)?;
+    let response = handler
+        .await
+        .unwrap_or_else(|e| actix_web::ResponseError::error_response(&e));
+    if matches!(response.status().as_u16(), 400 | 401) {
+        flows.record_refused_token_request(&snapshot, &ip);
+    }
+    Ok(response)
 }
 
 const MAX_USER_AGENT_CHARS: usize = 256;

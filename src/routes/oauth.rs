@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::form::{Form, decode};
-use super::{request_meta, token_response};
+use super::{limited_token_request, request_meta, token_response};
 use crate::config::{ClientKind, ClientSpec};
 use crate::credentials::Password;
 use crate::error::ApiError;
@@ -86,12 +86,20 @@ pub async fn token(
     req: HttpRequest,
     form: Form,
 ) -> Result<HttpResponse, ApiError> {
+    limited_token_request(&flows, &req, token_admitted(&flows, &req, form)).await
+}
+
+async fn token_admitted(
+    flows: &Flows,
+    req: &HttpRequest,
+    form: Form,
+) -> Result<HttpResponse, ApiError> {
     let snapshot = flows.snapshot();
-    let meta = request_meta(&req, &snapshot.config.trusted_proxies);
+    let meta = request_meta(req, &snapshot.config.trusted_proxies);
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| ApiError::invalid_request("grant_type is required"))?;
-    let credentials = client_of(&req, &form)?;
+    let credentials = client_of(req, &form)?;
     let client = flows
         .authenticate_client(&snapshot, credentials, &meta.ip)
         .await

@@ -1,5 +1,6 @@
-//! Probes for orchestrators: liveness and readiness.
+//! Probes for orchestrators (liveness and readiness) and the Prometheus scrape.
 
+use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
@@ -18,4 +19,14 @@ pub async fn readyz(flows: web::Data<Flows>) -> HttpResponse {
             .insert_header(("Retry-After", "1"))
             .json(json!({"status": "not_ready", "reason": reason})),
     }
+}
+
+/// `GET /metrics`: the Prometheus text exposition (`docs/metrics.md`).
+pub async fn metrics(flows: web::Data<Flows>) -> HttpResponse {
+    let body = flows
+        .metrics()
+        .render(&flows.snapshot(), flows.clock().now_ms());
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE))
+        .body(body)
 }

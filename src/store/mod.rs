@@ -193,10 +193,20 @@ pub enum RotateOutcome {
         entitlement: Entitlement,
         sealed_successor: Vec<u8>,
     },
-    /// Presented after its grace window: theft is assumed and the whole family is now revoked.
-    Reused { user_id: String },
+    /// A consumed token presented again outside the grace rules: theft is assumed and the whole
+    /// family is now revoked.
+    Reused { user_id: String, cause: ReuseCause },
     /// Refused without changing anything but what the reason says.
     Invalid(Invalid),
+}
+
+/// How a reused refresh token was recognised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReuseCause {
+    /// The last consumed token, presented after its grace window.
+    AfterGrace,
+    /// An older consumed token: its successor was consumed too.
+    ConsumedSuccessor,
 }
 
 /// Why a presented refresh token was refused (for logs and metrics; clients all see one answer).

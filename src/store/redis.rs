@@ -22,8 +22,8 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::{
-    Entitlement, Invalid, KeyPublication, NewSession, RotateOutcome, Rotation, Session, Store,
-    StoreError, User, UserAttributes,
+    Entitlement, Invalid, KeyPublication, NewSession, ReuseCause, RotateOutcome, Rotation, Session,
+    Store, StoreError, User, UserAttributes,
 };
 use crate::clock::{UnixMs, system_ms};
 use crate::tokens::{TokenId, user_slot_tag};
@@ -450,6 +450,10 @@ impl Store for RedisStore {
             }),
             "reused" => Ok(RotateOutcome::Reused {
                 user_id: text(&reply, 1)?,
+                cause: match text(&reply, 2)?.as_str() {
+                    "after_grace" => ReuseCause::AfterGrace,
+                    _ => ReuseCause::ConsumedSuccessor,
+                },
             }),
             "late" => Err(StoreError::Unavailable(
                 "the rotation reached Redis after its caller's deadline; nothing was changed"

@@ -128,9 +128,9 @@ async fn disabled_user_cannot_log_in(backend: Backend) {
 #[tokio::test]
 async fn repeated_failures_and_floods_are_throttled_with_429() {
     let app = crate::helpers::spawn_app_with(Backend::Embedded, |c| {
-        c.text.push_str(
-            "\n[limits]\nwindow = \"1m\"\nlogin_attempts_per_ip = 8\nfailed_logins_per_user = 3\n",
-        );
+        c.set("limits", "window = \"1m\"");
+        c.set("limits", "login_attempts_per_ip = 8");
+        c.set("limits", "failed_logins_per_user = 3");
     })
     .await;
     app.add_user("alice", PASSWORD).await;
@@ -215,9 +215,9 @@ async fn a_client_id_given_at_login_is_recorded_in_the_session_and_the_token() {
 #[tokio::test]
 async fn a_locked_username_still_logs_in_from_where_its_owner_is() {
     let app = crate::helpers::spawn_app_with(Backend::Embedded, |c| {
-        c.text.push_str(
-            "\n[limits]\nwindow = \"1m\"\nfailed_logins_per_user_ip = 2\nfailed_logins_per_user = 4\n",
-        );
+        c.set("limits", "window = \"1m\"");
+        c.set("limits", "failed_logins_per_user_ip = 2");
+        c.set("limits", "failed_logins_per_user = 4");
     })
     .await;
     app.add_user("alice", PASSWORD).await;

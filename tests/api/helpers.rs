@@ -199,6 +199,10 @@ max_age = "5m"
 memory_kib = 64
 iterations = 1
 parallelism = 1
+
+[limits]
+# Tests refuse many tokens from one address; the limit has tests of its own.
+failed_token_requests_per_ip = 1000000
 "#
     );
     let mut config = TestConfig {
@@ -228,6 +232,8 @@ pub struct TestApp {
     /// The config file the server watches (reloads within ~100 ms of a change).
     pub config_path: PathBuf,
     pub flows: actix_web::web::Data<latchkey::flows::Flows>,
+    /// `http://127.0.0.1:PORT` of the metrics listener, when `[metrics] listen` is set.
+    pub metrics_address: Option<String>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -263,6 +269,9 @@ pub async fn start(
         .unwrap()
         .watch_config(config_path.clone(), Duration::from_millis(100));
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = app
+        .metrics_port()
+        .map(|port| format!("http://127.0.0.1:{port}"));
     let handle = app.handle();
     let flows = app.flows();
     tokio::spawn(app.run_until_stopped());
@@ -281,6 +290,7 @@ pub async fn start(
         dir,
         config_path,
         flows,
+        metrics_address,
         handle,
     }
 }
@@ -392,6 +402,18 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> Response {
         self.client.get(self.url(path)).send().await.unwrap()
     }
+}
+
+/// An argon2id hash of `secret` at the tests' cheap cost, for `secret_hash` in `[[clients]]`.
+pub async fn hash(secret: &str) -> String {
+    let hasher = PasswordHasher::new(&latchkey::config::PasswordSettings {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+        max_concurrent: 1,
+    })
+    .unwrap();
+    hasher.hash(&Password::new(secret.into())).await.unwrap()
 }
 
 /// Asserts an RFC 6749 error body with `code` and the given status.

@@ -450,7 +450,7 @@ async fn reload_reports_the_schedule_warnings() {
     // Changing what needs a restart is reported too, and the running value kept.
     let moved = without.replace(
         "issuer = \"http://127.0.0.1\"",
-        "issuer = \"http://elsewhere\"",
+        "issuer = \"http://127.0.0.2\"",
     );
     std::fs::write(&app.config_path, &moved).unwrap();
     let warnings = app.reload().await.unwrap();
@@ -464,9 +464,9 @@ async fn reload_reports_the_schedule_warnings() {
 #[tokio::test]
 async fn an_edited_limits_section_applies_without_a_restart() {
     let app = spawn_app_with(Backend::Embedded, |c| {
-        c.text.push_str(
-            "\n[limits]\nwindow = \"1m\"\nlogin_attempts_per_ip = 100\nfailed_logins_per_user = 100\n",
-        );
+        c.set("limits", "window = \"1m\"");
+        c.set("limits", "login_attempts_per_ip = 100");
+        c.set("limits", "failed_logins_per_user = 100");
     })
     .await;
     app.add_user("alice", PASSWORD).await;

@@ -31,6 +31,7 @@ mod flow;
 mod key_rotation;
 mod keys;
 mod malformed;
+mod metrics;
 mod oauth;
 mod races;
 mod redis_store;

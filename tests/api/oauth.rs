@@ -13,26 +13,14 @@ use oauth2::{
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, PASSWORD, TestApp, assert_error, claims_of, spawn_app_with, text};
+use crate::helpers::{
+    Backend, PASSWORD, TestApp, assert_error, claims_of, hash, spawn_app_with, text,
+};
 
 /// Secrets with characters RFC 6749 §2.3.1 form-encodes inside HTTP Basic.
 const PORTAL_SECRET: &str = "p:rtal s%cret+/&=é";
 const BILLING_SECRET: &str = "billing-secret-0123456789abcdef";
 const INTROSPECTOR_SECRET: &str = "introspector-secret-0123456789";
-
-async fn hash(secret: &str) -> String {
-    let hasher = latchkey::credentials::PasswordHasher::new(&latchkey::config::PasswordSettings {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-        max_concurrent: 1,
-    })
-    .unwrap();
-    hasher
-        .hash(&latchkey::credentials::Password::new(secret.into()))
-        .await
-        .unwrap()
-}
 
 /// The issuer with four clients: `portal` (confidential, password + refresh), `billing`
 /// (confidential, client credentials, its own lifetime and audience), `mobile` (public,
@@ -45,12 +33,15 @@ async fn spawn_oauth_app(backend: Backend, extra: &str) -> TestApp {
     );
     let extra = extra.to_owned();
     let app = spawn_app_with(backend, move |c| {
+        let pair_limit = if extra.contains("tight") { 3 } else { 100000 };
+        c.set("limits", "login_attempts_per_ip = 100000");
+        c.set(
+            "limits",
+            &format!("failed_logins_per_user_ip = {pair_limit}"),
+        );
+        c.set("limits", "failed_logins_per_user = 100000");
         c.text.push_str(&format!(
             r#"
-[limits]
-login_attempts_per_ip = 100000
-failed_logins_per_user_ip = {pair_limit}
-failed_logins_per_user = 100000
 
 [[clients]]
 id = "portal"
@@ -78,7 +69,6 @@ id = "introspector"
 type = "confidential"
 secret_hash = "{introspector}"
 "#,
-            pair_limit = if extra.contains("tight") { 3 } else { 100000 },
         ));
     })
     .await;

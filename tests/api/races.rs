@@ -49,9 +49,8 @@ fn login_loops(app: &TestApp, stop: &Arc<AtomicBool>) -> tokio::task::JoinSet<Ve
 /// that no token pair issued at any time refreshes, and no access token passes userinfo.
 async fn race_a_credential_change(backend: Backend, command: &str, stdin: &str) {
     let app = spawn_app_with(backend, |c| {
-        c.text.push_str(
-            "\n[limits]\nlogin_attempts_per_ip = 1000000\nfailed_logins_per_user = 1000000\n",
-        );
+        c.set("limits", "login_attempts_per_ip = 1000000");
+        c.set("limits", "failed_logins_per_user = 1000000");
     })
     .await;
     app.add_user("victim", PASSWORD).await;
@@ -133,7 +132,23 @@ async fn refresh_through_outages(app: &TestApp, token: String, until: Instant) -
             }
             other => {
                 let body = response.text().await.unwrap_or_default();
-                panic!("refresh answered {other}: {body}");
+                let metrics = app
+                    .client
+                    .get(app.url("/metrics"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                let outcomes: Vec<&str> = metrics
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("latchkey_refresh_outcomes")
+                            || l.starts_with("latchkey_store_errors")
+                    })
+                    .collect();
+                panic!("refresh answered {other}: {body}\n{outcomes:#?}");
             }
         }
     }
@@ -142,7 +157,10 @@ async fn refresh_through_outages(app: &TestApp, token: String, until: Instant) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_stall_longer_than_the_grace_window_revokes_no_session() {
-    let app = spawn_app_with(Backend::Redis, |c| c.set("tokens", "reuse_grace = \"1s\"")).await;
+    let app = spawn_app_with(Backend::Redis, |c| {
+        c.set("tokens", "reuse_grace = \"2500ms\"")
+    })
+    .await;
     app.add_user("alice", PASSWORD).await;
     let mut tokens = Vec::new();
     for _ in 0..4 {
@@ -173,7 +191,7 @@ async fn a_redis_stall_longer_than_the_grace_window_revokes_no_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_store_stall_longer_than_the_grace_window_revokes_no_session() {
     let app = spawn_app_with(Backend::Embedded, |c| {
-        c.set("tokens", "reuse_grace = \"1s\"")
+        c.set("tokens", "reuse_grace = \"2500ms\"")
     })
     .await;
     app.add_user("alice", PASSWORD).await;

@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use latchkey::store::{
-    Channel, Invalid, NewSession, RotateOutcome, Rotation, SharedStore, StoreError, User,
+    Channel, Invalid, NewSession, ReuseCause, RotateOutcome, Rotation, SharedStore, StoreError,
+    User,
 };
 use latchkey::tokens::{RefreshToken, TokenId, new_session_id};
 use tempfile::TempDir;
@@ -385,7 +386,8 @@ async fn replay_within_grace_after_the_successor_was_used_is_reuse(store: &Share
     assert_eq!(
         outcome,
         RotateOutcome::Reused {
-            user_id: "u1".into()
+            user_id: "u1".into(),
+            cause: ReuseCause::ConsumedSuccessor,
         }
     );
     assert_eq!(store.session(sid, T0 + 2).await.unwrap(), None);
@@ -446,7 +448,8 @@ async fn presentation_after_grace_revokes_the_family(store: &SharedStore) {
     assert_eq!(
         outcome,
         RotateOutcome::Reused {
-            user_id: "u1".into()
+            user_id: "u1".into(),
+            cause: ReuseCause::AfterGrace,
         }
     );
     assert_eq!(store.session(sid, T0 + GRACE).await.unwrap(), None);
@@ -474,7 +477,8 @@ async fn zero_grace_treats_any_second_presentation_as_reuse(store: &SharedStore)
     assert_eq!(
         store.rotate(&again).await.unwrap(),
         RotateOutcome::Reused {
-            user_id: "u1".into()
+            user_id: "u1".into(),
+            cause: ReuseCause::AfterGrace,
         }
     );
 }

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::clock::UnixMs;
 use crate::store::{
-    Entitlement, Invalid, KeyPublication, NewSession, RotateOutcome, Rotation, Session, StoreError,
-    User,
+    Entitlement, Invalid, KeyPublication, NewSession, ReuseCause, RotateOutcome, Rotation, Session,
+    StoreError, User,
 };
 use crate::tokens::TokenId;
 
@@ -415,7 +415,12 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
             }
             // Reuse: the whole family goes, its tokens with it (ON DELETE CASCADE).
             cached_execute(tx, "DELETE FROM sessions WHERE id = ?1", [sid])?;
-            Ok(RotateOutcome::Reused { user_id })
+            let cause = if successor_live {
+                ReuseCause::AfterGrace
+            } else {
+                ReuseCause::ConsumedSuccessor
+            };
+            Ok(RotateOutcome::Reused { user_id, cause })
         }
     }
 }

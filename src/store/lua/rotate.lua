@@ -9,7 +9,7 @@
 -- The user's record and session index (prefix..'u:'..uid, prefix..'s:'..uid) are found through
 -- the family's uid; they share the family's hash slot by construction of the session id.
 -- Replies: {'late'} | {'invalid', why} | {'rotated', uid, cid, scope, next_exp, held} |
---          {'replayed', uid, cid, scope, next_exp, held, sealed} | {'reused', uid}
+--          {'replayed', uid, cid, scope, next_exp, held, sealed} | {'reused', uid, cause}
 --          (held: the scopes the user holds now)
 
 -- A caller that gave up (it answered 503) must find that nothing happened.
@@ -82,7 +82,7 @@ if f[8] == presented then
     end
   end
   revoke()
-  return {'reused', f[1]}
+  return {'reused', f[1], 'after_grace'}
 end
 
 -- An older consumed token: its successor has been consumed too, so this is a replay of a spent
@@ -92,7 +92,7 @@ local hist = f[11] or ''
 for i = 1, #hist, 8 do
   if string.sub(hist, i, i + 7) == fp then
     revoke()
-    return {'reused', f[1]}
+    return {'reused', f[1], 'consumed_successor'}
   end
 end
 return {'invalid', 'unknown'}

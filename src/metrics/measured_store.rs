@@ -1,0 +1,191 @@
+//! A [`Store`] that times every call of the store it wraps and counts its failures, per
+//! operation, for `/metrics`. The backends stay free of metrics.
+
+use std::time::Instant;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::StoreMetrics;
+use crate::clock::UnixMs;
+use crate::store::{
+    KeyPublication, NewSession, RotateOutcome, Rotation, Session, SharedStore, Store, StoreError,
+    User, UserAttributes,
+};
+use crate::tokens::TokenId;
+
+pub struct MeasuredStore {
+    inner: SharedStore,
+    metrics: StoreMetrics,
+}
+
+impl MeasuredStore {
+    pub fn wrap(inner: SharedStore, metrics: StoreMetrics) -> SharedStore {
+        std::sync::Arc::new(MeasuredStore { inner, metrics })
+    }
+
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics
+            .observe(operation, started.elapsed().as_secs_f64(), result.is_err());
+        result
+    }
+}
+
+#[async_trait]
+impl Store for MeasuredStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.timed("ping", self.inner.ping()).await
+    }
+
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        self.timed("create_user", self.inner.create_user(user))
+            .await
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        self.timed("user_by_name", self.inner.user_by_name(username))
+            .await
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
+        self.timed("user_by_id", self.inner.user_by_id(id)).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.timed("list_users", self.inner.list_users()).await
+    }
+
+    async fn set_password(&self, user_id: &str, hash: &str) -> Result<Option<usize>, StoreError> {
+        self.timed("set_password", self.inner.set_password(user_id, hash))
+            .await
+    }
+
+    async fn upgrade_password_hash(
+        &self,
+        user_id: &str,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        self.timed(
+            "upgrade_password_hash",
+            self.inner
+                .upgrade_password_hash(user_id, old_hash, new_hash),
+        )
+        .await
+    }
+
+    async fn set_user_attributes(
+        &self,
+        user_id: &str,
+        attributes: &UserAttributes,
+    ) -> Result<bool, StoreError> {
+        self.timed(
+            "set_user_attributes",
+            self.inner.set_user_attributes(user_id, attributes),
+        )
+        .await
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<Option<usize>, StoreError> {
+        self.timed("delete_user", self.inner.delete_user(user_id))
+            .await
+    }
+
+    async fn set_disabled(
+        &self,
+        user_id: &str,
+        disabled: bool,
+    ) -> Result<Option<usize>, StoreError> {
+        self.timed("set_disabled", self.inner.set_disabled(user_id, disabled))
+            .await
+    }
+
+    async fn create_session(&self, session: &NewSession) -> Result<bool, StoreError> {
+        self.timed("create_session", self.inner.create_session(session))
+            .await
+    }
+
+    async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        self.timed("rotate", self.inner.rotate(rotation)).await
+    }
+
+    async fn session(&self, id: Uuid, now: UnixMs) -> Result<Option<Session>, StoreError> {
+        self.timed("session", self.inner.session(id, now)).await
+    }
+
+    async fn live_refresh_token(
+        &self,
+        session_id: Uuid,
+        token: TokenId,
+        now: UnixMs,
+    ) -> Result<Option<(Session, UnixMs)>, StoreError> {
+        self.timed(
+            "live_refresh_token",
+            self.inner.live_refresh_token(session_id, token, now),
+        )
+        .await
+    }
+
+    async fn sessions_of(&self, user_id: &str, now: UnixMs) -> Result<Vec<Session>, StoreError> {
+        self.timed("sessions_of", self.inner.sessions_of(user_id, now))
+            .await
+    }
+
+    async fn revoke_by_token(&self, session_id: Uuid, token: TokenId) -> Result<bool, StoreError> {
+        self.timed(
+            "revoke_by_token",
+            self.inner.revoke_by_token(session_id, token),
+        )
+        .await
+    }
+
+    async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.timed("revoke_session", self.inner.revoke_session(id))
+            .await
+    }
+
+    async fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
+        self.timed(
+            "revoke_user_sessions",
+            self.inner.revoke_user_sessions(user_id),
+        )
+        .await
+    }
+
+    async fn record_key_publication(
+        &self,
+        kid: &str,
+        now: UnixMs,
+        publish_until: UnixMs,
+    ) -> Result<KeyPublication, StoreError> {
+        self.timed(
+            "record_key_publication",
+            self.inner.record_key_publication(kid, now, publish_until),
+        )
+        .await
+    }
+
+    async fn key_publications(&self) -> Result<Vec<KeyPublication>, StoreError> {
+        self.timed("key_publications", self.inner.key_publications())
+            .await
+    }
+
+    async fn put_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.timed("put_meta", self.inner.put_meta(key, value))
+            .await
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.timed("get_meta", self.inner.get_meta(key)).await
+    }
+
+    async fn sweep(&self, now: UnixMs) -> Result<(), StoreError> {
+        self.timed("sweep", self.inner.sweep(now)).await
+    }
+}
