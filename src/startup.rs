@@ -365,7 +365,7 @@ async fn observe_request(
         %method,
         route,
         status,
-        ms = elapsed.as_secs_f64() * 1000.0,
+        ms = elapsed.as_micros() as f64 / 1000.0,
         client_id,
         "request"
     );

@@ -337,7 +337,14 @@ impl TestApp {
     }
 
     pub async fn add_user(&self, username: &str, password: &str) -> User {
-        let user = User {
+        let user = self.user_record(username, password).await;
+        self.store.create_user(&user).await.unwrap();
+        user
+    }
+
+    /// A new user's record, with `password` hashed as the server expects, not yet stored.
+    pub async fn user_record(&self, username: &str, password: &str) -> User {
+        User {
             id: uuid::Uuid::new_v4().to_string(),
             username: username.to_owned(),
             password_hash: self
@@ -351,9 +358,7 @@ impl TestApp {
             scopes: Vec::new(),
             email: None,
             name: None,
-        };
-        self.store.create_user(&user).await.unwrap();
-        user
+        }
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
@@ -505,15 +510,31 @@ impl ServeProcess {
     /// Starts and waits until `/readyz` answers 200. A port taken between picking and binding
     /// makes the process exit; then another port is tried (bounded).
     pub async fn start(config: &Path) -> ServeProcess {
+        Self::start_logging(config, "warn", None).await
+    }
+
+    /// As [`ServeProcess::start`], logging at `filter` (`LATCHKEY_LOG`) into `log` (appended to
+    /// across start attempts) when given.
+    pub async fn start_logging(config: &Path, filter: &str, log: Option<&Path>) -> ServeProcess {
         for _ in 0..3 {
             let port = free_port();
+            let stderr = match log {
+                Some(path) => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .unwrap(),
+                ),
+                None => Stdio::null(),
+            };
             let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
                 .args(["serve", "-c"])
                 .arg(config)
                 .env("LATCHKEY_LISTEN", format!("127.0.0.1:{port}"))
-                .env("LATCHKEY_LOG", "warn")
+                .env("LATCHKEY_LOG", filter)
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(stderr)
                 .spawn()
                 .unwrap();
             let address = format!("http://127.0.0.1:{port}");

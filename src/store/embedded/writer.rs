@@ -53,6 +53,9 @@ where
     })
 }
 
+/// A full disk or a locked file fails every batch: one line per 10 s says so, with the count.
+static FAILURES: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::new(10_000);
+
 /// The writer thread: takes whatever writes are queued, runs them in one transaction (one
 /// savepoint each, so a failing write does not undo its neighbours), commits once, then answers.
 pub(super) fn run_writer(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<WriteJob>) {
@@ -73,13 +76,17 @@ pub(super) fn run_writer(mut conn: Connection, mut jobs: tokio::sync::mpsc::Rece
                 match tx.commit() {
                     Ok(()) => true,
                     Err(e) => {
-                        tracing::error!(error = %e, "embedded store: commit failed");
+                        if let Some(suppressed) = FAILURES.admit(crate::clock::system_ms()) {
+                            tracing::error!(error = %e, similar_since_last = suppressed, "embedded store: commit failed");
+                        }
                         false
                     }
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "embedded store: cannot begin a write transaction");
+                if let Some(suppressed) = FAILURES.admit(crate::clock::system_ms()) {
+                    tracing::error!(error = %e, similar_since_last = suppressed, "embedded store: cannot begin a write transaction");
+                }
                 finishes.extend(batch.into_iter().map(|job| job(None).1));
                 false
             }
