@@ -197,8 +197,9 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// RFC 6749 §5.2 error body, on every error of every endpoint.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody<'a> {
     error: &'a str,
     error_description: &'a str,
 }

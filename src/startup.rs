@@ -18,7 +18,9 @@ use crate::flows::Flows;
 use crate::keys::{KeyError, KeyRing};
 use crate::reload;
 use crate::routes::json::MAX_JSON_BODY;
-use crate::routes::{account, auth, demo, method_not_allowed, not_found, oauth, ops, well_known};
+use crate::routes::{
+    account, auth, demo, method_not_allowed, not_found, oauth, openapi, ops, well_known,
+};
 use crate::state::{LiveState, RUNNING_VALUES_META, RestartOnlyValues};
 use crate::store::{self, SharedStore, StoreError};
 
@@ -253,8 +255,9 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         ))
         .service(get(
             "/.well-known/openid-configuration",
-            well_known::metadata,
+            well_known::openid_configuration,
         ))
+        .service(get("/openapi.json", openapi::document))
         .service(get("/sdk/latchkey.js", demo::client_module))
         .service(get("/demo/", demo::page))
         .service(get("/demo/app.js", demo::script))

@@ -50,6 +50,8 @@ pub enum Command {
     /// Read a client secret on standard input and print its argon2id hash, at the cost the
     /// config sets (OWASP's default when the config cannot be read).
     HashSecret(ConfigArg),
+    /// Print the OpenAPI 3.1 document of the HTTP API (as served at /openapi.json).
+    Openapi,
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -117,6 +119,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }) => keys_generate(&alg, kid, &dir, bits, &config.path),
         Command::Keys(KeysCommand::List(c)) => keys_list(&c.path),
         Command::Users(cmd) => users::run(cmd).await,
+        Command::Openapi => {
+            println!("{}", crate::routes::openapi::json());
+            Ok(())
+        }
         Command::HashSecret(c) => {
             let settings = Config::load(&c.path)
                 .map(|config| config.passwords)

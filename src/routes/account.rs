@@ -12,19 +12,22 @@ use crate::credentials::Password;
 use crate::error::ApiError;
 use crate::flows::{Authenticated, FlowError, Flows};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct PasswordBody {
+    #[schema(value_type = String)]
     current_password: Password,
+    #[schema(value_type = String)]
     new_password: Password,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct RegisterBody {
     username: String,
+    #[schema(value_type = String)]
     password: Password,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SessionView<'a> {
     sid: String,
     client_id: &'a str,
@@ -57,6 +60,17 @@ async fn caller(flows: &Flows, req: &HttpRequest) -> Result<Authenticated, ApiEr
 }
 
 /// `GET /auth/sessions`: the caller's live sessions, newest first.
+#[utoipa::path(
+    get,
+    path = "/auth/sessions",
+    tag = "account",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's live sessions, newest first", body = Vec<SessionView>),
+        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn list(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let auth = caller(&flows, &req).await?;
     let sessions = flows.sessions(&auth).await.map_err(refused)?;
@@ -82,6 +96,19 @@ pub async fn list(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpRespo
 }
 
 /// `DELETE /auth/sessions/{sid}`: 204, or 404 for anything but one of the caller's sessions.
+#[utoipa::path(
+    delete,
+    path = "/auth/sessions/{sid}",
+    tag = "account",
+    security(("bearer" = [])),
+    params(("sid" = String, Path, description = "A session id from `GET /auth/sessions`")),
+    responses(
+        (status = 204, description = "The session is ended"),
+        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token", body = crate::error::ErrorBody),
+        (status = 404, description = "No such session of the caller's (also for a malformed or another user's id)", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn end(
     flows: web::Data<Flows>,
     req: HttpRequest,
@@ -93,6 +120,17 @@ pub async fn end(
 }
 
 /// `POST /auth/logout-all`: every session of the caller ends, this one included.
+#[utoipa::path(
+    post,
+    path = "/auth/logout-all",
+    tag = "account",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Every session of the caller is ended, the current one included"),
+        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn logout_all(
     flows: web::Data<Flows>,
     req: HttpRequest,
@@ -103,6 +141,20 @@ pub async fn logout_all(
 }
 
 /// `POST /auth/password`: 204, and every session of the caller ends.
+#[utoipa::path(
+    post,
+    path = "/auth/password",
+    tag = "account",
+    security(("bearer" = [])),
+    request_body = PasswordBody,
+    responses(
+        (status = 204, description = "Changed; every session of the user is ended"),
+        (status = 400, description = "`invalid_request` (policy) or `invalid_grant` (wrong current password)", body = crate::error::ErrorBody),
+        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token", body = crate::error::ErrorBody),
+        (status = 429, description = "`slow_down`: throttled; see `Retry-After`", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn change_password(
     flows: web::Data<Flows>,
     req: HttpRequest,
@@ -118,6 +170,20 @@ pub async fn change_password(
 }
 
 /// `POST /auth/register` (when `users.allow_registration` is on): 201 `{"sub","username"}`.
+#[utoipa::path(
+    post,
+    path = "/auth/register",
+    tag = "account",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "Registered: `{\"sub\", \"username\"}`"),
+        (status = 400, description = "`invalid_request`: malformed input", body = crate::error::ErrorBody),
+        (status = 404, description = "Registration is off (`users.allow_registration`)", body = crate::error::ErrorBody),
+        (status = 409, description = "The username is taken", body = crate::error::ErrorBody),
+        (status = 429, description = "`slow_down`: throttled; see `Retry-After`", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn register(
     flows: web::Data<Flows>,
     req: HttpRequest,

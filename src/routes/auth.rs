@@ -17,19 +17,22 @@ use crate::credentials::Password;
 use crate::error::ApiError;
 use crate::flows::{FlowError, Flows, LoginRequest};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginBody {
     username: String,
+    #[schema(value_type = String)]
     password: Password,
+    /// A registered public client; absent: the first-party client.
     #[serde(default)]
     client_id: Option<String>,
+    /// Space-separated; absent: all the user holds that the client may carry.
     #[serde(default)]
     scope: Option<String>,
 }
 
 /// `/auth/refresh` and `/auth/logout`: a token in the body, or, for a cookie client, nothing
 /// but (optionally) the client's id, the token being in its cookie.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 pub struct RefreshBody {
     #[serde(default)]
     refresh_token: Option<String>,
@@ -39,7 +42,7 @@ pub struct RefreshBody {
     scope: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct UserInfo<'a> {
     sub: &'a str,
     username: &'a str,
@@ -59,6 +62,20 @@ fn refused(e: FlowError) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Tokens. A cookie client gets its refresh token only in a `Set-Cookie` (HttpOnly, SameSite=Strict), never in the body", body = super::TokenResponse),
+        (status = 400, description = "`invalid_request`: malformed input", body = crate::error::ErrorBody),
+        (status = 401, description = "`invalid_grant` (bad credentials) or `invalid_client`", body = crate::error::ErrorBody),
+        (status = 403, description = "`invalid_request`: a cookie client's request from an origin it does not allow", body = crate::error::ErrorBody),
+        (status = 429, description = "`slow_down`: throttled; see `Retry-After`", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn login(
     flows: web::Data<Flows>,
     req: HttpRequest,
@@ -95,6 +112,20 @@ pub async fn login(
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    tag = "auth",
+    request_body(content = RefreshBody, description = "The refresh token; a cookie client sends `{}` or its `client_id`, the token riding in its cookie"),
+    responses(
+        (status = 200, description = "A new access token and the successor refresh token (a replay within the grace window gets the same successor)", body = super::TokenResponse),
+        (status = 400, description = "`invalid_request`: malformed input", body = crate::error::ErrorBody),
+        (status = 401, description = "`invalid_grant`: unknown, expired, revoked or reused (the session is then revoked)", body = crate::error::ErrorBody),
+        (status = 403, description = "`invalid_request`: a cookie client's request from an origin it does not allow", body = crate::error::ErrorBody),
+        (status = 429, description = "`slow_down`: throttled; see `Retry-After`", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn refresh(
     flows: web::Data<Flows>,
     req: HttpRequest,
@@ -143,6 +174,18 @@ async fn refresh_admitted(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = "auth",
+    request_body = RefreshBody,
+    responses(
+        (status = 204, description = "The session of the token is ended (also for an unknown token)"),
+        (status = 400, description = "`invalid_request`: malformed input", body = crate::error::ErrorBody),
+        (status = 403, description = "`invalid_request`: a cookie client's request from an origin it does not allow", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn logout(
     flows: web::Data<Flows>,
     req: HttpRequest,
@@ -163,6 +206,17 @@ pub async fn logout(
         .finish())
 }
 
+#[utoipa::path(
+    get,
+    path = "/auth/userinfo",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Who the access token is for", body = UserInfo),
+        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn userinfo(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let auth = flows
         .authenticate(bearer_token(&req)?)

@@ -28,6 +28,15 @@ fn asset(content_type: &str, body: &'static str) -> HttpResponse {
 }
 
 /// `GET /sdk/latchkey.js`.
+#[utoipa::path(
+    get,
+    path = "/sdk/latchkey.js",
+    tag = "demo",
+    responses(
+        (status = 200, description = "The JavaScript client module", content_type = "text/javascript"),
+        (status = 404, description = "The demo is off (`demo.enabled`)", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn client_module() -> HttpResponse {
     asset("text/javascript; charset=utf-8", LATCHKEY_JS)
 }
@@ -41,16 +50,43 @@ fn enabled(flows: &Flows) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/demo/",
+    tag = "demo",
+    responses(
+        (status = 200, description = "The demo SPA", content_type = "text/html"),
+        (status = 404, description = "The demo is off (`demo.enabled`)", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn page(flows: web::Data<Flows>) -> Result<HttpResponse, ApiError> {
     enabled(&flows)?;
     Ok(asset("text/html; charset=utf-8", DEMO_HTML))
 }
 
+#[utoipa::path(
+    get,
+    path = "/demo/app.js",
+    tag = "demo",
+    responses(
+        (status = 200, description = "The demo's script", content_type = "text/javascript"),
+        (status = 404, description = "The demo is off (`demo.enabled`)", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn script(flows: web::Data<Flows>) -> Result<HttpResponse, ApiError> {
     enabled(&flows)?;
     Ok(asset("text/javascript; charset=utf-8", DEMO_JS))
 }
 
+#[utoipa::path(
+    get,
+    path = "/demo/demo.css",
+    tag = "demo",
+    responses(
+        (status = 200, description = "The demo's style sheet", content_type = "text/css"),
+        (status = 404, description = "The demo is off (`demo.enabled`)", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn style(flows: web::Data<Flows>) -> Result<HttpResponse, ApiError> {
     enabled(&flows)?;
     Ok(asset("text/css; charset=utf-8", DEMO_CSS))
@@ -58,6 +94,15 @@ pub async fn style(flows: web::Data<Flows>) -> Result<HttpResponse, ApiError> {
 
 /// The demo's settings: its client, and when to refresh (a third of the access token's life,
 /// at most 30 s before it ends).
+#[utoipa::path(
+    get,
+    path = "/demo/config.json",
+    tag = "demo",
+    responses(
+        (status = 200, description = "The demo's client id and refresh timing", content_type = "application/json"),
+        (status = 404, description = "The demo is off (`demo.enabled`)", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn settings(flows: web::Data<Flows>) -> Result<HttpResponse, ApiError> {
     enabled(&flows)?;
     let snapshot = flows.snapshot();

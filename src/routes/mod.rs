@@ -8,6 +8,7 @@ pub mod demo;
 pub mod form;
 pub mod json;
 pub mod oauth;
+pub mod openapi;
 pub mod ops;
 pub mod well_known;
 
@@ -22,8 +23,8 @@ use crate::error::ApiError;
 use crate::flows::{Flows, Issued, RequestMeta, TokenType};
 
 /// RFC 6749 §5.1 token response.
-#[derive(Serialize)]
-struct TokenResponse<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct TokenResponse<'a> {
     access_token: &'a str,
     token_type: &'static str,
     expires_in: u64,

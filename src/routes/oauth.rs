@@ -81,6 +81,20 @@ fn client_of(req: &HttpRequest, form: &Form) -> Result<ClientCredentials, ApiErr
 }
 
 /// `POST /oauth/token`.
+#[utoipa::path(
+    post,
+    path = "/oauth/token",
+    tag = "oauth",
+    security((), ("client_basic" = [])),
+    request_body(content = crate::routes::openapi::TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Tokens (RFC 6749 §5.1); no refresh token for `client_credentials`", body = super::TokenResponse),
+        (status = 400, description = "RFC 6749 §5.2: `invalid_request`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`", body = crate::error::ErrorBody),
+        (status = 401, description = "`invalid_client`, with `WWW-Authenticate: Basic`", body = crate::error::ErrorBody),
+        (status = 429, description = "`slow_down`: throttled; see `Retry-After`", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn token(
     flows: web::Data<Flows>,
     req: HttpRequest,
@@ -169,6 +183,19 @@ async fn authenticated_token_request<'f>(
 }
 
 /// `POST /oauth/revoke`: 200 for an authenticated client, whatever the token was.
+#[utoipa::path(
+    post,
+    path = "/oauth/revoke",
+    tag = "oauth",
+    security((), ("client_basic" = [])),
+    request_body(content = crate::routes::openapi::TokenRequestWithToken, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Revoked if it was the client's (the answer is the same for any token, RFC 7009 §2.2)"),
+        (status = 400, description = "`invalid_request`: malformed input", body = crate::error::ErrorBody),
+        (status = 401, description = "`invalid_client`", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn revoke(
     flows: web::Data<Flows>,
     req: HttpRequest,
@@ -185,6 +212,19 @@ pub async fn revoke(
 }
 
 /// `POST /oauth/introspect`, for confidential clients.
+#[utoipa::path(
+    post,
+    path = "/oauth/introspect",
+    tag = "oauth",
+    security(("client_basic" = [])),
+    request_body(content = crate::routes::openapi::TokenRequestWithToken, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "RFC 7662 §2.2", body = crate::routes::openapi::Introspection),
+        (status = 400, description = "`invalid_request`: malformed input", body = crate::error::ErrorBody),
+        (status = 401, description = "`invalid_client` (confidential clients only)", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn introspect(
     flows: web::Data<Flows>,
     req: HttpRequest,

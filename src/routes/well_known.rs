@@ -7,6 +7,15 @@ use serde_json::json;
 use crate::config::{ClientKind, GrantType};
 use crate::flows::Flows;
 
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "discovery",
+    responses(
+        (status = 200, description = "The public signing keys, with `ETag` and `Cache-Control`", body = crate::routes::openapi::Jwks),
+        (status = 304, description = "Not modified (`If-None-Match`)"),
+    )
+)]
 pub async fn jwks(flows: web::Data<Flows>, req: HttpRequest) -> HttpResponse {
     let snapshot = flows.snapshot();
     let doc = snapshot.keys.jwks(flows.clock().now_ms());
@@ -44,6 +53,12 @@ fn none_match(req: &HttpRequest, etag: &str) -> bool {
 }
 
 /// RFC 8414 metadata, listing only what this issuer serves and its clients use.
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-authorization-server",
+    tag = "discovery",
+    responses((status = 200, description = "RFC 8414 metadata", body = crate::routes::openapi::Metadata))
+)]
 pub async fn metadata(flows: web::Data<Flows>) -> HttpResponse {
     let snapshot = flows.snapshot();
     let config = &snapshot.config;
@@ -99,4 +114,15 @@ pub async fn metadata(flows: web::Data<Flows>) -> HttpResponse {
             "scopes_supported": scopes,
             "access_token_signing_alg_values_supported": algs,
         }))
+}
+
+/// The same metadata where OpenID Connect clients look for it.
+#[utoipa::path(
+    get,
+    path = "/.well-known/openid-configuration",
+    tag = "discovery",
+    responses((status = 200, description = "RFC 8414 metadata", body = crate::routes::openapi::Metadata))
+)]
+pub async fn openid_configuration(flows: web::Data<Flows>) -> HttpResponse {
+    metadata(flows).await
 }

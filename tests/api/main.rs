@@ -33,6 +33,7 @@ mod keys;
 mod malformed;
 mod metrics;
 mod oauth;
+mod openapi;
 mod operations;
 mod races;
 mod redis_store;
