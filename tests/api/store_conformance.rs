@@ -443,7 +443,10 @@ async fn presentation_after_grace_revokes_the_family(store: &SharedStore) {
     let (sid, t1) = new_session(store, "u1", T0).await;
     let (_, t2) = rotate(store, sid, t1, T0).await;
 
-    let (outcome, _) = rotate(store, sid, t1, T0 + GRACE).await;
+    // The window runs from when the store consumed the token, a little after the caller's
+    // `now`: a second past it is past the window whatever the store's own delay was.
+    let after = T0 + GRACE + 1_000;
+    let (outcome, _) = rotate(store, sid, t1, after).await;
 
     assert_eq!(
         outcome,
@@ -452,16 +455,10 @@ async fn presentation_after_grace_revokes_the_family(store: &SharedStore) {
             cause: ReuseCause::AfterGrace,
         }
     );
-    assert_eq!(store.session(sid, T0 + GRACE).await.unwrap(), None);
-    let (outcome, _) = rotate(store, sid, t2, T0 + GRACE + 1).await;
+    assert_eq!(store.session(sid, after).await.unwrap(), None);
+    let (outcome, _) = rotate(store, sid, t2, after + 1).await;
     assert_eq!(outcome, RotateOutcome::Invalid(Invalid::Unknown));
-    assert!(
-        store
-            .sessions_of("u1", T0 + GRACE)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.sessions_of("u1", after).await.unwrap().is_empty());
 }
 
 async fn zero_grace_treats_any_second_presentation_as_reuse(store: &SharedStore) {
