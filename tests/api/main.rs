@@ -28,6 +28,7 @@ mod browser_e2e;
 mod discovery;
 mod embedded;
 mod flow;
+mod fuzz;
 mod key_rotation;
 mod keys;
 mod malformed;
