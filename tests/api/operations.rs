@@ -522,3 +522,33 @@ async fn logs_hold_no_secret(format: &str) {
         }
     }
 }
+
+#[tokio::test]
+async fn oversized_heads_are_refused_before_any_work() {
+    let app = spawn_app_with(Backend::Embedded, |_| {}).await;
+    let huge = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-padding", "a".repeat(200 * 1024))
+        .send()
+        .await;
+    // Refused with 431, or the connection closed on it: never served, never a 5xx.
+    if let Ok(response) = huge {
+        assert_eq!(
+            response.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+    }
+    let mut many = app.client.get(app.url("/healthz"));
+    for i in 0..120 {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    if let Ok(response) = many.send().await {
+        assert_eq!(
+            response.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+    }
+    // The server is unharmed.
+    assert_eq!(app.get("/healthz").await.status(), StatusCode::OK);
+}
