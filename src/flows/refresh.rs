@@ -10,7 +10,7 @@ use crate::clock::duration_ms;
 use crate::config::{ClientSpec, GrantType};
 use crate::metrics::{RefreshOutcome, RevokeCause};
 use crate::state::Snapshot;
-use crate::store::{Channel, Entitlement, Invalid, RotateOutcome, Rotation};
+use crate::store::{Channel, Entitlement, Invalid, ReuseCause, RotateOutcome, Rotation};
 use crate::tokens::{PresentedToken, RefreshToken};
 
 impl Flows {
@@ -169,7 +169,19 @@ impl Flows {
                     Invalid::ExpiredAbsolute => RefreshOutcome::ExpiredAbsolute,
                     Invalid::UserChanged => RefreshOutcome::UserChanged,
                     Invalid::WrongClient => RefreshOutcome::WrongClient,
+                    Invalid::RevokedForReuse => {
+                        RefreshOutcome::ReuseDetected(ReuseCause::RevokedFamily)
+                    }
                 });
+                if why == Invalid::RevokedForReuse {
+                    tracing::warn!(
+                        event = "refresh.reuse_detected",
+                        %sid,
+                        cause = "revoked_family",
+                        ip = %meta.ip,
+                        "a token of a session revoked for reuse was presented again"
+                    );
+                }
                 tracing::debug!(?why, "refresh refused");
                 return Err(FlowError::BadRefreshToken);
             }

@@ -94,6 +94,9 @@ impl RefreshOutcome {
             RefreshOutcome::ReuseDetected(ReuseCause::ConsumedSuccessor) => {
                 ("reuse_detected", "consumed_successor")
             }
+            RefreshOutcome::ReuseDetected(ReuseCause::RevokedFamily) => {
+                ("reuse_detected", "revoked_family")
+            }
             RefreshOutcome::ExpiredIdle => ("expired_idle", ""),
             RefreshOutcome::ExpiredAbsolute => ("expired_absolute", ""),
             RefreshOutcome::UserChanged => ("user_changed", ""),

@@ -207,6 +207,8 @@ pub enum ReuseCause {
     AfterGrace,
     /// An older consumed token: its successor was consumed too.
     ConsumedSuccessor,
+    /// A token of a session already revoked for reuse (counted, not revoked again).
+    RevokedFamily,
 }
 
 /// Why a presented refresh token was refused (for logs and metrics; clients all see one answer).
@@ -224,6 +226,9 @@ pub enum Invalid {
     /// Presented by another client, or another way (a body for a cookie family): nothing was
     /// consumed.
     WrongClient,
+    /// A token of a session revoked because reuse was detected: someone still holds and tries
+    /// the stolen chain. Remembered until the session would have ended.
+    RevokedForReuse,
 }
 
 #[async_trait]

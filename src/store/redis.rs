@@ -425,6 +425,7 @@ impl Store for RedisStore {
             .rotate
             .key(format!("{prefix}f:{sid}"))
             .key(format!("{prefix}x:{sid}"))
+            .key(format!("{prefix}r:{sid}"))
             .arg(r.now)
             .arg(r.grace_ms)
             .arg(r.idle_ttl_ms)
@@ -464,6 +465,7 @@ impl Store for RedisStore {
                 "expired_absolute" => Invalid::ExpiredAbsolute,
                 "user_changed" => Invalid::UserChanged,
                 "wrong_client" => Invalid::WrongClient,
+                "revoked_for_reuse" => Invalid::RevokedForReuse,
                 _ => Invalid::Unknown,
             })),
         }

@@ -104,6 +104,8 @@ async fn every_refresh_outcome_login_outcome_and_revocation_is_counted() {
     let t2 = text(&r2, "refresh_token");
     assert_eq!(app.refresh(&t2).await.status(), StatusCode::OK);
     assert_eq!(app.refresh(&t1).await.status(), StatusCode::UNAUTHORIZED);
+    // The revoked session's tokens, tried again: still recognised, counted, not revoked again.
+    assert_eq!(app.refresh(&t2).await.status(), StatusCode::UNAUTHORIZED);
     // An unknown token.
     assert_eq!(
         app.refresh("not-a-refresh-token").await.status(),
@@ -118,6 +120,10 @@ async fn every_refresh_outcome_login_outcome_and_revocation_is_counted() {
     assert_eq!(refresh_outcome(&scraped, "grace_replay", ""), 1.0);
     assert_eq!(
         refresh_outcome(&scraped, "reuse_detected", "consumed_successor"),
+        1.0
+    );
+    assert_eq!(
+        refresh_outcome(&scraped, "reuse_detected", "revoked_family"),
         1.0
     );
     assert_eq!(refresh_outcome(&scraped, "unknown", ""), 1.0);

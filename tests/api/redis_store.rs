@@ -98,6 +98,14 @@ async fn a_users_keys_share_one_hash_slot_and_sessions_expire() {
     let sid = latchkey::tokens::RefreshToken::parse(&token)
         .unwrap()
         .session_id;
+    // A second session, revoked for reuse: its tombstone shares the slot and expires too.
+    let other = text(&app.login_ok("alice").await, "refresh_token");
+    let next = text(
+        &app.refresh(&other).await.json().await.unwrap(),
+        "refresh_token",
+    );
+    app.refresh(&next).await;
+    assert_eq!(app.refresh(&other).await.status(), StatusCode::UNAUTHORIZED);
     let mut conn = app.redis.as_ref().unwrap().connection();
 
     // The user's record, session index, session and sealed successor: one tag, one slot, so
@@ -115,7 +123,7 @@ async fn a_users_keys_share_one_hash_slot_and_sessions_expire() {
         .arg(format!("lk:{tag}:*"))
         .query(&mut conn)
         .unwrap();
-    for kind in ["u:", "s:", "f:", "x:"] {
+    for kind in ["u:", "s:", "f:", "x:", "r:"] {
         assert!(
             slot.iter()
                 .any(|k| k.starts_with(&format!("lk:{tag}:{kind}"))),

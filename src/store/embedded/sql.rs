@@ -68,6 +68,12 @@ CREATE TABLE IF NOT EXISTS key_publications (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS tokens_by_seal ON refresh_tokens (sealed_until)
     WHERE sealed_until IS NOT NULL;
+-- Sessions revoked because reuse was detected, until they would have ended: a later
+-- presentation of their tokens is still recognised.
+CREATE TABLE IF NOT EXISTS revoked_for_reuse (
+    session_id BLOB PRIMARY KEY,
+    until      INTEGER NOT NULL
+) STRICT;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -301,7 +307,17 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
     )
     .optional()?;
     let Some((user_id, client_id, scope, family_expires, family_epoch, channel)) = family else {
-        return Ok(RotateOutcome::Invalid(Invalid::Unknown));
+        let tombstone: Option<i64> = cached_query_row(
+            tx,
+            "SELECT 1 FROM revoked_for_reuse WHERE session_id = ?1 AND until > ?2",
+            params![sid, now],
+            |row| row.get(0),
+        )
+        .optional()?;
+        return Ok(RotateOutcome::Invalid(match tombstone {
+            Some(_) => Invalid::RevokedForReuse,
+            None => Invalid::Unknown,
+        }));
     };
     if now >= family_expires {
         return Ok(RotateOutcome::Invalid(Invalid::ExpiredAbsolute));
@@ -415,6 +431,11 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
             }
             // Reuse: the whole family goes, its tokens with it (ON DELETE CASCADE).
             cached_execute(tx, "DELETE FROM sessions WHERE id = ?1", [sid])?;
+            cached_execute(
+                tx,
+                "INSERT OR REPLACE INTO revoked_for_reuse (session_id, until) VALUES (?1, ?2)",
+                params![sid, family_expires],
+            )?;
             let cause = if successor_live {
                 ReuseCause::AfterGrace
             } else {
@@ -634,6 +655,7 @@ pub(super) fn revoke_user_sessions(c: &Connection, user_id: &str) -> Result<usiz
 
 pub(super) fn sweep(tx: &Connection, now: UnixMs) -> Result<(), StoreError> {
     tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
+    tx.execute("DELETE FROM revoked_for_reuse WHERE until <= ?1", [now])?;
     tx.execute("DELETE FROM refresh_tokens WHERE expires_at <= ?1", [now])?;
     tx.execute(
         "UPDATE refresh_tokens SET sealed_successor = NULL, sealed_until = NULL

@@ -1,6 +1,7 @@
 -- The atomic check-and-rotate of one refresh token (docs/tokens.md, rotation and reuse).
 -- Every key shares the user's hash tag, so this runs unchanged on Redis Cluster.
--- KEYS: 1 family hash, 2 the family's sealed successor (lives for the grace window only)
+-- KEYS: 1 family hash, 2 the family's sealed successor (lives for the grace window only),
+--       3 the family's tombstone once it is revoked for reuse (lives until its absolute end)
 -- ARGV: 1 now (ms), 2 grace (ms), 3 idle ttl (ms), 4 presented token id, 5 successor token id,
 --       6 sealed successor, 7 user agent, 8 ip, 9 session id, 10 deadline (ms, server clock),
 --       11 history length kept, 12 the slot's key prefix (lk:{T}:), 13 the presenting client
@@ -30,7 +31,10 @@ local presented = ARGV[4]
 
 local f = redis.call('HMGET', KEYS[1], 'uid', 'cid', 'scope', 'exp', 'epoch', 'live', 'live_exp',
   'prev', 'prev_at', 'prev_next', 'hist', 'ch')
-if not f[1] then return {'invalid', 'unknown'} end
+if not f[1] then
+  if redis.call('EXISTS', KEYS[3]) == 1 then return {'invalid', 'revoked_for_reuse'} end
+  return {'invalid', 'unknown'}
+end
 local family_exp = tonumber(f[4])
 if now >= family_exp then return {'invalid', 'expired_absolute'} end
 -- Bound to its client and channel: presented otherwise, refused before anything is consumed.
@@ -43,6 +47,14 @@ local index_key = ARGV[12] .. 's:' .. f[1]
 local function revoke()
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('ZREM', index_key, ARGV[9])
+end
+-- Reuse: the family goes, and a tombstone says why, so later presentations of its tokens (the
+-- thief, or the victim, trying on) are still recognised.
+local function revoke_for_reuse()
+  revoke()
+  if family_exp > now then
+    redis.call('SET', KEYS[3], '1', 'PX', family_exp - now)
+  end
 end
 
 -- The user's credentials changed, or the account was disabled or deleted, since this login.
@@ -81,7 +93,7 @@ if f[8] == presented then
       return {'replayed', f[1], f[2], f[3], f[10], held, sealed}
     end
   end
-  revoke()
+  revoke_for_reuse()
   return {'reused', f[1], 'after_grace'}
 end
 
@@ -91,7 +103,7 @@ local fp = string.sub(presented, 1, 8)
 local hist = f[11] or ''
 for i = 1, #hist, 8 do
   if string.sub(hist, i, i + 7) == fp then
-    revoke()
+    revoke_for_reuse()
     return {'reused', f[1], 'consumed_successor'}
   end
 end
