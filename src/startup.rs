@@ -49,6 +49,8 @@ pub struct Application {
     flows: web::Data<Flows>,
     /// The config file to reload from, and how often to look for changes.
     watch: Option<(PathBuf, Duration)>,
+    /// Stop gracefully on SIGTERM/SIGINT (`serve`; tests stop through the handle).
+    shutdown: Option<crate::config::ShutdownSettings>,
 }
 
 impl Application {
@@ -89,6 +91,7 @@ impl Application {
             })
             .transpose()?;
         let metrics_on_main = metrics_listener.is_none();
+        let drain_timeout = config.shutdown.drain_timeout.as_secs().max(1);
         let state = Arc::new(LiveState::new(config, ring));
         let flows = web::Data::new(Flows::new(state, store, hasher, clock)?);
         let shared = flows.clone();
@@ -106,7 +109,9 @@ impl Application {
             addr: format!("port {port}"),
             source,
         })?
-        .shutdown_timeout(10)
+        // Signals are handled in `run_until_stopped`, which first turns `/readyz` to 503.
+        .disable_signals()
+        .shutdown_timeout(drain_timeout)
         .run();
         let metrics_server = match metrics_listener {
             Some((listener, metrics_port)) => {
@@ -119,6 +124,7 @@ impl Application {
                         .default_service(web::to(not_found))
                 })
                 .workers(1)
+                .disable_signals()
                 .listen(listener)
                 .map_err(|source| StartupError::Bind {
                     addr: format!("port {metrics_port}"),
@@ -136,6 +142,7 @@ impl Application {
             metrics_server,
             flows,
             watch: None,
+            shutdown: None,
         })
     }
 
@@ -165,10 +172,26 @@ impl Application {
         self
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM: graceful, in-flight requests finish).
+    /// Stops gracefully on SIGTERM and SIGINT: `/readyz` answers 503 at once, the server keeps
+    /// serving for `settings.delay` (load balancers notice), then the listener closes and
+    /// in-flight requests get up to `settings.drain_timeout` to finish.
+    pub fn stop_on_signals(mut self, settings: crate::config::ShutdownSettings) -> Self {
+        self.shutdown = Some(settings);
+        self
+    }
+
+    /// Serves until the server is stopped (through its handle, or a signal with
+    /// [`Application::stop_on_signals`]).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let flows = self.flows.clone();
         let mut tasks = vec![tokio::spawn(sweep_forever(flows.clone()))];
+        if let Some(settings) = self.shutdown {
+            tasks.push(tokio::spawn(stop_on_signal(
+                flows.clone(),
+                self.server.handle(),
+                settings,
+            )));
+        }
         tasks.push(tokio::spawn(publish_when_the_store_answers(flows.clone())));
         tasks.push(tokio::spawn(follow_password_costs_forever(flows)));
         if let Some((path, poll)) = self.watch {
@@ -378,6 +401,36 @@ async fn observe_request(
             .insert(header::HeaderName::from_static(REQUEST_ID), value);
     }
     Ok(response)
+}
+
+/// Waits for SIGTERM or SIGINT, then drains: not ready, still serving for the delay, then a
+/// graceful stop (the listener closes; in-flight requests finish within the drain timeout).
+async fn stop_on_signal(
+    flows: web::Data<Flows>,
+    server: ServerHandle,
+    settings: crate::config::ShutdownSettings,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the process with SIGKILL");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    flows.start_draining();
+    tracing::info!(
+        signal = name,
+        delay_ms = settings.delay.as_millis() as u64,
+        drain_timeout_s = settings.drain_timeout.as_secs(),
+        "shutting down: not ready now, closing the listener after the delay"
+    );
+    tokio::time::sleep(settings.delay).await;
+    server.stop(true).await;
 }
 
 /// Keeps the unknown-user dummies at the costs the stored hashes have: at start (retried while

@@ -63,6 +63,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "store",
     "passwords",
     "metrics",
+    "shutdown",
     "log",
 ];
 

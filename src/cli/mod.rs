@@ -159,7 +159,8 @@ async fn serve(path: &Path) -> Result<(), CliError> {
     let app = Application::build(config.clone(), Clock::system())
         .await
         .map_err(CliError::from_display)?
-        .watch_config(path.to_owned(), CONFIG_POLL);
+        .watch_config(path.to_owned(), CONFIG_POLL)
+        .stop_on_signals(config.shutdown);
     tracing::info!(
         issuer = %config.issuer,
         addr = %config.listen.ip(),

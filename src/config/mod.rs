@@ -43,9 +43,18 @@ pub struct Config {
     /// Where `/metrics` is served alone; `None`: on the main listener.
     pub metrics_listen: Option<SocketAddr>,
     pub log_format: LogFormat,
+    pub shutdown: ShutdownSettings,
     /// Peers whose `X-Forwarded-For` / `Forwarded` headers name the client; from any other
     /// peer those headers are ignored and the client is the peer itself.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// SIGTERM/SIGINT: not ready at once, serving for `delay`, then the listener closes and
+/// in-flight requests get up to `drain_timeout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShutdownSettings {
+    pub delay: Duration,
+    pub drain_timeout: Duration,
 }
 
 /// How log lines are written.
@@ -394,7 +403,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let mut duration = |field: &str, value: &str| -> Duration {
         match parse_duration(field, value) {
-            Ok(d) if d.is_zero() && field != "tokens.reuse_grace" && field != "tokens.leeway" => {
+            Ok(d)
+                if d.is_zero()
+                    && !["tokens.reuse_grace", "tokens.leeway", "shutdown.delay"]
+                        .contains(&field) =>
+            {
                 problems.push(format!("{field}: must be greater than zero"));
                 d
             }
@@ -425,6 +438,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_lockout: duration("limits.max_lockout", &raw.limits.max_lockout),
         failed_token_requests_per_ip: raw.limits.failed_token_requests_per_ip,
         token_requests_per_ip: raw.limits.token_requests_per_ip,
+    };
+    let shutdown = ShutdownSettings {
+        delay: duration("shutdown.delay", &raw.shutdown.delay),
+        drain_timeout: duration("shutdown.drain_timeout", &raw.shutdown.drain_timeout),
     };
     if limits.failed_token_requests_per_ip == 0 {
         problems.push("limits.failed_token_requests_per_ip: must be greater than zero".into());
@@ -659,6 +676,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         demo,
         metrics_listen,
         log_format,
+        shutdown,
         trusted_proxies,
     })
 }

@@ -33,6 +33,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(super) metrics: RawMetrics,
     #[serde(default)]
+    pub(super) shutdown: RawShutdown,
+    #[serde(default)]
     pub(super) log: RawLog,
     /// An `http://` issuer on a non-loopback host is refused unless this says it is meant.
     #[serde(default)]
@@ -161,6 +163,25 @@ pub(super) struct RawMetrics {
 
 #[derive(Deserialize, Serialize)]
 #[serde(default)]
+pub(super) struct RawShutdown {
+    /// After SIGTERM/SIGINT, how long `/readyz` answers 503 while still serving, so a load
+    /// balancer stops sending new requests before the listener closes.
+    pub(super) delay: String,
+    /// Then how long in-flight requests may take before the process exits anyway.
+    pub(super) drain_timeout: String,
+}
+
+impl Default for RawShutdown {
+    fn default() -> Self {
+        RawShutdown {
+            delay: "0s".into(),
+            drain_timeout: "10s".into(),
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(default)]
 pub(super) struct RawLog {
     /// `text` or `json`.
     pub(super) format: String,
@@ -232,6 +253,8 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (Some("passwords"), "parallelism", EnvKind::Int),
     (Some("passwords"), "max_concurrent", EnvKind::Int),
     (Some("metrics"), "listen", EnvKind::Str),
+    (Some("shutdown"), "delay", EnvKind::Str),
+    (Some("shutdown"), "drain_timeout", EnvKind::Str),
     (Some("log"), "format", EnvKind::Str),
     (Some("limits"), "window", EnvKind::Str),
     (Some("limits"), "login_attempts_per_ip", EnvKind::Int),

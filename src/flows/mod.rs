@@ -171,6 +171,8 @@ pub struct Flows {
     accounts: Accounts,
     secrets: clients::VerifiedSecrets,
     metrics: Arc<Metrics>,
+    /// Set on SIGTERM/SIGINT: the server is going away, so it is no longer ready.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Flows {
@@ -193,6 +195,7 @@ impl Flows {
             accounts,
             secrets: clients::VerifiedSecrets::new()?,
             metrics,
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -262,8 +265,17 @@ impl Flows {
         Ok(())
     }
 
-    /// Ready when the store answers and a key signs now; otherwise the reason.
+    /// From now on `/readyz` answers 503: the server is shutting down.
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Ready when not shutting down, the store answers and a key signs now; otherwise the reason.
     pub async fn readiness(&self) -> Result<(), &'static str> {
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err("shutting down");
+        }
         if let Err(e) = self.store.ping().await {
             tracing::warn!(error = %crate::telemetry::error_chain(&e), "readiness: store unreachable");
             return Err("store unreachable");

@@ -40,6 +40,7 @@ mod races;
 mod redis_store;
 mod refresh;
 mod sessions;
+mod shutdown;
 mod store_conformance;
 mod userinfo;
 mod users;
