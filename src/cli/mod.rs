@@ -1,6 +1,7 @@
 //! The command line (`docs/cli.md`). Each command loads what it needs and nothing more; account
 //! commands ([`users`]) run the same operations as the HTTP API ([`crate::flows::Accounts`]).
 
+mod healthcheck;
 mod users;
 
 pub use users::UsersCommand;
@@ -52,6 +53,12 @@ pub enum Command {
     HashSecret(ConfigArg),
     /// Print the OpenAPI 3.1 document of the HTTP API (as served at /openapi.json).
     Openapi,
+    /// Exit 0 when a latchkey answers 200 at URL (for container HEALTHCHECKs, where no curl is).
+    Healthcheck {
+        /// A loopback http URL.
+        #[arg(default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -119,6 +126,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }) => keys_generate(&alg, kid, &dir, bits, &config.path),
         Command::Keys(KeysCommand::List(c)) => keys_list(&c.path),
         Command::Users(cmd) => users::run(cmd).await,
+        Command::Healthcheck { url } => healthcheck::run(&url),
         Command::Openapi => {
             println!("{}", crate::routes::openapi::json());
             Ok(())

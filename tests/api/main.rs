@@ -25,6 +25,7 @@ mod helpers;
 mod architecture;
 mod browser;
 mod browser_e2e;
+mod deploy;
 mod discovery;
 mod embedded;
 mod flow;
