@@ -57,7 +57,7 @@ impl Application {
     /// Loads keys, opens the store, binds the listener (port 0 picks a free one).
     pub async fn build(config: Config, clock: Clock) -> Result<Application, StartupError> {
         let ring = KeyRing::load(&config)?;
-        let store = store::open_with(&config.store.url, config.store.durability).await?;
+        let store = store::open_configured(&config.store).await?;
         Self::build_with_store(config, clock, ring, store)
     }
 

@@ -324,7 +324,7 @@ async fn config_check(path: &Path, strict: bool) -> Result<(), CliError> {
     }
     // The schedule is judged against the history every instance shares through the store, and
     // restart-only fields against what the running server recorded there.
-    match store::open_existing(&config.store.url).await {
+    match store::open_existing(&config.store).await {
         Ok(store) => {
             match store.key_publications().await {
                 Ok(history) => warnings.extend(schedule_warnings(&config, &history, now)),

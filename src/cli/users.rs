@@ -166,9 +166,9 @@ fn scopes_of(values: &[String]) -> Result<Vec<String>, CliError> {
 pub async fn run(cmd: UsersCommand) -> Result<(), CliError> {
     let config = load_config(&cmd.config().path)?;
     let store = if cmd.reads_only() {
-        store::open_existing(&config.store.url).await
+        store::open_existing(&config.store).await
     } else {
-        store::open(&config.store.url).await
+        store::open_configured(&config.store).await
     }
     .map_err(CliError::from_display)?;
     let hasher = PasswordHasher::new(&config.passwords).map_err(CliError::from_display)?;

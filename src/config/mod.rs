@@ -103,6 +103,30 @@ pub struct StoreSettings {
     pub url: String,
     /// The embedded store's commit durability (Redis keeps its own settings).
     pub durability: Durability,
+    pub redis: RedisOptions,
+}
+
+/// How to reach Redis beyond its URL: a password kept out of the URL, and TLS material.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// Replaces a password in the URL. Never logged.
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("password_file", &self.password_file)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .finish()
+    }
 }
 
 /// When an embedded-store commit counts as done.
@@ -121,6 +145,7 @@ impl fmt::Debug for StoreSettings {
         f.debug_struct("StoreSettings")
             .field("url", &format_args!("{scheme}://<hidden>"))
             .field("durability", &self.durability)
+            .field("redis", &self.redis)
             .finish()
     }
 }
@@ -284,6 +309,20 @@ impl Config {
             && Path::new(db).is_relative()
         {
             self.store.url = format!("sqlite://{}", base.join(db).display());
+        }
+        let redis = &mut self.store.redis;
+        for file in [
+            &mut redis.password_file,
+            &mut redis.tls_ca_file,
+            &mut redis.tls_cert_file,
+            &mut redis.tls_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
         }
     }
 
@@ -506,17 +545,34 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 
     let url = raw.store.url;
     let scheme = url.split("://").next().unwrap_or_default();
-    if matches!(scheme, "rediss" | "redis+cluster") {
+    if matches!(scheme, "redis+cluster" | "redis+sentinel") {
         problems.push(format!(
-            "store.url: {scheme}:// is not supported by this build yet; use redis:// or sqlite://"
+            "store.url: {scheme}:// is not supported by this build yet; use redis://, rediss:// \
+             or sqlite://"
         ));
-    } else if !url.contains("://") || !matches!(scheme, "sqlite" | "redis") {
-        problems.push("store.url: must start with sqlite:// or redis://".into());
+    } else if !url.contains("://") || !matches!(scheme, "sqlite" | "redis" | "rediss") {
+        problems.push("store.url: must start with sqlite://, redis:// or rediss://".into());
     } else if scheme == "sqlite" && url.trim_start_matches("sqlite://").is_empty() {
         problems
             .push("store.url: sqlite:// needs a file path, e.g. sqlite://data/latchkey.db".into());
     }
 
+    let redis = RedisOptions {
+        password: raw.store.password,
+        password_file: raw.store.password_file,
+        tls_ca_file: raw.store.tls_ca_file,
+        tls_cert_file: raw.store.tls_cert_file,
+        tls_key_file: raw.store.tls_key_file,
+    };
+    if redis.password.is_some() && redis.password_file.is_some() {
+        problems.push("store.password and store.password_file: set one, not both".into());
+    }
+    if redis.tls_cert_file.is_some() != redis.tls_key_file.is_some() {
+        problems.push("store.tls_cert_file and store.tls_key_file go together".into());
+    }
+    if scheme != "rediss" && (redis.tls_ca_file.is_some() || redis.tls_cert_file.is_some()) {
+        problems.push("store.tls_*: only for a rediss:// store.url".into());
+    }
     let durability = match raw.store.durability.as_str() {
         "fsync" => Durability::Fsync,
         "process" => Durability::Process,
@@ -666,7 +722,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         issuer,
         listen,
         tokens,
-        store: StoreSettings { url, durability },
+        store: StoreSettings {
+            url,
+            durability,
+            redis,
+        },
         jwks,
         passwords,
         limits,

@@ -77,6 +77,15 @@ impl Default for RawTokens {
 pub(super) struct RawStore {
     pub(super) url: String,
     pub(super) durability: String,
+    /// Redis: the password (ACL or requirepass), best from LATCHKEY_STORE_PASSWORD.
+    pub(super) password: Option<String>,
+    /// Redis: a file holding the password (a mounted secret), read at start.
+    pub(super) password_file: Option<PathBuf>,
+    /// rediss://: the CA certificate(s) to trust (PEM) instead of the system's.
+    pub(super) tls_ca_file: Option<PathBuf>,
+    /// rediss://: a client certificate and its key (PEM), for servers that require one.
+    pub(super) tls_cert_file: Option<PathBuf>,
+    pub(super) tls_key_file: Option<PathBuf>,
 }
 
 impl Default for RawStore {
@@ -84,6 +93,11 @@ impl Default for RawStore {
         RawStore {
             url: "sqlite://data/latchkey.db".into(),
             durability: "fsync".into(),
+            password: None,
+            password_file: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -240,6 +254,11 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (None, "listen", EnvKind::Str),
     (Some("store"), "url", EnvKind::Str),
     (Some("store"), "durability", EnvKind::Str),
+    (Some("store"), "password", EnvKind::Str),
+    (Some("store"), "password_file", EnvKind::Str),
+    (Some("store"), "tls_ca_file", EnvKind::Str),
+    (Some("store"), "tls_cert_file", EnvKind::Str),
+    (Some("store"), "tls_key_file", EnvKind::Str),
     (Some("tokens"), "access_ttl", EnvKind::Str),
     (Some("tokens"), "refresh_ttl", EnvKind::Str),
     (Some("tokens"), "refresh_idle_ttl", EnvKind::Str),

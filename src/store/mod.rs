@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::clock::UnixMs;
-use crate::config::Durability;
+use crate::config::{Durability, StoreSettings};
 use crate::tokens::TokenId;
 
 #[derive(Debug, thiserror::Error)]
@@ -316,9 +316,22 @@ pub trait Store: Send + Sync + 'static {
 /// The store in use, shared by every worker.
 pub type SharedStore = Arc<dyn Store>;
 
-/// As [`open`], for commands that only read: a database file that does not exist is an error
-/// naming the path it was looked for at, never an empty store created on the spot.
-pub async fn open_existing(url: &str) -> Result<SharedStore, StoreError> {
+/// The store the config names, with all its settings (durability, Redis password and TLS).
+pub async fn open_configured(settings: &StoreSettings) -> Result<SharedStore, StoreError> {
+    let url = settings.url.as_str();
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        return Ok(Arc::new(redis::RedisStore::with_options(
+            url,
+            &settings.redis,
+        )?));
+    }
+    open_with(url, settings.durability).await
+}
+
+/// As [`open_configured`], for commands that only read: a database file that does not exist is
+/// an error naming the path it was looked for at, never an empty store created on the spot.
+pub async fn open_existing(settings: &StoreSettings) -> Result<SharedStore, StoreError> {
+    let url = settings.url.as_str();
     if let Some(path) = url.strip_prefix("sqlite://")
         && !std::path::Path::new(path).exists()
     {
@@ -330,7 +343,7 @@ pub async fn open_existing(url: &str) -> Result<SharedStore, StoreError> {
             .into(),
         ));
     }
-    open(url).await
+    open_configured(settings).await
 }
 
 /// Opens the backend the URL names: `sqlite://PATH` or `redis://…`.
@@ -345,12 +358,12 @@ pub async fn open_with(url: &str, durability: Durability) -> Result<SharedStore,
             embedded::EmbeddedStore::open(path, durability).await?,
         ));
     }
-    if url.starts_with("redis://") {
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
         return Ok(Arc::new(redis::RedisStore::new(url)?));
     }
     Err(StoreError::Unavailable(
         format!(
-            "store URL scheme {:?} is not supported by this build (use sqlite:// or redis://)",
+            "store URL scheme {:?} is not supported by this build (use sqlite://, redis:// or rediss://)",
             url.split("://").next().unwrap_or_default()
         )
         .into(),

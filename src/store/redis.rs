@@ -26,6 +26,7 @@ use super::{
     Store, StoreError, User, UserAttributes,
 };
 use crate::clock::{UnixMs, system_ms};
+use crate::config::RedisOptions;
 use crate::tokens::{TokenId, user_slot_tag};
 
 /// How long one command may take before the caller answers 503.
@@ -57,6 +58,13 @@ impl From<redis::RedisError> for StoreError {
     }
 }
 
+/// A file the store settings name (a password, a certificate, a key): its path in the error,
+/// never its content.
+fn read_secret_file(path: &std::path::Path) -> Result<String, StoreError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot read {}: {e}", path.display()).into()))
+}
+
 /// `lk:{T}:`, the prefix of every key in one user's slot.
 fn slot(tag: &[u8; 4]) -> String {
     format!("lk:{{{}}}:", crate::encoding::hex(tag))
@@ -86,8 +94,51 @@ const META: &str = "lk:meta";
 
 impl RedisStore {
     pub fn new(url: &str) -> Result<RedisStore, StoreError> {
+        Self::with_options(url, &RedisOptions::default())
+    }
+
+    /// `redis://` or `rediss://`, with a password from the options (replacing one in the URL)
+    /// and, for TLS, the CA and client certificate files they name.
+    pub fn with_options(url: &str, options: &RedisOptions) -> Result<RedisStore, StoreError> {
+        let mut info = redis::IntoConnectionInfo::into_connection_info(url)?;
+        let password = match (&options.password, &options.password_file) {
+            (Some(password), _) => Some(password.clone()),
+            (None, Some(file)) => Some(read_secret_file(file)?.trim_end().to_owned()),
+            (None, None) => None,
+        };
+        if let Some(password) = password {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let client = if url.starts_with("rediss://") {
+            // One process-wide provider: aws-lc-rs, as for everything else. A second call
+            // finds it installed, which is fine.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let root_cert = options
+                .tls_ca_file
+                .as_deref()
+                .map(read_secret_file)
+                .transpose()?
+                .map(String::into_bytes);
+            let client_tls = match (&options.tls_cert_file, &options.tls_key_file) {
+                (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                    client_cert: read_secret_file(cert)?.into_bytes(),
+                    client_key: read_secret_file(key)?.into_bytes(),
+                }),
+                _ => None,
+            };
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls,
+                    root_cert,
+                },
+            )?
+        } else {
+            redis::Client::open(info)?
+        };
         Ok(RedisStore {
-            client: redis::Client::open(url)?,
+            client,
             conn: OnceCell::new(),
             rotate: Script::new(include_str!("lua/rotate.lua")),
             create_session: Script::new(include_str!("lua/create_session.lua")),

@@ -38,6 +38,7 @@ mod oauth;
 mod openapi;
 mod operations;
 mod races;
+mod redis_connect;
 mod redis_store;
 mod refresh;
 mod sessions;
