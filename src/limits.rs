@@ -15,14 +15,17 @@
 //! full table drops expired entries first, then those with the fewest failures — never a lock an
 //! attacker did not earn with as many failures of their own.
 //!
-//! The counters are per instance; the settings come from the snapshot in force on every call.
+//! With a store several instances share (Redis), the counters live there ([`Throttle::Shared`]):
+//! N instances enforce one limit. The embedded store serves one process, which counts in memory
+//! ([`LoginLimiter`]). The settings come from the snapshot in force on every call.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::clock::{UnixMs, duration_ms};
 use crate::config::LimitSettings;
+use crate::store::{SharedCounters, SharedStore, StoreError};
 
 /// Entries kept per table at most.
 const MAX_TRACKED: usize = 100_000;
@@ -349,6 +352,237 @@ impl LoginLimiter {
         lock(&self.failures_per_pair)
             .0
             .remove(&pair_key(username, ip));
+    }
+}
+
+/// The throttles in force: counted in this process, or in the store every instance shares.
+/// Each check answers `Ok(Err(Throttled))` when refused; `Err` is a store that did not answer.
+pub enum Throttle {
+    Local(Box<LoginLimiter>),
+    Shared(Box<SharedThrottle>),
+}
+
+/// The counters in the store, and which client IPs this instance already knows to be over the
+/// refused-token-request limit: refresh, the hot path, costs no extra store call. Another
+/// instance learns it at that IP's next refusal there.
+pub struct SharedThrottle {
+    counters: Arc<dyn SharedCounters>,
+    closed: Mutex<Table<Window>>,
+}
+
+fn retry_after_ms(ms: i64) -> u64 {
+    u64::try_from((ms.max(1000) + 999) / 1000).unwrap_or(1)
+}
+
+impl Throttle {
+    /// Shared when the store offers shared counters.
+    pub fn for_store(store: &SharedStore) -> Throttle {
+        match store.shared_counters() {
+            Some(counters) => Throttle::Shared(Box::new(SharedThrottle {
+                counters,
+                closed: Mutex::default(),
+            })),
+            None => Throttle::Local(Box::default()),
+        }
+    }
+
+    /// As [`LoginLimiter::check`].
+    pub async fn check(
+        &self,
+        settings: &LimitSettings,
+        ip: &str,
+        username: &str,
+        now: UnixMs,
+    ) -> Result<Result<UserLock, Throttled>, StoreError> {
+        let counters = match self {
+            Throttle::Local(local) => return Ok(local.check(settings, ip, username, now)),
+            Throttle::Shared(shared) => &shared.counters,
+        };
+        let window = duration_ms(settings.window);
+        let (attempts, ttl) = counters
+            .add(&format!("ip:{}", ip_bucket(ip)), 1, window)
+            .await?;
+        if attempts > settings.login_attempts_per_ip {
+            return Ok(Err(Throttled {
+                retry_after_secs: retry_after_ms(ttl),
+            }));
+        }
+        let (failures, ttl) = counters
+            .add(&format!("pair:{}", pair_key(username, ip)), 0, window)
+            .await?;
+        if failures >= settings.failed_logins_per_user_ip {
+            return Ok(Err(Throttled {
+                retry_after_secs: retry_after_ms(ttl),
+            }));
+        }
+        let locked_until = counters.locked_until(&format!("user:{username}")).await?;
+        Ok(Ok(if now < locked_until {
+            UserLock::Locked {
+                retry_after_secs: retry_after(locked_until, now),
+            }
+        } else {
+            UserLock::Open
+        }))
+    }
+
+    /// As [`LoginLimiter::record_failure`].
+    pub async fn record_failure(
+        &self,
+        settings: &LimitSettings,
+        username: &str,
+        ip: &str,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        let counters = match self {
+            Throttle::Local(local) => {
+                local.record_failure(settings, username, ip, now);
+                return Ok(());
+            }
+            Throttle::Shared(shared) => &shared.counters,
+        };
+        let window = duration_ms(settings.window);
+        counters
+            .add(&format!("pair:{}", pair_key(username, ip)), 1, window)
+            .await?;
+        counters
+            .backoff_failure(
+                &format!("user:{username}"),
+                now,
+                settings.failed_logins_per_user,
+                window,
+                duration_ms(settings.max_lockout),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// As [`LoginLimiter::check_pair`].
+    pub async fn check_pair(
+        &self,
+        settings: &LimitSettings,
+        ip: &str,
+        key: &str,
+        now: UnixMs,
+    ) -> Result<Result<(), Throttled>, StoreError> {
+        let counters = match self {
+            Throttle::Local(local) => return Ok(local.check_pair(settings, ip, key, now)),
+            Throttle::Shared(shared) => &shared.counters,
+        };
+        let (failures, ttl) = counters
+            .add(
+                &format!("pair:{}", pair_key(key, ip)),
+                0,
+                duration_ms(settings.window),
+            )
+            .await?;
+        Ok(if failures >= settings.failed_logins_per_user_ip {
+            Err(Throttled {
+                retry_after_secs: retry_after_ms(ttl),
+            })
+        } else {
+            Ok(())
+        })
+    }
+
+    /// As [`LoginLimiter::record_pair_failure`].
+    pub async fn record_pair_failure(
+        &self,
+        settings: &LimitSettings,
+        key: &str,
+        ip: &str,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        match self {
+            Throttle::Local(local) => local.record_pair_failure(settings, key, ip, now),
+            Throttle::Shared(shared) => {
+                shared
+                    .counters
+                    .add(
+                        &format!("pair:{}", pair_key(key, ip)),
+                        1,
+                        duration_ms(settings.window),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// As [`LoginLimiter::record_success`].
+    pub async fn record_success(&self, username: &str, ip: &str) -> Result<(), StoreError> {
+        match self {
+            Throttle::Local(local) => local.record_success(username, ip),
+            Throttle::Shared(shared) => {
+                shared
+                    .counters
+                    .remove(&format!("pair:{}", pair_key(username, ip)))
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// As [`LoginLimiter::check_token_request`].
+    pub async fn check_token_request(
+        &self,
+        settings: &LimitSettings,
+        ip: &str,
+        now: UnixMs,
+    ) -> Result<Result<(), Throttled>, StoreError> {
+        let shared = match self {
+            Throttle::Local(local) => return Ok(local.check_token_request(settings, ip, now)),
+            Throttle::Shared(shared) => shared,
+        };
+        let window = duration_ms(settings.window);
+        let bucket = ip_bucket(ip);
+        if let Some(w) = lock(&shared.closed).get(&bucket, settings, now)
+            && w.count >= settings.failed_token_requests_per_ip
+        {
+            return Ok(Err(Throttled {
+                retry_after_secs: retry_after(w.start + window, now),
+            }));
+        }
+        if settings.token_requests_per_ip > 0 {
+            let (requests, ttl) = shared
+                .counters
+                .add(&format!("treq:{bucket}"), 1, window)
+                .await?;
+            if requests > settings.token_requests_per_ip {
+                return Ok(Err(Throttled {
+                    retry_after_secs: retry_after_ms(ttl),
+                }));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// As [`LoginLimiter::record_token_failure`].
+    pub async fn record_token_failure(
+        &self,
+        settings: &LimitSettings,
+        ip: &str,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        match self {
+            Throttle::Local(local) => local.record_token_failure(settings, ip, now),
+            Throttle::Shared(shared) => {
+                let window = duration_ms(settings.window);
+                let bucket = ip_bucket(ip);
+                let (refused, ttl) = shared
+                    .counters
+                    .add(&format!("tok:{bucket}"), 1, window)
+                    .await?;
+                if refused >= settings.failed_token_requests_per_ip {
+                    // Closed here until the shared counter resets.
+                    let closed = Window {
+                        start: now + ttl - window,
+                        count: refused,
+                    };
+                    lock(&shared.closed).put(&bucket, closed, settings, now);
+                }
+            }
+        }
+        Ok(())
     }
 }
 

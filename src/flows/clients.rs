@@ -99,15 +99,18 @@ impl Flows {
         let now = self.clock.now_ms();
         self.limiter
             .check_pair(limits, ip, &key, now)
+            .await?
             .map_err(|t| FlowError::Throttled {
                 retry_after_secs: t.retry_after_secs,
             })?;
         let result = self.check_client(snapshot, &credentials).await;
         match &result {
             Err(FlowError::InvalidClient(_)) => {
-                self.limiter.record_pair_failure(limits, &key, ip, now);
+                self.limiter
+                    .record_pair_failure(limits, &key, ip, now)
+                    .await?;
             }
-            Ok(_) => self.limiter.record_success(&key, ip),
+            Ok(_) => self.limiter.record_success(&key, ip).await?,
             Err(_) => {}
         }
         result

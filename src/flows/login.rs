@@ -138,6 +138,7 @@ impl Flows {
         let lock = self
             .limiter
             .check(limits, &meta.ip, username, self.clock.now_ms())
+            .await?
             .map_err(|t| throttled(t.retry_after_secs))?;
         let user = self.store.user_by_name(username).await?;
         if let UserLock::Locked { retry_after_secs } = lock {
@@ -162,7 +163,8 @@ impl Flows {
             Some(user) if matched && !user.disabled => user,
             other => {
                 self.limiter
-                    .record_failure(limits, username, &meta.ip, self.clock.now_ms());
+                    .record_failure(limits, username, &meta.ip, self.clock.now_ms())
+                    .await?;
                 self.metrics.login(match &other {
                     Some(u) if u.disabled => LoginOutcome::Disabled,
                     _ => LoginOutcome::BadCredentials,
@@ -183,7 +185,7 @@ impl Flows {
                 return Err(FlowError::BadCredentials);
             }
         };
-        self.limiter.record_success(username, &meta.ip);
+        self.limiter.record_success(username, &meta.ip).await?;
         if self.hasher.needs_rehash(&user.password_hash) {
             self.upgrade_hash_later(&user.id, &user.password_hash, password);
         }

@@ -36,7 +36,7 @@ pub use sessions::OwnSession;
 use crate::clock::{Clock, UnixMs};
 use crate::config::ClientSpec;
 use crate::credentials::{CredentialError, PasswordHasher};
-use crate::limits::LoginLimiter;
+use crate::limits::Throttle;
 use crate::metrics::{MeasuredStore, Metrics, RevokeCause};
 use crate::state::{LiveState, Snapshot};
 use crate::store::{Entitlement, SharedStore, StoreError};
@@ -166,7 +166,7 @@ pub struct Flows {
     state: Arc<LiveState>,
     store: SharedStore,
     hasher: PasswordHasher,
-    limiter: LoginLimiter,
+    limiter: Throttle,
     clock: Clock,
     accounts: Accounts,
     secrets: clients::VerifiedSecrets,
@@ -186,11 +186,12 @@ impl Flows {
         let store = MeasuredStore::wrap(store, metrics.store());
         let hasher = hasher.reporting_to(metrics.hashing());
         let accounts = Accounts::new(store.clone(), hasher.clone(), clock.clone());
+        let limiter = Throttle::for_store(&store);
         Ok(Flows {
             state,
             store,
             hasher,
-            limiter: LoginLimiter::new(),
+            limiter,
             clock,
             accounts,
             secrets: clients::VerifiedSecrets::new()?,
@@ -201,9 +202,14 @@ impl Flows {
 
     /// Admits a request to the refresh or token endpoint from `ip` (`docs/http-api.md`, rate
     /// limits): checked before anything else, so a flood costs no store call.
-    pub fn admit_token_request(&self, snapshot: &Snapshot, ip: &str) -> Result<(), FlowError> {
+    pub async fn admit_token_request(
+        &self,
+        snapshot: &Snapshot,
+        ip: &str,
+    ) -> Result<(), FlowError> {
         self.limiter
             .check_token_request(&snapshot.config.limits, ip, self.clock.now_ms())
+            .await?
             .map_err(|t| {
                 tracing::debug!(event = "token.throttled", %ip, "token request refused: throttled");
                 FlowError::Throttled {
@@ -213,9 +219,15 @@ impl Flows {
     }
 
     /// Counts a refused refresh or token request from `ip` against its limit.
-    pub fn record_refused_token_request(&self, snapshot: &Snapshot, ip: &str) {
-        self.limiter
-            .record_token_failure(&snapshot.config.limits, ip, self.clock.now_ms());
+    pub async fn record_refused_token_request(
+        &self,
+        snapshot: &Snapshot,
+        ip: &str,
+    ) -> Result<(), FlowError> {
+        Ok(self
+            .limiter
+            .record_token_failure(&snapshot.config.limits, ip, self.clock.now_ms())
+            .await?)
     }
 
     pub fn metrics(&self) -> &Metrics {

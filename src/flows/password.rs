@@ -67,6 +67,7 @@ impl Flows {
         let lock = self
             .limiter
             .check(limits, &meta.ip, username, self.clock.now_ms())
+            .await?
             .map_err(|t| FlowError::Throttled {
                 retry_after_secs: t.retry_after_secs,
             })?;
@@ -91,7 +92,8 @@ impl Flows {
             .await?
         {
             self.limiter
-                .record_failure(limits, username, &meta.ip, self.clock.now_ms());
+                .record_failure(limits, username, &meta.ip, self.clock.now_ms())
+                .await?;
             return Err(FlowError::WrongPassword);
         }
         let hash = self.hasher.hash(new).await?;
@@ -126,6 +128,7 @@ impl Flows {
                 "\u{0}register",
                 self.clock.now_ms(),
             )
+            .await?
             .map_err(|t| FlowError::Throttled {
                 retry_after_secs: t.retry_after_secs,
             })?;

@@ -9,8 +9,8 @@ use uuid::Uuid;
 use super::StoreMetrics;
 use crate::clock::UnixMs;
 use crate::store::{
-    KeyPublication, NewSession, RotateOutcome, Rotation, Session, SharedStore, Store, StoreError,
-    User, UserAttributes,
+    KeyPublication, NewSession, RotateOutcome, Rotation, Session, SharedCounters, SharedStore,
+    Store, StoreError, User, UserAttributes,
 };
 use crate::tokens::TokenId;
 
@@ -29,11 +29,7 @@ impl MeasuredStore {
         operation: &'static str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let started = Instant::now();
-        let result = call.await;
-        self.metrics
-            .observe(operation, started.elapsed().as_secs_f64(), result.is_err());
-        result
+        timed(&self.metrics, operation, call).await
     }
 }
 
@@ -187,5 +183,74 @@ impl Store for MeasuredStore {
 
     async fn sweep(&self, now: UnixMs) -> Result<(), StoreError> {
         self.timed("sweep", self.inner.sweep(now)).await
+    }
+
+    fn shared_counters(&self) -> Option<std::sync::Arc<dyn SharedCounters>> {
+        let inner = self.inner.shared_counters()?;
+        Some(std::sync::Arc::new(MeasuredCounters {
+            inner,
+            metrics: self.metrics.clone(),
+        }))
+    }
+}
+
+/// Runs one store call, recording its time and whether it failed under `operation`.
+async fn timed<T>(
+    metrics: &StoreMetrics,
+    operation: &'static str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let started = Instant::now();
+    let result = call.await;
+    metrics.observe(operation, started.elapsed().as_secs_f64(), result.is_err());
+    result
+}
+
+/// The throttle counters, timed and counted like every other store call.
+struct MeasuredCounters {
+    inner: std::sync::Arc<dyn SharedCounters>,
+    metrics: StoreMetrics,
+}
+
+impl MeasuredCounters {
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        timed(&self.metrics, operation, call).await
+    }
+}
+
+#[async_trait]
+impl SharedCounters for MeasuredCounters {
+    async fn add(&self, key: &str, by: u32, window_ms: i64) -> Result<(u32, i64), StoreError> {
+        self.timed("counter_add", self.inner.add(key, by, window_ms))
+            .await
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        self.timed("counter_remove", self.inner.remove(key)).await
+    }
+
+    async fn backoff_failure(
+        &self,
+        key: &str,
+        now: UnixMs,
+        threshold: u32,
+        window_ms: i64,
+        max_lockout_ms: i64,
+    ) -> Result<UnixMs, StoreError> {
+        self.timed(
+            "backoff_failure",
+            self.inner
+                .backoff_failure(key, now, threshold, window_ms, max_lockout_ms),
+        )
+        .await
+    }
+
+    async fn locked_until(&self, key: &str) -> Result<UnixMs, StoreError> {
+        self.timed("locked_until", self.inner.locked_until(key))
+            .await
     }
 }

@@ -81,12 +81,14 @@ pub async fn limited_token_request(
     let ip = client_ip(req, &snapshot.config.trusted_proxies);
     flows
         .admit_token_request(&snapshot, &ip)
+        .await
         .map_err(ApiError::common)?;
     let response = handler
         .await
         .unwrap_or_else(|e| actix_web::ResponseError::error_response(&e));
     if matches!(response.status().as_u16(), 400 | 401) {
-        flows.record_refused_token_request(&snapshot, &ip);
+        // A store that cannot count now answers the next request; this one is answered.
+        let _ = flows.record_refused_token_request(&snapshot, &ip).await;
     }
     Ok(response)
 }

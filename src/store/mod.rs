@@ -311,6 +311,34 @@ pub trait Store: Send + Sync + 'static {
     async fn sweep(&self, _now: UnixMs) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Throttle counters every instance on this store shares (`crate::limits`); `None`: the
+    /// store serves one process, which counts in memory.
+    fn shared_counters(&self) -> Option<Arc<dyn SharedCounters>> {
+        None
+    }
+}
+
+/// Counters with expiry, shared by every instance on one store, for the throttles.
+#[async_trait]
+pub trait SharedCounters: Send + Sync + 'static {
+    /// Adds `by` to the counter `key` (0: only reads it); a new counter lives `window_ms`.
+    /// Returns the count and the milliseconds until it resets.
+    async fn add(&self, key: &str, by: u32, window_ms: i64) -> Result<(u32, i64), StoreError>;
+    async fn remove(&self, key: &str) -> Result<(), StoreError>;
+    /// Counts a failure in the back-off record `key` and returns the instant it is locked until:
+    /// from `threshold` failures on, `window_ms` doubling per failure up to `max_lockout_ms`.
+    /// A record is forgotten `max_lockout_ms` after its last failure or lock.
+    async fn backoff_failure(
+        &self,
+        key: &str,
+        now: UnixMs,
+        threshold: u32,
+        window_ms: i64,
+        max_lockout_ms: i64,
+    ) -> Result<UnixMs, StoreError>;
+    /// The instant the back-off record `key` is locked until (0: never locked).
+    async fn locked_until(&self, key: &str) -> Result<UnixMs, StoreError>;
 }
 
 /// The store in use, shared by every worker.

@@ -13,6 +13,7 @@
 //! end, so Redis itself forgets what has expired.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,7 +24,7 @@ use uuid::Uuid;
 
 use super::{
     Entitlement, Invalid, KeyPublication, NewSession, ReuseCause, RotateOutcome, Rotation, Session,
-    Store, StoreError, User, UserAttributes,
+    SharedCounters, Store, StoreError, User, UserAttributes,
 };
 use crate::clock::{UnixMs, system_ms};
 use crate::config::RedisOptions;
@@ -38,7 +39,113 @@ const DEADLINE_MARGIN_MS: i64 = 250;
 /// than that is simply invalid: its successors have long been used, so it gains nothing.
 const HISTORY: i64 = 32;
 
+/// Throttle counters on their own multiplexed connection (`limits.rs`): one count per login
+/// attempt, shared by every instance.
+pub struct RedisCounters {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    counter: Script,
+    backoff: Script,
+}
+
+const COUNTERS: &str = "lk:lim:";
+
+#[async_trait]
+impl SharedCounters for RedisCounters {
+    async fn add(&self, key: &str, by: u32, window_ms: i64) -> Result<(u32, i64), StoreError> {
+        let key = format!("{COUNTERS}{key}");
+        // Safe to run twice: a count of one attempt twice only throttles a little sooner.
+        let (count, ttl): (i64, i64) = retried_once(&self.client, &self.conn, |mut conn| {
+            let key = key.clone();
+            async move {
+                self.counter
+                    .key(key)
+                    .arg(by)
+                    .arg(window_ms.max(1))
+                    .invoke_async(&mut conn)
+                    .await
+            }
+        })
+        .await?;
+        Ok((u32::try_from(count).unwrap_or(u32::MAX), ttl.max(0)))
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        let mut conn = connect(&self.client, &self.conn).await?;
+        let _: i64 = conn.del(format!("{COUNTERS}{key}")).await?;
+        Ok(())
+    }
+
+    async fn backoff_failure(
+        &self,
+        key: &str,
+        now: UnixMs,
+        threshold: u32,
+        window_ms: i64,
+        max_lockout_ms: i64,
+    ) -> Result<UnixMs, StoreError> {
+        let mut conn = connect(&self.client, &self.conn).await?;
+        Ok(self
+            .backoff
+            .key(format!("{COUNTERS}{key}"))
+            .arg(now)
+            .arg(threshold)
+            .arg(window_ms.max(1))
+            .arg(max_lockout_ms.max(1))
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    async fn locked_until(&self, key: &str) -> Result<UnixMs, StoreError> {
+        let mut conn = connect(&self.client, &self.conn).await?;
+        let until: Option<i64> = conn
+            .hget(format!("{COUNTERS}{key}"), "locked_until")
+            .await?;
+        Ok(until.unwrap_or(0))
+    }
+}
+
+/// Runs `command` on the connection of `cell`; when the connection turns out broken (Redis
+/// restarted, failed over), once more on the connection the manager re-establishes, so no
+/// request fails once Redis is reachable again. Only for commands that may safely run twice.
+async fn retried_once<T, F, Fut>(
+    client: &redis::Client,
+    cell: &OnceCell<ConnectionManager>,
+    command: F,
+) -> Result<T, StoreError>
+where
+    F: Fn(ConnectionManager) -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    match command(connect(client, cell).await?).await {
+        Err(e) if e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal() => {
+            Ok(command(connect(client, cell).await?).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// The multiplexed connection of `cell`, made on first use with bounded waits: a dead Redis
+/// turns into a quick 503, never a hung request.
+async fn connect(
+    client: &redis::Client,
+    cell: &OnceCell<ConnectionManager>,
+) -> Result<ConnectionManager, StoreError> {
+    let conn = cell
+        .get_or_try_init(|| async {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(500));
+            client.get_connection_manager_with_config(config).await
+        })
+        .await?;
+    Ok(conn.clone())
+}
+
 pub struct RedisStore {
+    counters: Arc<RedisCounters>,
     client: redis::Client,
     /// Connected on first use, so the issuer starts (and reports not-ready) while Redis is down.
     conn: OnceCell<ConnectionManager>,
@@ -138,6 +245,12 @@ impl RedisStore {
             redis::Client::open(info)?
         };
         Ok(RedisStore {
+            counters: Arc::new(RedisCounters {
+                client: client.clone(),
+                conn: OnceCell::new(),
+                counter: Script::new(include_str!("lua/counter.lua")),
+                backoff: Script::new(include_str!("lua/backoff.lua")),
+            }),
             client,
             conn: OnceCell::new(),
             rotate: Script::new(include_str!("lua/rotate.lua")),
@@ -152,19 +265,7 @@ impl RedisStore {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let conn = self
-            .conn
-            .get_or_try_init(|| async {
-                // Bounded waits: a dead Redis turns into a quick 503, never a hung request.
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(1)))
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(500));
-                self.client.get_connection_manager_with_config(config).await
-            })
-            .await?;
-        Ok(conn.clone())
+        connect(&self.client, &self.conn).await
     }
 
     async fn load_user(
@@ -297,6 +398,10 @@ fn session_from(parts: &[Vec<u8>]) -> Result<Session, StoreError> {
 
 #[async_trait]
 impl Store for RedisStore {
+    fn shared_counters(&self) -> Option<Arc<dyn SharedCounters>> {
+        Some(self.counters.clone())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;

@@ -41,6 +41,7 @@ mod races;
 mod redis_connect;
 mod redis_store;
 mod refresh;
+mod scale_out;
 mod sessions;
 mod shutdown;
 mod store_conformance;
