@@ -370,6 +370,13 @@ pub struct SharedThrottle {
     closed: Mutex<Table<Window>>,
 }
 
+impl SharedThrottle {
+    /// Refuses `key` here until its shared counter (started at `start`) resets.
+    fn close(&self, key: &str, count: u32, start: UnixMs, settings: &LimitSettings, now: UnixMs) {
+        lock(&self.closed).put(key, Window { start, count }, settings, now);
+    }
+}
+
 fn retry_after_ms(ms: i64) -> u64 {
     u64::try_from((ms.max(1000) + 999) / 1000).unwrap_or(1)
 }
@@ -456,7 +463,9 @@ impl Throttle {
         Ok(())
     }
 
-    /// As [`LoginLimiter::check_pair`].
+    /// As [`LoginLimiter::check_pair`], for client authentication. Shared: refused once this
+    /// instance has seen the pair go over the limit in Redis, so an authentication that
+    /// succeeds costs no store call (another instance closes at the pair's next failure there).
     pub async fn check_pair(
         &self,
         settings: &LimitSettings,
@@ -464,24 +473,18 @@ impl Throttle {
         key: &str,
         now: UnixMs,
     ) -> Result<Result<(), Throttled>, StoreError> {
-        let counters = match self {
+        let shared = match self {
             Throttle::Local(local) => return Ok(local.check_pair(settings, ip, key, now)),
-            Throttle::Shared(shared) => &shared.counters,
+            Throttle::Shared(shared) => shared,
         };
-        let (failures, ttl) = counters
-            .add(
-                &format!("pair:{}", pair_key(key, ip)),
-                0,
-                duration_ms(settings.window),
-            )
-            .await?;
-        Ok(if failures >= settings.failed_logins_per_user_ip {
-            Err(Throttled {
-                retry_after_secs: retry_after_ms(ttl),
-            })
-        } else {
-            Ok(())
-        })
+        Ok(
+            match lock(&shared.closed).get(&format!("pair:{}", pair_key(key, ip)), settings, now) {
+                Some(w) if w.count >= settings.failed_logins_per_user_ip => Err(Throttled {
+                    retry_after_secs: retry_after(w.start + duration_ms(settings.window), now),
+                }),
+                _ => Ok(()),
+            },
+        )
     }
 
     /// As [`LoginLimiter::record_pair_failure`].
@@ -495,17 +498,23 @@ impl Throttle {
         match self {
             Throttle::Local(local) => local.record_pair_failure(settings, key, ip, now),
             Throttle::Shared(shared) => {
-                shared
-                    .counters
-                    .add(
-                        &format!("pair:{}", pair_key(key, ip)),
-                        1,
-                        duration_ms(settings.window),
-                    )
-                    .await?;
+                let key = format!("pair:{}", pair_key(key, ip));
+                let window = duration_ms(settings.window);
+                let (failures, ttl) = shared.counters.add(&key, 1, window).await?;
+                if failures >= settings.failed_logins_per_user_ip {
+                    shared.close(&key, failures, now + ttl - window, settings, now);
+                }
             }
         }
         Ok(())
+    }
+
+    /// A client authenticated from `ip`: its pair's failures are forgotten. Shared counters
+    /// are left to expire with their window rather than cost a store call per authentication.
+    pub fn forget_client_failures(&self, key: &str, ip: &str) {
+        if let Throttle::Local(local) = self {
+            local.record_success(key, ip);
+        }
     }
 
     /// As [`LoginLimiter::record_success`].
@@ -573,12 +582,7 @@ impl Throttle {
                     .add(&format!("tok:{bucket}"), 1, window)
                     .await?;
                 if refused >= settings.failed_token_requests_per_ip {
-                    // Closed here until the shared counter resets.
-                    let closed = Window {
-                        start: now + ttl - window,
-                        count: refused,
-                    };
-                    lock(&shared.closed).put(&bucket, closed, settings, now);
+                    shared.close(&bucket, refused, now + ttl - window, settings, now);
                 }
             }
         }

@@ -110,7 +110,7 @@ impl Flows {
                     .record_pair_failure(limits, &key, ip, now)
                     .await?;
             }
-            Ok(_) => self.limiter.record_success(&key, ip).await?,
+            Ok(_) => self.limiter.forget_client_failures(&key, ip),
             Err(_) => {}
         }
         result

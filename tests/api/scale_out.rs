@@ -5,8 +5,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    PASSWORD, RedisServer, ServeProcess, base_config, latchkey, run_with_stdin, text,
+    PASSWORD, RedisServer, ServeProcess, base_config, hash, latchkey, run_with_stdin, text,
 };
+
+const SERVICE_SECRET: &str = "service-secret-0123456789abcdef";
 
 struct Instances {
     servers: Vec<ServeProcess>,
@@ -19,7 +21,12 @@ impl Instances {
     async fn start(n: usize) -> Instances {
         let redis = RedisServer::start();
         let dir = tempfile::tempdir().unwrap();
-        let config = base_config(dir.path(), &redis.url());
+        let mut config = base_config(dir.path(), &redis.url());
+        config.text.push_str(&format!(
+            "\n[[clients]]\nid = \"svc\"\ntype = \"confidential\"\nsecret_hash = \"{}\"\n\
+             grants = [\"client_credentials\"]\n",
+            hash(SERVICE_SECRET).await
+        ));
         let path = dir.path().join("latchkey.toml");
         std::fs::write(&path, &config.text).unwrap();
         let added = run_with_stdin(latchkey(&["users", "add", "alice"], &path), PASSWORD);
@@ -155,5 +162,43 @@ async fn three_instances_share_sessions_reuse_detection_logout_and_the_login_thr
             .await;
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "instance {i}");
         assert!(r.headers().contains_key("retry-after"));
+    }
+
+    // Client authentication failures count in Redis too: five wrong secrets spread over the
+    // instances close the (client, IP) pair where the fifth landed at once, and every other
+    // instance at its next failure there; then even the right secret waits for the window.
+    let token = |i: usize, secret: &'static str| {
+        all.client
+            .post(all.url(i, "/oauth/token"))
+            .basic_auth("svc", Some(secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    assert_eq!(
+        token(0, SERVICE_SECRET).await.unwrap().status(),
+        StatusCode::OK
+    );
+    for i in 0..5 {
+        assert_eq!(
+            token(i, "wrong").await.unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "failure {}",
+            i + 1
+        );
+    }
+    assert_eq!(
+        token(1, SERVICE_SECRET).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    for i in [0, 2] {
+        assert_eq!(
+            token(i, "wrong").await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            token(i, SERVICE_SECRET).await.unwrap().status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "instance {i}"
+        );
     }
 }
