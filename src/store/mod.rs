@@ -348,10 +348,9 @@ pub type SharedStore = Arc<dyn Store>;
 pub async fn open_configured(settings: &StoreSettings) -> Result<SharedStore, StoreError> {
     let url = settings.url.as_str();
     if url.starts_with("redis://") || url.starts_with("rediss://") {
-        return Ok(Arc::new(redis::RedisStore::with_options(
-            url,
-            &settings.redis,
-        )?));
+        return Ok(Arc::new(redis::Reconnecting(
+            redis::RedisStore::with_options(url, &settings.redis)?,
+        )));
     }
     open_with(url, settings.durability).await
 }
@@ -387,7 +386,7 @@ pub async fn open_with(url: &str, durability: Durability) -> Result<SharedStore,
         ));
     }
     if url.starts_with("redis://") || url.starts_with("rediss://") {
-        return Ok(Arc::new(redis::RedisStore::new(url)?));
+        return Ok(Arc::new(redis::Reconnecting(redis::RedisStore::new(url)?)));
     }
     Err(StoreError::Unavailable(
         format!(

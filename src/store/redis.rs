@@ -777,3 +777,164 @@ impl Store for RedisStore {
         Ok(conn.hget(META, key).await?)
     }
 }
+
+/// Whether `e` is a connection that broke (Redis restarted, failed over, or the connection was
+/// dropped) rather than an answer.
+fn connection_lost(e: &StoreError) -> bool {
+    let StoreError::Unavailable(source) = e else {
+        return false;
+    };
+    source
+        .downcast_ref::<redis::RedisError>()
+        .is_some_and(|e| e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal())
+}
+
+/// The Redis store, retrying once — on the connection the manager re-establishes — a call that
+/// met a broken connection, where running it twice is safe, so no request fails once Redis is
+/// reachable again after a restart or failover. Safe: every read; rotation within a grace window
+/// (running the script again for the same presented token replays the successor it sealed);
+/// creating a session (the same family, written again with the same values); revocations whose
+/// answer only feeds the metrics; recording key publications and operational records. Not
+/// retried: user changes (a second password change would bump the epoch again; a second create
+/// would be a conflict) and ending one session, whose answer decides a 404.
+pub struct Reconnecting(pub RedisStore);
+
+async fn once_more<T, F, Fut>(call: F) -> Result<T, StoreError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    match call().await {
+        Err(e) if connection_lost(&e) => call().await,
+        other => other,
+    }
+}
+
+#[async_trait]
+impl Store for Reconnecting {
+    async fn ping(&self) -> Result<(), StoreError> {
+        once_more(|| self.0.ping()).await
+    }
+
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        self.0.create_user(user).await
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
+        once_more(|| self.0.user_by_name(username)).await
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
+        once_more(|| self.0.user_by_id(id)).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        once_more(|| self.0.list_users()).await
+    }
+
+    async fn set_password(&self, user_id: &str, hash: &str) -> Result<Option<usize>, StoreError> {
+        self.0.set_password(user_id, hash).await
+    }
+
+    async fn upgrade_password_hash(
+        &self,
+        user_id: &str,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        self.0
+            .upgrade_password_hash(user_id, old_hash, new_hash)
+            .await
+    }
+
+    async fn set_user_attributes(
+        &self,
+        user_id: &str,
+        attributes: &UserAttributes,
+    ) -> Result<bool, StoreError> {
+        self.0.set_user_attributes(user_id, attributes).await
+    }
+
+    async fn delete_user(&self, user_id: &str) -> Result<Option<usize>, StoreError> {
+        self.0.delete_user(user_id).await
+    }
+
+    async fn set_disabled(
+        &self,
+        user_id: &str,
+        disabled: bool,
+    ) -> Result<Option<usize>, StoreError> {
+        self.0.set_disabled(user_id, disabled).await
+    }
+
+    async fn create_session(&self, session: &NewSession) -> Result<bool, StoreError> {
+        once_more(|| self.0.create_session(session)).await
+    }
+
+    async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
+        if rotation.grace_ms > 0 {
+            once_more(|| self.0.rotate(rotation)).await
+        } else {
+            // With no grace window a second run after a lost answer would be reuse.
+            self.0.rotate(rotation).await
+        }
+    }
+
+    async fn session(&self, id: Uuid, now: UnixMs) -> Result<Option<Session>, StoreError> {
+        once_more(|| self.0.session(id, now)).await
+    }
+
+    async fn live_refresh_token(
+        &self,
+        session_id: Uuid,
+        token: TokenId,
+        now: UnixMs,
+    ) -> Result<Option<(Session, UnixMs)>, StoreError> {
+        once_more(|| self.0.live_refresh_token(session_id, token, now)).await
+    }
+
+    async fn sessions_of(&self, user_id: &str, now: UnixMs) -> Result<Vec<Session>, StoreError> {
+        once_more(|| self.0.sessions_of(user_id, now)).await
+    }
+
+    async fn revoke_by_token(&self, session_id: Uuid, token: TokenId) -> Result<bool, StoreError> {
+        once_more(|| self.0.revoke_by_token(session_id, token)).await
+    }
+
+    async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.0.revoke_session(id).await
+    }
+
+    async fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
+        once_more(|| self.0.revoke_user_sessions(user_id)).await
+    }
+
+    async fn record_key_publication(
+        &self,
+        kid: &str,
+        now: UnixMs,
+        publish_until: UnixMs,
+    ) -> Result<KeyPublication, StoreError> {
+        once_more(|| self.0.record_key_publication(kid, now, publish_until)).await
+    }
+
+    async fn key_publications(&self) -> Result<Vec<KeyPublication>, StoreError> {
+        once_more(|| self.0.key_publications()).await
+    }
+
+    async fn put_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        once_more(|| self.0.put_meta(key, value)).await
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        once_more(|| self.0.get_meta(key)).await
+    }
+
+    async fn sweep(&self, now: UnixMs) -> Result<(), StoreError> {
+        self.0.sweep(now).await
+    }
+
+    fn shared_counters(&self) -> Option<Arc<dyn SharedCounters>> {
+        self.0.shared_counters()
+    }
+}

@@ -226,3 +226,26 @@ async fn key_publications_are_recorded_once_redis_answers_after_a_start_without_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn the_first_requests_after_a_redis_restart_do_not_fail() {
+    let mut app = spawn_app_with(Backend::Redis, |_| {}).await;
+    app.add_user("alice", PASSWORD).await;
+    let token = text(&app.login_ok("alice").await, "refresh_token");
+
+    // Redis restarts (empty: no persistence here) while no request is in flight; the issuer's
+    // connections are now broken, and it has not noticed yet.
+    app.redis.as_mut().unwrap().restart();
+    app.store = latchkey::store::open(&app.redis.as_ref().unwrap().url())
+        .await
+        .unwrap();
+    app.add_user("alice", PASSWORD).await;
+
+    // No warm-up, no readiness probe first: the very first requests are answered.
+    assert_eq!(app.refresh(&token).await.status(), StatusCode::UNAUTHORIZED);
+    let tokens = app.login_ok("alice").await;
+    assert_eq!(
+        app.refresh(&text(&tokens, "refresh_token")).await.status(),
+        StatusCode::OK
+    );
+}
