@@ -545,13 +545,27 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 
     let url = raw.store.url;
     let scheme = url.split("://").next().unwrap_or_default();
-    if matches!(scheme, "redis+cluster" | "redis+sentinel") {
-        problems.push(format!(
-            "store.url: {scheme}:// is not supported by this build yet; use redis://, rediss:// \
-             or sqlite://"
-        ));
-    } else if !url.contains("://") || !matches!(scheme, "sqlite" | "redis" | "rediss") {
-        problems.push("store.url: must start with sqlite://, redis:// or rediss://".into());
+    if scheme == "redis+sentinel" {
+        problems.push(
+            "store.url: redis+sentinel:// is not supported by this build yet; use redis://, \
+             rediss://, redis+cluster:// or sqlite://"
+                .into(),
+        );
+    } else if !url.contains("://")
+        || !matches!(scheme, "sqlite" | "redis" | "rediss" | "redis+cluster")
+    {
+        problems.push(
+            "store.url: must start with sqlite://, redis://, rediss:// or redis+cluster://".into(),
+        );
+    } else if scheme == "redis+cluster"
+        && url
+            .trim_start_matches("redis+cluster://")
+            .trim_end_matches('/')
+            .contains('/')
+    {
+        problems.push(
+            "store.url: redis+cluster://H1:P1,H2:P2 takes no database (a cluster has one)".into(),
+        );
     } else if scheme == "sqlite" && url.trim_start_matches("sqlite://").is_empty() {
         problems
             .push("store.url: sqlite:// needs a file path, e.g. sqlite://data/latchkey.db".into());

@@ -344,10 +344,16 @@ pub trait SharedCounters: Send + Sync + 'static {
 /// The store in use, shared by every worker.
 pub type SharedStore = Arc<dyn Store>;
 
+fn is_redis(url: &str) -> bool {
+    ["redis://", "rediss://", "redis+cluster://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+}
+
 /// The store the config names, with all its settings (durability, Redis password and TLS).
 pub async fn open_configured(settings: &StoreSettings) -> Result<SharedStore, StoreError> {
     let url = settings.url.as_str();
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
+    if is_redis(url) {
         return Ok(Arc::new(redis::Reconnecting(
             redis::RedisStore::with_options(url, &settings.redis)?,
         )));
@@ -385,12 +391,12 @@ pub async fn open_with(url: &str, durability: Durability) -> Result<SharedStore,
             embedded::EmbeddedStore::open(path, durability).await?,
         ));
     }
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
+    if is_redis(url) {
         return Ok(Arc::new(redis::Reconnecting(redis::RedisStore::new(url)?)));
     }
     Err(StoreError::Unavailable(
         format!(
-            "store URL scheme {:?} is not supported by this build (use sqlite://, redis:// or rediss://)",
+            "store URL scheme {:?} is not supported by this build (use sqlite://, redis://, rediss:// or redis+cluster://)",
             url.split("://").next().unwrap_or_default()
         )
         .into(),

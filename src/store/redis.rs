@@ -42,8 +42,8 @@ const HISTORY: i64 = 32;
 /// Throttle counters on their own multiplexed connection (`limits.rs`): one count per login
 /// attempt, shared by every instance.
 pub struct RedisCounters {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    client: Target,
+    conn: OnceCell<Conn>,
     counter: Script,
     backoff: Script,
 }
@@ -109,46 +109,126 @@ impl SharedCounters for RedisCounters {
 /// restarted, failed over), once more on the connection the manager re-establishes, so no
 /// request fails once Redis is reachable again. Only for commands that may safely run twice.
 async fn retried_once<T, F, Fut>(
-    client: &redis::Client,
-    cell: &OnceCell<ConnectionManager>,
+    client: &Target,
+    cell: &OnceCell<Conn>,
     command: F,
 ) -> Result<T, StoreError>
 where
-    F: Fn(ConnectionManager) -> Fut,
+    F: Fn(Conn) -> Fut,
     Fut: Future<Output = redis::RedisResult<T>>,
 {
     match command(connect(client, cell).await?).await {
-        Err(e) if e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal() => {
-            Ok(command(connect(client, cell).await?).await?)
-        }
+        Err(e) if broken_connection(&e) => Ok(command(connect(client, cell).await?).await?),
         other => Ok(other?),
     }
 }
 
-/// The multiplexed connection of `cell`, made on first use with bounded waits: a dead Redis
-/// turns into a quick 503, never a hung request.
-async fn connect(
-    client: &redis::Client,
-    cell: &OnceCell<ConnectionManager>,
-) -> Result<ConnectionManager, StoreError> {
+/// Where the store's Redis is: one server (or a TLS one), or a Redis Cluster.
+#[derive(Clone)]
+enum Target {
+    Single(Box<redis::Client>),
+    Cluster(Box<redis::cluster::ClusterClient>),
+}
+
+/// A connection to one Redis (a manager that reconnects by itself) or to a Redis Cluster
+/// (routing each command by its keys' slot, following MOVED/ASK and failovers). Every multi-key
+/// step keeps its keys in one slot (the user's hash tag), so the same commands and scripts run
+/// on both.
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The connection of `cell`, made on first use with bounded waits: a dead Redis turns into a
+/// quick 503, never a hung request.
+async fn connect(client: &Target, cell: &OnceCell<Conn>) -> Result<Conn, StoreError> {
     let conn = cell
         .get_or_try_init(|| async {
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(1)))
-                .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(500));
-            client.get_connection_manager_with_config(config).await
+            match client {
+                Target::Single(client) => {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(Duration::from_secs(1)))
+                        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                        .set_number_of_retries(1)
+                        .set_max_delay(Duration::from_millis(500));
+                    Ok::<_, redis::RedisError>(Conn::Single(
+                        client.get_connection_manager_with_config(config).await?,
+                    ))
+                }
+                Target::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
+            }
         })
         .await?;
     Ok(conn.clone())
 }
 
+/// `redis+cluster://[USER@]H1:P1,H2:P2,…`: the seed nodes of a Redis Cluster (it has one
+/// database; a `/DB` suffix is refused by the config check).
+fn cluster_client(url: &str, password: Option<String>) -> Result<Target, StoreError> {
+    let bad = || StoreError::Unavailable("cannot parse the cluster URL's nodes".into());
+    let rest = url.strip_prefix("redis+cluster://").ok_or_else(bad)?;
+    let rest = rest.trim_end_matches('/');
+    let (user, nodes) = match rest.rsplit_once('@') {
+        Some((user, nodes)) => (Some(user), nodes),
+        None => (None, rest),
+    };
+    let nodes: Vec<String> = nodes
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| format!("redis://{n}"))
+        .collect();
+    if nodes.is_empty() {
+        return Err(bad());
+    }
+    let mut builder = redis::cluster::ClusterClient::builder(nodes)
+        .connection_timeout(Duration::from_secs(1))
+        .response_timeout(RESPONSE_TIMEOUT);
+    if let Some(user) = user {
+        builder = builder.username(user);
+    }
+    if let Some(password) = password {
+        builder = builder.password(password);
+    }
+    Ok(Target::Cluster(Box::new(builder.build()?)))
+}
+
 pub struct RedisStore {
     counters: Arc<RedisCounters>,
-    client: redis::Client,
+    client: Target,
     /// Connected on first use, so the issuer starts (and reports not-ready) while Redis is down.
-    conn: OnceCell<ConnectionManager>,
+    conn: OnceCell<Conn>,
     rotate: Script,
     create_session: Script,
     revoke_family: Script,
@@ -195,8 +275,9 @@ fn username_key(name: &str) -> String {
 }
 
 const USERS: &str = "lk:{users}:all";
-const KEYS_FIRST_PUBLISHED: &str = "lk:keys:first";
-const KEYS_PUBLISH_UNTIL: &str = "lk:keys:until";
+// One hash tag: a publication updates both in one step, in one slot on Redis Cluster.
+const KEYS_FIRST_PUBLISHED: &str = "lk:{keys}:first";
+const KEYS_PUBLISH_UNTIL: &str = "lk:{keys}:until";
 const META: &str = "lk:meta";
 
 impl RedisStore {
@@ -207,12 +288,15 @@ impl RedisStore {
     /// `redis://` or `rediss://`, with a password from the options (replacing one in the URL)
     /// and, for TLS, the CA and client certificate files they name.
     pub fn with_options(url: &str, options: &RedisOptions) -> Result<RedisStore, StoreError> {
-        let mut info = redis::IntoConnectionInfo::into_connection_info(url)?;
         let password = match (&options.password, &options.password_file) {
             (Some(password), _) => Some(password.clone()),
             (None, Some(file)) => Some(read_secret_file(file)?.trim_end().to_owned()),
             (None, None) => None,
         };
+        if url.starts_with("redis+cluster://") {
+            return Ok(Self::on(cluster_client(url, password)?));
+        }
+        let mut info = redis::IntoConnectionInfo::into_connection_info(url)?;
         if let Some(password) = password {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
@@ -244,7 +328,11 @@ impl RedisStore {
         } else {
             redis::Client::open(info)?
         };
-        Ok(RedisStore {
+        Ok(Self::on(Target::Single(Box::new(client))))
+    }
+
+    fn on(client: Target) -> RedisStore {
+        RedisStore {
             counters: Arc::new(RedisCounters {
                 client: client.clone(),
                 conn: OnceCell::new(),
@@ -261,18 +349,14 @@ impl RedisStore {
             create_user: Script::new(include_str!("lua/create_user.lua")),
             upgrade_hash: Script::new(include_str!("lua/upgrade_hash.lua")),
             delete_user: Script::new(include_str!("lua/delete_user.lua")),
-        })
+        }
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    async fn conn(&self) -> Result<Conn, StoreError> {
         connect(&self.client, &self.conn).await
     }
 
-    async fn load_user(
-        &self,
-        conn: &mut ConnectionManager,
-        uid: &str,
-    ) -> Result<Option<User>, StoreError> {
+    async fn load_user(&self, conn: &mut Conn, uid: &str) -> Result<Option<User>, StoreError> {
         let h: HashMap<String, String> = conn.hgetall(format!("{}u:{uid}", user_slot(uid))).await?;
         if h.is_empty() {
             return Ok(None);
@@ -786,7 +870,13 @@ fn connection_lost(e: &StoreError) -> bool {
     };
     source
         .downcast_ref::<redis::RedisError>()
-        .is_some_and(|e| e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal())
+        .is_some_and(broken_connection)
+}
+
+/// A dropped or refused connection, not a slow answer: a command that timed out may still run
+/// (it is skipped past its deadline), and waiting again on a stalled server helps nobody.
+fn broken_connection(e: &redis::RedisError) -> bool {
+    (e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal()) && !e.is_timeout()
 }
 
 /// The Redis store, retrying once — on the connection the manager re-establishes — a call that

@@ -130,6 +130,133 @@ impl Drop for RedisServer {
 pub enum Backend {
     Embedded,
     Redis,
+    /// Three masters of a Redis Cluster of the test's own.
+    RedisCluster,
+}
+
+/// A Redis Cluster of the test's own: `masters` servers with `--cluster-enabled yes` on free
+/// loopback ports under 55535 (each one's bus listens on port + 10000), joined by
+/// `redis-cli --cluster create`. Killed on drop.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    _dir: TempDir,
+}
+
+/// A free port whose cluster bus port (+10000) is free too.
+fn free_cluster_port() -> u16 {
+    for _ in 0..200 {
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let candidate = 20_000 + port % 25_000;
+        if TcpListener::bind(("127.0.0.1", candidate)).is_ok()
+            && TcpListener::bind(("127.0.0.1", candidate + 10_000)).is_ok()
+        {
+            return candidate;
+        }
+    }
+    panic!("no free port pair for a cluster node");
+}
+
+impl RedisCluster {
+    pub fn start(masters: usize) -> RedisCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = RedisCluster {
+            ports: Vec::new(),
+            children: Vec::new(),
+            _dir: dir,
+        };
+        for _ in 0..masters {
+            let port = free_cluster_port();
+            let node_dir = cluster._dir.path().join(port.to_string());
+            std::fs::create_dir(&node_dir).unwrap();
+            let child = Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be on PATH");
+            cluster.ports.push(port);
+            cluster.children.push(child);
+        }
+        for port in &cluster.ports {
+            wait_for_ping(*port);
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be on PATH");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        // Every node must agree the cluster is up (slots assigned, gossip settled).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in &cluster.ports {
+            loop {
+                let info: String = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                    .unwrap()
+                    .get_connection()
+                    .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query(&mut c))
+                    .unwrap_or_default();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the cluster did not come up");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        cluster
+    }
+
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+}
+
+fn wait_for_ping(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            && let Ok(mut conn) = client.get_connection()
+            && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-server on {port} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// What a test may change in the generated config before the app starts.
@@ -228,6 +355,7 @@ pub struct TestApp {
     pub hasher: PasswordHasher,
     pub config_text: String,
     pub redis: Option<RedisServer>,
+    pub cluster: Option<RedisCluster>,
     pub dir: TempDir,
     /// The config file the server watches (reloads within ~100 ms of a change).
     pub config_path: PathBuf,
@@ -244,13 +372,17 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut TestConfig)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let redis = (backend == Backend::Redis).then(RedisServer::start);
-    let url = match &redis {
-        Some(r) => r.url(),
-        None => format!("sqlite://{}", dir.path().join("latchkey.db").display()),
+    let cluster = (backend == Backend::RedisCluster).then(|| RedisCluster::start(3));
+    let url = match (&redis, &cluster) {
+        (Some(r), _) => r.url(),
+        (_, Some(c)) => c.url(),
+        _ => format!("sqlite://{}", dir.path().join("latchkey.db").display()),
     };
     let mut config = base_config(dir.path(), &url);
     tweak(&mut config);
-    start(config.text, dir, redis, Clock::system()).await
+    let mut app = start(config.text, dir, redis, Clock::system()).await;
+    app.cluster = cluster;
+    app
 }
 
 /// Starts the issuer from config text, on a random port, with the given clock.
@@ -287,6 +419,7 @@ pub async fn start(
         hasher: PasswordHasher::new(&config.passwords).unwrap(),
         config_text: text,
         redis,
+        cluster: None,
         dir,
         config_path,
         flows,

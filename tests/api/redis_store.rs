@@ -137,7 +137,7 @@ async fn a_users_keys_share_one_hash_slot_and_sessions_expire() {
         // live until deleted; everything of a session expires by itself.
         let kept = key.starts_with("lk:{users}:")
             || key.starts_with(&format!("lk:{tag}:u:"))
-            || key.starts_with("lk:keys:")
+            || key.starts_with("lk:{keys}:")
             || key == "lk:meta";
         if kept {
             assert_eq!(ttl, -1, "{key}");
@@ -248,4 +248,44 @@ async fn the_first_requests_after_a_redis_restart_do_not_fail() {
         app.refresh(&text(&tokens, "refresh_token")).await.status(),
         StatusCode::OK
     );
+}
+
+/// The whole flow on three Redis Cluster masters: users land on different masters, and each
+/// one's login, refresh, grace replay, reuse detection and logout work there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_refresh_grace_reuse_and_logout_on_a_redis_cluster() {
+    let app = spawn_app_with(Backend::RedisCluster, |_| {}).await;
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    for i in 0..6 {
+        let name = format!("user{i}");
+        app.add_user(&name, PASSWORD).await;
+        let login: Value = app.login(&name, PASSWORD).await.json().await.unwrap();
+        let t1 = text(&login, "refresh_token");
+        let r2: Value = app.refresh(&t1).await.json().await.unwrap();
+        // A racing tab within the grace window gets the same successor.
+        let replay: Value = app.refresh(&t1).await.json().await.unwrap();
+        assert_eq!(replay["refresh_token"], r2["refresh_token"]);
+        let t2 = text(&r2, "refresh_token");
+        let r3: Value = app.refresh(&t2).await.json().await.unwrap();
+        // The first token again, after its successor was used: reuse, the session is gone.
+        assert_eq!(app.refresh(&t1).await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.refresh(&text(&r3, "refresh_token")).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        // A new session, logged out.
+        let again: Value = app.login(&name, PASSWORD).await.json().await.unwrap();
+        let token = text(&again, "refresh_token");
+        assert_eq!(app.logout(&token).await.status(), StatusCode::NO_CONTENT);
+        assert_eq!(app.refresh(&token).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    // The users' data is spread over the masters: every one holds some of it.
+    for port in &app.cluster.as_ref().unwrap().ports {
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let keys: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+        assert!(keys > 0, "master {port} holds nothing");
+    }
 }

@@ -12,7 +12,7 @@ use latchkey::tokens::{RefreshToken, TokenId, new_session_id};
 use tempfile::TempDir;
 use uuid::Uuid;
 
-use crate::helpers::{Backend, RedisServer};
+use crate::helpers::{Backend, RedisCluster, RedisServer};
 
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -27,6 +27,14 @@ macro_rules! conformance {
             $(#[tokio::test]
             async fn $name() {
                 let fixture = super::Fixture::new(crate::helpers::Backend::Redis).await;
+                super::$name(&fixture.store).await
+            })*
+        }
+        /// Every step of a family or a user in one hash slot: the same suite on three masters.
+        mod redis_cluster_store {
+            $(#[tokio::test]
+            async fn $name() {
+                let fixture = super::Fixture::new(crate::helpers::Backend::RedisCluster).await;
                 super::$name(&fixture.store).await
             })*
         }
@@ -60,15 +68,18 @@ struct Fixture {
     store: SharedStore,
     dir: TempDir,
     redis: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
 }
 
 impl Fixture {
     async fn new(backend: Backend) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let redis = (backend == Backend::Redis).then(RedisServer::start);
-        let url = match &redis {
-            Some(r) => r.url(),
-            None => format!("sqlite://{}", dir.path().join("store.db").display()),
+        let cluster = (backend == Backend::RedisCluster).then(|| RedisCluster::start(3));
+        let url = match (&redis, &cluster) {
+            (Some(r), _) => r.url(),
+            (_, Some(c)) => c.url(),
+            _ => format!("sqlite://{}", dir.path().join("store.db").display()),
         };
         let store = latchkey::store::open(&url).await.unwrap();
         // Sessions belong to users that exist: creating one checks the user's state.
@@ -78,7 +89,12 @@ impl Fixture {
                 .await
                 .unwrap();
         }
-        Fixture { store, dir, redis }
+        Fixture {
+            store,
+            dir,
+            redis,
+            _cluster: cluster,
+        }
     }
 
     /// Runs `during` while the store answers nothing for `pause`: Redis stopped by SIGSTOP, the
