@@ -545,17 +545,27 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 
     let url = raw.store.url;
     let scheme = url.split("://").next().unwrap_or_default();
-    if scheme == "redis+sentinel" {
-        problems.push(
-            "store.url: redis+sentinel:// is not supported by this build yet; use redis://, \
-             rediss://, redis+cluster:// or sqlite://"
-                .into(),
-        );
-    } else if !url.contains("://")
-        || !matches!(scheme, "sqlite" | "redis" | "rediss" | "redis+cluster")
+    if !url.contains("://")
+        || !matches!(
+            scheme,
+            "sqlite" | "redis" | "rediss" | "redis+cluster" | "redis+sentinel"
+        )
     {
         problems.push(
-            "store.url: must start with sqlite://, redis://, rediss:// or redis+cluster://".into(),
+            "store.url: must start with sqlite://, redis://, rediss://, redis+cluster:// or \
+             redis+sentinel://"
+                .into(),
+        );
+    } else if scheme == "redis+sentinel"
+        && url
+            .trim_start_matches("redis+sentinel://")
+            .split('/')
+            .nth(1)
+            .is_none_or(str::is_empty)
+    {
+        problems.push(
+            "store.url: redis+sentinel://S1:P1,S2:P2/MASTER names the master after the hosts"
+                .into(),
         );
     } else if scheme == "redis+cluster"
         && url

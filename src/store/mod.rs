@@ -345,9 +345,14 @@ pub trait SharedCounters: Send + Sync + 'static {
 pub type SharedStore = Arc<dyn Store>;
 
 fn is_redis(url: &str) -> bool {
-    ["redis://", "rediss://", "redis+cluster://"]
-        .iter()
-        .any(|scheme| url.starts_with(scheme))
+    [
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "redis+sentinel://",
+    ]
+    .iter()
+    .any(|scheme| url.starts_with(scheme))
 }
 
 /// The store the config names, with all its settings (durability, Redis password and TLS).
@@ -396,7 +401,7 @@ pub async fn open_with(url: &str, durability: Durability) -> Result<SharedStore,
     }
     Err(StoreError::Unavailable(
         format!(
-            "store URL scheme {:?} is not supported by this build (use sqlite://, redis://, rediss:// or redis+cluster://)",
+            "store URL scheme {:?} is not supported by this build (use sqlite://, redis://, rediss://, redis+cluster:// or redis+sentinel://)",
             url.split("://").next().unwrap_or_default()
         )
         .into(),

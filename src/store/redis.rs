@@ -19,7 +19,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
-use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::{
@@ -43,7 +42,7 @@ const HISTORY: i64 = 32;
 /// attempt, shared by every instance.
 pub struct RedisCounters {
     client: Target,
-    conn: OnceCell<Conn>,
+    conn: ConnCell,
     counter: Script,
     backoff: Script,
 }
@@ -110,7 +109,7 @@ impl SharedCounters for RedisCounters {
 /// request fails once Redis is reachable again. Only for commands that may safely run twice.
 async fn retried_once<T, F, Fut>(
     client: &Target,
-    cell: &OnceCell<Conn>,
+    cell: &ConnCell,
     command: F,
 ) -> Result<T, StoreError>
 where
@@ -124,10 +123,12 @@ where
 }
 
 /// Where the store's Redis is: one server (or a TLS one), or a Redis Cluster.
-#[derive(Clone)]
 enum Target {
     Single(Box<redis::Client>),
     Cluster(Box<redis::cluster::ClusterClient>),
+    /// The master the Sentinels name, asked again whenever the connection breaks or the server
+    /// turns out to be a replica now.
+    Sentinel(Box<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
 }
 
 /// A connection to one Redis (a manager that reconnects by itself) or to a Redis Cluster
@@ -171,27 +172,117 @@ impl redis::aio::ConnectionLike for Conn {
     }
 }
 
+/// A connection made on first use and kept; forgotten (to be made again) when the Sentinel
+/// target's master may have changed.
+#[derive(Default)]
+struct ConnCell {
+    conn: std::sync::RwLock<Option<Conn>>,
+    making: tokio::sync::Mutex<()>,
+}
+
+impl ConnCell {
+    fn current(&self) -> Option<Conn> {
+        self.conn
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn forget(&self) {
+        *self
+            .conn
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+}
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500))
+}
+
 /// The connection of `cell`, made on first use with bounded waits: a dead Redis turns into a
 /// quick 503, never a hung request.
-async fn connect(client: &Target, cell: &OnceCell<Conn>) -> Result<Conn, StoreError> {
-    let conn = cell
-        .get_or_try_init(|| async {
-            match client {
-                Target::Single(client) => {
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(Duration::from_secs(1)))
-                        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                        .set_number_of_retries(1)
-                        .set_max_delay(Duration::from_millis(500));
-                    Ok::<_, redis::RedisError>(Conn::Single(
-                        client.get_connection_manager_with_config(config).await?,
-                    ))
-                }
-                Target::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
-            }
-        })
-        .await?;
-    Ok(conn.clone())
+async fn connect(client: &Target, cell: &ConnCell) -> Result<Conn, StoreError> {
+    if let Some(conn) = cell.current() {
+        return Ok(conn);
+    }
+    let _making = cell.making.lock().await;
+    if let Some(conn) = cell.current() {
+        return Ok(conn);
+    }
+    let conn = match client {
+        Target::Single(client) => Conn::Single(
+            client
+                .get_connection_manager_with_config(manager_config())
+                .await?,
+        ),
+        Target::Cluster(client) => Conn::Cluster(client.get_async_connection().await?),
+        Target::Sentinel(sentinel) => {
+            // Ask the sentinels who the master is now, bounded like any connection.
+            let master = tokio::time::timeout(Duration::from_secs(2), async {
+                sentinel.lock().await.async_get_client().await
+            })
+            .await
+            .map_err(|_| StoreError::Unavailable("the sentinels did not answer".into()))??;
+            Conn::Single(
+                master
+                    .get_connection_manager_with_config(manager_config())
+                    .await?,
+            )
+        }
+    };
+    *cell
+        .conn
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(conn.clone());
+    Ok(conn)
+}
+
+/// `redis+sentinel://[USER@]S1:P1,S2:P2/MASTER[/DB]`: Sentinels that know the master by name.
+fn sentinel_client(url: &str, password: Option<String>) -> Result<Target, StoreError> {
+    let bad = || {
+        StoreError::Unavailable(
+            "cannot parse the sentinel URL (redis+sentinel://S1:P1,S2:P2/MASTER[/DB])".into(),
+        )
+    };
+    let rest = url.strip_prefix("redis+sentinel://").ok_or_else(bad)?;
+    let mut parts = rest.trim_end_matches('/').split('/');
+    let hosts = parts.next().ok_or_else(bad)?;
+    let master = parts.next().filter(|m| !m.is_empty()).ok_or_else(bad)?;
+    let db: i64 = parts.next().map_or(Ok(0), str::parse).map_err(|_| bad())?;
+    let (user, hosts) = match hosts.rsplit_once('@') {
+        Some((user, hosts)) => (Some(user), hosts),
+        None => (None, hosts),
+    };
+    let sentinels: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("redis://{h}"))
+        .collect();
+    if sentinels.is_empty() {
+        return Err(bad());
+    }
+    // The master and replicas take the credentials; the sentinels here need none.
+    let mut node = redis::RedisConnectionInfo::default().set_db(db);
+    if let Some(user) = user {
+        node = node.set_username(user);
+    }
+    if let Some(password) = password {
+        node = node.set_password(password);
+    }
+    let client = redis::sentinel::SentinelClient::build(
+        sentinels,
+        master,
+        Some(
+            redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(node),
+        ),
+        redis::sentinel::SentinelServerType::Master,
+    )?;
+    Ok(Target::Sentinel(Box::new(tokio::sync::Mutex::new(client))))
 }
 
 /// `redis+cluster://[USER@]H1:P1,H2:P2,…`: the seed nodes of a Redis Cluster (it has one
@@ -228,7 +319,7 @@ pub struct RedisStore {
     counters: Arc<RedisCounters>,
     client: Target,
     /// Connected on first use, so the issuer starts (and reports not-ready) while Redis is down.
-    conn: OnceCell<Conn>,
+    conn: ConnCell,
     rotate: Script,
     create_session: Script,
     revoke_family: Script,
@@ -294,7 +385,17 @@ impl RedisStore {
             (None, None) => None,
         };
         if url.starts_with("redis+cluster://") {
-            return Ok(Self::on(cluster_client(url, password)?));
+            return Ok(Self::on_pair(
+                cluster_client(url, password.clone())?,
+                cluster_client(url, password)?,
+            ));
+        }
+        if url.starts_with("redis+sentinel://") {
+            // Two targets, as with any URL: one for the store, one for the counters.
+            return Ok(Self::on_pair(
+                sentinel_client(url, password.clone())?,
+                sentinel_client(url, password)?,
+            ));
         }
         let mut info = redis::IntoConnectionInfo::into_connection_info(url)?;
         if let Some(password) = password {
@@ -328,19 +429,22 @@ impl RedisStore {
         } else {
             redis::Client::open(info)?
         };
-        Ok(Self::on(Target::Single(Box::new(client))))
+        Ok(Self::on_pair(
+            Target::Single(Box::new(client.clone())),
+            Target::Single(Box::new(client)),
+        ))
     }
 
-    fn on(client: Target) -> RedisStore {
+    fn on_pair(client: Target, counters: Target) -> RedisStore {
         RedisStore {
             counters: Arc::new(RedisCounters {
-                client: client.clone(),
-                conn: OnceCell::new(),
+                client: counters,
+                conn: ConnCell::default(),
                 counter: Script::new(include_str!("lua/counter.lua")),
                 backoff: Script::new(include_str!("lua/backoff.lua")),
             }),
             client,
-            conn: OnceCell::new(),
+            conn: ConnCell::default(),
             rotate: Script::new(include_str!("lua/rotate.lua")),
             create_session: Script::new(include_str!("lua/create_session.lua")),
             revoke_family: Script::new(include_str!("lua/revoke_family.lua")),
@@ -354,6 +458,15 @@ impl RedisStore {
 
     async fn conn(&self) -> Result<Conn, StoreError> {
         connect(&self.client, &self.conn).await
+    }
+
+    /// Behind Sentinels, drops the connection so the next call asks who the master is; a
+    /// single server's or a cluster's connection mends itself.
+    fn forget_connection(&self) {
+        if matches!(self.client, Target::Sentinel(_)) {
+            self.conn.forget();
+            self.counters.conn.forget();
+        }
     }
 
     async fn load_user(&self, conn: &mut Conn, uid: &str) -> Result<Option<User>, StoreError> {
@@ -870,7 +983,7 @@ fn connection_lost(e: &StoreError) -> bool {
     };
     source
         .downcast_ref::<redis::RedisError>()
-        .is_some_and(broken_connection)
+        .is_some_and(|e| broken_connection(e) || e.code() == Some("READONLY"))
 }
 
 /// A dropped or refused connection, not a slow answer: a command that timed out may still run
@@ -889,41 +1002,59 @@ fn broken_connection(e: &redis::RedisError) -> bool {
 /// would be a conflict) and ending one session, whose answer decides a 404.
 pub struct Reconnecting(pub RedisStore);
 
-async fn once_more<T, F, Fut>(call: F) -> Result<T, StoreError>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    match call().await {
-        Err(e) if connection_lost(&e) => call().await,
-        other => other,
+impl Reconnecting {
+    /// Runs `call`; after a broken connection (or, behind Sentinels, a master that is a replica
+    /// now) forgets the connection so the next one asks again, and runs `call` once more.
+    async fn once_more<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        match self.once(call()).await {
+            Err(e) if connection_lost(&e) => self.once(call()).await,
+            other => other,
+        }
+    }
+
+    /// Runs `call` once, forgetting a connection it found broken.
+    async fn once<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let result = call.await;
+        if let Err(e) = &result
+            && connection_lost(e)
+        {
+            self.0.forget_connection();
+        }
+        result
     }
 }
 
 #[async_trait]
 impl Store for Reconnecting {
     async fn ping(&self) -> Result<(), StoreError> {
-        once_more(|| self.0.ping()).await
+        self.once_more(|| self.0.ping()).await
     }
 
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
-        self.0.create_user(user).await
+        self.once(self.0.create_user(user)).await
     }
 
     async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
-        once_more(|| self.0.user_by_name(username)).await
+        self.once_more(|| self.0.user_by_name(username)).await
     }
 
     async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
-        once_more(|| self.0.user_by_id(id)).await
+        self.once_more(|| self.0.user_by_id(id)).await
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        once_more(|| self.0.list_users()).await
+        self.once_more(|| self.0.list_users()).await
     }
 
     async fn set_password(&self, user_id: &str, hash: &str) -> Result<Option<usize>, StoreError> {
-        self.0.set_password(user_id, hash).await
+        self.once(self.0.set_password(user_id, hash)).await
     }
 
     async fn upgrade_password_hash(
@@ -932,8 +1063,7 @@ impl Store for Reconnecting {
         old_hash: &str,
         new_hash: &str,
     ) -> Result<bool, StoreError> {
-        self.0
-            .upgrade_password_hash(user_id, old_hash, new_hash)
+        self.once(self.0.upgrade_password_hash(user_id, old_hash, new_hash))
             .await
     }
 
@@ -942,11 +1072,12 @@ impl Store for Reconnecting {
         user_id: &str,
         attributes: &UserAttributes,
     ) -> Result<bool, StoreError> {
-        self.0.set_user_attributes(user_id, attributes).await
+        self.once(self.0.set_user_attributes(user_id, attributes))
+            .await
     }
 
     async fn delete_user(&self, user_id: &str) -> Result<Option<usize>, StoreError> {
-        self.0.delete_user(user_id).await
+        self.once(self.0.delete_user(user_id)).await
     }
 
     async fn set_disabled(
@@ -954,24 +1085,24 @@ impl Store for Reconnecting {
         user_id: &str,
         disabled: bool,
     ) -> Result<Option<usize>, StoreError> {
-        self.0.set_disabled(user_id, disabled).await
+        self.once(self.0.set_disabled(user_id, disabled)).await
     }
 
     async fn create_session(&self, session: &NewSession) -> Result<bool, StoreError> {
-        once_more(|| self.0.create_session(session)).await
+        self.once_more(|| self.0.create_session(session)).await
     }
 
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
         if rotation.grace_ms > 0 {
-            once_more(|| self.0.rotate(rotation)).await
+            self.once_more(|| self.0.rotate(rotation)).await
         } else {
             // With no grace window a second run after a lost answer would be reuse.
-            self.0.rotate(rotation).await
+            self.once(self.0.rotate(rotation)).await
         }
     }
 
     async fn session(&self, id: Uuid, now: UnixMs) -> Result<Option<Session>, StoreError> {
-        once_more(|| self.0.session(id, now)).await
+        self.once_more(|| self.0.session(id, now)).await
     }
 
     async fn live_refresh_token(
@@ -980,23 +1111,26 @@ impl Store for Reconnecting {
         token: TokenId,
         now: UnixMs,
     ) -> Result<Option<(Session, UnixMs)>, StoreError> {
-        once_more(|| self.0.live_refresh_token(session_id, token, now)).await
+        self.once_more(|| self.0.live_refresh_token(session_id, token, now))
+            .await
     }
 
     async fn sessions_of(&self, user_id: &str, now: UnixMs) -> Result<Vec<Session>, StoreError> {
-        once_more(|| self.0.sessions_of(user_id, now)).await
+        self.once_more(|| self.0.sessions_of(user_id, now)).await
     }
 
     async fn revoke_by_token(&self, session_id: Uuid, token: TokenId) -> Result<bool, StoreError> {
-        once_more(|| self.0.revoke_by_token(session_id, token)).await
+        self.once_more(|| self.0.revoke_by_token(session_id, token))
+            .await
     }
 
     async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.0.revoke_session(id).await
+        self.once(self.0.revoke_session(id)).await
     }
 
     async fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
-        once_more(|| self.0.revoke_user_sessions(user_id)).await
+        self.once_more(|| self.0.revoke_user_sessions(user_id))
+            .await
     }
 
     async fn record_key_publication(
@@ -1005,23 +1139,24 @@ impl Store for Reconnecting {
         now: UnixMs,
         publish_until: UnixMs,
     ) -> Result<KeyPublication, StoreError> {
-        once_more(|| self.0.record_key_publication(kid, now, publish_until)).await
+        self.once_more(|| self.0.record_key_publication(kid, now, publish_until))
+            .await
     }
 
     async fn key_publications(&self) -> Result<Vec<KeyPublication>, StoreError> {
-        once_more(|| self.0.key_publications()).await
+        self.once_more(|| self.0.key_publications()).await
     }
 
     async fn put_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        once_more(|| self.0.put_meta(key, value)).await
+        self.once_more(|| self.0.put_meta(key, value)).await
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        once_more(|| self.0.get_meta(key)).await
+        self.once_more(|| self.0.get_meta(key)).await
     }
 
     async fn sweep(&self, now: UnixMs) -> Result<(), StoreError> {
-        self.0.sweep(now).await
+        self.once(self.0.sweep(now)).await
     }
 
     fn shared_counters(&self) -> Option<Arc<dyn SharedCounters>> {

@@ -162,13 +162,19 @@ fn free_cluster_port() -> u16 {
 
 impl RedisCluster {
     pub fn start(masters: usize) -> RedisCluster {
+        Self::start_with_replicas(masters, 0)
+    }
+
+    /// `masters` masters, each with `replicas` replicas.
+    pub fn start_with_replicas(masters: usize, replicas: usize) -> RedisCluster {
+        let nodes_total = masters * (1 + replicas);
         let dir = tempfile::tempdir().unwrap();
         let mut cluster = RedisCluster {
             ports: Vec::new(),
             children: Vec::new(),
             _dir: dir,
         };
-        for _ in 0..masters {
+        for _ in 0..nodes_total {
             let port = free_cluster_port();
             let node_dir = cluster._dir.path().join(port.to_string());
             std::fs::create_dir(&node_dir).unwrap();
@@ -196,7 +202,7 @@ impl RedisCluster {
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli must be on PATH");
         assert!(
@@ -221,6 +227,23 @@ impl RedisCluster {
             }
         }
         cluster
+    }
+
+    /// The port of a node that is a replica now.
+    pub fn a_replica(&self) -> u16 {
+        *self
+            .ports
+            .iter()
+            .find(|port| {
+                let role: Vec<redis::Value> =
+                    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                        .unwrap()
+                        .get_connection()
+                        .and_then(|mut c| redis::cmd("ROLE").query(&mut c))
+                        .unwrap_or_default();
+                matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"slave")
+            })
+            .expect("no replica in the cluster")
     }
 
     pub fn url(&self) -> String {

@@ -42,6 +42,7 @@ mod redis_connect;
 mod redis_store;
 mod refresh;
 mod scale_out;
+mod sentinel;
 mod sessions;
 mod shutdown;
 mod store_conformance;

@@ -289,3 +289,71 @@ async fn login_refresh_grace_reuse_and_logout_on_a_redis_cluster() {
         assert!(keys > 0, "master {port} holds nothing");
     }
 }
+
+/// A replica takes over its master's slots (`CLUSTER FAILOVER`) while sessions refresh in a
+/// loop: the client follows the slots to the new master and no session is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_failover_during_refreshes_loses_no_session() {
+    let cluster = crate::helpers::RedisCluster::start_with_replicas(3, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::helpers::base_config(dir.path(), &cluster.url());
+    let app = crate::helpers::start(config.text, dir, None, latchkey::clock::Clock::system()).await;
+    let mut tokens = Vec::new();
+    for i in 0..8 {
+        let name = format!("user{i}");
+        app.add_user(&name, PASSWORD).await;
+        let login: Value = app.login(&name, PASSWORD).await.json().await.unwrap();
+        tokens.push(text(&login, "refresh_token"));
+    }
+    let app = std::sync::Arc::new(app);
+    let until = Instant::now() + Duration::from_secs(6);
+    let mut loops = tokio::task::JoinSet::new();
+    for token in tokens {
+        let app = app.clone();
+        loops.spawn(async move {
+            let mut token = token;
+            let mut rotations = 0;
+            for _ in 0..5_000 {
+                if Instant::now() > until {
+                    break;
+                }
+                let response = app.refresh(&token).await;
+                match response.status() {
+                    StatusCode::OK => {
+                        token = text(&response.json().await.unwrap(), "refresh_token");
+                        rotations += 1;
+                    }
+                    StatusCode::SERVICE_UNAVAILABLE => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    other => panic!("a refresh answered {other} during the failover"),
+                }
+            }
+            (token, rotations)
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let replica = cluster.a_replica();
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{replica}"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: String = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .query(&mut conn)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn).unwrap();
+        if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replica did not take over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (token, rotations) in loops.join_all().await {
+        assert!(rotations > 0);
+        // Every session is alive: its last token refreshes.
+        assert_eq!(app.refresh(&token).await.status(), StatusCode::OK);
+    }
+}
