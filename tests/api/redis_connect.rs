@@ -286,3 +286,90 @@ async fn an_acl_user_with_its_password_from_a_file_or_the_environment() {
     .unwrap_err();
     assert!(!error.to_string().contains(SECRET));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_client_certificate_where_the_server_requires_one() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(certs.path(), "IP:127.0.0.1");
+    // A client certificate from the same CA.
+    openssl(
+        certs.path(),
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=latchkey",
+        ],
+    );
+    // X.509 v3 (extensions make it one): TLS libraries refuse v1 certificates.
+    std::fs::write(
+        certs.path().join("client.ext"),
+        "extendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    openssl(
+        certs.path(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+        ],
+    );
+    let redis = Redis::start(|_, port| {
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            ca.to_str().unwrap(),
+            "--tls-auth-clients",
+            "yes",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    });
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
+    let with_certificate = app_on(
+        &url,
+        &[
+            format!("tls_ca_file = \"{}\"", ca.display()),
+            format!(
+                "tls_cert_file = \"{}\"",
+                certs.path().join("client.crt").display()
+            ),
+            format!(
+                "tls_key_file = \"{}\"",
+                certs.path().join("client.key").display()
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(wait_ready(&with_certificate).await, StatusCode::OK);
+    let without = app_on(&url, &[format!("tls_ca_file = \"{}\"", ca.display())]).await;
+    assert_eq!(wait_ready(&without).await, StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -109,7 +109,11 @@ async fn a_sentinel_failover_during_refreshes_answers_only_200_401_or_503_and_re
         .unwrap()
         .get_connection()
         .unwrap();
-    let acked: i64 = redis::cmd("WAIT").arg(1).arg(5_000).query(&mut on_master).unwrap();
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5_000)
+        .query(&mut on_master)
+        .unwrap();
     assert_eq!(acked, 1, "the replica did not acknowledge the account");
     let app = std::sync::Arc::new(app);
 
