@@ -70,8 +70,12 @@ impl SharedCounters for RedisCounters {
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
-        let mut conn = connect(&self.client, &self.conn).await?;
-        let _: i64 = conn.del(format!("{COUNTERS}{key}")).await?;
+        let key = format!("{COUNTERS}{key}");
+        let _: i64 = retried_once(&self.client, &self.conn, |mut conn| {
+            let key = key.clone();
+            async move { conn.del(key).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -83,30 +87,39 @@ impl SharedCounters for RedisCounters {
         window_ms: i64,
         max_lockout_ms: i64,
     ) -> Result<UnixMs, StoreError> {
-        let mut conn = connect(&self.client, &self.conn).await?;
-        Ok(self
-            .backoff
-            .key(format!("{COUNTERS}{key}"))
-            .arg(now)
-            .arg(threshold)
-            .arg(window_ms.max(1))
-            .arg(max_lockout_ms.max(1))
-            .invoke_async(&mut conn)
-            .await?)
+        let key = format!("{COUNTERS}{key}");
+        // Safe to run twice: a failure counted twice only locks a little sooner.
+        retried_once(&self.client, &self.conn, |mut conn| {
+            let key = key.clone();
+            async move {
+                self.backoff
+                    .key(key)
+                    .arg(now)
+                    .arg(threshold)
+                    .arg(window_ms.max(1))
+                    .arg(max_lockout_ms.max(1))
+                    .invoke_async(&mut conn)
+                    .await
+            }
+        })
+        .await
     }
 
     async fn locked_until(&self, key: &str) -> Result<UnixMs, StoreError> {
-        let mut conn = connect(&self.client, &self.conn).await?;
-        let until: Option<i64> = conn
-            .hget(format!("{COUNTERS}{key}"), "locked_until")
-            .await?;
+        let key = format!("{COUNTERS}{key}");
+        let until: Option<i64> = retried_once(&self.client, &self.conn, |mut conn| {
+            let key = key.clone();
+            async move { conn.hget(key, "locked_until").await }
+        })
+        .await?;
         Ok(until.unwrap_or(0))
     }
 }
 
 /// Runs `command` on the connection of `cell`; when the connection turns out broken (Redis
-/// restarted, failed over), once more on the connection the manager re-establishes, so no
-/// request fails once Redis is reachable again. Only for commands that may safely run twice.
+/// restarted, failed over) or, behind Sentinels, the server a replica now, once more on a
+/// connection made again, so no request fails once Redis is reachable. Only for commands that
+/// may safely run twice.
 async fn retried_once<T, F, Fut>(
     client: &Target,
     cell: &ConnCell,
@@ -117,8 +130,19 @@ where
     Fut: Future<Output = redis::RedisResult<T>>,
 {
     match command(connect(client, cell).await?).await {
-        Err(e) if broken_connection(&e) => Ok(command(connect(client, cell).await?).await?),
+        Err(e) if needs_new_connection(&e) => {
+            forget_if_sentinel(client, cell);
+            Ok(command(connect(client, cell).await?).await?)
+        }
         other => Ok(other?),
+    }
+}
+
+/// Behind Sentinels, drops `cell`'s connection so the next one asks who the master is; a single
+/// server's or a cluster's connection mends itself.
+fn forget_if_sentinel(client: &Target, cell: &ConnCell) {
+    if matches!(client, Target::Sentinel(_)) {
+        cell.forget();
     }
 }
 
@@ -242,6 +266,21 @@ async fn connect(client: &Target, cell: &ConnCell) -> Result<Conn, StoreError> {
     Ok(conn)
 }
 
+/// `[USER@]H1:P1,H2:P2,…`: the user, if any, and each node as a `redis://` URL; `None` when no
+/// node is named.
+fn node_list(hosts: &str) -> Option<(Option<&str>, Vec<String>)> {
+    let (user, hosts) = match hosts.rsplit_once('@') {
+        Some((user, hosts)) => (Some(user), hosts),
+        None => (None, hosts),
+    };
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("redis://{h}"))
+        .collect();
+    (!nodes.is_empty()).then_some((user, nodes))
+}
+
 /// `redis+sentinel://[USER@]S1:P1,S2:P2/MASTER[/DB]`: Sentinels that know the master by name.
 fn sentinel_client(url: &str, password: Option<String>) -> Result<Target, StoreError> {
     let bad = || {
@@ -251,21 +290,9 @@ fn sentinel_client(url: &str, password: Option<String>) -> Result<Target, StoreE
     };
     let rest = url.strip_prefix("redis+sentinel://").ok_or_else(bad)?;
     let mut parts = rest.trim_end_matches('/').split('/');
-    let hosts = parts.next().ok_or_else(bad)?;
+    let (user, sentinels) = parts.next().and_then(node_list).ok_or_else(bad)?;
     let master = parts.next().filter(|m| !m.is_empty()).ok_or_else(bad)?;
     let db: i64 = parts.next().map_or(Ok(0), str::parse).map_err(|_| bad())?;
-    let (user, hosts) = match hosts.rsplit_once('@') {
-        Some((user, hosts)) => (Some(user), hosts),
-        None => (None, hosts),
-    };
-    let sentinels: Vec<String> = hosts
-        .split(',')
-        .filter(|h| !h.is_empty())
-        .map(|h| format!("redis://{h}"))
-        .collect();
-    if sentinels.is_empty() {
-        return Err(bad());
-    }
     // The master and replicas take the credentials; the sentinels here need none.
     let mut node = redis::RedisConnectionInfo::default().set_db(db);
     if let Some(user) = user {
@@ -290,19 +317,7 @@ fn sentinel_client(url: &str, password: Option<String>) -> Result<Target, StoreE
 fn cluster_client(url: &str, password: Option<String>) -> Result<Target, StoreError> {
     let bad = || StoreError::Unavailable("cannot parse the cluster URL's nodes".into());
     let rest = url.strip_prefix("redis+cluster://").ok_or_else(bad)?;
-    let rest = rest.trim_end_matches('/');
-    let (user, nodes) = match rest.rsplit_once('@') {
-        Some((user, nodes)) => (Some(user), nodes),
-        None => (None, rest),
-    };
-    let nodes: Vec<String> = nodes
-        .split(',')
-        .filter(|n| !n.is_empty())
-        .map(|n| format!("redis://{n}"))
-        .collect();
-    if nodes.is_empty() {
-        return Err(bad());
-    }
+    let (user, nodes) = node_list(rest.trim_end_matches('/')).ok_or_else(bad)?;
     let mut builder = redis::cluster::ClusterClient::builder(nodes)
         .connection_timeout(Duration::from_secs(1))
         .response_timeout(RESPONSE_TIMEOUT);
@@ -460,13 +475,9 @@ impl RedisStore {
         connect(&self.client, &self.conn).await
     }
 
-    /// Behind Sentinels, drops the connection so the next call asks who the master is; a
-    /// single server's or a cluster's connection mends itself.
+    /// Behind Sentinels, drops the connection so the next call asks who the master is.
     fn forget_connection(&self) {
-        if matches!(self.client, Target::Sentinel(_)) {
-            self.conn.forget();
-            self.counters.conn.forget();
-        }
+        forget_if_sentinel(&self.client, &self.conn);
     }
 
     async fn load_user(&self, conn: &mut Conn, uid: &str) -> Result<Option<User>, StoreError> {
@@ -983,13 +994,16 @@ fn connection_lost(e: &StoreError) -> bool {
     };
     source
         .downcast_ref::<redis::RedisError>()
-        .is_some_and(|e| broken_connection(e) || e.code() == Some("READONLY"))
+        .is_some_and(needs_new_connection)
 }
 
-/// A dropped or refused connection, not a slow answer: a command that timed out may still run
-/// (it is skipped past its deadline), and waiting again on a stalled server helps nobody.
-fn broken_connection(e: &redis::RedisError) -> bool {
-    (e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal()) && !e.is_timeout()
+/// A dropped or refused connection, or a server that is a replica now (after a Sentinel
+/// failover) — not a slow answer: a command that timed out may still run (it is skipped past
+/// its deadline), and waiting again on a stalled server helps nobody.
+fn needs_new_connection(e: &redis::RedisError) -> bool {
+    let broken = (e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal())
+        && !e.is_timeout();
+    broken || e.code() == Some("READONLY")
 }
 
 /// The Redis store, retrying once — on the connection the manager re-establishes — a call that

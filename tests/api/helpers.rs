@@ -764,3 +764,60 @@ pub fn run_with_stdin(mut command: Command, stdin: &str) -> std::process::Output
         .unwrap();
     child.wait_with_output().unwrap()
 }
+
+/// Logins (as `alice`) and refreshes by `clients` clients at once until `until`: a 503 must carry
+/// `Retry-After` and is retried with the same token; a refusal starts over with a login. Every
+/// status seen, counted.
+pub async fn burst(
+    app: &std::sync::Arc<TestApp>,
+    clients: usize,
+    until: Instant,
+) -> std::collections::BTreeMap<u16, usize> {
+    let mut running = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let app = app.clone();
+        running.spawn(async move {
+            let mut seen: std::collections::BTreeMap<u16, usize> =
+                std::collections::BTreeMap::new();
+            let mut token: Option<String> = None;
+            for _ in 0..5_000 {
+                if Instant::now() > until {
+                    break;
+                }
+                let response = match &token {
+                    Some(t) => app.refresh(t).await,
+                    None => app.login("alice", PASSWORD).await,
+                };
+                let status = response.status();
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    assert!(
+                        response.headers().contains_key("retry-after"),
+                        "503 without Retry-After"
+                    );
+                }
+                *seen.entry(status.as_u16()).or_default() += 1;
+                token = match status {
+                    StatusCode::OK => response
+                        .json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .map(|v| text(&v, "refresh_token")),
+                    // Retry the same token after an outage; start over after a refusal.
+                    StatusCode::SERVICE_UNAVAILABLE => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        token
+                    }
+                    _ => None,
+                };
+            }
+            seen
+        });
+    }
+    let mut all = std::collections::BTreeMap::new();
+    for seen in running.join_all().await {
+        for (status, n) in seen {
+            *all.entry(status).or_default() += n;
+        }
+    }
+    all
+}

@@ -10,8 +10,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Backend, PASSWORD, ServeProcess, TestApp, base_config, hash, latchkey, run_with_stdin,
-    spawn_app_with, text,
+    Backend, PASSWORD, ServeProcess, base_config, hash, latchkey, run_with_stdin, spawn_app_with,
+    text,
 };
 
 #[tokio::test]
@@ -161,50 +161,6 @@ async fn a_login_flood_beyond_the_hashing_queue_gets_503_not_memory() {
     assert_eq!(app.login("alice", PASSWORD).await.status(), StatusCode::OK);
 }
 
-/// Logins and refreshes from several clients at once until `until`; every status seen, counted.
-async fn burst(app: &Arc<TestApp>, until: Instant) -> BTreeMap<u16, usize> {
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..4 {
-        let app = app.clone();
-        clients.spawn(async move {
-            let mut seen: BTreeMap<u16, usize> = BTreeMap::new();
-            let mut token: Option<String> = None;
-            for _ in 0..5_000 {
-                if Instant::now() > until {
-                    break;
-                }
-                let response = match &token {
-                    Some(t) => app.refresh(t).await,
-                    None => app.login("alice", PASSWORD).await,
-                };
-                let status = response.status();
-                *seen.entry(status.as_u16()).or_default() += 1;
-                token = match status {
-                    StatusCode::OK => response
-                        .json::<Value>()
-                        .await
-                        .ok()
-                        .map(|v| text(&v, "refresh_token")),
-                    // Retry the same token after an outage; start over after a refusal.
-                    StatusCode::SERVICE_UNAVAILABLE => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        token
-                    }
-                    _ => None,
-                };
-            }
-            seen
-        });
-    }
-    let mut all = BTreeMap::new();
-    for seen in clients.join_all().await {
-        for (status, n) in seen {
-            *all.entry(status).or_default() += n;
-        }
-    }
-    all
-}
-
 fn only_expected_statuses(seen: &BTreeMap<u16, usize>) {
     assert!(
         seen.keys().all(|s| [200, 401, 429, 503].contains(s)),
@@ -225,7 +181,7 @@ async fn redis_killed_during_a_burst_answers_only_503_and_recovers_by_itself() {
 
     let load = tokio::spawn({
         let app = app.clone();
-        async move { burst(&app, Instant::now() + Duration::from_secs(6)).await }
+        async move { crate::helpers::burst(&app, 4, Instant::now() + Duration::from_secs(6)).await }
     });
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     redis.lock().unwrap().kill();
@@ -315,7 +271,7 @@ async fn a_full_disk_under_the_embedded_store_answers_only_503_and_recovers_by_i
 
     let load = tokio::spawn({
         let app = app.clone();
-        async move { burst(&app, Instant::now() + Duration::from_secs(5)).await }
+        async move { crate::helpers::burst(&app, 4, Instant::now() + Duration::from_secs(5)).await }
     });
     tokio::time::sleep(Duration::from_millis(800)).await;
     // Fill every free byte.
