@@ -138,7 +138,17 @@ fn certificates(dir: &Path, san: &str) -> (PathBuf, PathBuf, PathBuf) {
 fn tls_redis(san: &str) -> (Redis, PathBuf) {
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = certificates(certs.path(), san);
-    let redis = Redis::start(|_, port| {
+    let redis = tls_server(&ca, &cert, &key, false);
+    // The CA outlives the certificate directory: the config names it.
+    let kept = redis.dir.path().join("ca.crt");
+    std::fs::copy(&ca, &kept).unwrap();
+    (redis, kept)
+}
+
+/// `redis-server` on TLS only, with this certificate, trusting `ca` for client certificates
+/// (required when `auth_clients`).
+fn tls_server(ca: &Path, cert: &Path, key: &Path, auth_clients: bool) -> Redis {
+    Redis::start(|_, port| {
         [
             "--port",
             "0",
@@ -151,15 +161,11 @@ fn tls_redis(san: &str) -> (Redis, PathBuf) {
             "--tls-ca-cert-file",
             ca.to_str().unwrap(),
             "--tls-auth-clients",
-            "no",
+            if auth_clients { "yes" } else { "no" },
         ]
         .map(str::to_owned)
         .to_vec()
-    });
-    // The CA outlives the certificate directory: the config names it.
-    let kept = redis.dir.path().join("ca.crt");
-    std::fs::copy(&ca, &kept).unwrap();
-    (redis, kept)
+    })
 }
 
 async fn app_on(url: &str, store_lines: &[String]) -> TestApp {
@@ -335,24 +341,7 @@ async fn rediss_with_a_client_certificate_where_the_server_requires_one() {
             "client.ext",
         ],
     );
-    let redis = Redis::start(|_, port| {
-        [
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            cert.to_str().unwrap(),
-            "--tls-key-file",
-            key.to_str().unwrap(),
-            "--tls-ca-cert-file",
-            ca.to_str().unwrap(),
-            "--tls-auth-clients",
-            "yes",
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    });
+    let redis = tls_server(&ca, &cert, &key, true);
     let url = format!("rediss://127.0.0.1:{}/0", redis.port);
     let with_certificate = app_on(
         &url,
