@@ -15,6 +15,9 @@ use serde::Serialize;
 use crate::flows::FlowError;
 use crate::telemetry::{LogThrottle, error_chain};
 
+/// RFC 9449 §8: the server nonce a client must put in its next DPoP proof.
+pub const DPOP_NONCE: &str = "dpop-nonce";
+
 /// A store outage fails every request; one warning per 10 s says so, with the count.
 static STORE_WARNINGS: LogThrottle = LogThrottle::new(10_000);
 /// Likewise for a flood that fills the password-hashing queue.
@@ -25,7 +28,9 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     description: Cow<'static, str>,
-    challenge: Option<String>,
+    /// One header the answer needs beyond the usual: a `WWW-Authenticate` challenge, or the
+    /// `DPoP-Nonce` of a `use_dpop_nonce` answer.
+    header: Option<Box<(&'static str, String)>>,
     retry_after_secs: Option<u64>,
     /// The `Allow` header of a 405.
     allow: Option<&'static str>,
@@ -55,7 +60,7 @@ impl ApiError {
             status,
             code,
             description: description.into(),
-            challenge: None,
+            header: None,
             retry_after_secs: None,
             allow: None,
             cause: None,
@@ -119,7 +124,7 @@ impl ApiError {
     }
 
     pub fn with_challenge(mut self, challenge: String) -> ApiError {
-        self.challenge = Some(challenge);
+        self.header = Some(Box::new(("www-authenticate", challenge)));
         self
     }
 
@@ -179,6 +184,16 @@ impl ApiError {
             ),
             FlowError::InvalidScope(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
+            }
+            // RFC 9449 §5 and §8: both 400, the second with the nonce to use.
+            FlowError::InvalidDpopProof(description) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", description)
+            }
+            FlowError::UseDpopNonce { ref nonce } => {
+                let mut error =
+                    ApiError::new(StatusCode::BAD_REQUEST, "use_dpop_nonce", e.to_string());
+                error.header = Some(Box::new((DPOP_NONCE, nonce.clone())));
+                error
             }
             FlowError::Internal(_) => {
                 let mut error = ApiError::new(
@@ -242,10 +257,10 @@ impl ResponseError for ApiError {
         response
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .insert_header((header::PRAGMA, "no-cache"));
-        if let Some(challenge) = &self.challenge
-            && let Ok(value) = HeaderValue::from_str(challenge)
+        if let Some((name, value)) = self.header.as_deref()
+            && let Ok(value) = HeaderValue::from_str(value)
         {
-            response.insert_header((header::WWW_AUTHENTICATE, value));
+            response.insert_header((*name, value));
         }
         if let Some(secs) = self.retry_after_secs {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));

@@ -65,6 +65,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "metrics",
     "shutdown",
     "log",
+    "dpop",
 ];
 
 /// The values of the restart-only fields, as a server records them in the store at start so that

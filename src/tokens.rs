@@ -39,6 +39,15 @@ pub struct AccessClaims {
     pub scope: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The DPoP key the token is bound to (RFC 9449 §6.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// `cnf` with the SHA-256 thumbprint of a DPoP key (RFC 7800, RFC 9449 §6.1).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Confirmation {
+    pub jkt: String,
 }
 
 /// `aud` is a string when there is one audience and an array otherwise (RFC 7519 §4.1.3).

@@ -78,6 +78,11 @@ pub struct ClientSpec {
     pub access_ttl: Option<Duration>,
     /// Overrides `tokens.audience` for this client's access tokens.
     pub audience: Option<Vec<String>>,
+    /// Every token request must carry a DPoP proof (RFC 9449).
+    pub require_dpop: bool,
+    /// DPoP proofs must carry a server nonce (RFC 9449 §8): a proof without a current one is
+    /// answered `use_dpop_nonce` with a fresh `DPoP-Nonce`.
+    pub dpop_nonce: bool,
 }
 
 impl ClientSpec {
@@ -93,6 +98,8 @@ impl ClientSpec {
             allowed_origins: Vec::new(),
             access_ttl: None,
             audience: None,
+            require_dpop: false,
+            dpop_nonce: false,
         }
     }
 
@@ -127,6 +134,10 @@ pub(super) struct RawClient {
     pub(super) access_ttl: Option<String>,
     #[serde(default)]
     pub(super) audience: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) require_dpop: bool,
+    #[serde(default)]
+    pub(super) dpop_nonce: bool,
 }
 
 /// A web origin as browsers send it in `Origin` (RFC 6454): `scheme://host[:port]`.
@@ -262,6 +273,8 @@ pub(super) fn validate(raw: Vec<RawClient>, problems: &mut Vec<String>) -> Vec<C
             allowed_origins: c.allowed_origins,
             access_ttl,
             audience: c.audience,
+            require_dpop: c.require_dpop,
+            dpop_nonce: c.dpop_nonce,
         });
     }
     clients

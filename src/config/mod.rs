@@ -44,6 +44,7 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub log_format: LogFormat,
     pub shutdown: ShutdownSettings,
+    pub dpop: DpopSettings,
     /// Peers whose `X-Forwarded-For` / `Forwarded` headers name the client; from any other
     /// peer those headers are ignored and the client is the peer itself.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -55,6 +56,24 @@ pub struct Config {
 pub struct ShutdownSettings {
     pub delay: Duration,
     pub drain_timeout: Duration,
+}
+
+/// DPoP proofs at the token endpoints (RFC 9449): how fresh they must be, and server nonces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DpopSettings {
+    pub proof_max_age: Duration,
+    pub proof_leeway: Duration,
+    pub nonce_lifetime: Duration,
+    pub nonce_secret_file: Option<PathBuf>,
+}
+
+impl DpopSettings {
+    pub fn freshness(&self) -> latchkey_verify::dpop::Freshness {
+        latchkey_verify::dpop::Freshness {
+            max_age: self.proof_max_age,
+            leeway: self.proof_leeway,
+        }
+    }
 }
 
 /// How log lines are written.
@@ -316,6 +335,7 @@ impl Config {
             &mut redis.tls_ca_file,
             &mut redis.tls_cert_file,
             &mut redis.tls_key_file,
+            &mut self.dpop.nonce_secret_file,
         ]
         .into_iter()
         .flatten()
@@ -482,6 +502,15 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         delay: duration("shutdown.delay", &raw.shutdown.delay),
         drain_timeout: duration("shutdown.drain_timeout", &raw.shutdown.drain_timeout),
     };
+    let dpop = DpopSettings {
+        proof_max_age: duration("dpop.proof_max_age", &raw.dpop.proof_max_age),
+        proof_leeway: duration("dpop.proof_leeway", &raw.dpop.proof_leeway),
+        nonce_lifetime: duration("dpop.nonce_lifetime", &raw.dpop.nonce_lifetime),
+        nonce_secret_file: raw.dpop.nonce_secret_file,
+    };
+    if dpop.proof_max_age > Duration::from_secs(600) {
+        problems.push("dpop.proof_max_age: at most 10m; proofs are meant to be fresh".into());
+    }
     if limits.failed_token_requests_per_ip == 0 {
         problems.push("limits.failed_token_requests_per_ip: must be greater than zero".into());
     }
@@ -761,6 +790,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         metrics_listen,
         log_format,
         shutdown,
+        dpop,
         trusted_proxies,
     })
 }

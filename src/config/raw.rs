@@ -36,6 +36,8 @@ pub(crate) struct RawConfig {
     pub(super) shutdown: RawShutdown,
     #[serde(default)]
     pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) dpop: RawDpop,
     /// An `http://` issuer on a non-loopback host is refused unless this says it is meant.
     #[serde(default)]
     pub(super) allow_insecure_issuer: bool,
@@ -177,6 +179,32 @@ pub(super) struct RawMetrics {
 
 #[derive(Deserialize, Serialize)]
 #[serde(default)]
+pub(super) struct RawDpop {
+    /// How old a proof's `iat` may be.
+    pub(super) proof_max_age: String,
+    /// Clock skew tolerated on a proof's `iat`, either way.
+    pub(super) proof_leeway: String,
+    /// How long a server nonce stays acceptable.
+    pub(super) nonce_lifetime: String,
+    /// A file of at least 32 random bytes shared by every instance, from which nonces are
+    /// derived; absent: each process draws its own (a client then needs a new nonce whenever
+    /// its requests move to another instance).
+    pub(super) nonce_secret_file: Option<PathBuf>,
+}
+
+impl Default for RawDpop {
+    fn default() -> Self {
+        RawDpop {
+            proof_max_age: "60s".into(),
+            proof_leeway: "5s".into(),
+            nonce_lifetime: "5m".into(),
+            nonce_secret_file: None,
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(default)]
 pub(super) struct RawShutdown {
     /// After SIGTERM/SIGINT, how long `/readyz` answers 503 while still serving, so a load
     /// balancer stops sending new requests before the listener closes.
@@ -275,6 +303,10 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (Some("shutdown"), "delay", EnvKind::Str),
     (Some("shutdown"), "drain_timeout", EnvKind::Str),
     (Some("log"), "format", EnvKind::Str),
+    (Some("dpop"), "proof_max_age", EnvKind::Str),
+    (Some("dpop"), "proof_leeway", EnvKind::Str),
+    (Some("dpop"), "nonce_lifetime", EnvKind::Str),
+    (Some("dpop"), "nonce_secret_file", EnvKind::Str),
     (Some("limits"), "window", EnvKind::Str),
     (Some("limits"), "login_attempts_per_ip", EnvKind::Int),
     (Some("limits"), "failed_logins_per_user_ip", EnvKind::Int),

@@ -38,6 +38,9 @@ pub struct Introspection {
     pub jti: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The key a DPoP-bound token is bound to (RFC 9449 §6.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<latchkey_verify::Confirmation>,
 }
 
 impl Flows {
@@ -112,7 +115,11 @@ impl Flows {
             scope: claims.scope,
             client_id: claims.client_id,
             username,
-            token_type: Some("Bearer"),
+            token_type: Some(if claims.cnf.is_some() {
+                "DPoP"
+            } else {
+                "Bearer"
+            }),
             exp: Some(claims.exp),
             iat: claims.iat,
             nbf: claims.nbf,
@@ -121,6 +128,7 @@ impl Flows {
             iss: Some(claims.iss),
             jti: claims.jti,
             sid: claims.sid,
+            cnf: claims.cnf,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! Signing in with a username and password: a new session (refresh family) and its first tokens.
 //! The first-party `/auth/login` and the OAuth password grant share it.
 
-use super::{FlowError, Flows, Issued, RequestMeta, normalize_username, scopes};
+use super::{DpopPresented, FlowError, Flows, Issued, RequestMeta, normalize_username, scopes};
 use crate::clock::duration_ms;
 use crate::config::{ClientKind, ClientSpec, DEFAULT_CLIENT_ID, GrantType, RefreshDelivery};
 use crate::credentials::{MAX_PASSWORD_BYTES, Password};
@@ -19,6 +19,7 @@ pub struct LoginRequest<'a> {
     pub client_id: Option<&'a str>,
     pub scope: Option<&'a str>,
     pub meta: &'a RequestMeta,
+    pub dpop: DpopPresented<'a>,
 }
 
 /// The channel a client's refresh tokens travel by.
@@ -114,8 +115,11 @@ impl Flows {
             password,
             scope,
             meta,
+            dpop,
             ..
         } = request;
+        // The proof first: it costs a signature check, the password a hash.
+        let jkt = self.check_dpop(snapshot, Some(client), &dpop).await?;
         let username = &normalize_username(username)?;
         if password.expose().len() > MAX_PASSWORD_BYTES {
             return Err(FlowError::InvalidRequest(
@@ -214,6 +218,9 @@ impl Flows {
                 first_token_expires_at,
                 user_epoch: user.epoch,
                 channel: channel_of(client),
+                // RFC 9449 §5: a public client's refresh tokens are bound to its key; a
+                // confidential client's are bound by its authentication already.
+                dpop_jkt: jkt.clone().filter(|_| client.kind == ClientKind::Public),
             })
             .await?;
         if !created {
@@ -239,7 +246,15 @@ impl Flows {
             successor_expires_at: first_token_expires_at,
             held_scopes: user.scopes.join(" "),
         };
-        let mut issued = self.issue(snapshot, client, &entitlement, sid, refresh, now)?;
+        let mut issued = self.issue(
+            snapshot,
+            client,
+            &entitlement,
+            sid,
+            refresh,
+            jkt.as_deref(),
+            now,
+        )?;
         if !client.may(GrantType::RefreshToken) {
             // RFC 6749 §5.1: a refresh token is optional; a client without the grant gets none.
             issued.refresh = None;

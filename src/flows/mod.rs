@@ -10,6 +10,7 @@ mod accounts;
 mod authenticate;
 mod client_credentials;
 mod clients;
+mod dpop;
 mod introspect;
 mod login;
 mod logout;
@@ -28,6 +29,7 @@ use uuid::Uuid;
 pub use accounts::{Accounts, MAX_USERNAME_CHARS, normalize_username};
 pub use authenticate::Authenticated;
 pub use clients::{AuthMethod, ClientCredentials};
+pub use dpop::DpopPresented;
 pub use introspect::Introspection;
 pub use login::LoginRequest;
 pub use password::check_password_policy;
@@ -40,7 +42,7 @@ use crate::limits::Throttle;
 use crate::metrics::{MeasuredStore, Metrics, RevokeCause};
 use crate::state::{LiveState, Snapshot};
 use crate::store::{Entitlement, SharedStore, StoreError};
-use crate::tokens::{AccessClaims, Audience, RefreshToken, new_jti};
+use crate::tokens::{AccessClaims, Audience, Confirmation, RefreshToken, new_jti};
 
 pub use crate::config::DEFAULT_CLIENT_ID;
 
@@ -51,10 +53,28 @@ pub struct RequestMeta {
     pub ip: String,
 }
 
-/// How the access token is bound: a plain bearer token today.
+/// How the access token is bound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum TokenType {
     Bearer,
+    /// Bound to the key of the request's DPoP proof (`cnf.jkt`).
+    DPoP,
+}
+
+impl TokenType {
+    fn of(jkt: Option<&str>) -> TokenType {
+        match jkt {
+            Some(_) => TokenType::DPoP,
+            None => TokenType::Bearer,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenType::Bearer => "Bearer",
+            TokenType::DPoP => "DPoP",
+        }
+    }
 }
 
 /// What a flow issued. The surfaces decide how it travels (a JSON body, a cookie).
@@ -69,6 +89,8 @@ pub struct Issued {
     pub scope: String,
     pub client_id: String,
     pub session_id: Option<Uuid>,
+    /// The current DPoP nonce, for a client that uses them (`DPoP-Nonce`).
+    pub dpop_nonce: Option<String>,
 }
 
 /// A refresh token and how long it lives unused.
@@ -132,6 +154,13 @@ pub enum FlowError {
     UserExists(String),
     #[error("no user {0:?}")]
     NoSuchUser(String),
+    /// The DPoP proof is missing where it is required, malformed, or does not fit the request
+    /// or the session's key (RFC 9449 §5: `invalid_dpop_proof`).
+    #[error("{0}")]
+    InvalidDpopProof(Cow<'static, str>),
+    /// The client must put this server nonce in its proof (RFC 9449 §8: `use_dpop_nonce`).
+    #[error("a DPoP nonce is required: use the one in the DPoP-Nonce header")]
+    UseDpopNonce { nonce: String },
     /// A bug or a broken host. Callers see nothing of the cause.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -171,6 +200,7 @@ pub struct Flows {
     accounts: Accounts,
     secrets: clients::VerifiedSecrets,
     metrics: Arc<Metrics>,
+    dpop: dpop::DpopGuard,
     /// Set on SIGTERM/SIGINT: the server is going away, so it is no longer ready.
     draining: std::sync::atomic::AtomicBool,
 }
@@ -187,6 +217,7 @@ impl Flows {
         let hasher = hasher.reporting_to(metrics.hashing());
         let accounts = Accounts::new(store.clone(), hasher.clone(), clock.clone());
         let limiter = Throttle::for_store(&store);
+        let dpop = dpop::DpopGuard::new(&store, &state.current().config.dpop)?;
         Ok(Flows {
             state,
             store,
@@ -196,6 +227,7 @@ impl Flows {
             accounts,
             secrets: clients::VerifiedSecrets::new()?,
             metrics,
+            dpop,
             draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -310,6 +342,7 @@ impl Flows {
 
     /// Signs an access token for `entitlement` (whose scope may have been narrowed for this
     /// token) and packs it with `refresh`.
+    #[allow(clippy::too_many_arguments)]
     fn issue(
         &self,
         snapshot: &Snapshot,
@@ -317,6 +350,7 @@ impl Flows {
         entitlement: &Entitlement,
         sid: Uuid,
         refresh: RefreshToken,
+        jkt: Option<&str>,
         now: UnixMs,
     ) -> Result<Issued, FlowError> {
         let scope = entitlement.scope.as_str();
@@ -326,13 +360,14 @@ impl Flows {
             &entitlement.user_id,
             scope,
             Some(sid),
+            jkt,
             now,
         )?;
         let refresh_expires_in =
             u64::try_from((entitlement.successor_expires_at - now).max(0) / 1000).unwrap_or(0);
         Ok(Issued {
             access_token,
-            token_type: TokenType::Bearer,
+            token_type: TokenType::of(jkt),
             expires_in,
             refresh: Some(IssuedRefresh {
                 token: refresh,
@@ -341,6 +376,7 @@ impl Flows {
             scope: scope.to_owned(),
             client_id: entitlement.client_id.clone(),
             session_id: Some(sid),
+            dpop_nonce: self.dpop_nonce(snapshot, client),
         })
     }
 }
@@ -354,6 +390,7 @@ pub fn sign_access(
     subject: &str,
     scope: &str,
     sid: Option<Uuid>,
+    jkt: Option<&str>,
     now: UnixMs,
 ) -> Result<(String, u64), FlowError> {
     let key = snapshot.keys.active(now).ok_or(FlowError::NoSigningKey)?;
@@ -375,6 +412,9 @@ pub fn sign_access(
         client_id: client.id.clone(),
         scope: (!scope.is_empty()).then(|| scope.to_owned()),
         sid: sid.map(|s| s.to_string()),
+        cnf: jkt.map(|jkt| Confirmation {
+            jkt: jkt.to_owned(),
+        }),
     };
     let payload = serde_json::to_vec(&claims).map_err(FlowError::internal)?;
     let jws = key.sign_jws(&payload).map_err(FlowError::internal)?;

@@ -5,7 +5,7 @@
 use uuid::Uuid;
 
 use super::login::channel_of;
-use super::{FlowError, Flows, Issued, RequestMeta, scopes};
+use super::{DpopPresented, FlowError, Flows, Issued, RequestMeta, scopes};
 use crate::clock::duration_ms;
 use crate::config::{ClientSpec, GrantType};
 use crate::metrics::{RefreshOutcome, RevokeCause};
@@ -22,9 +22,11 @@ impl Flows {
         token: &str,
         scope: Option<&str>,
         meta: &RequestMeta,
+        dpop: &DpopPresented<'_>,
     ) -> Result<Issued, FlowError> {
         let snapshot = self.signing_snapshot()?;
         let requested = scopes::parse(scope)?;
+        let jkt = self.check_dpop(&snapshot, None, dpop).await?;
         self.rotate(
             &snapshot,
             token,
@@ -32,6 +34,7 @@ impl Flows {
             Channel::Body,
             requested.as_deref(),
             meta,
+            jkt,
         )
         .await
     }
@@ -45,9 +48,11 @@ impl Flows {
         token: &str,
         scope: Option<&str>,
         meta: &RequestMeta,
+        dpop: &DpopPresented<'_>,
     ) -> Result<Issued, FlowError> {
         let snapshot = self.signing_snapshot()?;
         let requested = scopes::parse(scope)?;
+        let jkt = self.check_dpop(&snapshot, Some(client), dpop).await?;
         self.rotate(
             &snapshot,
             token,
@@ -55,6 +60,7 @@ impl Flows {
             Channel::Cookie,
             requested.as_deref(),
             meta,
+            jkt,
         )
         .await
     }
@@ -69,6 +75,7 @@ impl Flows {
         token: &str,
         scope: Option<&str>,
         meta: &RequestMeta,
+        dpop: &DpopPresented<'_>,
     ) -> Result<Issued, FlowError> {
         if !client.may(GrantType::RefreshToken) {
             return Err(FlowError::UnauthorizedClient(
@@ -76,6 +83,7 @@ impl Flows {
             ));
         }
         let requested = scopes::parse(scope)?;
+        let jkt = self.check_dpop(snapshot, Some(client), dpop).await?;
         self.rotate(
             snapshot,
             token,
@@ -83,10 +91,14 @@ impl Flows {
             channel_of(client),
             requested.as_deref(),
             meta,
+            jkt,
         )
         .await
     }
 
+    /// `jkt`: the key of the request's DPoP proof, if it carried one. A bound family needs it;
+    /// the new access token is bound to it either way.
+    #[allow(clippy::too_many_arguments)]
     async fn rotate(
         &self,
         snapshot: &Snapshot,
@@ -95,6 +107,7 @@ impl Flows {
         channel: Channel,
         requested: Option<&[String]>,
         meta: &RequestMeta,
+        jkt: Option<String>,
     ) -> Result<Issued, FlowError> {
         let presented = RefreshToken::parse(token).map_err(|_| {
             self.metrics.refresh(RefreshOutcome::Unknown);
@@ -128,6 +141,7 @@ impl Flows {
                 ip: meta.ip.clone(),
                 client_id: client.map(|c| c.id.clone()),
                 channel,
+                dpop_jkt: jkt.clone(),
             })
             .await?;
         let (entitlement, refresh) = match outcome {
@@ -162,6 +176,21 @@ impl Flows {
                 tracing::warn!(event = "family.revoked", %user_id, %sid, cause = "reuse", "session revoked");
                 return Err(FlowError::BadRefreshToken);
             }
+            RotateOutcome::Invalid(Invalid::WrongKey) => {
+                self.metrics.refresh(RefreshOutcome::WrongKey);
+                tracing::warn!(
+                    event = "refresh.wrong_dpop_key",
+                    %sid,
+                    ip = %meta.ip,
+                    "a DPoP-bound refresh token was presented without a proof of its key"
+                );
+                return Err(match jkt {
+                    None => FlowError::InvalidDpopProof(
+                        "this session is DPoP-bound: send a proof signed with its key".into(),
+                    ),
+                    Some(_) => FlowError::BadRefreshToken,
+                });
+            }
             RotateOutcome::Invalid(why) => {
                 self.metrics.refresh(match why {
                     Invalid::Unknown => RefreshOutcome::Unknown,
@@ -169,6 +198,7 @@ impl Flows {
                     Invalid::ExpiredAbsolute => RefreshOutcome::ExpiredAbsolute,
                     Invalid::UserChanged => RefreshOutcome::UserChanged,
                     Invalid::WrongClient => RefreshOutcome::WrongClient,
+                    Invalid::WrongKey => RefreshOutcome::WrongKey,
                     Invalid::RevokedForReuse => {
                         RefreshOutcome::ReuseDetected(ReuseCause::RevokedFamily)
                     }
@@ -198,7 +228,15 @@ impl Flows {
             scope: scopes::narrowed(&still, requested)?,
             ..entitlement
         };
-        let issued = self.issue(snapshot, client, &entitlement, sid, refresh, now)?;
+        let issued = self.issue(
+            snapshot,
+            client,
+            &entitlement,
+            sid,
+            refresh,
+            jkt.as_deref(),
+            now,
+        )?;
         self.metrics.issued("refresh_token", &client.id);
         Ok(issued)
     }

@@ -79,6 +79,8 @@ pub enum RefreshOutcome {
     UserChanged,
     /// Presented by another client or another way; nothing consumed.
     WrongClient,
+    /// A DPoP-bound session refreshed without a proof of its key.
+    WrongKey,
     /// Never issued, from an ended session, or malformed.
     Unknown,
 }
@@ -101,6 +103,7 @@ impl RefreshOutcome {
             RefreshOutcome::ExpiredAbsolute => ("expired_absolute", ""),
             RefreshOutcome::UserChanged => ("user_changed", ""),
             RefreshOutcome::WrongClient => ("wrong_client", ""),
+            RefreshOutcome::WrongKey => ("wrong_dpop_key", ""),
             RefreshOutcome::Unknown => ("unknown", ""),
         };
         RefreshLabels { outcome, cause }

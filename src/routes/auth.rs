@@ -8,14 +8,15 @@ use serde::{Deserialize, Serialize};
 
 use super::json::{JsonObject, OptionalJsonObject};
 use super::{
-    bearer_token, browser, limited_token_request, request_meta, token_response, token_response_from,
+    bearer_token, browser, dpop_proofs, limited_token_request, request_meta, token_response,
+    token_response_from,
 };
 use actix_web::ResponseError;
 
 use crate::config::RefreshDelivery;
 use crate::credentials::Password;
 use crate::error::ApiError;
-use crate::flows::{FlowError, Flows, LoginRequest};
+use crate::flows::{DpopPresented, FlowError, Flows, LoginRequest};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginBody {
@@ -92,6 +93,7 @@ pub async fn login(
     if let Some(client) = &cookie_client {
         browser::check_origin(&req, client)?;
     }
+    let proofs = dpop_proofs(&req);
     let issued = flows
         .login(LoginRequest {
             username: &body.username,
@@ -99,6 +101,10 @@ pub async fn login(
             client_id: body.client_id.as_deref(),
             scope: body.scope.as_deref(),
             meta: &request_meta(&req, &snapshot.config.trusted_proxies),
+            dpop: DpopPresented {
+                proofs: &proofs,
+                path: "/auth/login",
+            },
         })
         .await
         .map_err(refused)?;
@@ -141,9 +147,14 @@ async fn refresh_admitted(
 ) -> Result<HttpResponse, ApiError> {
     let snapshot = flows.snapshot();
     let meta = request_meta(req, &snapshot.config.trusted_proxies);
+    let proofs = dpop_proofs(req);
+    let dpop = DpopPresented {
+        proofs: &proofs,
+        path: "/auth/refresh",
+    };
     if let Some(token) = &body.refresh_token {
         let issued = flows
-            .refresh(token, body.scope.as_deref(), &meta)
+            .refresh(token, body.scope.as_deref(), &meta, &dpop)
             .await
             .map_err(refused)?;
         return Ok(token_response(&issued));
@@ -154,7 +165,7 @@ async fn refresh_admitted(
         return Err(refused(FlowError::BadRefreshToken));
     };
     match flows
-        .refresh_from_cookie(&client, &token, body.scope.as_deref(), &meta)
+        .refresh_from_cookie(&client, &token, body.scope.as_deref(), &meta, &dpop)
         .await
     {
         Ok(issued) => {

@@ -191,7 +191,7 @@ pub async fn cors(
                 .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, DELETE"))
                 .insert_header((
                     header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    "content-type, authorization",
+                    "content-type, authorization, dpop",
                 ))
                 .insert_header((
                     header::ACCESS_CONTROL_MAX_AGE,
@@ -221,6 +221,11 @@ pub async fn cors(
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
                 HeaderValue::from_static("true"),
+            );
+            // A DPoP client must read the server nonce it is asked to use.
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("DPoP-Nonce"),
             );
         }
     }

@@ -19,8 +19,8 @@ use actix_web::{HttpRequest, HttpResponse};
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::error::ApiError;
-use crate::flows::{Flows, Issued, RequestMeta, TokenType};
+use crate::error::{ApiError, DPOP_NONCE};
+use crate::flows::{Flows, Issued, RequestMeta};
 
 /// RFC 6749 §5.1 token response.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -52,13 +52,16 @@ pub fn token_response_from(
     with_refresh: bool,
 ) -> HttpResponse {
     let refresh = issued.refresh.as_ref().filter(|_| with_refresh);
+    if let Some(nonce) = issued.dpop_nonce.as_deref()
+        && let Ok(value) = header::HeaderValue::from_str(nonce)
+    {
+        builder.insert_header((DPOP_NONCE, value));
+    }
     let mut response = builder
         .insert_header((header::PRAGMA, "no-cache"))
         .json(TokenResponse {
             access_token: &issued.access_token,
-            token_type: match issued.token_type {
-                TokenType::Bearer => "Bearer",
-            },
+            token_type: issued.token_type.as_str(),
             expires_in: issued.expires_in,
             refresh_token: refresh.map(|r| r.token.as_str()),
             refresh_expires_in: refresh.map(|r| r.expires_in),
@@ -68,6 +71,15 @@ pub fn token_response_from(
         .extensions_mut()
         .insert(ClientOf(issued.client_id.clone()));
     response
+}
+
+/// The `DPoP` headers of a token request (RFC 9449 §4.1), for [`DpopPresented`]: every one, so
+/// that two are refused; one that is not text is kept as an empty, unusable proof.
+pub fn dpop_proofs(req: &HttpRequest) -> Vec<&str> {
+    req.headers()
+        .get_all("dpop")
+        .map(|v| v.to_str().unwrap_or(""))
+        .collect()
 }
 
 /// Runs a refresh or token-endpoint handler under the per-IP limits: refused before any work
@@ -86,7 +98,9 @@ pub async fn limited_token_request(
     let response = handler
         .await
         .unwrap_or_else(|e| actix_web::ResponseError::error_response(&e));
-    if matches!(response.status().as_u16(), 400 | 401) {
+    // A nonce challenge (`use_dpop_nonce`) is the protocol, not a failure.
+    let nonce_challenge = response.headers().contains_key(DPOP_NONCE);
+    if matches!(response.status().as_u16(), 400 | 401) && !nonce_challenge {
         // A store that cannot count now answers the next request; this one is answered.
         let _ = flows.record_refused_token_request(&snapshot, &ip).await;
     }

@@ -9,11 +9,11 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::form::{Form, decode};
-use super::{limited_token_request, request_meta, token_response};
+use super::{dpop_proofs, limited_token_request, request_meta, token_response};
 use crate::config::{ClientKind, ClientSpec};
 use crate::credentials::Password;
 use crate::error::ApiError;
-use crate::flows::{AuthMethod, ClientCredentials, FlowError, Flows, LoginRequest};
+use crate::flows::{AuthMethod, ClientCredentials, DpopPresented, FlowError, Flows, LoginRequest};
 
 /// This surface's answer to a flow's refusal: RFC 6749 §5.2 throughout.
 fn refused(e: FlowError) -> ApiError {
@@ -124,16 +124,25 @@ async fn token_admitted(
             "a cookie client uses /auth/login and /auth/refresh from its allowed origins",
         )));
     }
+    let proofs = dpop_proofs(req);
+    let dpop = DpopPresented {
+        proofs: &proofs,
+        path: "/oauth/token",
+    };
     let issued = match grant_type {
         "refresh_token" => {
             let token = form
                 .get("refresh_token")
                 .ok_or_else(|| ApiError::invalid_request("refresh_token is required"))?;
             flows
-                .refresh_grant(&snapshot, &client, token, form.get("scope"), &meta)
+                .refresh_grant(&snapshot, &client, token, form.get("scope"), &meta, &dpop)
                 .await
         }
-        "client_credentials" => flows.client_credentials(&snapshot, &client, form.get("scope")),
+        "client_credentials" => {
+            flows
+                .client_credentials(&snapshot, &client, form.get("scope"), &dpop)
+                .await
+        }
         "password" => {
             let (Some(username), Some(password)) = (form.get("username"), form.get("password"))
             else {
@@ -152,6 +161,7 @@ async fn token_admitted(
                         client_id: Some(&client.id),
                         scope: form.get("scope"),
                         meta: &meta,
+                        dpop,
                     },
                 )
                 .await

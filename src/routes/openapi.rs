@@ -184,6 +184,7 @@ pub struct Metadata {
     introspection_endpoint_auth_methods_supported: Vec<String>,
     scopes_supported: Vec<String>,
     access_token_signing_alg_values_supported: Vec<String>,
+    dpop_signing_alg_values_supported: Vec<String>,
 }
 
 /// RFC 7517 key set: the public keys that sign, will sign, or signed tokens still alive.

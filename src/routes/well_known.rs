@@ -113,6 +113,8 @@ pub async fn metadata(flows: web::Data<Flows>) -> HttpResponse {
                 ["client_secret_basic", "client_secret_post"],
             "scopes_supported": scopes,
             "access_token_signing_alg_values_supported": algs,
+            // RFC 9449 §5.1.
+            "dpop_signing_alg_values_supported": latchkey_verify::dpop::SIGNING_ALGS,
         }))
 }
 

@@ -98,6 +98,8 @@ pub struct NewSession {
     pub user_epoch: u64,
     /// Where the family's refresh tokens travel; every refresh must come the same way.
     pub channel: Channel,
+    /// The DPoP key the family is bound to: every refresh must prove it.
+    pub dpop_jkt: Option<String>,
 }
 
 /// How a family's refresh tokens travel. A token presented another way is refused without
@@ -158,6 +160,36 @@ pub struct Rotation {
     pub client_id: Option<String>,
     /// How the token arrived.
     pub channel: Channel,
+    /// The DPoP key the request proved, if it carried a proof.
+    pub dpop_jkt: Option<String>,
+}
+
+/// A family's binding as stored: its channel, then the key thumbprint of a DPoP-bound family.
+pub(crate) fn binding(channel: Channel, jkt: Option<&str>) -> String {
+    match jkt {
+        Some(jkt) => format!("{} {jkt}", channel.as_str()),
+        None => channel.as_str().to_owned(),
+    }
+}
+
+/// Whether a family bound as `stored` admits a token that came by `channel` with a proof of
+/// `jkt`: `None` when it does, else why not. (`rotate.lua` does the same.)
+pub(crate) fn binding_refusal(
+    stored: &str,
+    channel: Channel,
+    jkt: Option<&str>,
+) -> Option<Invalid> {
+    let (stored_channel, stored_key) = match stored.split_once(' ') {
+        Some((channel, key)) => (channel, Some(key)),
+        None => (stored, None),
+    };
+    if stored_channel != channel.as_str() {
+        return Some(Invalid::WrongClient);
+    }
+    match stored_key {
+        Some(key) if Some(key) != jkt => Some(Invalid::WrongKey),
+        _ => None,
+    }
 }
 
 /// What a family entitles whoever presented a valid token of it to: tokens for this user, client
@@ -226,6 +258,9 @@ pub enum Invalid {
     /// Presented by another client, or another way (a body for a cookie family): nothing was
     /// consumed.
     WrongClient,
+    /// The family is DPoP-bound and the request proved no key, or another one: nothing was
+    /// consumed.
+    WrongKey,
     /// A token of a session revoked because reuse was detected: someone still holds and tries
     /// the stolen chain. Remembered until the session would have ended.
     RevokedForReuse,

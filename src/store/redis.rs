@@ -773,7 +773,7 @@ impl Store for RedisStore {
             .arg(s.first_token_expires_at)
             .arg(s.user_epoch)
             .arg(&sid)
-            .arg(s.channel.as_str())
+            .arg(super::binding(s.channel, s.dpop_jkt.as_deref()))
             .invoke_async(&mut conn)
             .await?;
         Ok(created == 1)
@@ -805,6 +805,7 @@ impl Store for RedisStore {
             .arg(r.client_id.as_deref().unwrap_or(""))
             .arg(r.channel.as_str())
             .arg(sent)
+            .arg(r.dpop_jkt.as_deref().unwrap_or(""))
             .invoke_async(&mut conn)
             .await?;
         match text(&reply, 0)?.as_str() {
@@ -829,6 +830,7 @@ impl Store for RedisStore {
                 "expired_absolute" => Invalid::ExpiredAbsolute,
                 "user_changed" => Invalid::UserChanged,
                 "wrong_client" => Invalid::WrongClient,
+                "wrong_key" => Invalid::WrongKey,
                 "revoked_for_reuse" => Invalid::RevokedForReuse,
                 _ => Invalid::Unknown,
             })),

@@ -27,6 +27,7 @@ mod browser;
 mod browser_e2e;
 mod deploy;
 mod discovery;
+mod dpop;
 mod embedded;
 mod flow;
 mod fuzz;

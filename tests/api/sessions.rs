@@ -330,6 +330,7 @@ async fn ten_thousand_expired_sessions_leave_no_index_behind(backend: Backend) {
                     first_token_expires_at: now + 1_000,
                     user_epoch: 0,
                     channel: latchkey::store::Channel::Body,
+                    dpop_jkt: None,
                 })
                 .await
                 .unwrap()

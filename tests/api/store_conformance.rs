@@ -45,6 +45,7 @@ conformance!(
     users_are_unique_by_name,
     deleting_a_user_ends_its_sessions_and_frees_its_name,
     a_token_presented_by_another_client_or_way_is_refused_unconsumed,
+    a_dpop_bound_family_refreshes_only_with_its_key,
     credential_changes_end_every_session_and_void_logins_in_flight,
     replay_within_grace_after_the_successor_was_used_is_reuse,
     rotation_swaps_the_live_token,
@@ -216,6 +217,7 @@ async fn try_session(
             first_token_expires_at: now + IDLE,
             user_epoch,
             channel: Channel::Body,
+            dpop_jkt: None,
         })
         .await
         .unwrap();
@@ -238,6 +240,7 @@ fn rotation(sid: Uuid, presented: TokenId, now: i64) -> (Rotation, TokenId) {
             ip: "127.0.0.1".into(),
             client_id: None,
             channel: Channel::Body,
+            dpop_jkt: None,
         },
         successor,
     )
@@ -361,6 +364,84 @@ async fn a_token_presented_by_another_client_or_way_is_refused_unconsumed(store:
     own.client_id = Some("web".into());
     assert!(matches!(
         store.rotate(&own).await.unwrap(),
+        RotateOutcome::Rotated(_)
+    ));
+}
+
+async fn a_dpop_bound_family_refreshes_only_with_its_key(store: &SharedStore) {
+    let epoch = store.user_by_id("u1").await.unwrap().unwrap().epoch;
+    let sid = new_session_id("u1").unwrap();
+    let t1 = token(sid);
+    let jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+    assert!(
+        store
+            .create_session(&NewSession {
+                id: sid,
+                user_id: "u1".into(),
+                client_id: "web".into(),
+                scope: "read".into(),
+                created_at: T0,
+                expires_at: T0 + FAMILY,
+                user_agent: "test".into(),
+                ip: "127.0.0.1".into(),
+                first_token: t1,
+                first_token_expires_at: T0 + IDLE,
+                user_epoch: epoch,
+                channel: Channel::Body,
+                dpop_jkt: Some(jkt.into()),
+            })
+            .await
+            .unwrap()
+    );
+    // Without a proof, and with another key: refused, nothing consumed.
+    let (bare, _) = rotation(sid, t1, T0);
+    assert_eq!(
+        store.rotate(&bare).await.unwrap(),
+        RotateOutcome::Invalid(Invalid::WrongKey)
+    );
+    let (mut other_key, _) = rotation(sid, t1, T0);
+    other_key.dpop_jkt = Some("another-key-thumbprint".into());
+    assert_eq!(
+        store.rotate(&other_key).await.unwrap(),
+        RotateOutcome::Invalid(Invalid::WrongKey)
+    );
+    // Another channel is still told apart from another key.
+    let (mut by_cookie, _) = rotation(sid, t1, T0);
+    by_cookie.channel = Channel::Cookie;
+    by_cookie.dpop_jkt = Some(jkt.into());
+    assert_eq!(
+        store.rotate(&by_cookie).await.unwrap(),
+        RotateOutcome::Invalid(Invalid::WrongClient)
+    );
+    // Its key rotates it as a first presentation, and a grace replay needs the key too.
+    let (mut own, _) = rotation(sid, t1, T0 + 1);
+    own.dpop_jkt = Some(jkt.into());
+    assert!(matches!(
+        store.rotate(&own).await.unwrap(),
+        RotateOutcome::Rotated(_)
+    ));
+    let (replay, _) = rotation(sid, t1, T0 + 2);
+    assert_eq!(
+        store.rotate(&replay).await.unwrap(),
+        RotateOutcome::Invalid(Invalid::WrongKey)
+    );
+    let (mut own_replay, _) = rotation(sid, t1, T0 + 2);
+    own_replay.dpop_jkt = Some(jkt.into());
+    assert!(matches!(
+        store.rotate(&own_replay).await.unwrap(),
+        RotateOutcome::Replayed { .. }
+    ));
+
+    // An unbound family admits a proof: the access token is bound, the family stays as it was.
+    let (unbound, u1) = new_session(store, "u1", T0).await;
+    let (mut with_proof, u2) = rotation(unbound, u1, T0 + 1);
+    with_proof.dpop_jkt = Some(jkt.into());
+    assert!(matches!(
+        store.rotate(&with_proof).await.unwrap(),
+        RotateOutcome::Rotated(_)
+    ));
+    assert!(matches!(
+        rotate(store, unbound, u2, T0 + 2).await.0,
         RotateOutcome::Rotated(_)
     ));
 }

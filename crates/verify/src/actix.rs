@@ -2,8 +2,10 @@
 //! carries a scope. Register the [`Verifier`] with
 //! `App::app_data(web::Data::new(verifier))`.
 //!
-//! Failures answer with RFC 6750 challenges: 401 `invalid_token` for a missing or bad token,
-//! 403 `insufficient_scope` for a missing scope, 503 when the issuer's keys cannot be had.
+//! Both accept a bearer token, or a DPoP-bound token with `Authorization: DPoP` and its `DPoP`
+//! proof (RFC 9449 §7); a bound token presented as a bearer token is refused. Failures answer
+//! with RFC 6750 / RFC 9449 challenges: 401 `invalid_token` or `invalid_dpop_proof`, 403
+//! `insufficient_scope` for a missing scope, 503 when the issuer's keys cannot be had.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -14,9 +16,11 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
 
-use crate::{Claims, Verifier, VerifyError};
+pub use crate::rejection::{Rejection, Scope};
+use crate::rejection::{authenticate, request_url};
+use crate::{Claims, RequestCredentials, Scheme, Verifier};
 
-/// The verified claims of the request's bearer token.
+/// The verified claims of the request's access token.
 #[derive(Clone, Debug)]
 pub struct Authenticated(pub Claims);
 
@@ -24,100 +28,68 @@ pub struct Authenticated(pub Claims);
 #[derive(Clone, Debug)]
 pub struct Scoped<S: Scope>(pub Claims, PhantomData<S>);
 
-/// A scope a handler requires, named at the type level:
-/// `struct UsersWrite; impl Scope for UsersWrite { const NAME: &'static str = "users:write"; }`.
-pub trait Scope {
-    /// The scope's name as it appears in the token's `scope` claim.
-    const NAME: &'static str;
-}
-
-/// Why a request was turned away.
-#[derive(Debug, thiserror::Error)]
-pub enum Rejection {
-    /// No `Authorization: Bearer` header.
-    #[error("a bearer access token is required")]
-    MissingToken,
-    /// The token did not verify.
-    #[error("{0}")]
-    InvalidToken(VerifyError),
-    /// The token is valid but lacks the scope.
-    #[error("the token lacks the scope {0}")]
-    InsufficientScope(&'static str),
-    /// The issuer's keys could not be had.
-    #[error("the token cannot be verified right now")]
-    Unavailable(VerifyError),
-    /// No `Verifier` was registered with the app.
-    #[error("no Verifier registered in app_data")]
-    NotConfigured,
-}
-
 impl ResponseError for Rejection {
     fn status_code(&self) -> StatusCode {
-        match self {
-            Rejection::MissingToken | Rejection::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-            Rejection::InsufficientScope(_) => StatusCode::FORBIDDEN,
-            Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Rejection::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn error_response(&self) -> HttpResponse {
-        let description = self.to_string().replace('"', "'");
-        let (code, challenge) = match self {
-            Rejection::MissingToken => ("invalid_token", "Bearer".to_string()),
-            Rejection::InvalidToken(_) => (
-                "invalid_token",
-                format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
-            ),
-            Rejection::InsufficientScope(scope) => (
-                "insufficient_scope",
-                format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\""),
-            ),
-            Rejection::Unavailable(_) => ("temporarily_unavailable", String::new()),
-            Rejection::NotConfigured => ("server_error", String::new()),
-        };
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((header::CACHE_CONTROL, "no-store"));
-        if let Ok(value) = HeaderValue::from_str(&challenge)
-            && !challenge.is_empty()
-        {
-            response.insert_header((header::WWW_AUTHENTICATE, value));
+        for challenge in self.challenges() {
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response.append_header((header::WWW_AUTHENTICATE, value));
+            }
         }
         if matches!(self, Rejection::Unavailable(_)) {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
-        response.json(serde_json::json!({"error": code, "error_description": description}))
+        response.json(self.body())
     }
 }
 
-fn bearer(req: &HttpRequest) -> Result<String, Rejection> {
-    let value = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or(Rejection::MissingToken)?;
-    let value = value.to_str().map_err(|_| Rejection::MissingToken)?;
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(token.trim().to_owned())
-        }
-        _ => Err(Rejection::MissingToken),
-    }
+/// What the extractors need of a request, owned so the future outlives the borrow.
+struct Presented {
+    authorization: Option<String>,
+    dpop: Vec<String>,
+    method: String,
+    url: String,
 }
 
-async fn authenticate(
-    verifier: Option<Verifier>,
-    token: Result<String, Rejection>,
-) -> Result<Claims, Rejection> {
-    let verifier = verifier.ok_or(Rejection::NotConfigured)?;
-    match verifier.verify(&token?).await {
-        Ok(claims) => Ok(claims),
-        Err(e) if e.is_token_error() => Err(Rejection::InvalidToken(e)),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot verify access tokens");
-            Err(Rejection::Unavailable(e))
+impl Presented {
+    fn of(req: &HttpRequest, verifier: Option<&Verifier>) -> Presented {
+        let text = |v: &HeaderValue| v.to_str().ok().map(str::to_owned);
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        Presented {
+            authorization: req.headers().get(header::AUTHORIZATION).and_then(text),
+            // A header that is not text still counts, so two headers are never read as one.
+            dpop: req
+                .headers()
+                .get_all("dpop")
+                .map(|v| text(v).unwrap_or_default())
+                .collect(),
+            method: req.method().as_str().to_owned(),
+            url: request_url(
+                verifier.and_then(Verifier::public_base_url),
+                req.app_config().secure(),
+                host,
+                req.path(),
+            ),
         }
+    }
+
+    async fn verify(self, verifier: Option<Verifier>) -> Result<(Scheme, Claims), Rejection> {
+        let dpop: Vec<&str> = self.dpop.iter().map(String::as_str).collect();
+        let credentials = RequestCredentials {
+            authorization: self.authorization.as_deref(),
+            dpop: &dpop,
+            method: &self.method,
+            url: &self.url,
+        };
+        authenticate(verifier, &credentials).await
     }
 }
 
@@ -132,8 +104,12 @@ impl FromRequest for Authenticated {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let (verifier, token) = (verifier(req), bearer(req));
-        Box::pin(async move { authenticate(verifier, token).await.map(Authenticated) })
+        let verifier = verifier(req);
+        let presented = Presented::of(req, verifier.as_ref());
+        Box::pin(async move {
+            let (_, claims) = presented.verify(verifier).await?;
+            Ok(Authenticated(claims))
+        })
     }
 }
 
@@ -142,11 +118,12 @@ impl<S: Scope + 'static> FromRequest for Scoped<S> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let (verifier, token) = (verifier(req), bearer(req));
+        let verifier = verifier(req);
+        let presented = Presented::of(req, verifier.as_ref());
         Box::pin(async move {
-            let claims = authenticate(verifier, token).await?;
+            let (scheme, claims) = presented.verify(verifier).await?;
             if !claims.has_scope(S::NAME) {
-                return Err(Rejection::InsufficientScope(S::NAME));
+                return Err(Rejection::InsufficientScope(scheme, S::NAME));
             }
             Ok(Scoped(claims, PhantomData))
         })

@@ -32,12 +32,31 @@ pub struct Claims {
     /// The login session (refresh family) the token belongs to.
     #[serde(default)]
     pub sid: Option<String>,
+    /// The key the token is bound to (RFC 7800 `cnf`; RFC 9449 `jkt` for DPoP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
     /// Every other claim.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The `cnf` claim: what a presenter must prove to use the token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The RFC 7638 SHA-256 thumbprint of the DPoP key the token is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
+    /// Every other confirmation method.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
 impl Claims {
+    /// The DPoP key thumbprint the token is bound to, if it is.
+    pub fn dpop_jkt(&self) -> Option<&str> {
+        self.cnf.as_ref().and_then(|c| c.jkt.as_deref())
+    }
+
     /// The granted scopes.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
         self.scope.as_deref().unwrap_or("").split_whitespace()

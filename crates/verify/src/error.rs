@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::dpop::ProofFault;
+
 /// What went wrong, for matching. New kinds may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -35,6 +37,17 @@ pub enum ErrorKind {
     JwksUnavailable,
     /// The verifier was configured with an unusable value.
     Configuration,
+    /// No `Authorization: Bearer` or `Authorization: DPoP` credentials in the request.
+    MissingToken,
+    /// The `DPoP` proof is missing, malformed or does not fit the request or the token
+    /// ([`VerifyError::dpop_fault`] says how).
+    InvalidDpopProof,
+    /// A DPoP-bound token (one with `cnf.jkt`) presented as a bearer token.
+    BoundTokenAsBearer,
+    /// `Authorization: DPoP` with a token that is not DPoP-bound.
+    NotDpopBound,
+    /// The replay memory is full of live proofs: retry shortly (a 503, not the client's fault).
+    ReplayMemoryFull,
 }
 
 /// A token that did not verify, or a JWKS that could not be had.
@@ -42,6 +55,7 @@ pub enum ErrorKind {
 pub struct VerifyError {
     kind: ErrorKind,
     detail: String,
+    dpop_fault: Option<ProofFault>,
 }
 
 impl VerifyError {
@@ -49,7 +63,21 @@ impl VerifyError {
         VerifyError {
             kind,
             detail: detail.into(),
+            dpop_fault: None,
         }
+    }
+
+    pub(crate) fn dpop(fault: ProofFault, detail: &'static str) -> Self {
+        VerifyError {
+            kind: ErrorKind::InvalidDpopProof,
+            detail: detail.into(),
+            dpop_fault: Some(fault),
+        }
+    }
+
+    /// What was wrong with the `DPoP` proof, for [`ErrorKind::InvalidDpopProof`].
+    pub fn dpop_fault(&self) -> Option<ProofFault> {
+        self.dpop_fault
     }
 
     /// The kind of failure.
@@ -62,7 +90,7 @@ impl VerifyError {
     pub fn is_token_error(&self) -> bool {
         !matches!(
             self.kind,
-            ErrorKind::JwksUnavailable | ErrorKind::Configuration
+            ErrorKind::JwksUnavailable | ErrorKind::Configuration | ErrorKind::ReplayMemoryFull
         )
     }
 }

@@ -4,12 +4,17 @@
 
 #[cfg(feature = "actix")]
 pub mod actix;
+#[cfg(feature = "axum")]
+pub mod axum;
 mod claims;
+pub mod dpop;
 mod error;
 mod jwks;
+mod rejection;
 mod verifier;
 
-pub use claims::Claims;
+pub use claims::{Claims, Confirmation};
 pub use error::{ErrorKind, VerifyError};
 pub use jsonwebtoken::Algorithm;
-pub use verifier::{Verifier, VerifierBuilder};
+pub use rejection::Rejection;
+pub use verifier::{RequestCredentials, Scheme, Verifier, VerifierBuilder, parse_authorization};

@@ -9,6 +9,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use crate::claims::Claims;
+use crate::dpop::{self, Freshness, ProofContext, ProofFault, ReplayCache};
 use crate::error::{ErrorKind, VerifyError};
 use crate::jwks::{CacheSettings, JwksCache, Source};
 
@@ -27,6 +28,48 @@ struct Inner {
     audiences: Vec<String>,
     leeway: Duration,
     cache: Arc<JwksCache>,
+    dpop_freshness: Freshness,
+    dpop_replays: ReplayCache,
+    public_base_url: Option<String>,
+}
+
+/// The credentials of one HTTP request, as a resource server received them: what
+/// [`Verifier::verify_request`] checks.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestCredentials<'a> {
+    /// The `Authorization` header, if there is one.
+    pub authorization: Option<&'a str>,
+    /// Every `DPoP` header of the request (more than one is refused).
+    pub dpop: &'a [&'a str],
+    /// The request's method.
+    pub method: &'a str,
+    /// The URL the client sent the request to (scheme, host, path).
+    pub url: &'a str,
+}
+
+/// How a request presented its access token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Authorization: Bearer` (RFC 6750).
+    Bearer,
+    /// `Authorization: DPoP`, with a `DPoP` proof (RFC 9449 §7.1).
+    DPoP,
+}
+
+/// The scheme and token of an `Authorization` header, if it is one this crate reads.
+pub fn parse_authorization(value: &str) -> Option<(Scheme, &str)> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    if token.is_empty() {
+        return None;
+    }
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some((Scheme::Bearer, token))
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Some((Scheme::DPoP, token))
+    } else {
+        None
+    }
 }
 
 impl std::fmt::Debug for Verifier {
@@ -50,6 +93,9 @@ pub struct VerifierBuilder {
     default_stale_if_error: Duration,
     http_timeout: Duration,
     client: Option<reqwest::Client>,
+    dpop_freshness: Freshness,
+    dpop_replay_capacity: usize,
+    public_base_url: Option<String>,
 }
 
 enum BuilderSource {
@@ -100,6 +146,11 @@ impl Verifier {
         audience: &str,
     ) -> Result<Verifier, VerifyError> {
         Verifier::from_jwks(jwks, issuer, audience).build()
+    }
+
+    /// The base URL set with [`VerifierBuilder::public_base_url`].
+    pub fn public_base_url(&self) -> Option<&str> {
+        self.inner.public_base_url.as_deref()
     }
 
     /// How many times the JWKS (or discovery) has been fetched: for metrics and tests.
@@ -197,6 +248,79 @@ impl Verifier {
         Ok(claims)
     }
 
+    /// Verifies the access token of a request at the current system time: a bearer token
+    /// that is not DPoP-bound, or a DPoP-bound token with its proof (RFC 9449 §7).
+    pub async fn verify_request(
+        &self,
+        request: &RequestCredentials<'_>,
+    ) -> Result<(Scheme, Claims), VerifyError> {
+        self.verify_request_at(request, SystemTime::now()).await
+    }
+
+    /// As [`Verifier::verify_request`], as of `now`.
+    pub async fn verify_request_at(
+        &self,
+        request: &RequestCredentials<'_>,
+        now: SystemTime,
+    ) -> Result<(Scheme, Claims), VerifyError> {
+        let (scheme, token) = request
+            .authorization
+            .and_then(parse_authorization)
+            .ok_or_else(|| {
+                VerifyError::new(ErrorKind::MissingToken, "an access token is required")
+            })?;
+        let claims = self.verify_at(token, now).await?;
+        let Some(jkt) = claims.dpop_jkt() else {
+            return match scheme {
+                Scheme::Bearer => Ok((scheme, claims)),
+                Scheme::DPoP => Err(VerifyError::new(
+                    ErrorKind::NotDpopBound,
+                    "the token is not DPoP-bound: present it as a bearer token",
+                )),
+            };
+        };
+        if scheme == Scheme::Bearer {
+            return Err(VerifyError::new(
+                ErrorKind::BoundTokenAsBearer,
+                "the token is DPoP-bound: present it with the DPoP scheme and a proof",
+            ));
+        }
+        let proof = match request.dpop {
+            [one] => *one,
+            [] => {
+                return Err(VerifyError::dpop(
+                    ProofFault::Malformed,
+                    "a DPoP proof is required",
+                ));
+            }
+            _ => {
+                return Err(VerifyError::dpop(
+                    ProofFault::MultipleProofs,
+                    "more than one DPoP header",
+                ));
+            }
+        };
+        let context = ProofContext {
+            method: request.method,
+            url: request.url,
+            access_token: Some(token),
+        };
+        let proof = dpop::verify_proof(proof, &context, &self.inner.dpop_freshness, now)?;
+        if proof.jkt != jkt {
+            return Err(VerifyError::dpop(
+                ProofFault::WrongKey,
+                "the DPoP proof is not signed by the key the token is bound to",
+            ));
+        }
+        let window = self.inner.dpop_freshness.replay_window();
+        dpop::refuse_replay(
+            self.inner
+                .dpop_replays
+                .check(proof.replay_key(), now, window),
+        )?;
+        Ok((scheme, claims))
+    }
+
     /// `iss`, `aud`, `exp` and `nbf` (with the leeway), as RFC 9068 §4 asks.
     fn check_claims(&self, claims: &Claims, now: SystemTime) -> Result<(), VerifyError> {
         if claims.iss != self.inner.issuer {
@@ -256,6 +380,9 @@ impl VerifierBuilder {
             default_stale_if_error: Duration::from_secs(3600),
             http_timeout: Duration::from_secs(5),
             client: None,
+            dpop_freshness: Freshness::default(),
+            dpop_replay_capacity: 100_000,
+            public_base_url: None,
         }
     }
 
@@ -304,6 +431,29 @@ impl VerifierBuilder {
         self
     }
 
+    /// How fresh a DPoP proof must be (default: `iat` at most 60 s old, 5 s leeway).
+    pub fn dpop_freshness(mut self, freshness: Freshness) -> Self {
+        self.dpop_freshness = freshness;
+        self
+    }
+
+    /// How many recent DPoP proofs are remembered to refuse replays (default 100,000, about
+    /// 5 MiB). When that many live proofs are remembered, new ones answer 503 until some age
+    /// out: size it above your peak DPoP requests per freshness window.
+    pub fn dpop_replay_capacity(mut self, capacity: usize) -> Self {
+        self.dpop_replay_capacity = capacity;
+        self
+    }
+
+    /// The scheme and host clients use to reach this resource server (`https://api.example.com`)
+    /// when it differs from what requests show, behind a TLS-terminating proxy: the extractors
+    /// check DPoP proofs' `htu` against it. Without it they use the request's own scheme and
+    /// `Host`; forwarding headers are never trusted for this.
+    pub fn public_base_url(mut self, base: &str) -> Self {
+        self.public_base_url = Some(base.trim_end_matches('/').to_owned());
+        self
+    }
+
     /// Builds the verifier. Nothing is fetched until the first verification; a fixed JWKS is
     /// parsed now.
     pub fn build(self) -> Result<Verifier, VerifyError> {
@@ -337,6 +487,9 @@ impl VerifierBuilder {
                 audiences: self.audiences,
                 leeway: self.leeway,
                 cache: Arc::new(cache),
+                dpop_freshness: self.dpop_freshness,
+                dpop_replays: ReplayCache::new(self.dpop_replay_capacity),
+                public_base_url: self.public_base_url,
             }),
         })
     }

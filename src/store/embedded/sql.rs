@@ -323,8 +323,11 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
         return Ok(RotateOutcome::Invalid(Invalid::ExpiredAbsolute));
     }
     // Bound to its client and channel: presented otherwise, refused before anything changes.
-    if r.client_id.as_ref().is_some_and(|c| *c != client_id) || channel != r.channel.as_str() {
+    if r.client_id.as_ref().is_some_and(|c| *c != client_id) {
         return Ok(RotateOutcome::Invalid(Invalid::WrongClient));
+    }
+    if let Some(why) = super::super::binding_refusal(&channel, r.channel, r.dpop_jkt.as_deref()) {
+        return Ok(RotateOutcome::Invalid(why));
     }
     // The user's credentials changed, or the account was disabled or deleted, since this login.
     let user: Option<(bool, i64, String)> = cached_query_row(
@@ -564,7 +567,7 @@ pub(super) fn create_session(tx: &Connection, s: &NewSession) -> Result<bool, St
             s.user_agent,
             s.ip,
             s.user_epoch,
-            s.channel.as_str()
+            super::super::binding(s.channel, s.dpop_jkt.as_deref())
         ],
     )?;
     if inserted == 0 {

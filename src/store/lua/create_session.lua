@@ -4,7 +4,7 @@
 -- KEYS: 1 family hash, 2 the user's record, 3 the user's session index
 -- ARGV: 1 user id, 2 client id, 3 scope, 4 now (ms), 5 family expiry (ms), 6 user agent, 7 ip,
 --       8 first token id, 9 first token expiry (ms), 10 the user epoch the login saw, 11 session id,
---       12 the channel its refresh tokens travel by
+--       12 the channel its refresh tokens travel by, then the DPoP key it is bound to, if any
 local u = redis.call('HMGET', KEYS[2], 'disabled', 'epoch')
 if not u[2] or u[1] == '1' or u[2] ~= ARGV[10] then return 0 end
 local now = tonumber(ARGV[4])

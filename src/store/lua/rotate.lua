@@ -6,7 +6,8 @@
 --       6 sealed successor, 7 user agent, 8 ip, 9 session id, 10 deadline (ms, server clock),
 --       11 history length kept, 12 the slot's key prefix (lk:{T}:), 13 the presenting client
 --       ('' for any), 14 the channel the token came by (body, cookie, confidential),
---       15 when the caller sent it (ms, the caller's wall clock, comparable with the deadline)
+--       15 when the caller sent it (ms, the caller's wall clock, comparable with the deadline),
+--       16 the DPoP key thumbprint the request proved ('' for none)
 -- The user's record and session index (prefix..'u:'..uid, prefix..'s:'..uid) are found through
 -- the family's uid; they share the family's hash slot by construction of the session id.
 -- Replies: {'late'} | {'invalid', why} | {'rotated', uid, cid, scope, next_exp, held} |
@@ -37,10 +38,15 @@ if not f[1] then
 end
 local family_exp = tonumber(f[4])
 if now >= family_exp then return {'invalid', 'expired_absolute'} end
--- Bound to its client and channel: presented otherwise, refused before anything is consumed.
-if (ARGV[13] ~= '' and f[2] ~= ARGV[13]) or (f[12] or 'body') ~= ARGV[14] then
+-- Bound to its client and channel, and a DPoP-bound family ('<channel> <jkt>') to its key:
+-- presented otherwise, refused before anything is consumed (store::binding_refusal in Rust).
+local stored = f[12] or 'body'
+local channel, key = string.match(stored, '^(%S+) (%S+)$')
+if not channel then channel = stored end
+if (ARGV[13] ~= '' and f[2] ~= ARGV[13]) or channel ~= ARGV[14] then
   return {'invalid', 'wrong_client'}
 end
+if key and key ~= ARGV[16] then return {'invalid', 'wrong_key'} end
 
 local user_key = ARGV[12] .. 'u:' .. f[1]
 local index_key = ARGV[12] .. 's:' .. f[1]

@@ -1,0 +1,240 @@
+//! DPoP at the token endpoints (RFC 9449 §5): the proof a token request carries is checked with
+//! `latchkey-verify` (the same checks resource servers make), its `jti` is remembered so it
+//! cannot be replayed, and a client that asks for it must put a fresh server nonce in its
+//! proofs (§8). What a proof binds is decided by the flows: the access token always, the
+//! refresh family of a public client too (`docs/dpop.md`).
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use aws_lc_rs::constant_time::verify_slices_are_equal;
+use aws_lc_rs::hmac;
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use latchkey_verify::dpop::{self, ProofContext, ReplayCache};
+use latchkey_verify::{ErrorKind, VerifyError};
+
+use super::{FlowError, Flows};
+use crate::clock::UnixMs;
+use crate::config::{ClientSpec, DpopSettings};
+use crate::state::Snapshot;
+use crate::store::{SharedCounters, SharedStore};
+
+/// Proofs remembered in memory when the store serves one process (about 60 bytes each).
+const LOCAL_REPLAY_CAPACITY: usize = 200_000;
+
+/// The `DPoP` headers of a token request and the endpoint they were sent to.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DpopPresented<'a> {
+    /// Every `DPoP` header of the request (more than one is refused).
+    pub proofs: &'a [&'a str],
+    /// The endpoint's path (`/oauth/token`): `htu` must be the issuer's URL with it.
+    pub path: &'a str,
+}
+
+/// What DPoP needs beyond the config: the replay memory and the nonce key.
+pub(super) struct DpopGuard {
+    replays: Replays,
+    nonces: NonceKey,
+}
+
+enum Replays {
+    /// Every instance on the store shares it (Redis): one `INCR` with expiry per proof.
+    Shared(Arc<dyn SharedCounters>),
+    /// The store serves one process.
+    Local(ReplayCache),
+}
+
+impl DpopGuard {
+    pub(super) fn new(store: &SharedStore, settings: &DpopSettings) -> Result<Self, FlowError> {
+        let replays = match store.shared_counters() {
+            Some(counters) => Replays::Shared(counters),
+            None => Replays::Local(ReplayCache::new(LOCAL_REPLAY_CAPACITY)),
+        };
+        Ok(DpopGuard {
+            replays,
+            nonces: NonceKey::new(settings)?,
+        })
+    }
+}
+
+/// Server nonces (§8) without state: the current time window, authenticated with a key every
+/// instance shares (`dpop.nonce_secret_file`) or this process drew. A nonce is accepted during
+/// its window and the next one.
+struct NonceKey {
+    key: hmac::Key,
+}
+
+impl NonceKey {
+    fn new(settings: &DpopSettings) -> Result<Self, FlowError> {
+        let secret = match &settings.nonce_secret_file {
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    FlowError::InvalidRequest(
+                        format!("dpop.nonce_secret_file {}: {e}", path.display()).into(),
+                    )
+                })?;
+                let secret = bytes.trim_ascii().to_vec();
+                if secret.len() < 32 {
+                    return Err(FlowError::InvalidRequest(
+                        "dpop.nonce_secret_file: needs at least 32 bytes".into(),
+                    ));
+                }
+                secret
+            }
+            None => {
+                let mut secret = vec![0u8; 32];
+                SystemRandom::new()
+                    .fill(&mut secret)
+                    .map_err(|_| FlowError::Internal("no randomness for DPoP nonces".into()))?;
+                secret
+            }
+        };
+        Ok(NonceKey {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
+        })
+    }
+
+    fn nonce_for(&self, window: u64) -> String {
+        let tag = hmac::sign(&self.key, &window.to_be_bytes());
+        let mut raw = window.to_be_bytes().to_vec();
+        raw.extend_from_slice(&tag.as_ref()[..16]);
+        B64.encode(raw)
+    }
+
+    fn window(lifetime: Duration, now: UnixMs) -> u64 {
+        let lifetime_ms = u64::try_from(lifetime.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        u64::try_from(now).unwrap_or(0) / lifetime_ms
+    }
+
+    fn current(&self, lifetime: Duration, now: UnixMs) -> String {
+        self.nonce_for(Self::window(lifetime, now))
+    }
+
+    fn accepts(&self, nonce: &str, lifetime: Duration, now: UnixMs) -> bool {
+        let Ok(raw) = B64.decode(nonce) else {
+            return false;
+        };
+        let Some(window) = raw
+            .get(..8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map(u64::from_be_bytes)
+        else {
+            return false;
+        };
+        let current = Self::window(lifetime, now);
+        (window == current || window.saturating_add(1) == current)
+            && verify_slices_are_equal(self.nonce_for(window).as_bytes(), nonce.as_bytes()).is_ok()
+    }
+}
+
+impl Flows {
+    /// The current nonce for a client that wants them, to send as `DPoP-Nonce`.
+    pub fn dpop_nonce(&self, snapshot: &Snapshot, client: &ClientSpec) -> Option<String> {
+        client.dpop_nonce.then(|| {
+            self.dpop
+                .nonces
+                .current(snapshot.config.dpop.nonce_lifetime, self.clock.now_ms())
+        })
+    }
+
+    /// Checks a token request's proof. Returns the thumbprint of its key (what the tokens are
+    /// bound to), or `None` when the request carries no proof and `client` (if known yet) does
+    /// not require one. Runs before anything else of the request is looked at.
+    pub(super) async fn check_dpop(
+        &self,
+        snapshot: &Snapshot,
+        client: Option<&ClientSpec>,
+        presented: &DpopPresented<'_>,
+    ) -> Result<Option<String>, FlowError> {
+        let proof = match presented.proofs {
+            [] if client.is_some_and(|c| c.require_dpop) => {
+                return Err(FlowError::InvalidDpopProof(
+                    "this client must send a DPoP proof".into(),
+                ));
+            }
+            [] => return Ok(None),
+            [one] => *one,
+            _ => {
+                return Err(FlowError::InvalidDpopProof(
+                    "more than one DPoP header".into(),
+                ));
+            }
+        };
+        let config = &snapshot.config;
+        let url = format!("{}{}", config.issuer, presented.path);
+        let context = ProofContext {
+            method: "POST",
+            url: &url,
+            access_token: None,
+        };
+        let now = self.clock.now_ms();
+        let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0));
+        let freshness = config.dpop.freshness();
+        let proof = dpop::verify_proof(proof, &context, &freshness, at).map_err(refusal)?;
+        if client.is_some_and(|c| c.dpop_nonce) {
+            let lifetime = config.dpop.nonce_lifetime;
+            let fresh = proof
+                .nonce
+                .as_deref()
+                .is_some_and(|n| self.dpop.nonces.accepts(n, lifetime, now));
+            if !fresh {
+                return Err(FlowError::UseDpopNonce {
+                    nonce: self.dpop.nonces.current(lifetime, now),
+                });
+            }
+        }
+        let window = freshness.replay_window();
+        let seen = match &self.dpop.replays {
+            Replays::Local(cache) => cache.check(proof.replay_key(), at, window),
+            Replays::Shared(counters) => {
+                let key = format!("dpop:{}", B64.encode(proof.replay_key()));
+                let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+                let (count, _) = counters.add(&key, 1, window_ms).await?;
+                if count == 1 {
+                    dpop::Seen::First
+                } else {
+                    dpop::Seen::Again
+                }
+            }
+        };
+        dpop::refuse_replay(seen).map_err(refusal)?;
+        Ok(Some(proof.jkt))
+    }
+}
+
+/// A proof the verifier refused, as the flows say it.
+fn refusal(e: VerifyError) -> FlowError {
+    match e.kind() {
+        ErrorKind::ReplayMemoryFull => FlowError::Overloaded,
+        _ => FlowError::InvalidDpopProof(e.to_string().into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nonce_lives_its_window_and_the_next_and_only_with_its_key() {
+        let settings = DpopSettings {
+            proof_max_age: Duration::from_secs(60),
+            proof_leeway: Duration::from_secs(5),
+            nonce_lifetime: Duration::from_secs(300),
+            nonce_secret_file: None,
+        };
+        let key = NonceKey::new(&settings).unwrap();
+        let other = NonceKey::new(&settings).unwrap();
+        let life = settings.nonce_lifetime;
+        let t = 1_700_000_000_000;
+        let nonce = key.current(life, t);
+        assert!(key.accepts(&nonce, life, t));
+        assert!(key.accepts(&nonce, life, t + 300_000));
+        assert!(!key.accepts(&nonce, life, t + 600_000));
+        assert!(!other.accepts(&nonce, life, t));
+        assert!(!key.accepts("not-a-nonce", life, t));
+    }
+}
