@@ -574,3 +574,270 @@ async fn a_replayed_proof_is_refused_by_every_instance_on_the_store() {
         (StatusCode::BAD_REQUEST, "invalid_dpop_proof".into())
     );
 }
+
+use crate::verifier::resource_server as actix_example;
+
+#[allow(dead_code)]
+#[path = "../../crates/verify/examples/axum_resource_server.rs"]
+mod axum_example;
+
+/// Both example resource servers on real sockets, trusting `issuer`: their base URLs.
+async fn resource_servers(issuer: &TestApp) -> Vec<(&'static str, String)> {
+    let verifier = || {
+        latchkey_verify::Verifier::from_jwks_url(
+            &issuer.url("/.well-known/jwks.json"),
+            ISSUER,
+            "api",
+        )
+        .build()
+        .unwrap()
+    };
+    let actix_verifier = verifier();
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(actix_web::web::Data::new(actix_verifier.clone()))
+            .configure(actix_example::routes)
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let actix_url = format!("http://{}", server.addrs()[0]);
+    tokio::spawn(server.run());
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let axum_url = format!("http://{}", listener.local_addr().unwrap());
+    let router = axum_example::router(verifier());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    vec![("actix", actix_url), ("axum", axum_url)]
+}
+
+async fn get_users(
+    app: &TestApp,
+    url: &str,
+    authorization: Option<String>,
+    proof: Option<String>,
+) -> Response {
+    let mut request = app.client.get(url);
+    if let Some(authorization) = authorization {
+        request = request.header("Authorization", authorization);
+    }
+    if let Some(proof) = proof {
+        request = request.header("DPoP", proof);
+    }
+    request.send().await.unwrap()
+}
+
+fn challenges(response: &Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn resource_servers_accept_a_bound_token_only_with_a_fresh_proof_of_its_key() {
+    let issuer = dpop_app(Backend::Embedded).await;
+    let key = DpopKey::es256();
+    let thief = DpopKey::es256();
+    let body: Value = login(&issuer, None, &[key.proof("POST", &login_url(), None)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let bound = body["access_token"].as_str().unwrap().to_owned();
+    let bearer: Value = login(&issuer, None, &[]).await.json().await.unwrap();
+    let bearer = bearer["access_token"].as_str().unwrap().to_owned();
+
+    for (name, base) in resource_servers(&issuer).await {
+        let users = format!("{base}/users");
+        let dpop = Some(format!("DPoP {bound}"));
+        let proof = key.proof("GET", &users, Some(&bound));
+        let ok = get_users(&issuer, &users, dpop.clone(), Some(proof.clone())).await;
+        assert_eq!(ok.status(), 200, "{name}");
+
+        let refused = |why: &'static str, response: Response, code: &'static str| async move {
+            assert_eq!(response.status(), 401, "{name}: {why}");
+            let challenge = challenges(&response).join(" | ");
+            assert!(
+                challenge.starts_with(&format!("DPoP error=\"{code}\"")),
+                "{name}: {why}: {challenge}"
+            );
+            assert!(
+                challenge.contains("algs=\"ES256 RS256 PS256 EdDSA\""),
+                "{name}: {why}"
+            );
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], code, "{name}: {why}");
+        };
+        refused(
+            "replayed proof",
+            get_users(&issuer, &users, dpop.clone(), Some(proof)).await,
+            "invalid_dpop_proof",
+        )
+        .await;
+        refused(
+            "bound token as a bearer token",
+            get_users(&issuer, &users, Some(format!("Bearer {bound}")), None).await,
+            "invalid_token",
+        )
+        .await;
+        refused(
+            "no proof",
+            get_users(&issuer, &users, dpop.clone(), None).await,
+            "invalid_dpop_proof",
+        )
+        .await;
+        refused(
+            "the thief's key",
+            get_users(
+                &issuer,
+                &users,
+                dpop.clone(),
+                Some(thief.proof("GET", &users, Some(&bound))),
+            )
+            .await,
+            "invalid_dpop_proof",
+        )
+        .await;
+        refused(
+            "no ath",
+            get_users(
+                &issuer,
+                &users,
+                dpop.clone(),
+                Some(key.proof("GET", &users, None)),
+            )
+            .await,
+            "invalid_dpop_proof",
+        )
+        .await;
+        refused(
+            "ath of another token",
+            get_users(
+                &issuer,
+                &users,
+                dpop.clone(),
+                Some(key.proof("GET", &users, Some(&bearer))),
+            )
+            .await,
+            "invalid_dpop_proof",
+        )
+        .await;
+        refused(
+            "wrong method",
+            get_users(
+                &issuer,
+                &users,
+                dpop.clone(),
+                Some(key.proof("POST", &users, Some(&bound))),
+            )
+            .await,
+            "invalid_dpop_proof",
+        )
+        .await;
+        refused(
+            "wrong URL",
+            get_users(
+                &issuer,
+                &users,
+                dpop.clone(),
+                Some(key.proof("GET", &format!("{base}/users/1"), Some(&bound))),
+            )
+            .await,
+            "invalid_dpop_proof",
+        )
+        .await;
+        refused(
+            "stale proof",
+            get_users(
+                &issuer,
+                &users,
+                dpop.clone(),
+                Some(key.proof_with("GET", &users, Some(&bound), |_, c| {
+                    c["iat"] = json!(now_secs() - 300)
+                })),
+            )
+            .await,
+            "invalid_dpop_proof",
+        )
+        .await;
+        refused(
+            "an unbound token with the DPoP scheme",
+            get_users(
+                &issuer,
+                &users,
+                Some(format!("DPoP {bearer}")),
+                Some(key.proof("GET", &users, Some(&bearer))),
+            )
+            .await,
+            "invalid_token",
+        )
+        .await;
+
+        // Unbound bearer tokens work as before; without credentials both schemes are offered.
+        let plain = get_users(&issuer, &users, Some(format!("Bearer {bearer}")), None).await;
+        assert_eq!(plain.status(), 200, "{name}");
+        let missing = get_users(&issuer, &users, None, None).await;
+        assert_eq!(missing.status(), 401, "{name}");
+        assert_eq!(
+            challenges(&missing),
+            vec![
+                "Bearer".to_owned(),
+                "DPoP algs=\"ES256 RS256 PS256 EdDSA\"".to_owned()
+            ],
+            "{name}"
+        );
+
+        // A missing scope is answered in the scheme the token came with.
+        let delete = format!("{base}/users/1");
+        let forbidden = issuer
+            .client
+            .delete(&delete)
+            .header("Authorization", format!("DPoP {bound}"))
+            .header("DPoP", key.proof("DELETE", &delete, Some(&bound)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forbidden.status(), 403, "{name}");
+        assert_eq!(
+            challenges(&forbidden),
+            vec!["DPoP error=\"insufficient_scope\", scope=\"users:admin\"".to_owned()],
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_axum_middleware_guards_a_whole_router_and_hands_on_the_claims() {
+    let issuer = dpop_app(Backend::Embedded).await;
+    let key = DpopKey::es256();
+    let body: Value = login(&issuer, None, &[key.proof("POST", &login_url(), None)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let bound = body["access_token"].as_str().unwrap();
+    let servers = resource_servers(&issuer).await;
+    let whoami = format!("{}/admin/whoami", servers[1].1);
+    let response = issuer
+        .client
+        .get(&whoami)
+        .header("Authorization", format!("DPoP {bound}"))
+        .header("DPoP", key.proof("GET", &whoami, Some(bound)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["bound_to"], key.jkt());
+    let stolen = issuer
+        .client
+        .get(&whoami)
+        .header("Authorization", format!("Bearer {bound}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stolen.status(), 401);
+}

@@ -17,7 +17,7 @@ use crate::helpers::{
 
 #[allow(dead_code)]
 #[path = "../../examples/resource_server.rs"]
-mod resource_server;
+pub(crate) mod resource_server;
 
 fn verifier_for(app: &TestApp) -> Verifier {
     Verifier::from_jwks_url(
