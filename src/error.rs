@@ -107,9 +107,22 @@ impl ApiError {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_token",
-            "a bearer access token is required",
+            "an access token is required",
         )
-        .with_challenge("Bearer realm=\"latchkey\"".into())
+        .with_challenge(format!(
+            "Bearer realm=\"latchkey\", DPoP algs=\"{}\"",
+            latchkey_verify::dpop::SIGNING_ALGS_SPACED
+        ))
+    }
+
+    /// 401 with a DPoP challenge (RFC 9449 §7.1): `invalid_token` or `invalid_dpop_proof`.
+    pub fn dpop_refused(code: &'static str, description: Cow<'static, str>) -> ApiError {
+        let challenge = format!(
+            "DPoP error=\"{code}\", error_description=\"{}\", algs=\"{}\"",
+            description.replace(['"', '\\'], "'"),
+            latchkey_verify::dpop::SIGNING_ALGS_SPACED
+        );
+        ApiError::new(StatusCode::UNAUTHORIZED, code, description).with_challenge(challenge)
     }
 
     /// 401 `invalid_token` (RFC 6750 §3.1) with its challenge.

@@ -4,10 +4,23 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use latchkey_verify::Scheme;
 use uuid::Uuid;
 
 use super::{FlowError, Flows};
 use crate::store::User;
+
+/// An access token as a request to the issuer's own protected endpoints presented it.
+#[derive(Clone, Copy, Debug)]
+pub struct PresentedAccess<'a> {
+    pub scheme: Scheme,
+    pub token: &'a str,
+    /// Every `DPoP` header of the request.
+    pub proofs: &'a [&'a str],
+    pub method: &'a str,
+    /// The endpoint's path: `htu` must be the issuer's URL with it.
+    pub path: &'a str,
+}
 
 /// A verified access token and the user it names.
 #[derive(Debug)]
@@ -33,9 +46,38 @@ impl Flows {
             .map_err(|e| FlowError::InvalidToken(e.to_string().into()))
     }
 
-    pub async fn authenticate(&self, token: &str) -> Result<Authenticated, FlowError> {
+    /// The caller of one of the issuer's own protected endpoints: a valid access token, with
+    /// its DPoP proof when it is bound (RFC 9449 §7), of a live session and an enabled user.
+    pub async fn authenticate(
+        &self,
+        presented: &PresentedAccess<'_>,
+    ) -> Result<Authenticated, FlowError> {
         let now = self.clock.now_ms();
+        let token = presented.token;
         let claims = self.verify_access(token).await?;
+        match (presented.scheme, claims.dpop_jkt()) {
+            (Scheme::Bearer, None) => {}
+            (Scheme::Bearer, Some(_)) => {
+                return Err(FlowError::InvalidToken(
+                    "the token is DPoP-bound: present it with the DPoP scheme and a proof".into(),
+                ));
+            }
+            (Scheme::DPoP, None) => {
+                return Err(FlowError::InvalidToken(
+                    "the token is not DPoP-bound: present it as a bearer token".into(),
+                ));
+            }
+            (Scheme::DPoP, Some(jkt)) => {
+                let proof = self
+                    .check_resource_proof(presented.proofs, presented.method, presented.path, token)
+                    .await?;
+                if proof != jkt {
+                    return Err(FlowError::InvalidDpopProof(
+                        "the DPoP proof is not signed by the key the token is bound to".into(),
+                    ));
+                }
+            }
+        }
         let user = match self.store.user_by_id(&claims.sub).await? {
             Some(user) if !user.disabled => user,
             _ => {

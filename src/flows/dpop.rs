@@ -187,9 +187,63 @@ impl Flows {
                 });
             }
         }
+        self.remember_proof(&proof, &freshness).await?;
+        Ok(Some(proof.jkt))
+    }
+
+    /// Checks the proof that accompanies a bound access token at one of the issuer's own
+    /// protected endpoints (`ath` included); returns the thumbprint of its key.
+    pub(super) async fn check_resource_proof(
+        &self,
+        proofs: &[&str],
+        method: &str,
+        path: &str,
+        access_token: &str,
+    ) -> Result<String, FlowError> {
+        let proof = match proofs {
+            [one] => *one,
+            [] => {
+                return Err(FlowError::InvalidDpopProof(
+                    "a DPoP proof is required".into(),
+                ));
+            }
+            _ => {
+                return Err(FlowError::InvalidDpopProof(
+                    "more than one DPoP header".into(),
+                ));
+            }
+        };
+        let snapshot = self.snapshot();
+        let url = format!("{}{path}", snapshot.config.issuer);
+        let context = ProofContext {
+            method,
+            url: &url,
+            access_token: Some(access_token),
+        };
+        let at =
+            UNIX_EPOCH + Duration::from_millis(u64::try_from(self.clock.now_ms()).unwrap_or(0));
+        let freshness = snapshot.config.dpop.freshness();
+        let proof = dpop::verify_proof(proof, &context, &freshness, at).map_err(refusal)?;
+        self.remember_proof(&proof, &freshness).await?;
+        Ok(proof.jkt)
+    }
+
+    /// Refuses a proof seen before; remembers it otherwise, for as long as it is fresh.
+    async fn remember_proof(
+        &self,
+        proof: &dpop::VerifiedProof,
+        freshness: &dpop::Freshness,
+    ) -> Result<(), FlowError> {
         let window = freshness.replay_window();
         let seen = match &self.dpop.replays {
-            Replays::Local(cache) => cache.check(proof.replay_key(), at, window),
+            Replays::Local(cache) => {
+                let now = u64::try_from(self.clock.now_ms()).unwrap_or(0);
+                cache.check(
+                    proof.replay_key(),
+                    UNIX_EPOCH + Duration::from_millis(now),
+                    window,
+                )
+            }
             Replays::Shared(counters) => {
                 let key = format!("dpop:{}", B64.encode(proof.replay_key()));
                 let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
@@ -201,8 +255,7 @@ impl Flows {
                 }
             }
         };
-        dpop::refuse_replay(seen).map_err(refusal)?;
-        Ok(Some(proof.jkt))
+        dpop::refuse_replay(seen).map_err(refusal)
     }
 }
 

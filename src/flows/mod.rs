@@ -27,7 +27,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use accounts::{Accounts, MAX_USERNAME_CHARS, normalize_username};
-pub use authenticate::Authenticated;
+pub use authenticate::{Authenticated, PresentedAccess};
 pub use clients::{AuthMethod, ClientCredentials};
 pub use dpop::DpopPresented;
 pub use introspect::Introspection;

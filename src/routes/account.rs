@@ -6,11 +6,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::json::JsonObject;
-use super::{bearer_token, request_meta};
+use super::{caller, request_meta};
 use crate::config::format_timestamp;
 use crate::credentials::Password;
 use crate::error::ApiError;
-use crate::flows::{Authenticated, FlowError, Flows};
+use crate::flows::{FlowError, Flows};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct PasswordBody {
@@ -50,13 +50,6 @@ fn refused(e: FlowError) -> ApiError {
         }
         other => ApiError::common(other),
     }
-}
-
-async fn caller(flows: &Flows, req: &HttpRequest) -> Result<Authenticated, ApiError> {
-    flows
-        .authenticate(bearer_token(req)?)
-        .await
-        .map_err(refused)
 }
 
 /// `GET /auth/sessions`: the caller's live sessions, newest first.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::json::{JsonObject, OptionalJsonObject};
 use super::{
-    bearer_token, browser, dpop_proofs, limited_token_request, request_meta, token_response,
+    browser, caller, dpop_proofs, limited_token_request, request_meta, token_response,
     token_response_from,
 };
 use actix_web::ResponseError;
@@ -229,10 +229,7 @@ pub async fn logout(
     )
 )]
 pub async fn userinfo(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = flows
-        .authenticate(bearer_token(&req)?)
-        .await
-        .map_err(refused)?;
+    let auth = caller(&flows, &req).await?;
     Ok(HttpResponse::Ok().json(UserInfo {
         sub: &auth.user.id,
         username: &auth.user.username,

@@ -20,7 +20,8 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::error::{ApiError, DPOP_NONCE};
-use crate::flows::{Flows, Issued, RequestMeta};
+use crate::flows::{Authenticated, FlowError, Flows, Issued, PresentedAccess, RequestMeta};
+use latchkey_verify::Scheme;
 
 /// RFC 6749 §5.1 token response.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -196,23 +197,48 @@ fn parse_node(node: &str) -> Option<IpAddr> {
 }
 
 /// The token of an `Authorization: Bearer …` header (RFC 6750 §2.1).
-pub fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
+pub fn access_token(req: &HttpRequest) -> Result<(Scheme, &str), ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Err(ApiError::missing_bearer_token());
     };
     let value = value
         .to_str()
         .map_err(|_| ApiError::invalid_token("malformed Authorization header"))?;
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(token.trim())
-        }
-        _ => Err(ApiError::invalid_token(
-            "expected Authorization: Bearer <token>",
-        )),
-    }
+    latchkey_verify::parse_authorization(value).ok_or_else(|| {
+        ApiError::invalid_token("expected Authorization: Bearer <token> or DPoP <token>")
+    })
+}
+
+/// The caller of one of the issuer's own protected endpoints (userinfo, sessions, password):
+/// its access token, checked with its DPoP proof when bound. Refusals answer 401 with a
+/// challenge in the scheme the token came with (RFC 6750 §3, RFC 9449 §7.1).
+pub async fn caller(flows: &Flows, req: &HttpRequest) -> Result<Authenticated, ApiError> {
+    let (scheme, token) = access_token(req)?;
+    let proofs = dpop_proofs(req);
+    let presented = PresentedAccess {
+        scheme,
+        token,
+        proofs: &proofs,
+        method: req.method().as_str(),
+        path: req.path(),
+    };
+    flows
+        .authenticate(&presented)
+        .await
+        .map_err(|e| match (e, scheme) {
+            (FlowError::InvalidDpopProof(description), _) => {
+                ApiError::dpop_refused("invalid_dpop_proof", description)
+            }
+            (FlowError::InvalidToken(description), Scheme::DPoP) => {
+                ApiError::dpop_refused("invalid_token", description)
+            }
+            (FlowError::InvalidToken(description), Scheme::Bearer)
+                if description.contains("DPoP-bound") =>
+            {
+                ApiError::dpop_refused("invalid_token", description)
+            }
+            (other, _) => ApiError::common(other),
+        })
 }
 
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {

@@ -841,3 +841,67 @@ async fn the_axum_middleware_guards_a_whole_router_and_hands_on_the_claims() {
         .unwrap();
     assert_eq!(stolen.status(), 401);
 }
+
+#[tokio::test]
+async fn the_issuers_own_endpoints_want_the_proof_of_a_bound_token() {
+    let app = dpop_app(Backend::Embedded).await;
+    let key = DpopKey::es256();
+    let thief = DpopKey::es256();
+    let body: Value = login(&app, None, &[key.proof("POST", &login_url(), None)])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let bound = body["access_token"].as_str().unwrap().to_owned();
+    let userinfo = format!("{ISSUER}/auth/userinfo");
+    let call = |authorization: String, proof: Option<String>| {
+        let mut request = app
+            .client
+            .get(app.url("/auth/userinfo"))
+            .header("Authorization", authorization);
+        if let Some(proof) = proof {
+            request = request.header("DPoP", proof);
+        }
+        request.send()
+    };
+    let proof = key.proof("GET", &userinfo, Some(&bound));
+    let ok = call(format!("DPoP {bound}"), Some(proof.clone()))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    for (why, response, code) in [
+        (
+            "replay",
+            call(format!("DPoP {bound}"), Some(proof)).await.unwrap(),
+            "invalid_dpop_proof",
+        ),
+        (
+            "as bearer",
+            call(format!("Bearer {bound}"), None).await.unwrap(),
+            "invalid_token",
+        ),
+        (
+            "thief",
+            call(
+                format!("DPoP {bound}"),
+                Some(thief.proof("GET", &userinfo, Some(&bound))),
+            )
+            .await
+            .unwrap(),
+            "invalid_dpop_proof",
+        ),
+        (
+            "no proof",
+            call(format!("DPoP {bound}"), None).await.unwrap(),
+            "invalid_dpop_proof",
+        ),
+    ] {
+        assert_eq!(response.status(), 401, "{why}");
+        let challenge = challenges(&response).join(" | ");
+        assert!(
+            challenge.starts_with(&format!("DPoP error=\"{code}\"")),
+            "{why}: {challenge}"
+        );
+        assert_eq!(error_of(response).await.1, code, "{why}");
+    }
+}

@@ -164,9 +164,10 @@ async fn missing_or_malformed_authorization_is_rejected() {
         .send()
         .await
         .unwrap();
+    // Both schemes are offered: bearer tokens, and DPoP-bound ones (RFC 9449 §7.1).
     assert_eq!(
         none.headers()["www-authenticate"],
-        "Bearer realm=\"latchkey\""
+        "Bearer realm=\"latchkey\", DPoP algs=\"ES256 RS256 PS256 EdDSA\""
     );
     assert_error(none, StatusCode::UNAUTHORIZED, "invalid_token").await;
 

@@ -10,11 +10,13 @@ mod claims;
 pub mod dpop;
 mod error;
 mod jwks;
+#[cfg(any(feature = "actix", feature = "axum"))]
 mod rejection;
 mod verifier;
 
 pub use claims::{Claims, Confirmation};
 pub use error::{ErrorKind, VerifyError};
 pub use jsonwebtoken::Algorithm;
-pub use rejection::Rejection;
+#[cfg(any(feature = "actix", feature = "axum"))]
+pub use rejection::{Rejection, Scope};
 pub use verifier::{RequestCredentials, Scheme, Verifier, VerifierBuilder, parse_authorization};
