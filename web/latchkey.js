@@ -11,11 +11,66 @@
 //   await auth.login(username, password);
 //   const response = await auth.fetch("/api/things");   // Bearer added, refreshed as needed
 //   await auth.logout();
+//
+// With `dpop: true` (for clients registered with `require_dpop`), every token is bound to a
+// non-extractable WebCrypto P-256 key (RFC 9449): the page can sign with it but no script can
+// read it, so a stolen access token or cookie is useless elsewhere. The key is kept in
+// IndexedDB, shared by the tabs, so a reload still proves the key the session is bound to.
 
-export function createClient({ issuer = "", clientId, refreshBeforeSeconds = 30, onChange } = {}) {
+const DB = "latchkey-dpop";
+
+function idb(mode, work) {
+  return new Promise((resolve, reject) => {
+    const open = indexedDB.open(DB, 1);
+    open.onupgradeneeded = () => open.result.createObjectStore("keys");
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const tx = open.result.transaction("keys", mode);
+      const request = work(tx.objectStore("keys"));
+      tx.oncomplete = () => { open.result.close(); resolve(request.result); };
+      tx.onerror = () => { open.result.close(); reject(tx.error); };
+    };
+  });
+}
+
+const b64url = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes)))
+  .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+const encode = (json) => b64url(new TextEncoder().encode(JSON.stringify(json)));
+
+// The client's DPoP key: created once per browser profile and client, never extractable.
+async function dpopKey(clientId) {
+  const stored = await idb("readonly", (keys) => keys.get(clientId));
+  if (stored) return stored;
+  const pair = await crypto.subtle.generateKey(
+    { name: "ECDSA", namedCurve: "P-256" }, false, ["sign", "verify"]);
+  const { kty, crv, x, y } = await crypto.subtle.exportKey("jwk", pair.publicKey);
+  const key = { privateKey: pair.privateKey, jwk: { kty, crv, x, y } };
+  // Two tabs creating at once: the first stored wins, and both use it.
+  await idb("readwrite", (keys) => keys.add(key, clientId)).catch(() => {});
+  return idb("readonly", (keys) => keys.get(clientId));
+}
+
+// A proof (RFC 9449 §4.2) for `method url`, with `ath` when it accompanies an access token.
+async function proof(key, method, url, accessToken, nonce) {
+  const htu = new URL(url, location.href);
+  htu.search = ""; htu.hash = "";
+  const claims = { jti: crypto.randomUUID(), htm: method, htu: htu.href, iat: Math.floor(Date.now() / 1000) };
+  if (nonce) claims.nonce = nonce;
+  if (accessToken) {
+    claims.ath = b64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(accessToken)));
+  }
+  const signed = `${encode({ typ: "dpop+jwt", alg: "ES256", jwk: key.jwk })}.${encode(claims)}`;
+  const signature = await crypto.subtle.sign(
+    { name: "ECDSA", hash: "SHA-256" }, key.privateKey, new TextEncoder().encode(signed));
+  return `${signed}.${b64url(signature)}`;
+}
+
+export function createClient({ issuer = "", clientId, refreshBeforeSeconds = 30, onChange, dpop = false } = {}) {
   if (!clientId) throw new Error("latchkey: clientId is required");
-  let token = null; // { value, expiresAt (ms), scope }
+  let token = null; // { value, type (Bearer | DPoP), expiresAt (ms), scope }
   let timer = null;
+  let nonce = null; // the server's latest DPoP-Nonce
+  const key = dpop ? dpopKey(clientId) : null;
   const channel = typeof BroadcastChannel === "function"
     ? new BroadcastChannel(`latchkey:${clientId}`) : null;
   const lockName = `latchkey-refresh:${clientId}`;
@@ -38,18 +93,30 @@ export function createClient({ issuer = "", clientId, refreshBeforeSeconds = 30,
     };
   }
 
+  // A request to the issuer, with a fresh proof when bound; asked for a nonce, once more with it.
   async function post(path, body) {
-    return fetch(`${issuer}${path}`, {
-      method: "POST",
-      credentials: "include",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
-    });
+    const url = new URL(`${issuer}${path}`, location.href).href;
+    const send = async () => {
+      const headers = { "content-type": "application/json" };
+      if (key) headers.dpop = await proof(await key, "POST", url, null, nonce);
+      const response = await fetch(url, {
+        method: "POST", credentials: "include", headers, body: JSON.stringify(body),
+      });
+      nonce = response.headers.get("dpop-nonce") || nonce;
+      return response;
+    };
+    let response = await send();
+    if (key && response.status === 400 && response.headers.get("dpop-nonce")) {
+      const error = await response.clone().json().catch(() => ({}));
+      if (error.error === "use_dpop_nonce") response = await send();
+    }
+    return response;
   }
 
   function accept(body) {
     set({
       value: body.access_token,
+      type: body.token_type === "DPoP" ? "DPoP" : "Bearer",
       expiresAt: Date.now() + body.expires_in * 1000,
       scope: body.scope || "",
     }, true);
@@ -82,6 +149,8 @@ export function createClient({ issuer = "", clientId, refreshBeforeSeconds = 30,
     get accessToken() { return token?.value ?? null; },
     get expiresAt() { return token?.expiresAt ?? null; },
     get scope() { return token?.scope ?? ""; },
+    /** `DPoP` when the access token is bound to this browser's key, else `Bearer`. */
+    get tokenType() { return token?.type ?? null; },
 
     /** Logs in; the refresh token goes to the cookie, the access token stays here. */
     async login(username, password, scope) {
@@ -98,13 +167,21 @@ export function createClient({ issuer = "", clientId, refreshBeforeSeconds = 30,
 
     refresh,
 
-    /** `fetch` with the Bearer token: refreshed shortly before expiry, and once after a 401. */
+    /** `fetch` with the access token (and its proof when bound): refreshed shortly before
+     *  expiry, and once after a 401. */
     async fetch(input, init = {}) {
       if (!token || token.expiresAt - Date.now() < refreshBeforeSeconds * 1000) await refresh();
-      const call = () => fetch(input, {
-        ...init,
-        headers: { ...(init.headers || {}), authorization: `Bearer ${token?.value}` },
-      });
+      const call = async () => {
+        const headers = { ...(init.headers || {}) };
+        if (token?.type === "DPoP") {
+          const url = typeof input === "string" ? input : input.url;
+          headers.authorization = `DPoP ${token.value}`;
+          headers.dpop = await proof(await key, (init.method || "GET").toUpperCase(), url, token.value);
+        } else {
+          headers.authorization = `Bearer ${token?.value}`;
+        }
+        return fetch(input, { ...init, headers });
+      };
       let response = await call();
       if (response.status === 401) {
         await refresh();

@@ -108,8 +108,13 @@ pub async fn settings(flows: web::Data<Flows>) -> Result<HttpResponse, ApiError>
     let snapshot = flows.snapshot();
     let config = &snapshot.config;
     let refresh_before = (config.tokens.access_ttl.as_secs() / 3).clamp(1, 30);
+    // A client that requires DPoP gets its tokens bound to a key of the browser's.
+    let dpop = config
+        .client(&config.demo.client_id)
+        .is_some_and(|c| c.require_dpop);
     Ok(HttpResponse::Ok().json(json!({
         "client_id": config.demo.client_id,
         "refresh_before_seconds": refresh_before,
+        "dpop": dpop,
     })))
 }

@@ -245,3 +245,89 @@ async fn the_demo_is_off_by_default_and_its_pages_carry_a_strict_csp() {
     let settings: serde_json::Value = on.get("/demo/config.json").await.json().await.unwrap();
     assert_eq!(settings["client_id"], "demo-spa");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dpop_client_binds_its_tokens_to_a_key_no_script_can_read() {
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let app = spawn_app_with(Backend::Embedded, |c| {
+        c.text = c
+            .text
+            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
+            .replace("issuer = \"http://127.0.0.1\"", &format!("issuer = \"{origin}\""));
+        c.text.push_str(&format!(
+            "\n[[clients]]\nid = \"demo-spa\"\ntype = \"public\"\ngrants = [\"refresh_token\"]\nrefresh_delivery = \"cookie\"\nallowed_origins = [\"{origin}\"]\nrequire_dpop = true\ndpop_nonce = true\n\n[demo]\nenabled = true\nclient_id = \"demo-spa\"\n"
+        ));
+    })
+    .await;
+    app.add_user("alice", PASSWORD).await;
+    let driver = start_driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let page = browser(&driver, profile.path()).await;
+    page.goto(&format!("{origin}/demo/")).await.unwrap();
+    wait_text(&page, "status", |t| t == "signed out").await;
+    for (id, keys) in [("username", "alice"), ("password", PASSWORD)] {
+        page.find(Locator::Id(id))
+            .await
+            .unwrap()
+            .send_keys(keys)
+            .await
+            .unwrap();
+    }
+    page.find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // Bound, and the page's own calls (with proofs, and the server's nonce) go through.
+    wait_text(&page, "status", |t| t == "signed in").await;
+    wait_text(&page, "token-type", |t| t == "DPoP").await;
+    wait_text(&page, "user", |t| t == "alice").await;
+    let first = wait_text(&page, "token-id", |t| !t.is_empty()).await;
+    page.execute("window.latchkeyDemo.refreshNow(); return true;", vec![])
+        .await
+        .unwrap();
+    wait_text(&page, "token-id", |t| !t.is_empty() && t != first).await;
+    assert_no_refresh_token_in_script_reach(&page).await;
+
+    // The private key cannot be exported by any script of the page.
+    let exported = page
+        .execute_async(
+            "const done = arguments[0];
+             const open = indexedDB.open('latchkey-dpop', 1);
+             open.onsuccess = () => {
+               const get = open.result.transaction('keys').objectStore('keys').get('demo-spa');
+               get.onsuccess = () => crypto.subtle.exportKey('jwk', get.result.privateKey)
+                 .then(() => done('exported'), (e) => done('refused: ' + e.name));
+             };",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(exported.as_str().unwrap(), "refused: InvalidAccessError");
+
+    // A stolen access token is refused without the key, as a bearer token or without a proof.
+    let stolen = page
+        .execute("return window.latchkeyDemo.auth.accessToken;", vec![])
+        .await
+        .unwrap();
+    let stolen = stolen.as_str().unwrap();
+    for authorization in [format!("Bearer {stolen}"), format!("DPoP {stolen}")] {
+        let response = app
+            .client
+            .get(app.url("/auth/userinfo"))
+            .header("Authorization", authorization)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+
+    // A reload proves the same key from IndexedDB: the session goes on.
+    page.refresh().await.unwrap();
+    wait_text(&page, "status", |t| t == "signed in").await;
+    wait_text(&page, "user", |t| t == "alice").await;
+    wait_text(&page, "token-type", |t| t == "DPoP").await;
+    page.close().await.unwrap();
+}

@@ -12,6 +12,7 @@ function show(token) {
   $("status").textContent = token ? "signed in" : "signed out";
   // The last characters of the token's signature: enough to see it change on refresh.
   $("token-id").textContent = token ? token.value.slice(-8) : "";
+  $("token-type").textContent = token ? token.type : "";
   if (token) whoAmI();
 }
 
@@ -27,6 +28,7 @@ async function whoAmI() {
 auth = createClient({
   clientId: config.client_id,
   refreshBeforeSeconds: config.refresh_before_seconds,
+  dpop: config.dpop,
   onChange: show,
 });
 
