@@ -357,3 +357,52 @@ async fn a_cluster_failover_during_refreshes_loses_no_session() {
         assert_eq!(app.refresh(&token).await.status(), StatusCode::OK);
     }
 }
+
+/// A session's record stays in Redis's compact hash encoding however long its chain grows (the
+/// history of consumed tokens is kept in parts of at most 64 bytes), and a token from deep in
+/// that history is still recognised as reuse.
+#[tokio::test]
+async fn a_long_refresh_chain_keeps_the_session_compact_and_its_history_whole() {
+    let app = spawn_app_with(Backend::Redis, |_| {}).await;
+    app.add_user("alice", PASSWORD).await;
+    let mut token = text(&app.login_ok("alice").await, "refresh_token");
+    let mut chain = vec![token.clone()];
+    for _ in 0..40 {
+        let response = app.refresh(&token).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        token = text(&response.json::<Value>().await.unwrap(), "refresh_token");
+        chain.push(token.clone());
+    }
+    let mut conn = app.redis.as_ref().unwrap().connection();
+    let families: Vec<String> = redis::cmd("KEYS").arg("lk:*:f:*").query(&mut conn).unwrap();
+    assert_eq!(families.len(), 1);
+    let encoding: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(&families[0])
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(encoding, "listpack");
+    let bytes: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(&families[0])
+        .query(&mut conn)
+        .unwrap();
+    assert!(bytes < 1024, "{bytes} bytes for one session");
+
+    // 25 rotations back: past the grace window's single token, found in the history.
+    let old = &chain[chain.len() - 26];
+    assert_error(
+        app.refresh(old).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+    )
+    .await;
+    assert_error(
+        app.refresh(&token).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+    )
+    .await;
+    let families: Vec<String> = redis::cmd("KEYS").arg("lk:*:f:*").query(&mut conn).unwrap();
+    assert!(families.is_empty(), "the family was revoked for reuse");
+}
