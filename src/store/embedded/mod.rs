@@ -214,15 +214,14 @@ impl Store for EmbeddedStore {
     }
 
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError> {
-        let mut rotation = rotation.clone();
+        let rotation = rotation.clone();
         let sent = Instant::now();
         self.write(move |c| {
             // A write that waited (a busy file, a long batch) consumes its token later than the
             // caller's `now`: the grace window starts when the token was really consumed, so a
             // caller whose answer was lost still gets its successor when it presents the token
-            // again.
-            rotation.now += crate::clock::duration_ms(sent.elapsed());
-            sql::rotate(c, &rotation)
+            // again. Expiry is still judged at the caller's `now` (as rotate.lua does).
+            sql::rotate(c, &rotation, crate::clock::duration_ms(sent.elapsed()))
         })
         .await
     }

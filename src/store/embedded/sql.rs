@@ -279,7 +279,13 @@ const DELETE_EXPIRED_OF_SESSION: &str =
 
 /// The check-and-rotate, inside the writer's transaction. The same rules as the Redis script
 /// (`store/lua/rotate.lua`), which the conformance suite holds both to.
-pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, StoreError> {
+/// `lag_ms`: how long the rotation waited for the writer; the token counts as consumed that
+/// much after `r.now`, which starts its grace window.
+pub(super) fn rotate(
+    tx: &Connection,
+    r: &Rotation,
+    lag_ms: i64,
+) -> Result<RotateOutcome, StoreError> {
     let sid = r.session_id.as_bytes().as_slice();
     let now = r.now;
     // Seals past their window go first, so none is ever handed out late.
@@ -376,7 +382,10 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
         None => {
             let next_expires = (now + r.idle_ttl_ms).min(family_expires);
             let (sealed, sealed_until) = if r.grace_ms > 0 {
-                (Some(r.sealed_successor.as_slice()), Some(now + r.grace_ms))
+                (
+                    Some(r.sealed_successor.as_slice()),
+                    Some(now + lag_ms + r.grace_ms),
+                )
             } else {
                 (None, None)
             };
@@ -385,7 +394,7 @@ pub(super) fn rotate(tx: &Connection, r: &Rotation) -> Result<RotateOutcome, Sto
                 "UPDATE refresh_tokens SET used_at = ?1, successor_expires_at = ?2,
                  sealed_successor = ?3, sealed_until = ?4, successor_id = ?5 WHERE id = ?6",
                 params![
-                    now,
+                    now + lag_ms,
                     next_expires,
                     sealed,
                     sealed_until,
