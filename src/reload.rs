@@ -39,10 +39,7 @@ pub async fn reload(
     if keys.active(clock.now_ms()).is_none() {
         return Err(ReloadError::NoActiveKey);
     }
-    state.replace(Snapshot {
-        config: Arc::new(config),
-        keys,
-    });
+    state.replace(Snapshot::new(config, keys));
     warnings.extend(publish_and_check(state, store, clock).await.warnings);
     Ok(warnings)
 }

@@ -6,7 +6,7 @@
 //! copy them at start; a test fails when a field is added to the file format without being
 //! classified.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +18,19 @@ use crate::keys::KeyRing;
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub keys: KeyRing,
+    /// The RFC 8414 metadata document, serialised once on first use: it depends on the config
+    /// alone, and discovery is among the busiest endpoints.
+    pub discovery: OnceLock<actix_web::web::Bytes>,
+}
+
+impl Snapshot {
+    pub fn new(config: Config, keys: KeyRing) -> Self {
+        Snapshot {
+            config: Arc::new(config),
+            keys,
+            discovery: OnceLock::new(),
+        }
+    }
 }
 
 /// The current snapshot, replaced whole by a reload.
@@ -26,10 +39,7 @@ pub struct LiveState(RwLock<Arc<Snapshot>>);
 
 impl LiveState {
     pub fn new(config: Config, keys: KeyRing) -> Self {
-        LiveState(RwLock::new(Arc::new(Snapshot {
-            config: Arc::new(config),
-            keys,
-        })))
+        LiveState(RwLock::new(Arc::new(Snapshot::new(config, keys))))
     }
 
     pub fn current(&self) -> Arc<Snapshot> {

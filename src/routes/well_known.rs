@@ -61,7 +61,16 @@ fn none_match(req: &HttpRequest, etag: &str) -> bool {
 )]
 pub async fn metadata(flows: web::Data<Flows>) -> HttpResponse {
     let snapshot = flows.snapshot();
-    let config = &snapshot.config;
+    let body = snapshot
+        .discovery
+        .get_or_init(|| metadata_document(&snapshot.config));
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .content_type("application/json")
+        .body(body.clone())
+}
+
+fn metadata_document(config: &crate::config::Config) -> web::Bytes {
     let base = &config.issuer;
     let mut algs: Vec<&str> = config
         .keys
@@ -95,9 +104,7 @@ pub async fn metadata(flows: web::Data<Flows>) -> HttpResponse {
         .collect();
     scopes.sort_unstable();
     scopes.dedup();
-    HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
-        .json(json!({
+    let document = json!({
             "issuer": base,
             "jwks_uri": format!("{base}/.well-known/jwks.json"),
             "token_endpoint": format!("{base}/oauth/token"),
@@ -115,7 +122,8 @@ pub async fn metadata(flows: web::Data<Flows>) -> HttpResponse {
             "access_token_signing_alg_values_supported": algs,
             // RFC 9449 §5.1.
             "dpop_signing_alg_values_supported": latchkey_verify::dpop::SIGNING_ALGS,
-        }))
+    });
+    web::Bytes::from(document.to_string())
 }
 
 /// The same metadata where OpenID Connect clients look for it.

@@ -222,10 +222,7 @@ fn test_snapshot() -> latchkey::state::Snapshot {
     let config = crate::helpers::base_config(dir.path(), "sqlite://x.db");
     let config = Config::parse(&config.text, |_| None).unwrap();
     let keys = latchkey::keys::KeyRing::load(&config).unwrap();
-    latchkey::state::Snapshot {
-        config: std::sync::Arc::new(config),
-        keys,
-    }
+    latchkey::state::Snapshot::new(config, keys)
 }
 
 #[tokio::test]
