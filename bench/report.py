@@ -161,6 +161,15 @@ def main():
                f"(MEMORY USAGE) after ~30 rotations each; {login.get('used_memory', 0) / 10000:,.0f} B / "
                f"{login.get('key_memory', 0) / 10000:,.0f} B after login")
 
+    dpop_rows = []
+    for server in ("redis", "embedded-process"):
+        plain, bound = run("refresh_plain", server), run("refresh_dpop", server)
+        if plain and bound:
+            dpop_rows.append(
+                f"| {server} | {plain['ok_rps']:,.0f} (p99 {plain['p99_us'] / 1000:.1f} ms) | "
+                f"{bound['ok_rps']:,.0f} (p99 {bound['p99_us'] / 1000:.1f} ms) | "
+                f"{bound['ok_rps'] / plain['ok_rps']:.0%} | {errors(plain)} / {errors(bound)} |")
+
     sweep = [r for r in runs if r["scenario"] == "refresh"]
     svg(sweep, args.svg)
 
@@ -201,6 +210,14 @@ def main():
         for r in sorted((r for r in sweep if r["server"] == server), key=lambda r: r["connections"]):
             lines.append(f"| {server} | {r['connections']} | {r['ok_rps']:,.0f} | {r['p50_us'] / 1000:.1f} | "
                          f"{r['p99_us'] / 1000:.1f} | {errors(r)} |")
+    if dpop_rows:
+        lines += ["", "## Refresh with and without DPoP", "",
+                  "The same chain at 32 connections, back to back: without proofs, then with every session "
+                  "bound at login and a fresh DPoP proof on every refresh (`bench/wrk/refresh_dpop.lua`; "
+                  "proofs signed before the run by `bench/dpop_prime.rs`). A DPoP refresh costs one proof "
+                  "verification (ECDSA P-256) and one store write (its `jti`) more.", "",
+                  "| store | refresh/s, bearer | refresh/s, DPoP | DPoP / bearer | errors |",
+                  "|---|---|---|---|---|"] + dpop_rows
     lines += ["", "## Every run", "", "| scenario | server | connections | req/s | p50 ms | p99 ms | errors |",
               "|---|---|---|---|---|---|---|"]
     for r in runs:

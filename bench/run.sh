@@ -142,6 +142,23 @@ for conns in "${CONNECTIONS[@]}"; do
   for server in redis embedded-fsync embedded-process; do refresh_run "$server" "$conns"; done
 done
 
+# The same refresh chain with DPoP: every session bound at login, every refresh with a fresh
+# proof (signed before the run by bench/dpop_prime.rs; the issuer verifies it and records its jti).
+dpop_run() {
+  local server="$1" conns="$2" port_var="PORT_${1//-/_}"
+  "$ROOT/target/release/examples/dpop_prime" --url "http://127.0.0.1:${!port_var}" \
+    --user "$USER_NAME" --password "$PASSWORD" --sessions $((conns + 4)) \
+    --proofs $((DURATION * 25000)) --tokens "$TMP/dpop-tokens-$server.txt" \
+    --proof-file "$TMP/dpop-proofs-$server.txt"
+  wrk_run refresh_dpop "$server" "$conns" "$DURATION" refresh_dpop.lua "http://127.0.0.1:${!port_var}" \
+    -- "$TMP/dpop-tokens-$server.txt" "$TMP/dpop-proofs-$server.txt" 2
+}
+cargo build --release --quiet --example dpop_prime
+for server in redis embedded-process; do
+  refresh_run "$server" 32 refresh_plain
+  dpop_run "$server" 32
+done
+
 # Client credentials (no store write), with the server's CPU time for a per-core figure.
 BASIC="$(printf '%s' "bench-service:$SECRET" | base64 -w0)"
 # The first use of a secret costs one argon2 check (then a keyed digest in memory): not measured.
