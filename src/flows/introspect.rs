@@ -78,6 +78,10 @@ impl Flows {
                 sub: Some(session.user_id),
                 iss: Some(self.snapshot().config.issuer.clone()),
                 sid: Some(session.id.to_string()),
+                cnf: session.dpop_jkt.map(|jkt| latchkey_verify::Confirmation {
+                    jkt: Some(jkt),
+                    extra: serde_json::Map::new(),
+                }),
                 ..Introspection::default()
             });
         }

@@ -140,6 +140,13 @@ pub struct Session {
     /// Of the login.
     pub login_user_agent: String,
     pub login_ip: String,
+    /// The DPoP key the session is bound to, if it is.
+    pub dpop_jkt: Option<String>,
+}
+
+/// The DPoP key of a stored binding (see [`binding`]).
+pub(crate) fn bound_key(stored: &str) -> Option<String> {
+    stored.split_once(' ').map(|(_, key)| key.to_owned())
 }
 
 /// One presentation of a refresh token, with the successor prepared in advance so the backend

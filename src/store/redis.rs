@@ -582,8 +582,8 @@ fn split_scopes(joined: &str) -> Vec<String> {
 }
 
 /// The fields of a session record, in the order `session_from` reads them.
-const SESSION_FIELDS: [&str; 10] = [
-    "uid", "cid", "scope", "created", "last", "exp", "ua", "ip", "lua", "lip",
+const SESSION_FIELDS: [&str; 11] = [
+    "uid", "cid", "scope", "created", "last", "exp", "ua", "ip", "lua", "lip", "ch",
 ];
 
 /// One session: the sid, then its [`SESSION_FIELDS`] (as `list_sessions.lua` returns them).
@@ -601,6 +601,7 @@ fn session_from(parts: &[Vec<u8>]) -> Result<Session, StoreError> {
         ip: text(parts, 8)?,
         login_user_agent: text(parts, 9)?,
         login_ip: text(parts, 10)?,
+        dpop_jkt: text(parts, 11).ok().as_deref().and_then(super::bound_key),
     })
 }
 

@@ -487,6 +487,31 @@ async fn the_token_endpoint_binds_client_tokens_and_introspection_shows_the_key(
     assert_eq!(introspection["token_type"], "DPoP");
     assert_eq!(introspection["cnf"]["jkt"], key.jkt());
 
+    // A bound session's refresh token reports its key too; an unbound one none.
+    for (proofs, bound) in [
+        (vec![key.proof("POST", &login_url(), None)], true),
+        (vec![], false),
+    ] {
+        let session: Value = login(&app, None, &proofs).await.json().await.unwrap();
+        let introspection: Value = app
+            .client
+            .post(app.url("/oauth/introspect"))
+            .basic_auth("worker", Some("worker-secret-0123456789abcdef"))
+            .form(&[("token", session["refresh_token"].as_str().unwrap())])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(introspection["token_type"], "refresh_token");
+        if bound {
+            assert_eq!(introspection["cnf"]["jkt"], key.jkt());
+        } else {
+            assert!(introspection.get("cnf").is_none());
+        }
+    }
+
     // A bad proof at the token endpoint: RFC 9449 §5, 400 invalid_dpop_proof.
     let response = app
         .client

@@ -223,7 +223,7 @@ fn user_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 const USER_COLUMNS: &str =
     "id, username, password_hash, disabled, created_at, epoch, scopes, email, name";
 const SESSION_COLUMNS: &str = "id, user_id, client_id, scope, created_at, last_used_at, \
-     expires_at, user_agent, ip, login_user_agent, login_ip";
+     expires_at, user_agent, ip, login_user_agent, login_ip, channel";
 
 fn session_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
     let id: Vec<u8> = row.get(0)?;
@@ -242,6 +242,7 @@ fn session_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
         ip: row.get(8)?,
         login_user_agent: row.get(9)?,
         login_ip: row.get(10)?,
+        dpop_jkt: super::super::bound_key(&row.get::<_, String>(11)?),
     })
 }
 
