@@ -150,19 +150,15 @@ impl Flows {
         client: Option<&ClientSpec>,
         presented: &DpopPresented<'_>,
     ) -> Result<Option<String>, FlowError> {
-        let proof = match presented.proofs {
-            [] if client.is_some_and(|c| c.require_dpop) => {
+        let proof = match self.single_proof(presented.proofs)? {
+            Some(proof) => proof,
+            None if client.is_some_and(|c| c.require_dpop) => {
+                self.metrics.dpop_proof("invalid");
                 return Err(FlowError::InvalidDpopProof(
                     "this client must send a DPoP proof".into(),
                 ));
             }
-            [] => return Ok(None),
-            [one] => *one,
-            _ => {
-                return Err(FlowError::InvalidDpopProof(
-                    "more than one DPoP header".into(),
-                ));
-            }
+            None => return Ok(None),
         };
         let config = &snapshot.config;
         let url = format!("{}{}", config.issuer, presented.path);
@@ -174,7 +170,8 @@ impl Flows {
         let now = self.clock.now_ms();
         let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0));
         let freshness = config.dpop.freshness();
-        let proof = dpop::verify_proof(proof, &context, &freshness, at).map_err(refusal)?;
+        let proof = dpop::verify_proof(proof, &context, &freshness, at)
+            .map_err(|e| self.refused_proof(e))?;
         if client.is_some_and(|c| c.dpop_nonce) {
             let lifetime = config.dpop.nonce_lifetime;
             let fresh = proof
@@ -182,6 +179,7 @@ impl Flows {
                 .as_deref()
                 .is_some_and(|n| self.dpop.nonces.accepts(n, lifetime, now));
             if !fresh {
+                self.metrics.dpop_proof("nonce_required");
                 return Err(FlowError::UseDpopNonce {
                     nonce: self.dpop.nonces.current(lifetime, now),
                 });
@@ -200,18 +198,11 @@ impl Flows {
         path: &str,
         access_token: &str,
     ) -> Result<String, FlowError> {
-        let proof = match proofs {
-            [one] => *one,
-            [] => {
-                return Err(FlowError::InvalidDpopProof(
-                    "a DPoP proof is required".into(),
-                ));
-            }
-            _ => {
-                return Err(FlowError::InvalidDpopProof(
-                    "more than one DPoP header".into(),
-                ));
-            }
+        let Some(proof) = self.single_proof(proofs)? else {
+            self.metrics.dpop_proof("invalid");
+            return Err(FlowError::InvalidDpopProof(
+                "a DPoP proof is required".into(),
+            ));
         };
         let snapshot = self.snapshot();
         let url = format!("{}{path}", snapshot.config.issuer);
@@ -223,9 +214,24 @@ impl Flows {
         let at =
             UNIX_EPOCH + Duration::from_millis(u64::try_from(self.clock.now_ms()).unwrap_or(0));
         let freshness = snapshot.config.dpop.freshness();
-        let proof = dpop::verify_proof(proof, &context, &freshness, at).map_err(refusal)?;
+        let proof = dpop::verify_proof(proof, &context, &freshness, at)
+            .map_err(|e| self.refused_proof(e))?;
         self.remember_proof(&proof, &freshness).await?;
         Ok(proof.jkt)
+    }
+
+    /// The request's one proof, if any: two `DPoP` headers are refused (RFC 9449 §4.3).
+    fn single_proof<'a>(&self, proofs: &[&'a str]) -> Result<Option<&'a str>, FlowError> {
+        match proofs {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            _ => {
+                self.metrics.dpop_proof("invalid");
+                Err(FlowError::InvalidDpopProof(
+                    "more than one DPoP header".into(),
+                ))
+            }
+        }
     }
 
     /// Refuses a proof seen before; remembers it otherwise, for as long as it is fresh.
@@ -255,15 +261,25 @@ impl Flows {
                 }
             }
         };
-        dpop::refuse_replay(seen).map_err(refusal)
+        dpop::refuse_replay(seen).map_err(|e| self.refused_proof(e))?;
+        self.metrics.dpop_proof("accepted");
+        Ok(())
     }
-}
 
-/// A proof the verifier refused, as the flows say it.
-fn refusal(e: VerifyError) -> FlowError {
-    match e.kind() {
-        ErrorKind::ReplayMemoryFull => FlowError::Overloaded,
-        _ => FlowError::InvalidDpopProof(e.to_string().into()),
+    /// Counts a refused proof and says why, as the flows say it.
+    fn refused_proof(&self, e: VerifyError) -> FlowError {
+        match (e.kind(), e.dpop_fault()) {
+            (ErrorKind::ReplayMemoryFull, _) => FlowError::Overloaded,
+            (_, Some(dpop::ProofFault::Replayed)) => {
+                tracing::warn!(event = "dpop.replayed", "a DPoP proof was presented again");
+                self.metrics.dpop_proof("replayed");
+                FlowError::InvalidDpopProof(e.to_string().into())
+            }
+            _ => {
+                self.metrics.dpop_proof("invalid");
+                FlowError::InvalidDpopProof(e.to_string().into())
+            }
+        }
     }
 }
 

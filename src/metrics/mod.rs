@@ -215,6 +215,7 @@ pub struct Metrics {
     refreshes: Family<RefreshLabels, Counter>,
     revoked: Family<CauseLabels, Counter>,
     logins: Family<OutcomeLabels, Counter>,
+    dpop_proofs: Family<OutcomeLabels, Counter>,
     hashing: HashingMetrics,
     store: StoreMetrics,
     signing_key: Family<KeyLabels, Gauge>,
@@ -268,6 +269,12 @@ impl Metrics {
             "Password logins (login endpoint and password grant), by outcome",
             logins.clone(),
         );
+        let dpop_proofs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "dpop_proofs",
+            "DPoP proofs at the issuer (token endpoints and its own protected endpoints), by outcome",
+            dpop_proofs.clone(),
+        );
         let hashing = HashingMetrics::default();
         registry.register(
             "password_hash_queue_depth",
@@ -316,6 +323,7 @@ impl Metrics {
             refreshes,
             revoked,
             logins,
+            dpop_proofs,
             hashing,
             store,
             signing_key,
@@ -363,6 +371,13 @@ impl Metrics {
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.as_str(),
             })
+            .inc();
+    }
+
+    /// A DPoP proof: `accepted`, `invalid`, `replayed` or `nonce_required`.
+    pub fn dpop_proof(&self, outcome: &'static str) {
+        self.dpop_proofs
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

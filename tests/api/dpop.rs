@@ -348,6 +348,18 @@ async fn bad_proofs_are_refused_with_invalid_dpop_proof_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(sessions.len(), 1);
+    // Operators see it: one accepted, one replayed, the malformed rest invalid.
+    let metrics = metrics_of(&app).await;
+    assert!(
+        metrics.contains("latchkey_dpop_proofs_total{outcome=\"accepted\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("latchkey_dpop_proofs_total{outcome=\"replayed\"} 1\n"));
+    assert!(metrics.contains("latchkey_dpop_proofs_total{outcome=\"invalid\"} 13\n"));
+}
+
+async fn metrics_of(app: &TestApp) -> String {
+    app.get("/metrics").await.text().await.unwrap()
 }
 
 #[tokio::test]
@@ -398,6 +410,12 @@ async fn a_stolen_bound_refresh_token_is_useless_without_the_key() {
     );
     let replay = refresh(&app, &stolen, Some(key.proof("POST", &refresh_url(), None))).await;
     assert_eq!(replay.status(), 200);
+    let metrics = metrics_of(&app).await;
+    assert!(
+        metrics
+            .contains("latchkey_refresh_outcomes_total{outcome=\"wrong_dpop_key\",cause=\"\"} 3\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
