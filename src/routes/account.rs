@@ -60,7 +60,7 @@ fn refused(e: FlowError) -> ApiError {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's live sessions, newest first", body = Vec<SessionView>),
-        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token", body = crate::error::ErrorBody),
+        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token, or a DPoP-bound token presented as a bearer token; `invalid_dpop_proof`: its proof is missing or does not hold", body = crate::error::ErrorBody),
         (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
     )
 )]
@@ -97,7 +97,7 @@ pub async fn list(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpRespo
     params(("sid" = String, Path, description = "A session id from `GET /auth/sessions`")),
     responses(
         (status = 204, description = "The session is ended"),
-        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token", body = crate::error::ErrorBody),
+        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token, or a DPoP-bound token presented as a bearer token; `invalid_dpop_proof`: its proof is missing or does not hold", body = crate::error::ErrorBody),
         (status = 404, description = "No such session of the caller's (also for a malformed or another user's id)", body = crate::error::ErrorBody),
         (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
     )
@@ -120,7 +120,7 @@ pub async fn end(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Every session of the caller is ended, the current one included"),
-        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token", body = crate::error::ErrorBody),
+        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token, or a DPoP-bound token presented as a bearer token; `invalid_dpop_proof`: its proof is missing or does not hold", body = crate::error::ErrorBody),
         (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
     )
 )]
@@ -143,7 +143,7 @@ pub async fn logout_all(
     responses(
         (status = 204, description = "Changed; every session of the user is ended"),
         (status = 400, description = "`invalid_request` (policy) or `invalid_grant` (wrong current password)", body = crate::error::ErrorBody),
-        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token", body = crate::error::ErrorBody),
+        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token, or a DPoP-bound token presented as a bearer token; `invalid_dpop_proof`: its proof is missing or does not hold", body = crate::error::ErrorBody),
         (status = 429, description = "`slow_down`: throttled; see `Retry-After`", body = crate::error::ErrorBody),
         (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
     )

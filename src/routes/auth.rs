@@ -68,9 +68,10 @@ fn refused(e: FlowError) -> ApiError {
     path = "/auth/login",
     tag = "auth",
     request_body = LoginBody,
+    params(("DPoP" = Option<String>, Header, description = "A DPoP proof (RFC 9449, docs/dpop.md): the tokens issued are bound to its key; required for a DPoP-bound session and for clients with `require_dpop`")),
     responses(
         (status = 200, description = "Tokens. A cookie client gets its refresh token only in a `Set-Cookie` (HttpOnly, SameSite=Strict), never in the body", body = super::TokenResponse),
-        (status = 400, description = "`invalid_request`: malformed input", body = crate::error::ErrorBody),
+        (status = 400, description = "`invalid_request`: malformed input; `invalid_dpop_proof`; `use_dpop_nonce` (retry with the `DPoP-Nonce` header's value in the proof)", body = crate::error::ErrorBody),
         (status = 401, description = "`invalid_grant` (bad credentials) or `invalid_client`", body = crate::error::ErrorBody),
         (status = 403, description = "`invalid_request`: a cookie client's request from an origin it does not allow", body = crate::error::ErrorBody),
         (status = 429, description = "`slow_down`: throttled; see `Retry-After`", body = crate::error::ErrorBody),
@@ -122,10 +123,11 @@ pub async fn login(
     post,
     path = "/auth/refresh",
     tag = "auth",
+    params(("DPoP" = Option<String>, Header, description = "A DPoP proof (RFC 9449, docs/dpop.md): the tokens issued are bound to its key; required for a DPoP-bound session and for clients with `require_dpop`")),
     request_body(content = RefreshBody, description = "The refresh token; a cookie client sends `{}` or its `client_id`, the token riding in its cookie"),
     responses(
         (status = 200, description = "A new access token and the successor refresh token (a replay within the grace window gets the same successor)", body = super::TokenResponse),
-        (status = 400, description = "`invalid_request`: malformed input", body = crate::error::ErrorBody),
+        (status = 400, description = "`invalid_request`: malformed input; `invalid_dpop_proof` (also: a DPoP-bound session without a proof of its key); `use_dpop_nonce`", body = crate::error::ErrorBody),
         (status = 401, description = "`invalid_grant`: unknown, expired, revoked or reused (the session is then revoked)", body = crate::error::ErrorBody),
         (status = 403, description = "`invalid_request`: a cookie client's request from an origin it does not allow", body = crate::error::ErrorBody),
         (status = 429, description = "`slow_down`: throttled; see `Retry-After`", body = crate::error::ErrorBody),
@@ -222,9 +224,10 @@ pub async fn logout(
     path = "/auth/userinfo",
     tag = "auth",
     security(("bearer" = [])),
+    params(("DPoP" = Option<String>, Header, description = "With `Authorization: DPoP <token>` for a DPoP-bound token: a proof for this request, with `ath`")),
     responses(
         (status = 200, description = "Who the access token is for", body = UserInfo),
-        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token", body = crate::error::ErrorBody),
+        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token, or a DPoP-bound token presented as a bearer token; `invalid_dpop_proof`: its proof is missing or does not hold", body = crate::error::ErrorBody),
         (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
     )
 )]

@@ -85,11 +85,12 @@ fn client_of(req: &HttpRequest, form: &Form) -> Result<ClientCredentials, ApiErr
     post,
     path = "/oauth/token",
     tag = "oauth",
+    params(("DPoP" = Option<String>, Header, description = "A DPoP proof (RFC 9449, docs/dpop.md): the tokens issued are bound to its key; required for a DPoP-bound session and for clients with `require_dpop`")),
     security((), ("client_basic" = [])),
     request_body(content = crate::routes::openapi::TokenRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Tokens (RFC 6749 §5.1); no refresh token for `client_credentials`", body = super::TokenResponse),
-        (status = 400, description = "RFC 6749 §5.2: `invalid_request`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`", body = crate::error::ErrorBody),
+        (status = 400, description = "RFC 6749 §5.2: `invalid_request`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`; RFC 9449: `invalid_dpop_proof`, `use_dpop_nonce` (with `DPoP-Nonce`)", body = crate::error::ErrorBody),
         (status = 401, description = "`invalid_client`, with `WWW-Authenticate: Basic`", body = crate::error::ErrorBody),
         (status = 429, description = "`slow_down`: throttled; see `Retry-After`", body = crate::error::ErrorBody),
         (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
