@@ -40,7 +40,7 @@ pub(super) struct DpopGuard {
 }
 
 enum Replays {
-    /// Every instance on the store shares it (Redis): one `INCR` with expiry per proof.
+    /// Every instance on the store shares it (Redis): one `SET NX` with expiry per proof.
     Shared(Arc<dyn SharedCounters>),
     /// The store serves one process.
     Local(ReplayCache),
@@ -253,8 +253,7 @@ impl Flows {
             Replays::Shared(counters) => {
                 let key = format!("dpop:{}", B64.encode(proof.replay_key()));
                 let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-                let (count, _) = counters.add(&key, 1, window_ms).await?;
-                if count == 1 {
+                if counters.claim(&key, window_ms).await? {
                     dpop::Seen::First
                 } else {
                     dpop::Seen::Again

@@ -233,6 +233,10 @@ impl SharedCounters for MeasuredCounters {
         self.timed("counter_remove", self.inner.remove(key)).await
     }
 
+    async fn claim(&self, key: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        self.timed("claim", self.inner.claim(key, ttl_ms)).await
+    }
+
     async fn backoff_failure(
         &self,
         key: &str,

@@ -368,6 +368,9 @@ pub trait SharedCounters: Send + Sync + 'static {
     /// Returns the count and the milliseconds until it resets.
     async fn add(&self, key: &str, by: u32, window_ms: i64) -> Result<(u32, i64), StoreError>;
     async fn remove(&self, key: &str) -> Result<(), StoreError>;
+    /// Records `key` for `ttl_ms` unless it is recorded already: `true` when it was new (a DPoP
+    /// proof's `jti`, seen once).
+    async fn claim(&self, key: &str, ttl_ms: i64) -> Result<bool, StoreError>;
     /// Counts a failure in the back-off record `key` and returns the instant it is locked until:
     /// from `threshold` failures on, `window_ms` doubling per failure up to `max_lockout_ms`.
     /// A record is forgotten `max_lockout_ms` after its last failure or lock.

@@ -69,6 +69,22 @@ impl SharedCounters for RedisCounters {
         Ok((u32::try_from(count).unwrap_or(u32::MAX), ttl.max(0)))
     }
 
+    async fn claim(&self, key: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        // One plain SET NX, not retried: had a first attempt landed with its reply lost, a retry
+        // would find the key and refuse a proof that was never used (the client gets a 503 and
+        // sends a new proof instead).
+        let mut conn = connect(&self.client, &self.conn).await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(format!("{COUNTERS}{key}"))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
+    }
+
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
         let key = format!("{COUNTERS}{key}");
         let _: i64 = retried_once(&self.client, &self.conn, |mut conn| {
