@@ -78,7 +78,17 @@ impl Flows {
                 }
             }
         }
-        let user = match self.store.user_by_id(&claims.sub).await? {
+        // The user and the session in one store call (one round trip on Redis).
+        let (user, session_live) = match &claims.sid {
+            Some(sid) => {
+                let sid = Uuid::parse_str(sid)
+                    .map_err(|_| FlowError::InvalidToken("invalid sid".into()))?;
+                let (user, session) = self.store.user_and_session(&claims.sub, sid, now).await?;
+                (user, session.is_some_and(|s| s.user_id == claims.sub))
+            }
+            None => (self.store.user_by_id(&claims.sub).await?, true),
+        };
+        let user = match user {
             Some(user) if !user.disabled => user,
             _ => {
                 return Err(FlowError::InvalidToken(
@@ -86,12 +96,8 @@ impl Flows {
                 ));
             }
         };
-        if let Some(sid) = &claims.sid {
-            let sid =
-                Uuid::parse_str(sid).map_err(|_| FlowError::InvalidToken("invalid sid".into()))?;
-            if self.store.session(sid, now).await?.is_none() {
-                return Err(FlowError::InvalidToken("the session has ended".into()));
-            }
+        if !session_live {
+            return Err(FlowError::InvalidToken("the session has ended".into()));
         }
         Ok(Authenticated { claims, user })
     }

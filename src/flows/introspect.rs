@@ -94,8 +94,7 @@ impl Flows {
                     return Ok(inactive);
                 };
                 let now = self.clock.now_ms();
-                let session = self.store.session(sid, now).await?;
-                let user = self.store.user_by_id(&claims.sub).await?;
+                let (user, session) = self.store.user_and_session(&claims.sub, sid, now).await?;
                 match (session, user) {
                     (Some(session), Some(user)) if session.user_id == user.id && !user.disabled => {
                         Some(user.username)

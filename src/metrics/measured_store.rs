@@ -115,6 +115,19 @@ impl Store for MeasuredStore {
         self.timed("session", self.inner.session(id, now)).await
     }
 
+    async fn user_and_session(
+        &self,
+        user_id: &str,
+        session_id: Uuid,
+        now: UnixMs,
+    ) -> Result<(Option<User>, Option<Session>), StoreError> {
+        self.timed(
+            "user_and_session",
+            self.inner.user_and_session(user_id, session_id, now),
+        )
+        .await
+    }
+
     async fn live_refresh_token(
         &self,
         session_id: Uuid,

@@ -317,6 +317,19 @@ pub trait Store: Send + Sync + 'static {
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
     /// The session if it is live at `now`.
     async fn session(&self, id: Uuid, now: UnixMs) -> Result<Option<Session>, StoreError>;
+    /// A user and one session (the caller an access token names), as [`Store::user_by_id`]
+    /// and [`Store::session`] would answer; a backend may fetch both in one round trip.
+    async fn user_and_session(
+        &self,
+        user_id: &str,
+        session_id: Uuid,
+        now: UnixMs,
+    ) -> Result<(Option<User>, Option<Session>), StoreError> {
+        Ok((
+            self.user_by_id(user_id).await?,
+            self.session(session_id, now).await?,
+        ))
+    }
     /// The session of `token` and the token's expiry, if `token` is its session's live refresh
     /// token at `now` (introspection: usable right now), without consuming anything.
     async fn live_refresh_token(

@@ -506,22 +506,52 @@ impl RedisStore {
 
     async fn load_user(&self, conn: &mut Conn, uid: &str) -> Result<Option<User>, StoreError> {
         let h: HashMap<String, String> = conn.hgetall(format!("{}u:{uid}", user_slot(uid))).await?;
-        if h.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(User {
-            id: uid.to_owned(),
-            username: field(&h, "name")?,
-            password_hash: field(&h, "hash")?,
-            disabled: field(&h, "disabled")? == "1",
-            created_at: int_field(&h, "created")?,
-            epoch: int_field(&h, "epoch")?,
-            scopes: split_scopes(h.get("scopes").map_or("", String::as_str)),
-            email: h.get("email").filter(|e| !e.is_empty()).cloned(),
-            name: h.get("dname").filter(|n| !n.is_empty()).cloned(),
-        }))
+        user_from(uid, &h)
     }
+}
 
+/// `HMGET` of a session's named fields (the token ids beside them are binary).
+fn session_fields(id: Uuid) -> redis::Cmd {
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(format!("{}f:{}", session_slot(id), sid_member(id)))
+        .arg(&SESSION_FIELDS[..]);
+    cmd
+}
+
+/// The session of [`session_fields`]'s answer, if it exists and is live at `now`.
+fn live_session(
+    id: Uuid,
+    fields: Vec<Option<Vec<u8>>>,
+    now: UnixMs,
+) -> Result<Option<Session>, StoreError> {
+    if fields.first().is_none_or(Option::is_none) {
+        return Ok(None);
+    }
+    let mut parts = vec![sid_member(id).into_bytes()];
+    parts.extend(fields.into_iter().map(Option::unwrap_or_default));
+    let session = session_from(&parts)?;
+    Ok((now < session.expires_at).then_some(session))
+}
+
+/// A user from its record's fields; `None` for no record.
+fn user_from(uid: &str, h: &HashMap<String, String>) -> Result<Option<User>, StoreError> {
+    if h.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(User {
+        id: uid.to_owned(),
+        username: field(h, "name")?,
+        password_hash: field(h, "hash")?,
+        disabled: field(h, "disabled")? == "1",
+        created_at: int_field(h, "created")?,
+        epoch: int_field(h, "epoch")?,
+        scopes: split_scopes(h.get("scopes").map_or("", String::as_str)),
+        email: h.get("email").filter(|e| !e.is_empty()).cloned(),
+        name: h.get("dname").filter(|n| !n.is_empty()).cloned(),
+    }))
+}
+
+impl RedisStore {
     /// Ends every session of `uid`, bumping its epoch and setting `fields` in the same step when
     /// asked. `None` when there is no such user.
     async fn end_sessions(
@@ -864,19 +894,31 @@ impl Store for RedisStore {
 
     async fn session(&self, id: Uuid, now: UnixMs) -> Result<Option<Session>, StoreError> {
         let mut conn = self.conn().await?;
-        // Named fields only: the token ids beside them are binary.
-        let fields: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
-            .arg(format!("{}f:{}", session_slot(id), sid_member(id)))
-            .arg(&SESSION_FIELDS[..])
+        let fields: Vec<Option<Vec<u8>>> = session_fields(id).query_async(&mut conn).await?;
+        live_session(id, fields, now)
+    }
+
+    /// Both in one pipeline: the user's record and the session share the user's hash slot.
+    async fn user_and_session(
+        &self,
+        user_id: &str,
+        session_id: Uuid,
+        now: UnixMs,
+    ) -> Result<(Option<User>, Option<Session>), StoreError> {
+        if session_slot(session_id) != user_slot(user_id) {
+            // Not the user's session (it could not be found under this user anyway).
+            return Ok((self.user_by_id(user_id).await?, None));
+        }
+        let mut conn = self.conn().await?;
+        let (user, fields): (HashMap<String, String>, Vec<Option<Vec<u8>>>) = redis::pipe()
+            .hgetall(format!("{}u:{user_id}", user_slot(user_id)))
+            .add_command(session_fields(session_id))
             .query_async(&mut conn)
             .await?;
-        if fields.first().is_none_or(Option::is_none) {
-            return Ok(None);
-        }
-        let mut parts = vec![sid_member(id).into_bytes()];
-        parts.extend(fields.into_iter().map(Option::unwrap_or_default));
-        let session = session_from(&parts)?;
-        Ok((now < session.expires_at).then_some(session))
+        Ok((
+            user_from(user_id, &user)?,
+            live_session(session_id, fields, now)?,
+        ))
     }
 
     async fn live_refresh_token(
@@ -1144,6 +1186,16 @@ impl Store for Reconnecting {
 
     async fn session(&self, id: Uuid, now: UnixMs) -> Result<Option<Session>, StoreError> {
         self.once_more(|| self.0.session(id, now)).await
+    }
+
+    async fn user_and_session(
+        &self,
+        user_id: &str,
+        session_id: Uuid,
+        now: UnixMs,
+    ) -> Result<(Option<User>, Option<Session>), StoreError> {
+        self.once_more(|| self.0.user_and_session(user_id, session_id, now))
+            .await
     }
 
     async fn live_refresh_token(

@@ -46,6 +46,7 @@ conformance!(
     deleting_a_user_ends_its_sessions_and_frees_its_name,
     a_token_presented_by_another_client_or_way_is_refused_unconsumed,
     a_dpop_bound_family_refreshes_only_with_its_key,
+    a_user_and_a_session_read_together_answer_as_read_apart,
     credential_changes_end_every_session_and_void_logins_in_flight,
     replay_within_grace_after_the_successor_was_used_is_reuse,
     rotation_swaps_the_live_token,
@@ -444,6 +445,28 @@ async fn a_dpop_bound_family_refreshes_only_with_its_key(store: &SharedStore) {
         rotate(store, unbound, u2, T0 + 2).await.0,
         RotateOutcome::Rotated(_)
     ));
+}
+
+async fn a_user_and_a_session_read_together_answer_as_read_apart(store: &SharedStore) {
+    let (sid, _) = new_session(store, "u1", T0).await;
+    let (user, session) = store.user_and_session("u1", sid, T0 + 1).await.unwrap();
+    assert_eq!(user, store.user_by_id("u1").await.unwrap());
+    assert_eq!(session, store.session(sid, T0 + 1).await.unwrap());
+    assert!(user.is_some() && session.is_some());
+    // Another user's session is not found under this one; nor is a session past its end.
+    let (user, session) = store.user_and_session("u2", sid, T0 + 1).await.unwrap();
+    assert_eq!(user.unwrap().id, "u2");
+    assert!(session.is_none_or(|s| s.user_id == "u1"));
+    let (_, ended) = store
+        .user_and_session("u1", sid, T0 + FAMILY)
+        .await
+        .unwrap();
+    assert!(ended.is_none());
+    assert!(store.revoke_session(sid).await.unwrap());
+    let (user, session) = store.user_and_session("u1", sid, T0 + 2).await.unwrap();
+    assert!(user.is_some() && session.is_none());
+    let (nobody, _) = store.user_and_session("nobody", sid, T0 + 2).await.unwrap();
+    assert!(nobody.is_none());
 }
 
 async fn deleting_a_user_ends_its_sessions_and_frees_its_name(store: &SharedStore) {
