@@ -91,6 +91,9 @@ def main():
     for name in ("results", "facts", "openssl", "criterion", "duration", "out", "svg"):
         parser.add_argument(f"--{name}", required=True)
     args = parser.parse_args()
+    # Before anything is written: the SVG below is itself tracked.
+    commit = command("git", "rev-parse", "--short", "HEAD")
+    dirty = " (with uncommitted changes)" if command("git", "status", "--porcelain", "--untracked-files=no") else ""
     runs = load_lines(args.results)
     facts = {}
     for fact in load_lines(args.facts):
@@ -173,8 +176,6 @@ def main():
     sweep = [r for r in runs if r["scenario"] == "refresh"]
     svg(sweep, args.svg)
 
-    commit = command("git", "rev-parse", "--short", "HEAD")
-    dirty = " (with uncommitted changes)" if command("git", "status", "--porcelain", "--untracked-files=no") else ""
     lines = [
         "# latchkey benchmarks",
         "",
