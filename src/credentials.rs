@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use tokio::sync::{Semaphore, oneshot};
@@ -154,7 +154,10 @@ impl PasswordHasher {
             None,
         )
         .map_err(|e| CredentialError::Params(e.to_string()))?;
-        let dummy_hash = hash_with(&params, &crate::tokens::new_jti())?;
+        let dummy_hash = hash_with(&params, &crate::tokens::new_jti());
+        // This thread is no hashing thread: it keeps no working memory.
+        release_working_memory();
+        let dummy_hash = dummy_hash?;
         Ok(PasswordHasher {
             params,
             dummies: Arc::new(RwLock::new(vec![Dummy {
@@ -299,11 +302,30 @@ fn hash_with(params: &Params, password: &str) -> Result<String, CredentialError>
     SystemRandom::new()
         .fill(&mut salt)
         .map_err(|_| CredentialError::Hash("randomness unavailable".into()))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| CredentialError::Hash(e.to_string()))?;
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| CredentialError::Hash(e.to_string()))
+    let encoded =
+        SaltString::encode_b64(&salt).map_err(|e| CredentialError::Hash(e.to_string()))?;
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let failed = |e: argon2::password_hash::Error| CredentialError::Hash(e.to_string());
+    // In the thread's working memory, as verifications are: argon2's own allocation would be
+    // freed below glibc's mmap threshold and stay resident in the thread's arena.
+    let output = Output::init_with(
+        params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN),
+        |out| {
+            with_working_memory(params.block_count(), |memory| {
+                argon2.hash_password_into_with_memory(password.as_bytes(), &salt, out, memory)
+            })?;
+            Ok(())
+        },
+    )
+    .map_err(failed)?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(failed)?,
+        salt: Some(encoded.as_salt()),
+        hash: Some(output),
+    };
+    Ok(hash.to_string())
 }
 
 /// Distinct costs the dummies follow at most (the most common ones).
@@ -337,6 +359,19 @@ const IDLE_RELEASE: Duration = Duration::from_secs(30);
 /// 32 MiB with `mmap`, and unmaps them when freed, so a released buffer really returns to the
 /// OS instead of staying in the thread's arena.
 const MMAP_BLOCKS: usize = 33 * 1024;
+
+/// Runs `hash` on `blocks` of this thread's working memory, grown (reserved past glibc's mmap
+/// threshold) when too small.
+fn with_working_memory<T>(blocks: usize, hash: impl FnOnce(&mut [Block]) -> T) -> T {
+    WORKING_MEMORY.with_borrow_mut(|memory| {
+        if memory.len() < blocks {
+            let mut fresh = Vec::with_capacity(blocks.max(MMAP_BLOCKS));
+            fresh.resize(blocks, Block::default());
+            *memory = fresh;
+        }
+        hash(&mut memory[..blocks])
+    })
+}
 
 fn release_working_memory() {
     WORKING_MEMORY.with_borrow_mut(|memory| *memory = Vec::new());
@@ -375,21 +410,12 @@ fn verify_with(hash: &str, password: &str) -> Result<bool, CredentialError> {
         return Err(unusable("memory cost above 1 GiB"));
     }
     let mut out = vec![0u8; expected.len()];
-    let computed = WORKING_MEMORY.with_borrow_mut(|memory| {
-        let blocks = params.block_count();
-        if memory.len() < blocks {
-            let mut fresh = Vec::with_capacity(blocks.max(MMAP_BLOCKS));
-            fresh.resize(blocks, Block::default());
-            *memory = fresh;
-        }
-        Argon2::new(algorithm, version, params).hash_password_into_with_memory(
-            password.as_bytes(),
-            salt,
-            &mut out,
-            &mut memory[..blocks],
-        )
-    });
-    computed.map_err(|e| CredentialError::Hash(e.to_string()))?;
+    let blocks = params.block_count();
+    let argon2 = Argon2::new(algorithm, version, params);
+    with_working_memory(blocks, |memory| {
+        argon2.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, memory)
+    })
+    .map_err(|e| CredentialError::Hash(e.to_string()))?;
     Ok(aws_lc_rs::constant_time::verify_slices_are_equal(&out, expected.as_bytes()).is_ok())
 }
 
@@ -414,6 +440,14 @@ mod tests {
             .await
             .unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"));
+        // A standard PHC string: the argon2 crate's own verifier agrees.
+        use argon2::password_hash::PasswordVerifier as _;
+        let parsed = PasswordHash::new(&hash).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"correct horse", &parsed)
+                .is_ok()
+        );
         assert!(
             hasher
                 .verify(Some(&hash), "u", &Password::new("correct horse".into()))
