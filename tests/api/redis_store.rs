@@ -406,3 +406,60 @@ async fn a_long_refresh_chain_keeps_the_session_compact_and_its_history_whole() 
     let families: Vec<String> = redis::cmd("KEYS").arg("lk:*:f:*").query(&mut conn).unwrap();
     assert!(families.is_empty(), "the family was revoked for reuse");
 }
+
+/// A session written by an earlier version keeps its history: 8-byte fingerprints in one
+/// `hist` field are read, converted at the next rotation, and still recognised as reuse.
+#[tokio::test]
+async fn a_history_in_the_earlier_format_still_detects_reuse() {
+    let app = spawn_app_with(Backend::Redis, |_| {}).await;
+    app.add_user("alice", PASSWORD).await;
+    let mut chain = vec![text(&app.login_ok("alice").await, "refresh_token")];
+    for _ in 0..2 {
+        let response = app.refresh(chain.last().unwrap()).await;
+        chain.push(text(
+            &response.json::<Value>().await.unwrap(),
+            "refresh_token",
+        ));
+    }
+    let mut conn = app.redis.as_ref().unwrap().connection();
+    let families: Vec<String> = redis::cmd("KEYS").arg("lk:*:f:*").query(&mut conn).unwrap();
+    let family = &families[0];
+    // As an earlier version stored it: the consumed tokens' first 8 bytes, in `hist`.
+    let mut old = Vec::new();
+    for token in &chain[..2] {
+        let id = latchkey::tokens::RefreshToken::parse(token).unwrap().id;
+        old.extend_from_slice(&id.0[..8]);
+    }
+    let _: () = redis::cmd("HDEL")
+        .arg(family)
+        .arg(&["h1", "h2", "h3", "h4"])
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(family)
+        .arg("hist")
+        .arg(old.as_slice())
+        .query(&mut conn)
+        .unwrap();
+    let response = app.refresh(&chain[2]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let live = text(&response.json::<Value>().await.unwrap(), "refresh_token");
+    let hist: Option<Vec<u8>> = redis::cmd("HGET")
+        .arg(family)
+        .arg("hist")
+        .query(&mut conn)
+        .unwrap();
+    assert!(hist.is_none(), "converted at the rotation");
+    assert_error(
+        app.refresh(&chain[0]).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+    )
+    .await;
+    assert_error(
+        app.refresh(&live).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_grant",
+    )
+    .await;
+}

@@ -9,11 +9,15 @@ if ARGV[3] then
   local t = ARGV[3]
   local issued = (t == f[2]) or (t == f[3])
   if not issued then
-    -- The history: 'hist' of earlier versions, then its 64-byte parts (see rotate.lua).
-    local fp = string.sub(t, 1, 8)
-    local hist = (f[4] or '') .. (f[5] or '') .. (f[6] or '') .. (f[7] or '') .. (f[8] or '')
-    for i = 1, #hist, 8 do
-      if string.sub(hist, i, i + 7) == fp then issued = true end
+    -- The history (see rotate.lua): 8-byte fingerprints in 'hist' of earlier versions, 6-byte
+    -- ones in its parts h1..h4.
+    local old = f[4] or ''
+    for i = 1, #old, 8 do
+      if string.sub(old, i, i + 7) == string.sub(t, 1, 8) then issued = true end
+    end
+    local hist = (f[5] or '') .. (f[6] or '') .. (f[7] or '') .. (f[8] or '')
+    for i = 1, #hist, 6 do
+      if string.sub(hist, i, i + 5) == string.sub(t, 1, 6) then issued = true end
     end
   end
   if not issued then return false end

@@ -32,10 +32,14 @@ local presented = ARGV[4]
 
 local f = redis.call('HMGET', KEYS[1], 'uid', 'cid', 'scope', 'exp', 'epoch', 'live', 'live_exp',
   'prev', 'prev_at', 'prev_next', 'hist', 'ch', 'h1', 'h2', 'h3', 'h4')
--- The history of consumed-token fingerprints, oldest first. It is kept in fields of at most 64
--- bytes (h1..h4) so the family hash stays in Redis's compact listpack encoding (values up to
--- hash-max-listpack-value, 64 by default); 'hist' is the single field of earlier versions.
-local history = (f[11] or '') .. (f[13] or '') .. (f[14] or '') .. (f[15] or '') .. (f[16] or '')
+-- The history of consumed-token fingerprints (the first 6 bytes of each id), oldest first. It is
+-- kept in fields of at most 60 bytes (h1..h4) so the family hash stays in Redis's compact
+-- listpack encoding (values up to hash-max-listpack-value, 64 by default). 'hist' is the single
+-- field of earlier versions, of 8-byte fingerprints: read as their first 6 bytes.
+local history = ''
+local old = f[11] or ''
+for i = 1, #old, 8 do history = history .. string.sub(old, i, i + 5) end
+history = history .. (f[13] or '') .. (f[14] or '') .. (f[15] or '') .. (f[16] or '')
 if not f[1] then
   if redis.call('EXISTS', KEYS[3]) == 1 then return {'invalid', 'revoked_for_reuse'} end
   return {'invalid', 'unknown'}
@@ -78,15 +82,15 @@ end
 if f[6] == presented then
   if now >= tonumber(f[7]) then return {'invalid', 'expired_idle'} end
   local next_exp = math.min(now + idle, family_exp)
-  -- The consumed token joins the history (a fingerprint: its id's first 8 bytes), so presenting
-  -- it again later is recognised as reuse.
-  local hist = history .. string.sub(presented, 1, 8)
-  local keep = math.min(tonumber(ARGV[11]) * 8, 256)
+  -- The consumed token joins the history, so presenting it again later is recognised as reuse.
+  -- 48 bits of a random id: a stranger's token matches one of 32 by chance once in 2^43.
+  local hist = history .. string.sub(presented, 1, 6)
+  local keep = math.min(tonumber(ARGV[11]) * 6, 240)
   if #hist > keep then hist = string.sub(hist, #hist - keep + 1) end
   redis.call('HSET', KEYS[1], 'live', ARGV[5], 'live_exp', next_exp, 'prev', presented,
     'prev_at', now + lag, 'prev_next', next_exp, 'last', ARGV[1], 'ua', ARGV[7], 'ip', ARGV[8],
-    'h1', string.sub(hist, 1, 64), 'h2', string.sub(hist, 65, 128),
-    'h3', string.sub(hist, 129, 192), 'h4', string.sub(hist, 193, 256))
+    'h1', string.sub(hist, 1, 60), 'h2', string.sub(hist, 61, 120),
+    'h3', string.sub(hist, 121, 180), 'h4', string.sub(hist, 181, 240))
   if f[11] then redis.call('HDEL', KEYS[1], 'hist') end
   if grace > 0 then
     redis.call('SET', KEYS[2], ARGV[6], 'PX', grace)
@@ -111,9 +115,9 @@ end
 
 -- An older consumed token: its successor has been consumed too, so this is a replay of a spent
 -- token, not a race. Reuse.
-local fp = string.sub(presented, 1, 8)
-for i = 1, #history, 8 do
-  if string.sub(history, i, i + 7) == fp then
+local fp = string.sub(presented, 1, 6)
+for i = 1, #history, 6 do
+  if string.sub(history, i, i + 5) == fp then
     revoke_for_reuse()
     return {'reused', f[1], 'consumed_successor'}
   end
