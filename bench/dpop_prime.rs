@@ -1,6 +1,6 @@
 //! Prepares a DPoP refresh benchmark: logs in N sessions bound to one ES256 key (a proof per
 //! login), writes their refresh tokens one per line, then writes M fresh proofs for
-//! `POST {issuer}/auth/refresh`, one per line, for `bench/wrk/refresh_dpop.lua`. Proofs are signed
+//! `POST {issuer}/auth/refresh`, one per line, for `bench/wrk/refresh.lua` (its PROOFS_FILE). Proofs are signed
 //! here, before the run, so the load tool spends no CPU on them during it; they stay fresh for
 //! the issuer's `dpop.proof_max_age` (60 s by default).
 //!

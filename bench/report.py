@@ -214,7 +214,7 @@ def main():
     if dpop_rows:
         lines += ["", "## Refresh with and without DPoP", "",
                   "The same chain at 32 connections, back to back: without proofs, then with every session "
-                  "bound at login and a fresh DPoP proof on every refresh (`bench/wrk/refresh_dpop.lua`; "
+                  "bound at login and a fresh DPoP proof on every refresh (`bench/wrk/refresh.lua` with a proofs file; "
                   "proofs signed before the run by `bench/dpop_prime.rs`). A DPoP refresh costs one proof "
                   "verification (ECDSA P-256) and one store write (its `jti`) more.", "",
                   "| store | refresh/s, bearer | refresh/s, DPoP | DPoP / bearer | errors |",

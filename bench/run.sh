@@ -150,8 +150,8 @@ dpop_run() {
     --user "$USER_NAME" --password "$PASSWORD" --sessions $((conns + 4)) \
     --proofs $((DURATION * 25000)) --tokens "$TMP/dpop-tokens-$server.txt" \
     --proof-file "$TMP/dpop-proofs-$server.txt"
-  wrk_run refresh_dpop "$server" "$conns" "$DURATION" refresh_dpop.lua "http://127.0.0.1:${!port_var}" \
-    -- "$TMP/dpop-tokens-$server.txt" "$TMP/dpop-proofs-$server.txt" 2
+  wrk_run refresh_dpop "$server" "$conns" "$DURATION" refresh.lua "http://127.0.0.1:${!port_var}" \
+    -- "$TMP/dpop-tokens-$server.txt" 2 "$TMP/dpop-proofs-$server.txt"
 }
 cargo build --release --quiet --example dpop_prime
 for server in redis embedded-process; do

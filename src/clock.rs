@@ -29,6 +29,11 @@ impl Clock {
         self.now_ms().div_euclid(1000)
     }
 
+    /// Now, for APIs that take a `SystemTime` (the verifier's `*_at` methods).
+    pub fn now_system_time(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(u64::try_from(self.now_ms()).unwrap_or(0))
+    }
+
     /// Moves this clock (and every clone of it) forward.
     pub fn advance(&self, by: Duration) {
         self.offset_ms.fetch_add(duration_ms(by), Ordering::Relaxed);

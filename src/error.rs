@@ -202,6 +202,9 @@ impl ApiError {
             FlowError::InvalidDpopProof(description) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", description)
             }
+            FlowError::BoundTokenAsBearer => {
+                ApiError::dpop_refused("invalid_token", e.to_string().into())
+            }
             FlowError::UseDpopNonce { ref nonce } => {
                 let mut error =
                     ApiError::new(StatusCode::BAD_REQUEST, "use_dpop_nonce", e.to_string());

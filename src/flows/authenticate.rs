@@ -2,8 +2,6 @@
 //! (`latchkey-verify`, against the published JWKS), then what only the issuer knows: the session
 //! is live and the user still exists and is enabled.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use latchkey_verify::Scheme;
 use uuid::Uuid;
 
@@ -39,9 +37,8 @@ impl Flows {
             .verifier
             .as_ref()
             .ok_or_else(|| FlowError::Internal("the issuer's own JWKS does not parse".into()))?;
-        let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0));
         verifier
-            .verify_at(token, at)
+            .verify_at(token, self.clock.now_system_time())
             .await
             .map_err(|e| FlowError::InvalidToken(e.to_string().into()))
     }
@@ -57,25 +54,14 @@ impl Flows {
         let claims = self.verify_access(token).await?;
         match (presented.scheme, claims.dpop_jkt()) {
             (Scheme::Bearer, None) => {}
-            (Scheme::Bearer, Some(_)) => {
-                return Err(FlowError::InvalidToken(
-                    "the token is DPoP-bound: present it with the DPoP scheme and a proof".into(),
-                ));
-            }
+            (Scheme::Bearer, Some(_)) => return Err(FlowError::BoundTokenAsBearer),
             (Scheme::DPoP, None) => {
                 return Err(FlowError::InvalidToken(
                     "the token is not DPoP-bound: present it as a bearer token".into(),
                 ));
             }
             (Scheme::DPoP, Some(jkt)) => {
-                let proof = self
-                    .check_resource_proof(presented.proofs, presented.method, presented.path, token)
-                    .await?;
-                if proof != jkt {
-                    return Err(FlowError::InvalidDpopProof(
-                        "the DPoP proof is not signed by the key the token is bound to".into(),
-                    ));
-                }
+                self.check_resource_proof(presented, jkt).await?;
             }
         }
         // The user and the session in one store call (one round trip on Redis).

@@ -5,7 +5,7 @@
 //! refresh family of a public client too (`docs/dpop.md`).
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::hmac;
@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use latchkey_verify::dpop::{self, ProofContext, ReplayCache};
 use latchkey_verify::{ErrorKind, VerifyError};
 
-use super::{FlowError, Flows};
+use super::{FlowError, Flows, PresentedAccess};
 use crate::clock::UnixMs;
 use crate::config::{ClientSpec, DpopSettings};
 use crate::state::Snapshot;
@@ -160,20 +160,10 @@ impl Flows {
             }
             None => return Ok(None),
         };
-        let config = &snapshot.config;
-        let url = format!("{}{}", config.issuer, presented.path);
-        let context = ProofContext {
-            method: "POST",
-            url: &url,
-            access_token: None,
-        };
-        let now = self.clock.now_ms();
-        let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0));
-        let freshness = config.dpop.freshness();
-        let proof = dpop::verify_proof(proof, &context, &freshness, at)
-            .map_err(|e| self.refused_proof(e))?;
+        let proof = self.verify_at_issuer(snapshot, proof, "POST", presented.path, None)?;
         if client.is_some_and(|c| c.dpop_nonce) {
-            let lifetime = config.dpop.nonce_lifetime;
+            let now = self.clock.now_ms();
+            let lifetime = snapshot.config.dpop.nonce_lifetime;
             let fresh = proof
                 .nonce
                 .as_deref()
@@ -185,39 +175,58 @@ impl Flows {
                 });
             }
         }
-        self.remember_proof(&proof, &freshness).await?;
+        self.remember_proof(snapshot, &proof).await?;
         Ok(Some(proof.jkt))
     }
 
-    /// Checks the proof that accompanies a bound access token at one of the issuer's own
-    /// protected endpoints (`ath` included); returns the thumbprint of its key.
+    /// Checks the proof that accompanies an access token bound to `jkt` at one of the issuer's
+    /// own protected endpoints: `ath` included, and signed by that key.
     pub(super) async fn check_resource_proof(
         &self,
-        proofs: &[&str],
-        method: &str,
-        path: &str,
-        access_token: &str,
-    ) -> Result<String, FlowError> {
-        let Some(proof) = self.single_proof(proofs)? else {
+        presented: &PresentedAccess<'_>,
+        jkt: &str,
+    ) -> Result<(), FlowError> {
+        let Some(proof) = self.single_proof(presented.proofs)? else {
             self.metrics.dpop_proof("invalid");
             return Err(FlowError::InvalidDpopProof(
                 "a DPoP proof is required".into(),
             ));
         };
         let snapshot = self.snapshot();
+        let proof = self.verify_at_issuer(
+            &snapshot,
+            proof,
+            presented.method,
+            presented.path,
+            Some(presented.token),
+        )?;
+        if proof.jkt != jkt {
+            self.metrics.dpop_proof("invalid");
+            return Err(FlowError::InvalidDpopProof(
+                "the DPoP proof is not signed by the key the token is bound to".into(),
+            ));
+        }
+        self.remember_proof(&snapshot, &proof).await
+    }
+
+    /// Every check of `proof` but replay, for `method` on the issuer's `path`, now.
+    fn verify_at_issuer(
+        &self,
+        snapshot: &Snapshot,
+        proof: &str,
+        method: &str,
+        path: &str,
+        access_token: Option<&str>,
+    ) -> Result<dpop::VerifiedProof, FlowError> {
         let url = format!("{}{path}", snapshot.config.issuer);
         let context = ProofContext {
             method,
             url: &url,
-            access_token: Some(access_token),
+            access_token,
         };
-        let at =
-            UNIX_EPOCH + Duration::from_millis(u64::try_from(self.clock.now_ms()).unwrap_or(0));
         let freshness = snapshot.config.dpop.freshness();
-        let proof = dpop::verify_proof(proof, &context, &freshness, at)
-            .map_err(|e| self.refused_proof(e))?;
-        self.remember_proof(&proof, &freshness).await?;
-        Ok(proof.jkt)
+        dpop::verify_proof(proof, &context, &freshness, self.clock.now_system_time())
+            .map_err(|e| self.refused_proof(e))
     }
 
     /// The request's one proof, if any: two `DPoP` headers are refused (RFC 9449 §4.3).
@@ -237,18 +246,13 @@ impl Flows {
     /// Refuses a proof seen before; remembers it otherwise, for as long as it is fresh.
     async fn remember_proof(
         &self,
+        snapshot: &Snapshot,
         proof: &dpop::VerifiedProof,
-        freshness: &dpop::Freshness,
     ) -> Result<(), FlowError> {
-        let window = freshness.replay_window();
+        let window = snapshot.config.dpop.freshness().replay_window();
         let seen = match &self.dpop.replays {
             Replays::Local(cache) => {
-                let now = u64::try_from(self.clock.now_ms()).unwrap_or(0);
-                cache.check(
-                    proof.replay_key(),
-                    UNIX_EPOCH + Duration::from_millis(now),
-                    window,
-                )
+                cache.check(proof.replay_key(), self.clock.now_system_time(), window)
             }
             Replays::Shared(counters) => {
                 let key = format!("dpop:{}", B64.encode(proof.replay_key()));

@@ -154,6 +154,9 @@ pub enum FlowError {
     UserExists(String),
     #[error("no user {0:?}")]
     NoSuchUser(String),
+    /// A DPoP-bound access token presented as a bearer token (RFC 9449 §7.2).
+    #[error("the token is DPoP-bound: present it with the DPoP scheme and a proof")]
+    BoundTokenAsBearer,
     /// The DPoP proof is missing where it is required, malformed, or does not fit the request
     /// or the session's key (RFC 9449 §5: `invalid_dpop_proof`).
     #[error("{0}")]

@@ -232,11 +232,6 @@ pub async fn caller(flows: &Flows, req: &HttpRequest) -> Result<Authenticated, A
             (FlowError::InvalidToken(description), Scheme::DPoP) => {
                 ApiError::dpop_refused("invalid_token", description)
             }
-            (FlowError::InvalidToken(description), Scheme::Bearer)
-                if description.contains("DPoP-bound") =>
-            {
-                ApiError::dpop_refused("invalid_token", description)
-            }
             (other, _) => ApiError::common(other),
         })
 }
