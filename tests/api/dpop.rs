@@ -700,7 +700,70 @@ async fn resource_servers_accept_a_bound_token_only_with_a_fresh_proof_of_its_ke
         let ok = get_users(&issuer, &users, dpop.clone(), Some(proof.clone())).await;
         assert_eq!(ok.status(), 200, "{name}");
 
-        let refused = |why: &'static str, response: Response, code: &'static str| async move {
+        // (why, Authorization, DPoP proof, the error expected), every one a 401 with a DPoP
+        // challenge.
+        let stale = key.proof_with("GET", &users, Some(&bound), |_, c| {
+            c["iat"] = json!(now_secs() - 300)
+        });
+        let cases = [
+            (
+                "replayed proof",
+                dpop.clone(),
+                Some(proof),
+                "invalid_dpop_proof",
+            ),
+            (
+                "bound token as a bearer token",
+                Some(format!("Bearer {bound}")),
+                None,
+                "invalid_token",
+            ),
+            ("no proof", dpop.clone(), None, "invalid_dpop_proof"),
+            (
+                "the thief's key",
+                dpop.clone(),
+                Some(thief.proof("GET", &users, Some(&bound))),
+                "invalid_dpop_proof",
+            ),
+            (
+                "no ath",
+                dpop.clone(),
+                Some(key.proof("GET", &users, None)),
+                "invalid_dpop_proof",
+            ),
+            (
+                "ath of another token",
+                dpop.clone(),
+                Some(key.proof("GET", &users, Some(&bearer))),
+                "invalid_dpop_proof",
+            ),
+            (
+                "wrong method",
+                dpop.clone(),
+                Some(key.proof("POST", &users, Some(&bound))),
+                "invalid_dpop_proof",
+            ),
+            (
+                "wrong URL",
+                dpop.clone(),
+                Some(key.proof("GET", &format!("{base}/users/1"), Some(&bound))),
+                "invalid_dpop_proof",
+            ),
+            (
+                "stale proof",
+                dpop.clone(),
+                Some(stale),
+                "invalid_dpop_proof",
+            ),
+            (
+                "an unbound token with the DPoP scheme",
+                Some(format!("DPoP {bearer}")),
+                Some(key.proof("GET", &users, Some(&bearer))),
+                "invalid_token",
+            ),
+        ];
+        for (why, authorization, proof, code) in cases {
+            let response = get_users(&issuer, &users, authorization, proof).await;
             assert_eq!(response.status(), 401, "{name}: {why}");
             let challenge = challenges(&response).join(" | ");
             assert!(
@@ -713,111 +776,7 @@ async fn resource_servers_accept_a_bound_token_only_with_a_fresh_proof_of_its_ke
             );
             let body: Value = response.json().await.unwrap();
             assert_eq!(body["error"], code, "{name}: {why}");
-        };
-        refused(
-            "replayed proof",
-            get_users(&issuer, &users, dpop.clone(), Some(proof)).await,
-            "invalid_dpop_proof",
-        )
-        .await;
-        refused(
-            "bound token as a bearer token",
-            get_users(&issuer, &users, Some(format!("Bearer {bound}")), None).await,
-            "invalid_token",
-        )
-        .await;
-        refused(
-            "no proof",
-            get_users(&issuer, &users, dpop.clone(), None).await,
-            "invalid_dpop_proof",
-        )
-        .await;
-        refused(
-            "the thief's key",
-            get_users(
-                &issuer,
-                &users,
-                dpop.clone(),
-                Some(thief.proof("GET", &users, Some(&bound))),
-            )
-            .await,
-            "invalid_dpop_proof",
-        )
-        .await;
-        refused(
-            "no ath",
-            get_users(
-                &issuer,
-                &users,
-                dpop.clone(),
-                Some(key.proof("GET", &users, None)),
-            )
-            .await,
-            "invalid_dpop_proof",
-        )
-        .await;
-        refused(
-            "ath of another token",
-            get_users(
-                &issuer,
-                &users,
-                dpop.clone(),
-                Some(key.proof("GET", &users, Some(&bearer))),
-            )
-            .await,
-            "invalid_dpop_proof",
-        )
-        .await;
-        refused(
-            "wrong method",
-            get_users(
-                &issuer,
-                &users,
-                dpop.clone(),
-                Some(key.proof("POST", &users, Some(&bound))),
-            )
-            .await,
-            "invalid_dpop_proof",
-        )
-        .await;
-        refused(
-            "wrong URL",
-            get_users(
-                &issuer,
-                &users,
-                dpop.clone(),
-                Some(key.proof("GET", &format!("{base}/users/1"), Some(&bound))),
-            )
-            .await,
-            "invalid_dpop_proof",
-        )
-        .await;
-        refused(
-            "stale proof",
-            get_users(
-                &issuer,
-                &users,
-                dpop.clone(),
-                Some(key.proof_with("GET", &users, Some(&bound), |_, c| {
-                    c["iat"] = json!(now_secs() - 300)
-                })),
-            )
-            .await,
-            "invalid_dpop_proof",
-        )
-        .await;
-        refused(
-            "an unbound token with the DPoP scheme",
-            get_users(
-                &issuer,
-                &users,
-                Some(format!("DPoP {bearer}")),
-                Some(key.proof("GET", &users, Some(&bearer))),
-            )
-            .await,
-            "invalid_token",
-        )
-        .await;
+        }
 
         // Unbound bearer tokens work as before; without credentials both schemes are offered.
         let plain = get_users(&issuer, &users, Some(format!("Bearer {bearer}")), None).await;
