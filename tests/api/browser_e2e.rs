@@ -90,22 +90,49 @@ async fn assert_no_refresh_token_in_script_reach(page: &Client) {
     assert!(!reachable.contains("lk_rt_"), "{reachable}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_spa_logs_in_refreshes_silently_and_logs_out_in_chromium() {
+/// The issuer on a port of its own (its origin is the issuer URL) with the demo on, its cookie
+/// client `demo-spa` registered with `client_extra` lines, and `alice`; `access_ttl` replaces
+/// the test config's line of that name.
+async fn demo_app(access_ttl: &str, client_extra: &str) -> (crate::helpers::TestApp, String) {
     let port = free_port();
     let origin = format!("http://127.0.0.1:{port}");
+    let (access_ttl, client_extra) = (access_ttl.to_owned(), client_extra.to_owned());
     let app = spawn_app_with(Backend::Embedded, |c| {
         c.text = c
             .text
             .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
             .replace("issuer = \"http://127.0.0.1\"", &format!("issuer = \"{origin}\""))
-            .replace("access_ttl = \"15m\"", "access_ttl = \"6s\"");
+            .replace("access_ttl = \"15m\"", &access_ttl);
         c.text.push_str(&format!(
-            "\n[[clients]]\nid = \"demo-spa\"\ntype = \"public\"\ngrants = [\"refresh_token\"]\nrefresh_delivery = \"cookie\"\nallowed_origins = [\"{origin}\"]\n\n[demo]\nenabled = true\nclient_id = \"demo-spa\"\n"
+            "\n[[clients]]\nid = \"demo-spa\"\ntype = \"public\"\ngrants = [\"refresh_token\"]\nrefresh_delivery = \"cookie\"\nallowed_origins = [\"{origin}\"]\n{client_extra}\n[demo]\nenabled = true\nclient_id = \"demo-spa\"\n"
         ));
     })
     .await;
     app.add_user("alice", PASSWORD).await;
+    (app, origin)
+}
+
+/// Logs `alice` in through the page's form.
+async fn sign_in(page: &Client) {
+    for (id, keys) in [("username", "alice"), ("password", PASSWORD)] {
+        page.find(Locator::Id(id))
+            .await
+            .unwrap()
+            .send_keys(keys)
+            .await
+            .unwrap();
+    }
+    page.find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_spa_logs_in_refreshes_silently_and_logs_out_in_chromium() {
+    let (_app, origin) = demo_app("access_ttl = \"6s\"", "").await;
     let driver = start_driver().await;
     let profile = tempfile::tempdir().unwrap();
     let page = browser(&driver, profile.path()).await;
@@ -114,25 +141,7 @@ async fn the_demo_spa_logs_in_refreshes_silently_and_logs_out_in_chromium() {
     page.goto(&format!("{origin}/demo/")).await.unwrap();
     wait_text(&page, "status", |t| t == "signed out").await;
 
-    // Log in through the page.
-    page.find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys("alice")
-        .await
-        .unwrap();
-    page.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    page.find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(&page).await;
     wait_text(&page, "status", |t| t == "signed in").await;
     wait_text(&page, "user", |t| t == "alice").await;
     let first = wait_text(&page, "token-id", |t| !t.is_empty()).await;
@@ -248,38 +257,17 @@ async fn the_demo_is_off_by_default_and_its_pages_carry_a_strict_csp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dpop_client_binds_its_tokens_to_a_key_no_script_can_read() {
-    let port = free_port();
-    let origin = format!("http://127.0.0.1:{port}");
-    let app = spawn_app_with(Backend::Embedded, |c| {
-        c.text = c
-            .text
-            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
-            .replace("issuer = \"http://127.0.0.1\"", &format!("issuer = \"{origin}\""));
-        c.text.push_str(&format!(
-            "\n[[clients]]\nid = \"demo-spa\"\ntype = \"public\"\ngrants = [\"refresh_token\"]\nrefresh_delivery = \"cookie\"\nallowed_origins = [\"{origin}\"]\nrequire_dpop = true\ndpop_nonce = true\n\n[demo]\nenabled = true\nclient_id = \"demo-spa\"\n"
-        ));
-    })
+    let (app, origin) = demo_app(
+        "access_ttl = \"15m\"",
+        "require_dpop = true\ndpop_nonce = true\n",
+    )
     .await;
-    app.add_user("alice", PASSWORD).await;
     let driver = start_driver().await;
     let profile = tempfile::tempdir().unwrap();
     let page = browser(&driver, profile.path()).await;
     page.goto(&format!("{origin}/demo/")).await.unwrap();
     wait_text(&page, "status", |t| t == "signed out").await;
-    for (id, keys) in [("username", "alice"), ("password", PASSWORD)] {
-        page.find(Locator::Id(id))
-            .await
-            .unwrap()
-            .send_keys(keys)
-            .await
-            .unwrap();
-    }
-    page.find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(&page).await;
     // Bound, and the page's own calls (with proofs, and the server's nonce) go through.
     wait_text(&page, "status", |t| t == "signed in").await;
     wait_text(&page, "token-type", |t| t == "DPoP").await;
