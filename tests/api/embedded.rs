@@ -274,6 +274,38 @@ async fn the_store_directory_and_files_are_private() {
     assert!(warnings[0].contains("mode 644"), "{warnings:?}");
 }
 
+/// Committed pages reach the database file soon after the commit, copied by the checkpointer
+/// thread, long before the WAL holds the 16,000 pages at which the writer would checkpoint
+/// by itself.
+#[tokio::test]
+async fn commits_are_checkpointed_into_the_database_file_off_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("latchkey.db");
+    let store = latchkey::store::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let marker = "checkpoint-marker-6f1d2c";
+
+    store.put_meta("probe", marker).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let file = std::fs::read(&db).unwrap();
+        if file.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the committed row is still only in the WAL after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        store.get_meta("probe").await.unwrap().as_deref(),
+        Some(marker)
+    );
+}
+
 #[tokio::test]
 async fn a_database_write_locked_by_another_process_is_not_ready() {
     let app = spawn_app_with(Backend::Embedded, |_| {}).await;

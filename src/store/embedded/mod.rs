@@ -10,7 +10,8 @@
 //! `BEGIN IMMEDIATE` transaction, each in its own savepoint, and nobody is answered before that
 //! transaction's fsync. Racing presentations are serialised inside it, and a kill at any moment
 //! leaves each family either before or after its swap. Reads use a second connection beside
-//! the writer. Expiry is checked on every read and a periodic sweep deletes the rest.
+//! the writer, and a third copies committed pages from the WAL into the database file
+//! (checkpoints) on a thread of its own, off the writer's path. Expiry is checked on every read and a periodic sweep deletes the rest.
 
 mod sql;
 mod writer;
@@ -66,9 +67,12 @@ impl From<rusqlite::Error> for StoreError {
 impl EmbeddedStore {
     pub async fn open(path: &str, durability: Durability) -> Result<EmbeddedStore, StoreError> {
         let path = path.to_owned();
-        let (writer_conn, reader) = tokio::task::spawn_blocking(move || {
+        let (writer_conn, reader, checkpointer) = tokio::task::spawn_blocking(move || {
             let path = Path::new(&path);
+            let writer = sql::open_connection(path, durability)?;
+            writer.pragma_update(None, "wal_autocheckpoint", writer::WRITER_CHECKPOINT_PAGES)?;
             let connections = (
+                writer,
                 sql::open_connection(path, durability)?,
                 sql::open_connection(path, durability)?,
             );
@@ -80,9 +84,14 @@ impl EmbeddedStore {
         .await
         .map_err(StoreError::unavailable)??;
         let (writer, jobs) = tokio::sync::mpsc::channel(writer::WRITE_QUEUE);
+        let (commits, committed) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
-            .name("latchkey-sqlite-writer".into())
-            .spawn(move || writer::run_writer(writer_conn, jobs))
+            .name("sqlite-checkpt".into())
+            .spawn(move || writer::run_checkpointer(checkpointer, committed))
+            .map_err(StoreError::unavailable)?;
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer::run_writer(writer_conn, jobs, commits))
             .map_err(StoreError::unavailable)?;
         Ok(EmbeddedStore {
             reader: Arc::new(Mutex::new(reader)),

@@ -3,6 +3,9 @@
 //! run in one `BEGIN IMMEDIATE` transaction, each in its own savepoint (so a failing write does
 //! not undo its neighbours), and nobody is answered before that transaction is committed.
 
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::Duration;
+
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::store::StoreError;
@@ -11,6 +14,12 @@ use crate::store::StoreError;
 pub(super) const WRITE_QUEUE: usize = 4096;
 /// Writes committed together at most; bounds one transaction's size and latency.
 const MAX_BATCH: usize = 256;
+/// WAL pages past which the writer checkpoints by itself (SQLite's default is 1,000): only a
+/// backstop for a checkpointer that falls behind, as it bounds the WAL file (4 KiB pages).
+pub(super) const WRITER_CHECKPOINT_PAGES: u32 = 16_000;
+/// The checkpointer waits this long after a commit wakes it, so one checkpoint covers the
+/// commits of that while: a page rewritten by many of them is copied once.
+const CHECKPOINT_PACE: Duration = Duration::from_millis(100);
 
 /// Runs one write inside the batch's transaction (given a connection) or reports that the batch
 /// could not begin (given none); returns whether it succeeded and how to answer its caller
@@ -58,7 +67,12 @@ static FAILURES: crate::telemetry::LogThrottle = crate::telemetry::LogThrottle::
 
 /// The writer thread: takes whatever writes are queued, runs them in one transaction (one
 /// savepoint each, so a failing write does not undo its neighbours), commits once, then answers.
-pub(super) fn run_writer(mut conn: Connection, mut jobs: tokio::sync::mpsc::Receiver<WriteJob>) {
+/// After each commit it nudges the checkpointer (`commits`) and never waits for it.
+pub(super) fn run_writer(
+    mut conn: Connection,
+    mut jobs: tokio::sync::mpsc::Receiver<WriteJob>,
+    commits: SyncSender<()>,
+) {
     while let Some(first) = jobs.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -74,7 +88,11 @@ pub(super) fn run_writer(mut conn: Connection, mut jobs: tokio::sync::mpsc::Rece
                     finishes.push(run_in_savepoint(&mut tx, job));
                 }
                 match tx.commit() {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        // Full means a nudge is already pending; gone means nothing to nudge.
+                        let _ = commits.try_send(());
+                        true
+                    }
                     Err(e) => {
                         if let Some(suppressed) = FAILURES.admit(crate::clock::system_ms()) {
                             tracing::error!(error = %e, similar_since_last = suppressed, "embedded store: commit failed");
@@ -112,3 +130,24 @@ fn run_in_savepoint(tx: &mut rusqlite::Transaction<'_>, job: WriteJob) -> Finish
     }
     finish
 }
+
+/// The checkpointer thread: copies committed pages from the WAL into the database file (a
+/// passive checkpoint, which never blocks the writer or readers) on a connection of its own.
+/// The writer used to do this itself every 1,000 pages: the copy and the database file's fsync
+/// then stalled every write queued behind it, and took the single writer's CPU. Ends when the
+/// writer does.
+pub(super) fn run_checkpointer(conn: Connection, commits: Receiver<()>) {
+    while commits.recv().is_ok() {
+        std::thread::sleep(CHECKPOINT_PACE);
+        // The nudges of the commits made meanwhile: this checkpoint covers them.
+        while commits.try_recv().is_ok() {}
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            && let Some(suppressed) = CHECKPOINT_FAILURES.admit(crate::clock::system_ms())
+        {
+            tracing::warn!(error = %e, similar_since_last = suppressed, "embedded store: checkpoint failed; the writer's own checkpoints still bound the WAL");
+        }
+    }
+}
+
+static CHECKPOINT_FAILURES: crate::telemetry::LogThrottle =
+    crate::telemetry::LogThrottle::new(10_000);
