@@ -354,7 +354,22 @@ fn request_id(req: &ServiceRequest) -> String {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b))
         })
-        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+/// A new request id, 32 hex digits: a random prefix drawn once per process (ids from different
+/// instances do not collide) and a counter. Request ids are not secrets, so no request pays for
+/// randomness.
+fn new_request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: std::sync::LazyLock<u64> =
+        std::sync::LazyLock::new(|| crate::tokens::random_uuid().as_u64_pair().0);
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{:016x}{:016x}",
+        *PREFIX,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Per request: a request id (echoed in `X-Request-Id`), the request metrics, and one log line

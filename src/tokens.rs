@@ -239,12 +239,33 @@ pub fn new_session_id(user_id: &str) -> Result<Uuid, RandomError> {
 
 /// A random, unique `jti`.
 pub fn new_jti() -> String {
-    Uuid::new_v4().simple().to_string()
+    random_uuid().simple().to_string()
+}
+
+/// A version 4 UUID from the crypto backend's generator. `Uuid::new_v4` asks the kernel
+/// (`getrandom`) each time, and access tokens and request ids need one per request.
+pub fn random_uuid() -> Uuid {
+    let mut bytes = [0u8; 16];
+    match SystemRandom::new().fill(&mut bytes) {
+        Ok(()) => uuid::Builder::from_random_bytes(bytes).into_uuid(),
+        Err(_) => Uuid::new_v4(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_uuids_are_version_4_and_distinct() {
+        let ids: std::collections::HashSet<Uuid> = (0..1000).map(|_| random_uuid()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.get_version(), Some(uuid::Version::Random));
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        }
+        assert_eq!(new_jti().len(), 32);
+    }
 
     #[test]
     fn generated_tokens_have_the_prefix_256_random_bits_and_parse_back() {

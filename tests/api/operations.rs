@@ -17,6 +17,7 @@ use crate::helpers::{
 #[tokio::test]
 async fn every_answer_carries_the_security_headers_and_a_request_id() {
     let app = spawn_app_with(Backend::Embedded, |_| {}).await;
+    let mut generated = std::collections::HashSet::new();
     for (method, path) in [
         ("GET", "/healthz"),
         ("GET", "/.well-known/jwks.json"),
@@ -44,6 +45,11 @@ async fn every_answer_carries_the_security_headers_and_a_request_id() {
         );
         let id = headers["x-request-id"].to_str().unwrap();
         assert_eq!(id.len(), 32, "{path}: a generated id, {id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        assert!(
+            generated.insert(id.to_owned()),
+            "{path}: {id} was given before"
+        );
     }
 
     // A plain id from the caller (a proxy's) is kept; anything else is replaced.
