@@ -611,19 +611,35 @@ fn text(parts: &[Vec<u8>], i: usize) -> Result<String, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("unexpected script reply".into()))
 }
 
-fn number(parts: &[Vec<u8>], i: usize) -> Result<i64, StoreError> {
-    text(parts, i)?
-        .parse()
-        .map_err(|_| StoreError::Corrupt("unexpected script reply".into()))
+/// Like [`text`], moving the bytes out of the reply instead of copying them.
+fn take_text(parts: &mut [Vec<u8>], i: usize) -> Result<String, StoreError> {
+    parts
+        .get_mut(i)
+        .map(std::mem::take)
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| StoreError::Corrupt("unexpected script reply".into()))
 }
 
-fn entitlement_from(parts: &[Vec<u8>]) -> Result<Entitlement, StoreError> {
+/// A reply element as a word to match (`rotated`, `expired_idle`, ...); empty when missing.
+fn word(parts: &[Vec<u8>], i: usize) -> &[u8] {
+    parts.get(i).map_or(&[], Vec::as_slice)
+}
+
+fn number(parts: &[Vec<u8>], i: usize) -> Result<i64, StoreError> {
+    parts
+        .get(i)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt("unexpected script reply".into()))
+}
+
+fn entitlement_from(parts: &mut [Vec<u8>]) -> Result<Entitlement, StoreError> {
     Ok(Entitlement {
-        user_id: text(parts, 1)?,
-        client_id: text(parts, 2)?,
-        scope: text(parts, 3)?,
+        user_id: take_text(parts, 1)?,
+        client_id: take_text(parts, 2)?,
+        scope: take_text(parts, 3)?,
         successor_expires_at: number(parts, 4)?,
-        held_scopes: text(parts, 5)?,
+        held_scopes: take_text(parts, 5)?,
     })
 }
 
@@ -840,7 +856,7 @@ impl Store for RedisStore {
         let sid = sid_member(r.session_id);
         let sent = system_ms();
         let deadline = sent + crate::clock::duration_ms(RESPONSE_TIMEOUT) - DEADLINE_MARGIN_MS;
-        let reply: Vec<Vec<u8>> = self
+        let mut reply: Vec<Vec<u8>> = self
             .rotate
             .key(format!("{prefix}f:{sid}"))
             .key(format!("{prefix}x:{sid}"))
@@ -863,32 +879,33 @@ impl Store for RedisStore {
             .arg(r.dpop_jkt.as_deref().unwrap_or(""))
             .invoke_async(&mut conn)
             .await?;
-        match text(&reply, 0)?.as_str() {
-            "rotated" => Ok(RotateOutcome::Rotated(entitlement_from(&reply)?)),
-            "replayed" => Ok(RotateOutcome::Replayed {
-                entitlement: entitlement_from(&reply)?,
-                sealed_successor: reply.get(6).cloned().unwrap_or_default(),
+        match word(&reply, 0) {
+            b"rotated" => Ok(RotateOutcome::Rotated(entitlement_from(&mut reply)?)),
+            b"replayed" => Ok(RotateOutcome::Replayed {
+                entitlement: entitlement_from(&mut reply)?,
+                sealed_successor: reply.get_mut(6).map(std::mem::take).unwrap_or_default(),
             }),
-            "reused" => Ok(RotateOutcome::Reused {
-                user_id: text(&reply, 1)?,
-                cause: match text(&reply, 2)?.as_str() {
-                    "after_grace" => ReuseCause::AfterGrace,
+            b"reused" => Ok(RotateOutcome::Reused {
+                cause: match word(&reply, 2) {
+                    b"after_grace" => ReuseCause::AfterGrace,
                     _ => ReuseCause::ConsumedSuccessor,
                 },
+                user_id: take_text(&mut reply, 1)?,
             }),
-            "late" => Err(StoreError::Unavailable(
+            b"late" => Err(StoreError::Unavailable(
                 "the rotation reached Redis after its caller's deadline; nothing was changed"
                     .into(),
             )),
-            _ => Ok(RotateOutcome::Invalid(match text(&reply, 1)?.as_str() {
-                "expired_idle" => Invalid::ExpiredIdle,
-                "expired_absolute" => Invalid::ExpiredAbsolute,
-                "user_changed" => Invalid::UserChanged,
-                "wrong_client" => Invalid::WrongClient,
-                "wrong_key" => Invalid::WrongKey,
-                "revoked_for_reuse" => Invalid::RevokedForReuse,
+            b"invalid" => Ok(RotateOutcome::Invalid(match word(&reply, 1) {
+                b"expired_idle" => Invalid::ExpiredIdle,
+                b"expired_absolute" => Invalid::ExpiredAbsolute,
+                b"user_changed" => Invalid::UserChanged,
+                b"wrong_client" => Invalid::WrongClient,
+                b"wrong_key" => Invalid::WrongKey,
+                b"revoked_for_reuse" => Invalid::RevokedForReuse,
                 _ => Invalid::Unknown,
             })),
+            _ => Err(StoreError::Corrupt("unexpected script reply".into())),
         }
     }
 
