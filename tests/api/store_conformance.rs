@@ -139,6 +139,46 @@ mod stalled_store {
         let fixture = Fixture::new(Backend::Embedded).await;
         a_late_rotation_starts_its_grace_window_when_it_ran(&fixture).await
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_runs_nothing_its_caller_gave_up_on() {
+        let fixture = Fixture::new(Backend::Redis).await;
+        a_rotation_its_caller_gave_up_on_changes_nothing(&fixture).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn embedded_runs_nothing_its_caller_gave_up_on() {
+        let fixture = Fixture::new(Backend::Embedded).await;
+        a_rotation_its_caller_gave_up_on_changes_nothing(&fixture).await
+    }
+}
+
+/// A rotation still queued when its caller gave up (answered 503) must change nothing when the
+/// store resumes: the token stays live, and its next presentation is a first rotation, not a
+/// replay of a successor that nobody received. (The embedded writer skips the write; on Redis the
+/// command usually dies with the connection the client drops after its timeout, and the deadline
+/// rotate.lua checks covers a connection that survives.)
+async fn a_rotation_its_caller_gave_up_on_changes_nothing(fixture: &Fixture) {
+    let store = &fixture.store;
+    let (sid, t1) = new_session(store, "u1", T0).await;
+    let (first, _) = rotation(sid, t1, T0);
+    let outcome = fixture
+        .stalled(Duration::from_millis(4_500), store.rotate(&first))
+        .await;
+    assert!(
+        matches!(outcome, Err(StoreError::Unavailable(_))),
+        "the caller did not give up: {outcome:?}"
+    );
+    // The queued command (Redis) or write (embedded) gets its turn now; give it that turn.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (again, successor) = rotation(sid, t1, T0 + 100);
+    match store.rotate(&again).await.unwrap() {
+        RotateOutcome::Rotated(_) => {}
+        other => panic!("the abandoned rotation ran after all: {other:?}"),
+    }
+    let (next, _) = rotate(store, sid, successor, T0 + 200).await;
+    assert!(matches!(next, RotateOutcome::Rotated(_)), "{next:?}");
 }
 
 /// A rotation that waited 1.2 s for a stalled store, but ran before its caller's deadline, may
