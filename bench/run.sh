@@ -5,12 +5,14 @@
 # embedded with durability = fsync, embedded with durability = process) at the shipped token and
 # argon2 settings; drives every scenario with wrk; runs `openssl speed` and the criterion benches
 # in the same run; writes BENCHMARKS.md and bench/refresh-vs-connections.svg.
-# Knobs: DURATION (wrk seconds per run, 10), SKIP_CRITERION=1 (keeps openssl speed only).
-# Takes about 12 minutes on 2 cores. Everything started here is stopped on exit.
+# Knobs: DURATION (wrk seconds per run, 10), ROUNDS (runs of each target's scenario, 3; the
+# report takes their median), SKIP_CRITERION=1 (keeps openssl speed only).
+# Takes about 15 minutes on 2 cores. Everything started here is stopped on exit.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DURATION="${DURATION:-10}"
+ROUNDS="${ROUNDS:-3}"
 CONNECTIONS=(8 32 128 512)
 USER_NAME="bench"
 PASSWORD="bench passphrase for load tests"
@@ -141,6 +143,10 @@ done
 for conns in "${CONNECTIONS[@]}"; do
   for server in redis embedded-fsync embedded-process; do refresh_run "$server" "$conns"; done
 done
+# The targets are at 32 connections: more rounds there, so each figure is a median.
+for _ in $(seq 2 "$ROUNDS"); do
+  for server in redis embedded-fsync embedded-process; do refresh_run "$server" 32; done
+done
 
 # The same refresh chain with DPoP: every session bound at login, every refresh with a fresh
 # proof (signed before the run by bench/dpop_prime.rs; the issuer verifies it and records its jti).
@@ -165,17 +171,21 @@ BASIC="$(printf '%s' "bench-service:$SECRET" | base64 -w0)"
 curl -sf -o /dev/null -H "Authorization: Basic $BASIC" -d grant_type=client_credentials \
   "http://127.0.0.1:$PORT_redis/oauth/token"
 before="$(cpu_ticks "$PID_redis")"
-wrk_run client_credentials redis 32 "$DURATION" client_credentials.lua "http://127.0.0.1:$PORT_redis" -- "$BASIC"
+for _ in $(seq 1 "$ROUNDS"); do
+  wrk_run client_credentials redis 32 "$DURATION" client_credentials.lua "http://127.0.0.1:$PORT_redis" -- "$BASIC"
+done
 fact client_credentials_server_cpu_s "$(python3 -c "print(($(cpu_ticks "$PID_redis") - $before) / $(getconf CLK_TCK))")"
 
 # Reads: JWKS, discovery, userinfo (the verify path).
 base="http://127.0.0.1:$PORT_redis"
-wrk_run jwks redis 32 "$DURATION" get.lua "$base/.well-known/jwks.json"
-wrk_run discovery redis 32 "$DURATION" get.lua "$base/.well-known/oauth-authorization-server"
 access="$(curl -sf -H 'Content-Type: application/json' \
   -d "{\"username\":\"$USER_NAME\",\"password\":\"$PASSWORD\"}" "$base/auth/login" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
-wrk_run userinfo redis 32 "$DURATION" get.lua "$base/auth/userinfo" -H "Authorization: Bearer $access"
+for _ in $(seq 1 "$ROUNDS"); do
+  wrk_run jwks redis 32 "$DURATION" get.lua "$base/.well-known/jwks.json"
+  wrk_run discovery redis 32 "$DURATION" get.lua "$base/.well-known/oauth-authorization-server"
+  wrk_run userinfo redis 32 "$DURATION" get.lua "$base/auth/userinfo" -H "Authorization: Bearer $access"
+done
 
 # Refresh while 50 connections log in without pause at the shipped argon2 cost.
 tokens="$TMP/tokens-storm.txt"
@@ -221,6 +231,6 @@ else
 fi
 
 python3 bench/report.py --results "$RESULTS" --facts "$FACTS" --openssl "$TMP/openssl.txt" \
-  --criterion "$TMP/criterion.txt" --duration "$DURATION" --out BENCHMARKS.md \
+  --criterion "$TMP/criterion.txt" --duration "$DURATION" --rounds "$ROUNDS" --out BENCHMARKS.md \
   --svg bench/refresh-vs-connections.svg
 echo "bench: wrote BENCHMARKS.md and bench/refresh-vs-connections.svg" >&2
