@@ -4,7 +4,7 @@
 //! slot tag (the first 4 bytes of SHA-256 of the user id, in hex; a session id starts with the
 //! same 4 bytes, so a refresh token names its slot): `lk:{T}:u:<uid>` (hash: the user, with its
 //! credential `epoch`), `lk:{T}:s:<uid>` (zset: the user's session ids by expiry),
-//! `lk:{T}:f:<sid>` (hash: one session, its live token id, its last consumed token id and a
+//! `lk:{T}:f:<sid>` (hash: one session, its live and last consumed token ids (first 16 bytes) and a
 //! capped history of consumed-token fingerprints), `lk:{T}:x:<sid>` (the sealed successor, for
 //! the grace window only). So a rotation checks the user's epoch in the same script that swaps
 //! the token, and a password change revokes every session in one step, on Redis Cluster too.
@@ -955,8 +955,9 @@ impl Store for RedisStore {
             .arg("live_exp")
             .query_async(&mut conn)
             .await?;
-        let Some(expires_at) = live_exp.filter(|e| now < *e && live.is_some_and(|l| l == token.0))
-        else {
+        // `live` is the id's first 16 bytes (whole, from earlier versions): see rotate.lua.
+        let issued = live.is_some_and(|l| l.len() >= 16 && token.0.starts_with(&l));
+        let Some(expires_at) = live_exp.filter(|e| now < *e && issued) else {
             return Ok(None);
         };
         Ok(self

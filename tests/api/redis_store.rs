@@ -408,7 +408,9 @@ async fn a_long_refresh_chain_keeps_the_session_compact_and_its_history_whole() 
 }
 
 /// A session written by an earlier version keeps its history: 8-byte fingerprints in one
-/// `hist` field are read, converted at the next rotation, and still recognised as reuse.
+/// `hist` field are read, converted at the next rotation, and still recognised as reuse. The
+/// successor's expiry it kept in `prev_next` goes at that rotation too, and its whole token ids
+/// (now kept as their first 16 bytes) still match.
 #[tokio::test]
 async fn a_history_in_the_earlier_format_still_detects_reuse() {
     let app = spawn_app_with(Backend::Redis, |_| {}).await;
@@ -435,12 +437,27 @@ async fn a_history_in_the_earlier_format_still_detects_reuse() {
         .arg(&["h1", "h2", "h3", "h4"])
         .query(&mut conn)
         .unwrap();
+    let id = |token: &String| latchkey::tokens::RefreshToken::parse(token).unwrap().id.0;
     let _: () = redis::cmd("HSET")
         .arg(family)
         .arg("hist")
         .arg(old.as_slice())
+        .arg("prev_next")
+        .arg("1")
+        .arg("live")
+        .arg(id(&chain[2]).as_slice())
+        .arg("prev")
+        .arg(id(&chain[1]).as_slice())
         .query(&mut conn)
         .unwrap();
+    // Whole token ids, as earlier versions kept them: the last consumed one replays within the
+    // grace window, the live one rotates.
+    let replay = app.refresh(&chain[1]).await;
+    assert_eq!(replay.status(), StatusCode::OK);
+    assert_eq!(
+        text(&replay.json::<Value>().await.unwrap(), "refresh_token"),
+        chain[2]
+    );
     let response = app.refresh(&chain[2]).await;
     assert_eq!(response.status(), StatusCode::OK);
     let live = text(&response.json::<Value>().await.unwrap(), "refresh_token");
@@ -450,6 +467,22 @@ async fn a_history_in_the_earlier_format_still_detects_reuse() {
         .query(&mut conn)
         .unwrap();
     assert!(hist.is_none(), "converted at the rotation");
+    let prev_next: bool = redis::cmd("HEXISTS")
+        .arg(family)
+        .arg("prev_next")
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        !prev_next,
+        "an earlier version's field, removed at the rotation"
+    );
+    let kept: Vec<Vec<u8>> = redis::cmd("HMGET")
+        .arg(family)
+        .arg(&["live", "prev"])
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(kept[0], id(&live)[..16]);
+    assert_eq!(kept[1], id(&chain[2])[..16]);
     assert_error(
         app.refresh(&chain[0]).await,
         StatusCode::UNAUTHORIZED,

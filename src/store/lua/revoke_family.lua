@@ -7,7 +7,11 @@ local f = redis.call('HMGET', KEYS[1], 'uid', 'live', 'prev', 'hist', 'h1', 'h2'
 if not f[1] then return false end
 if ARGV[3] then
   local t = ARGV[3]
-  local issued = (t == f[2]) or (t == f[3])
+  -- live and prev: the first 16 bytes of their ids (whole, from earlier versions).
+  local function issued_as(stored)
+    return stored and #stored >= 16 and stored == string.sub(t, 1, #stored)
+  end
+  local issued = issued_as(f[2]) or issued_as(f[3])
   if not issued then
     -- The history (see rotate.lua): 8-byte fingerprints in 'hist' of earlier versions, 6-byte
     -- ones in its parts h1..h4.

@@ -25,11 +25,21 @@ end
 -- was lost on the way back still gets its successor when it presents the token again.
 local lag = math.max(0, ran_at - tonumber(ARGV[15]))
 
+-- Token ids are kept as their first 16 bytes: 128 bits of an HMAC-derived id are as unguessable
+-- as all 256 for matching a presented token, and each session keeps two (32 bytes less). Ids
+-- that earlier versions stored whole compare whole.
+local ID_BYTES = 16
+local function issued_as(stored, token)
+  return stored and #stored >= ID_BYTES and stored == string.sub(token, 1, #stored)
+end
+
 local now = tonumber(ARGV[1])
 local grace = tonumber(ARGV[2])
 local idle = tonumber(ARGV[3])
 local presented = ARGV[4]
 
+-- 'prev_next' (f[10]) and 'hist' (f[11]) are written by earlier versions only and removed at
+-- the next rotation: the consumed token's successor is the live one, so its expiry is live_exp.
 local f = redis.call('HMGET', KEYS[1], 'uid', 'cid', 'scope', 'exp', 'epoch', 'live', 'live_exp',
   'prev', 'prev_at', 'prev_next', 'hist', 'ch', 'h1', 'h2', 'h3', 'h4')
 -- The history of consumed-token fingerprints (the first 6 bytes of each id), oldest first. It is
@@ -79,7 +89,7 @@ if not u[2] or u[1] == '1' or u[2] ~= f[5] then
   return {'invalid', 'user_changed'}
 end
 
-if f[6] == presented then
+if issued_as(f[6], presented) then
   if now >= tonumber(f[7]) then return {'invalid', 'expired_idle'} end
   local next_exp = math.min(now + idle, family_exp)
   -- The consumed token joins the history, so presenting it again later is recognised as reuse.
@@ -87,11 +97,12 @@ if f[6] == presented then
   local hist = history .. string.sub(presented, 1, 6)
   local keep = math.min(tonumber(ARGV[11]) * 6, 240)
   if #hist > keep then hist = string.sub(hist, #hist - keep + 1) end
-  redis.call('HSET', KEYS[1], 'live', ARGV[5], 'live_exp', next_exp, 'prev', presented,
-    'prev_at', now + lag, 'prev_next', next_exp, 'last', ARGV[1], 'ua', ARGV[7], 'ip', ARGV[8],
+  redis.call('HSET', KEYS[1], 'live', string.sub(ARGV[5], 1, ID_BYTES), 'live_exp', next_exp,
+    'prev', string.sub(presented, 1, ID_BYTES),
+    'prev_at', now + lag, 'last', ARGV[1], 'ua', ARGV[7], 'ip', ARGV[8],
     'h1', string.sub(hist, 1, 60), 'h2', string.sub(hist, 61, 120),
     'h3', string.sub(hist, 121, 180), 'h4', string.sub(hist, 181, 240))
-  if f[11] then redis.call('HDEL', KEYS[1], 'hist') end
+  if f[10] or f[11] then redis.call('HDEL', KEYS[1], 'prev_next', 'hist') end
   if grace > 0 then
     redis.call('SET', KEYS[2], ARGV[6], 'PX', grace)
   else
@@ -100,13 +111,13 @@ if f[6] == presented then
   return {'rotated', f[1], f[2], f[3], tostring(next_exp), held}
 end
 
-if f[8] == presented then
+if issued_as(f[8], presented) then
   -- Within the grace window the same successor again, so racing tabs keep one chain; the seal
   -- is gone once the window has passed.
   if now < tonumber(f[9]) + grace then
     local sealed = redis.call('GET', KEYS[2])
     if sealed then
-      return {'replayed', f[1], f[2], f[3], f[10], held, sealed}
+      return {'replayed', f[1], f[2], f[3], f[7], held, sealed}
     end
   end
   revoke_for_reuse()
