@@ -496,3 +496,70 @@ async fn a_history_in_the_earlier_format_still_detects_reuse() {
     )
     .await;
 }
+
+/// The rotation script itself refuses a call that reaches Redis after its caller's deadline:
+/// `late`, and the session untouched. (Through the store this is hard to provoke: the client
+/// drops a connection whose answer timed out, and Redis discards what it had queued on it.)
+#[tokio::test]
+async fn the_rotation_script_changes_nothing_after_its_callers_deadline() {
+    let app = spawn_app_with(Backend::Redis, |_| {}).await;
+    app.add_user("alice", PASSWORD).await;
+    let token = text(&app.login_ok("alice").await, "refresh_token");
+    let presented = latchkey::tokens::RefreshToken::parse(&token).unwrap();
+    let sid = presented.session_id.simple().to_string();
+    let mut conn = app.redis.as_ref().unwrap().connection();
+    let families: Vec<String> = redis::cmd("KEYS").arg("lk:*:f:*").query(&mut conn).unwrap();
+    let prefix = families[0].strip_suffix(&format!("f:{sid}")).unwrap();
+    let script = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/lua/rotate.lua"),
+    )
+    .unwrap();
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let rotate = |deadline: i64| {
+        let reply: Vec<Vec<u8>> = redis::cmd("EVAL")
+            .arg(&script)
+            .arg(3)
+            .arg(format!("{prefix}f:{sid}"))
+            .arg(format!("{prefix}x:{sid}"))
+            .arg(format!("{prefix}r:{sid}"))
+            .arg(now)
+            .arg(10_000)
+            .arg(60_000)
+            .arg(presented.id.0.as_slice())
+            .arg([7u8; 32].as_slice())
+            .arg(b"sealed".as_slice())
+            .arg("test")
+            .arg("127.0.0.1")
+            .arg(&sid)
+            .arg(deadline)
+            .arg(32)
+            .arg(prefix)
+            .arg("")
+            .arg("body")
+            .arg(now)
+            .arg("")
+            .query(&mut app.redis.as_ref().unwrap().connection())
+            .unwrap();
+        String::from_utf8(reply[0].clone()).unwrap()
+    };
+    let live = |conn: &mut redis::Connection| -> Vec<u8> {
+        redis::cmd("HGET")
+            .arg(&families[0])
+            .arg("live")
+            .query(conn)
+            .unwrap()
+    };
+    let before = live(&mut conn);
+
+    assert_eq!(rotate(now - 1_000), "late");
+    assert_eq!(live(&mut conn), before, "a late call changed the session");
+    // The same call in time rotates: the arguments above are the ones the store sends.
+    assert_eq!(rotate(now + 60_000), "rotated");
+    assert_eq!(live(&mut conn), [7u8; 16]);
+}
