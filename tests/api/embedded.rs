@@ -275,7 +275,7 @@ async fn the_store_directory_and_files_are_private() {
 }
 
 /// Committed pages reach the database file soon after the commit, copied by the checkpointer
-/// thread, long before the WAL holds the 16,000 pages at which the writer would checkpoint
+/// thread, long before the WAL holds the 4,000 pages at which the writer would checkpoint
 /// by itself.
 #[tokio::test]
 async fn commits_are_checkpointed_into_the_database_file_off_the_writer() {

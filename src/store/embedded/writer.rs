@@ -14,9 +14,11 @@ use crate::store::StoreError;
 pub(super) const WRITE_QUEUE: usize = 4096;
 /// Writes committed together at most; bounds one transaction's size and latency.
 const MAX_BATCH: usize = 256;
-/// WAL pages past which the writer checkpoints by itself (SQLite's default is 1,000): only a
-/// backstop for a checkpointer that falls behind, as it bounds the WAL file (4 KiB pages).
-pub(super) const WRITER_CHECKPOINT_PAGES: u32 = 16_000;
+/// WAL pages past which the writer checkpoints by itself (SQLite's default is 1,000). While the
+/// writer is busy the checkpointer never catches up with the end of the WAL, so only this
+/// checkpoint lets SQLite reuse the file from its start: it bounds the WAL (about 16 MB), which
+/// a small disk needs (16,000 pages filled the disk-full test's 32 MiB and kept it full).
+pub(super) const WRITER_CHECKPOINT_PAGES: u32 = 4_000;
 /// The checkpointer waits this long after a commit wakes it, so one checkpoint covers the
 /// commits of that while: a page rewritten by many of them is copied once.
 const CHECKPOINT_PACE: Duration = Duration::from_millis(100);
