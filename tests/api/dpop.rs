@@ -2,8 +2,6 @@
 //! keys it did not make) at the issuer's token endpoints, the binding of families and access
 //! tokens, and the resource-server half in both example servers (actix and axum).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
 use base64::Engine;
@@ -93,10 +91,7 @@ pub fn ath(token: &str) -> String {
 }
 
 fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    latchkey::clock::system_ms() / 1000
 }
 
 /// PKCS#1 `RSAPrivateKey` inside a PKCS#8 `PrivateKeyInfo` (jsonwebtoken's RSA input).

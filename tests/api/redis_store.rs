@@ -514,13 +514,7 @@ async fn the_rotation_script_changes_nothing_after_its_callers_deadline() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/lua/rotate.lua"),
     )
     .unwrap();
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap();
+    let now = latchkey::clock::system_ms();
     let rotate = |deadline: i64| {
         let reply: Vec<Vec<u8>> = redis::cmd("EVAL")
             .arg(&script)

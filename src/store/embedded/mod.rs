@@ -11,7 +11,8 @@
 //! transaction's fsync. Racing presentations are serialised inside it, and a kill at any moment
 //! leaves each family either before or after its swap. Reads use a second connection beside
 //! the writer, and a third copies committed pages from the WAL into the database file
-//! (checkpoints) on a thread of its own, off the writer's path. Expiry is checked on every read and a periodic sweep deletes the rest.
+//! (checkpoints) on a thread of its own, off the writer's path. Expiry is checked on every read
+//! and a periodic sweep deletes the rest.
 
 mod sql;
 mod writer;
