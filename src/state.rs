@@ -61,6 +61,7 @@ pub const RELOADABLE: &[&str] = &[
     "users",
     "demo",
     "trusted_proxies",
+    "forwarded_header",
 ];
 
 /// Read once at start: the listener, the store connection and the hashing pool are built from

@@ -45,9 +45,21 @@ pub struct Config {
     pub log_format: LogFormat,
     pub shutdown: ShutdownSettings,
     pub dpop: DpopSettings,
-    /// Peers whose `X-Forwarded-For` / `Forwarded` headers name the client; from any other
-    /// peer those headers are ignored and the client is the peer itself.
+    /// Peers whose forwarding header names the client; from any other peer it is ignored and
+    /// the client is the peer itself.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The one forwarding header the trusted proxies set; the other kind is ignored.
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// Which header a trusted proxy reports the client's address in. Only one is read: a proxy
+/// that appends to one passes the other through as the client wrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, …` (nginx, HAProxy, cloud load balancers).
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
 }
 
 /// SIGTERM/SIGINT: not ready at once, serving for `delay`, then the listener closes and
@@ -749,6 +761,17 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
 
+    let forwarded_header = match raw.forwarded_header.to_ascii_lowercase().as_str() {
+        "x-forwarded-for" => ForwardedHeader::XForwardedFor,
+        "forwarded" => ForwardedHeader::Forwarded,
+        other => {
+            problems.push(format!(
+                "forwarded_header: {other:?} must be x-forwarded-for or forwarded (RFC 7239)"
+            ));
+            ForwardedHeader::XForwardedFor
+        }
+    };
+
     let mut clients = clients::validate(raw.clients, &mut problems);
     if !clients.iter().any(|c| c.id == DEFAULT_CLIENT_ID) {
         clients.push(ClientSpec::default_client());
@@ -792,6 +815,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         shutdown,
         dpop,
         trusted_proxies,
+        forwarded_header,
     })
 }
 

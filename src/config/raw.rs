@@ -41,13 +41,20 @@ pub(crate) struct RawConfig {
     /// An `http://` issuer on a non-loopback host is refused unless this says it is meant.
     #[serde(default)]
     pub(super) allow_insecure_issuer: bool,
-    /// Proxies (CIDRs) whose X-Forwarded-For / Forwarded headers name the client.
+    /// Proxies (CIDRs) whose forwarding header names the client.
     #[serde(default)]
     pub(super) trusted_proxies: Vec<String>,
+    /// The header those proxies set: `x-forwarded-for` (default) or `forwarded` (RFC 7239).
+    #[serde(default = "default_forwarded_header")]
+    pub(super) forwarded_header: String,
     #[serde(default)]
     pub(super) keys: Vec<RawKey>,
     #[serde(default)]
     pub(super) clients: Vec<super::clients::RawClient>,
+}
+
+fn default_forwarded_header() -> String {
+    "x-forwarded-for".into()
 }
 
 #[derive(Deserialize, Serialize)]
@@ -316,6 +323,7 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (Some("limits"), "token_requests_per_ip", EnvKind::Int),
     (Some("users"), "min_password_length", EnvKind::Int),
     (None, "trusted_proxies", EnvKind::List),
+    (None, "forwarded_header", EnvKind::Str),
 ];
 
 fn env_name(section: Option<&str>, key: &str) -> String {

@@ -154,7 +154,7 @@ pub async fn change_password(
     JsonObject(body): JsonObject<PasswordBody>,
 ) -> Result<HttpResponse, ApiError> {
     let auth = caller(&flows, &req).await?;
-    let meta = request_meta(&req, &flows.snapshot().config.trusted_proxies);
+    let meta = request_meta(&req, &flows.snapshot().config);
     flows
         .change_password(&auth, &body.current_password, &body.new_password, &meta)
         .await
@@ -182,7 +182,7 @@ pub async fn register(
     req: HttpRequest,
     JsonObject(body): JsonObject<RegisterBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let meta = request_meta(&req, &flows.snapshot().config.trusted_proxies);
+    let meta = request_meta(&req, &flows.snapshot().config);
     let user = flows
         .register(&body.username, &body.password, &meta)
         .await

@@ -101,7 +101,7 @@ pub async fn login(
             password: &body.password,
             client_id: body.client_id.as_deref(),
             scope: body.scope.as_deref(),
-            meta: &request_meta(&req, &snapshot.config.trusted_proxies),
+            meta: &request_meta(&req, &snapshot.config),
             dpop: DpopPresented {
                 proofs: &proofs,
                 path: "/auth/login",
@@ -148,7 +148,7 @@ async fn refresh_admitted(
     OptionalJsonObject(body): OptionalJsonObject<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
     let snapshot = flows.snapshot();
-    let meta = request_meta(req, &snapshot.config.trusted_proxies);
+    let meta = request_meta(req, &snapshot.config);
     let proofs = dpop_proofs(req);
     let dpop = DpopPresented {
         proofs: &proofs,

@@ -16,9 +16,9 @@ use std::net::IpAddr;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
-use ipnet::IpNet;
 use serde::Serialize;
 
+use crate::config::{Config, ForwardedHeader};
 use crate::error::{ApiError, DPOP_NONCE};
 use crate::flows::{Authenticated, FlowError, Flows, Issued, PresentedAccess, RequestMeta};
 use latchkey_verify::Scheme;
@@ -91,7 +91,7 @@ pub async fn limited_token_request(
     handler: impl Future<Output = Result<HttpResponse, ApiError>>,
 ) -> Result<HttpResponse, ApiError> {
     let snapshot = flows.snapshot();
-    let ip = client_ip(req, &snapshot.config.trusted_proxies);
+    let ip = client_ip(req, &snapshot.config);
     flows
         .admit_token_request(&snapshot, &ip)
         .await
@@ -112,7 +112,7 @@ const MAX_USER_AGENT_CHARS: usize = 256;
 
 /// The caller as recorded on its session and as the throttles count it: the client IP (see
 /// [`client_ip`]) and a bounded User-Agent.
-pub fn request_meta(req: &HttpRequest, trusted_proxies: &[IpNet]) -> RequestMeta {
+pub fn request_meta(req: &HttpRequest, config: &Config) -> RequestMeta {
     let user_agent = req
         .headers()
         .get(header::USER_AGENT)
@@ -123,66 +123,71 @@ pub fn request_meta(req: &HttpRequest, trusted_proxies: &[IpNet]) -> RequestMeta
         .collect();
     RequestMeta {
         user_agent,
-        ip: client_ip(req, trusted_proxies),
+        ip: client_ip(req, config),
     }
 }
 
-/// Hops of a forwarding chain read at most: a longer header is not a chain of real proxies.
+/// Hops of a forwarding chain read at most, from the right: no real path has more proxies, and
+/// the client writes whatever it likes further left.
 const MAX_FORWARDED_HOPS: usize = 16;
 
 /// The client's IP: the connection's peer, unless the peer is a trusted proxy; then the nearest
-/// untrusted address its `Forwarded` (RFC 7239) or `X-Forwarded-For` header names, read from the
-/// right so a client cannot push its own entries past the proxies. From an untrusted peer those
-/// headers are ignored: anyone can write them.
-pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> String {
+/// untrusted address in the one forwarding header the config names (`forwarded_header`), read
+/// from the right, where each trusted proxy appended the address it saw. Whatever the client
+/// wrote itself stands further left and is never reached while a trusted hop reports a real
+/// address. Past [`MAX_FORWARDED_HOPS`] trusted hops, or at a hop that names no address, the
+/// leftmost trusted hop seen is the client. From an untrusted peer no header is read at all.
+pub fn client_ip(req: &HttpRequest, config: &Config) -> String {
     let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
         return String::new();
     };
+    let trusted = &config.trusted_proxies;
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer.to_string();
     }
-    let chain = forwarded_chain(req);
-    for hop in chain.iter().rev() {
+    let mut nearest_proxy = peer;
+    for hop in forwarded_hops_from_right(req, config.forwarded_header).take(MAX_FORWARDED_HOPS) {
         match hop {
-            Some(ip) if is_trusted(ip) => continue,
+            Some(ip) if is_trusted(&ip) => nearest_proxy = ip,
             Some(ip) => return ip.to_string(),
-            // An obfuscated or malformed hop beyond our proxies: the client cannot be named.
+            // An obfuscated or malformed hop: nothing left of it can be believed.
             None => break,
         }
     }
-    peer.to_string()
+    nearest_proxy.to_string()
 }
 
-/// The addresses of the forwarding chain, client first; `None` for a hop that is not an IP.
-fn forwarded_chain(req: &HttpRequest) -> Vec<Option<IpAddr>> {
-    let headers = req.headers();
-    let forwarded: Vec<&str> = headers
-        .get_all(header::FORWARDED)
-        .filter_map(|v| v.to_str().ok())
+/// The addresses of the forwarding chain, nearest hop first (the header's last element first,
+/// across repeated header lines); `None` for a hop that is not an IP. Lazy, so a long header
+/// costs only the hops read.
+fn forwarded_hops_from_right(
+    req: &HttpRequest,
+    kind: ForwardedHeader,
+) -> impl Iterator<Item = Option<IpAddr>> + '_ {
+    let name = match kind {
+        ForwardedHeader::XForwardedFor => "x-forwarded-for",
+        ForwardedHeader::Forwarded => "forwarded",
+    };
+    let lines: Vec<&str> = req
+        .headers()
+        .get_all(name)
+        .map(|v| v.to_str().unwrap_or(""))
         .collect();
-    if !forwarded.is_empty() {
-        return forwarded
-            .iter()
-            .flat_map(|v| v.split(','))
-            .take(MAX_FORWARDED_HOPS)
-            .filter_map(|element| {
-                element.split(';').find_map(|pair| {
-                    let (name, value) = pair.trim().split_once('=')?;
-                    name.trim()
-                        .eq_ignore_ascii_case("for")
-                        .then(|| parse_node(value.trim().trim_matches('"')))
-                })
-            })
-            .collect();
-    }
-    headers
-        .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .take(MAX_FORWARDED_HOPS)
-        .map(|hop| parse_node(hop.trim()))
-        .collect()
+    lines
+        .into_iter()
+        .rev()
+        .flat_map(|line| line.rsplit(','))
+        .map(move |element| match kind {
+            ForwardedHeader::XForwardedFor => parse_node(element.trim()),
+            // RFC 7239 §4: `for=` among `;`-separated pairs of one element.
+            ForwardedHeader::Forwarded => element.split(';').find_map(|pair| {
+                let (name, value) = pair.trim().split_once('=')?;
+                name.trim()
+                    .eq_ignore_ascii_case("for")
+                    .then(|| parse_node(value.trim().trim_matches('"')))
+            })?,
+        })
 }
 
 /// `192.0.2.60`, `192.0.2.60:4711`, `[2001:db8::17]:4711` or `2001:db8::17`.

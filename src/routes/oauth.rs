@@ -110,7 +110,7 @@ async fn token_admitted(
     form: Form,
 ) -> Result<HttpResponse, ApiError> {
     let snapshot = flows.snapshot();
-    let meta = request_meta(req, &snapshot.config.trusted_proxies);
+    let meta = request_meta(req, &snapshot.config);
     let grant_type = form
         .get("grant_type")
         .ok_or_else(|| ApiError::invalid_request("grant_type is required"))?;
@@ -181,7 +181,7 @@ async fn authenticated_token_request<'f>(
     form: &'f Form,
 ) -> Result<(ClientSpec, &'f str), ApiError> {
     let snapshot = flows.snapshot();
-    let meta = request_meta(req, &snapshot.config.trusted_proxies);
+    let meta = request_meta(req, &snapshot.config);
     let credentials = client_of(req, form)?;
     let token = form
         .get("token")

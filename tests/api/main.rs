@@ -38,6 +38,7 @@ mod metrics;
 mod oauth;
 mod openapi;
 mod operations;
+mod proxies;
 mod races;
 mod redis_connect;
 mod redis_store;
