@@ -151,7 +151,7 @@ impl<E: Entry + Copy> Table<E> {
 }
 
 /// IPv4 per address; IPv6 per /64, the smallest block a single subscriber usually holds.
-fn ip_bucket(ip: &str) -> String {
+pub(crate) fn ip_bucket(ip: &str) -> String {
     match ip.parse::<IpAddr>() {
         Ok(IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
             let s = v6.segments();

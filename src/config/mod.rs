@@ -77,6 +77,8 @@ pub struct DpopSettings {
     pub proof_leeway: Duration,
     pub nonce_lifetime: Duration,
     pub nonce_secret_file: Option<PathBuf>,
+    /// The embedded store's replay memory: proofs remembered at most.
+    pub max_remembered_proofs: usize,
 }
 
 impl DpopSettings {
@@ -519,7 +521,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         proof_leeway: duration("dpop.proof_leeway", &raw.dpop.proof_leeway),
         nonce_lifetime: duration("dpop.nonce_lifetime", &raw.dpop.nonce_lifetime),
         nonce_secret_file: raw.dpop.nonce_secret_file,
+        max_remembered_proofs: raw.dpop.max_remembered_proofs,
     };
+    if !(1..=10_000_000).contains(&dpop.max_remembered_proofs) {
+        problems.push("dpop.max_remembered_proofs: must be 1..=10000000".into());
+    }
     if dpop.proof_max_age > Duration::from_secs(600) {
         problems.push("dpop.proof_max_age: at most 10m; proofs are meant to be fresh".into());
     }

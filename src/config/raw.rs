@@ -197,6 +197,9 @@ pub(super) struct RawDpop {
     /// derived; absent: each process draws its own (a client then needs a new nonce whenever
     /// its requests move to another instance).
     pub(super) nonce_secret_file: Option<PathBuf>,
+    /// Embedded store: proofs remembered at most (about 60 bytes each); a client address holds
+    /// at most a quarter of them.
+    pub(super) max_remembered_proofs: usize,
 }
 
 impl Default for RawDpop {
@@ -206,6 +209,7 @@ impl Default for RawDpop {
             proof_leeway: "5s".into(),
             nonce_lifetime: "5m".into(),
             nonce_secret_file: None,
+            max_remembered_proofs: 200_000,
         }
     }
 }
@@ -314,6 +318,7 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (Some("dpop"), "proof_leeway", EnvKind::Str),
     (Some("dpop"), "nonce_lifetime", EnvKind::Str),
     (Some("dpop"), "nonce_secret_file", EnvKind::Str),
+    (Some("dpop"), "max_remembered_proofs", EnvKind::Int),
     (Some("limits"), "window", EnvKind::Str),
     (Some("limits"), "login_attempts_per_ip", EnvKind::Int),
     (Some("limits"), "failed_logins_per_user_ip", EnvKind::Int),

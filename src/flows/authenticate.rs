@@ -18,6 +18,8 @@ pub struct PresentedAccess<'a> {
     pub method: &'a str,
     /// The endpoint's path: `htu` must be the issuer's URL with it.
     pub path: &'a str,
+    /// The client's address, for its share of the DPoP replay memory.
+    pub ip: &'a str,
 }
 
 /// A verified access token and the user it names.

@@ -4,6 +4,7 @@
 //! proofs (§8). What a proof binds is decided by the flows: the access token always, the
 //! refresh family of a public client too (`docs/dpop.md`).
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +22,6 @@ use crate::config::{ClientSpec, DpopSettings};
 use crate::state::Snapshot;
 use crate::store::{SharedCounters, SharedStore};
 
-/// Proofs remembered in memory when the store serves one process (about 60 bytes each).
-const LOCAL_REPLAY_CAPACITY: usize = 200_000;
-
 /// The `DPoP` headers of a token request and the endpoint they were sent to.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DpopPresented<'a> {
@@ -31,6 +29,8 @@ pub struct DpopPresented<'a> {
     pub proofs: &'a [&'a str],
     /// The endpoint's path (`/oauth/token`): `htu` must be the issuer's URL with it.
     pub path: &'a str,
+    /// The client's address: its proofs are counted against its share of the replay memory.
+    pub ip: &'a str,
 }
 
 /// What DPoP needs beyond the config: the replay memory and the nonce key.
@@ -42,15 +42,20 @@ pub(super) struct DpopGuard {
 enum Replays {
     /// Every instance on the store shares it (Redis): one `SET NX` with expiry per proof.
     Shared(Arc<dyn SharedCounters>),
-    /// The store serves one process.
-    Local(ReplayCache),
+    /// The store serves one process: a bounded memory, shared out by client address (the
+    /// addresses hashed under this process's random key, so none can be aimed at another's
+    /// count).
+    Local(ReplayCache, RandomState),
 }
 
 impl DpopGuard {
     pub(super) fn new(store: &SharedStore, settings: &DpopSettings) -> Result<Self, FlowError> {
         let replays = match store.shared_counters() {
             Some(counters) => Replays::Shared(counters),
-            None => Replays::Local(ReplayCache::new(LOCAL_REPLAY_CAPACITY)),
+            None => Replays::Local(
+                ReplayCache::new(settings.max_remembered_proofs),
+                RandomState::new(),
+            ),
         };
         Ok(DpopGuard {
             replays,
@@ -175,7 +180,7 @@ impl Flows {
                 });
             }
         }
-        self.remember_proof(snapshot, &proof).await?;
+        self.remember_proof(snapshot, &proof, presented.ip).await?;
         Ok(Some(proof.jkt))
     }
 
@@ -206,7 +211,7 @@ impl Flows {
                 "the DPoP proof is not signed by the key the token is bound to".into(),
             ));
         }
-        self.remember_proof(&snapshot, &proof).await
+        self.remember_proof(&snapshot, &proof, presented.ip).await
     }
 
     /// Every check of `proof` but replay, for `method` on the issuer's `path`, now.
@@ -243,16 +248,35 @@ impl Flows {
         }
     }
 
-    /// Refuses a proof seen before; remembers it otherwise, for as long as it is fresh.
+    /// Refuses a proof seen before; remembers it otherwise, for as long as it is fresh. Called
+    /// only once the request passed its throttles, so a refused request plants nothing. On the
+    /// embedded store a client address past its share of the memory is refused (429) before
+    /// the memory fills for everyone.
     async fn remember_proof(
         &self,
         snapshot: &Snapshot,
         proof: &dpop::VerifiedProof,
+        ip: &str,
     ) -> Result<(), FlowError> {
         let window = snapshot.config.dpop.freshness().replay_window();
         let seen = match &self.dpop.replays {
-            Replays::Local(cache) => {
-                cache.check(proof.replay_key(), self.clock.now_system_time(), window)
+            Replays::Local(cache, keyed) => {
+                let source = keyed.hash_one(crate::limits::ip_bucket(ip));
+                let now = self.clock.now_system_time();
+                match cache.check_from(source, proof.replay_key(), now, window) {
+                    dpop::Seen::SourceFull => {
+                        tracing::warn!(
+                            event = "dpop.source_full",
+                            %ip,
+                            "DPoP proofs refused: this address holds its share of the replay memory"
+                        );
+                        self.metrics.dpop_proof("throttled");
+                        return Err(FlowError::Throttled {
+                            retry_after_secs: window.as_secs().max(1),
+                        });
+                    }
+                    seen => seen,
+                }
             }
             Replays::Shared(counters) => {
                 let key = format!("dpop:{}", B64.encode(proof.replay_key()));
@@ -297,6 +321,7 @@ mod tests {
             proof_leeway: Duration::from_secs(5),
             nonce_lifetime: Duration::from_secs(300),
             nonce_secret_file: None,
+            max_remembered_proofs: 10,
         };
         let key = NonceKey::new(&settings).unwrap();
         let other = NonceKey::new(&settings).unwrap();

@@ -118,8 +118,6 @@ impl Flows {
             dpop,
             ..
         } = request;
-        // The proof first: it costs a signature check, the password a hash.
-        let jkt = self.check_dpop(snapshot, Some(client), &dpop).await?;
         let username = &normalize_username(username)?;
         if password.expose().len() > MAX_PASSWORD_BYTES {
             return Err(FlowError::InvalidRequest(
@@ -144,6 +142,10 @@ impl Flows {
             .check(limits, &meta.ip, username, self.clock.now_ms())
             .await?
             .map_err(|t| throttled(t.retry_after_secs))?;
+        // The proof once the request passed its throttles (a refused request plants nothing in
+        // the replay memory), and before the password: it costs a signature check, the password
+        // a hash.
+        let jkt = self.check_dpop(snapshot, Some(client), &dpop).await?;
         let user = self.store.user_by_name(username).await?;
         if let UserLock::Locked { retry_after_secs } = lock {
             // A locked username still logs in from where its owner already is.

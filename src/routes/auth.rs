@@ -95,16 +95,18 @@ pub async fn login(
         browser::check_origin(&req, client)?;
     }
     let proofs = dpop_proofs(&req);
+    let meta = request_meta(&req, &snapshot.config);
     let issued = flows
         .login(LoginRequest {
             username: &body.username,
             password: &body.password,
             client_id: body.client_id.as_deref(),
             scope: body.scope.as_deref(),
-            meta: &request_meta(&req, &snapshot.config),
+            meta: &meta,
             dpop: DpopPresented {
                 proofs: &proofs,
                 path: "/auth/login",
+                ip: &meta.ip,
             },
         })
         .await
@@ -153,6 +155,7 @@ async fn refresh_admitted(
     let dpop = DpopPresented {
         proofs: &proofs,
         path: "/auth/refresh",
+        ip: &meta.ip,
     };
     if let Some(token) = &body.refresh_token {
         let issued = flows

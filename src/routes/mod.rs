@@ -220,12 +220,14 @@ pub fn access_token(req: &HttpRequest) -> Result<(Scheme, &str), ApiError> {
 pub async fn caller(flows: &Flows, req: &HttpRequest) -> Result<Authenticated, ApiError> {
     let (scheme, token) = access_token(req)?;
     let proofs = dpop_proofs(req);
+    let ip = client_ip(req, &flows.snapshot().config);
     let presented = PresentedAccess {
         scheme,
         token,
         proofs: &proofs,
         method: req.method().as_str(),
         path: req.path(),
+        ip: &ip,
     };
     flows
         .authenticate(&presented)

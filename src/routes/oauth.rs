@@ -129,6 +129,7 @@ async fn token_admitted(
     let dpop = DpopPresented {
         proofs: &proofs,
         path: "/oauth/token",
+        ip: &meta.ip,
     };
     let issued = match grant_type {
         "refresh_token" => {

@@ -902,3 +902,83 @@ async fn the_issuers_own_endpoints_want_the_proof_of_a_bound_token() {
         assert_eq!(error_of(response).await.1, code, "{why}");
     }
 }
+
+on_every_backend!(
+    throttled_requests_plant_no_proofs_and_a_flood_harms_only_its_own_address,
+    one_address_cannot_take_the_replay_memory_from_everyone,
+);
+
+/// An issuer behind a trusted proxy (the test itself), so each request can come from an address
+/// of its choosing, with a replay memory of `capacity` proofs on the embedded store.
+async fn flood_app(backend: Backend, capacity: usize, logins_per_ip: u32) -> TestApp {
+    let app = spawn_app_with(backend, |c| {
+        c.text = c
+            .text
+            .replace("[tokens]", "trusted_proxies = [\"127.0.0.1\"]\n\n[tokens]");
+        c.set(
+            "limits",
+            &format!("login_attempts_per_ip = {logins_per_ip}"),
+        );
+        c.text
+            .push_str(&format!("\n[dpop]\nmax_remembered_proofs = {capacity}\n"));
+    })
+    .await;
+    app.add_user("alice", PASSWORD).await;
+    app
+}
+
+async fn dpop_login_from(app: &TestApp, ip: &str, key: &DpopKey) -> Response {
+    app.client
+        .post(app.url("/auth/login"))
+        .header("x-forwarded-for", ip)
+        .header("DPoP", key.proof("POST", &login_url(), None))
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn throttled_requests_plant_no_proofs_and_a_flood_harms_only_its_own_address(
+    backend: Backend,
+) {
+    let app = flood_app(backend, 20, 5).await;
+    let key = DpopKey::es256();
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..60 {
+        let status = dpop_login_from(&app, "198.51.100.66", &key).await.status();
+        *statuses.entry(status.as_u16()).or_insert(0) += 1;
+    }
+    // Five served, the rest refused by the login throttle before their proofs were remembered.
+    assert_eq!(statuses.get(&200), Some(&5), "{statuses:?}");
+    assert_eq!(statuses.get(&429), Some(&55), "{statuses:?}");
+    // So the memory (20 proofs) has room for everyone else.
+    let other = dpop_login_from(&app, "203.0.113.10", &DpopKey::es256()).await;
+    assert_eq!(other.status(), StatusCode::OK);
+}
+
+async fn one_address_cannot_take_the_replay_memory_from_everyone(backend: Backend) {
+    let app = flood_app(backend, 40, 1000).await;
+    let key = DpopKey::es256();
+    let mut refused = 0;
+    for _ in 0..30 {
+        let response = dpop_login_from(&app, "198.51.100.66", &key).await;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(response.headers().contains_key("retry-after"));
+                refused += 1;
+            }
+            other => panic!("{other}"),
+        }
+    }
+    match backend {
+        // A quarter of the memory is the address's share: the rest of its requests wait.
+        Backend::Embedded => assert_eq!(refused, 20),
+        // Redis remembers every proof for its window itself, bounded by its own memory.
+        _ => assert_eq!(refused, 0),
+    }
+    for i in 0..5 {
+        let other = dpop_login_from(&app, &format!("203.0.113.{i}"), &DpopKey::es256()).await;
+        assert_eq!(other.status(), StatusCode::OK, "address {i}");
+    }
+}

@@ -73,7 +73,10 @@ fn xff(hops: &[String]) -> (&'static str, String) {
 }
 
 fn forwarded(hops: &[String]) -> (&'static str, String) {
-    let elements: Vec<String> = hops.iter().map(|h| format!("for={h};proto=https")).collect();
+    let elements: Vec<String> = hops
+        .iter()
+        .map(|h| format!("for={h};proto=https"))
+        .collect();
     ("forwarded", elements.join(", "))
 }
 

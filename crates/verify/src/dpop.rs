@@ -9,7 +9,7 @@
 //! query and fragment, §4.3), its `iat` is fresh, and it has a `jti`; for a resource server also
 //! `ath`, the hash of the access token it accompanies.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -436,6 +436,11 @@ impl ProofKey {
 /// or an issuer on a store that serves one process. Entries live for the freshness window (a
 /// proof older than that is refused as stale anyway); when the memory is full of live entries,
 /// new proofs are refused rather than old ones forgotten.
+///
+/// Proofs may be counted by the source they came from ([`ReplayCache::check_from`]), so that one
+/// source flooding the memory is refused before everyone is: a source may hold at most a
+/// quarter of the memory, and once it is nine-tenths full a source holding more than a
+/// hundredth of it is refused ([`Seen::SourceFull`]) while the others still get the rest.
 pub struct ReplayCache {
     capacity: usize,
     inner: Mutex<ReplayInner>,
@@ -445,7 +450,9 @@ pub struct ReplayCache {
 struct ReplayInner {
     seen: HashSet<[u8; 16]>,
     /// In insertion order, which is expiry order: every entry lives the same window.
-    expiries: VecDeque<(SystemTime, [u8; 16])>,
+    expiries: VecDeque<(SystemTime, [u8; 16], Option<u64>)>,
+    /// Live entries per counted source.
+    per_source: HashMap<u64, usize>,
 }
 
 /// What [`ReplayCache::check`] found.
@@ -457,6 +464,9 @@ pub enum Seen {
     Again,
     /// The memory is full of live proofs: this one cannot be checked now.
     Full,
+    /// This proof's source holds more than its share of the memory: refused until some of its
+    /// proofs age out. Others are still served.
+    SourceFull,
 }
 
 impl ReplayCache {
@@ -470,22 +480,64 @@ impl ReplayCache {
 
     /// Remembers `key` until `now + window`, or says it was already there.
     pub fn check(&self, key: [u8; 16], now: SystemTime, window: Duration) -> Seen {
+        self.remember(None, key, now, window)
+    }
+
+    /// As [`ReplayCache::check`], counting the proof against `source` (a digest of the client's
+    /// address, say): a source past its share is refused with [`Seen::SourceFull`].
+    pub fn check_from(
+        &self,
+        source: u64,
+        key: [u8; 16],
+        now: SystemTime,
+        window: Duration,
+    ) -> Seen {
+        self.remember(Some(source), key, now, window)
+    }
+
+    fn remember(
+        &self,
+        source: Option<u64>,
+        key: [u8; 16],
+        now: SystemTime,
+        window: Duration,
+    ) -> Seen {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some((expires, old)) = inner.expiries.front().copied() {
+        while let Some((expires, old, owner)) = inner.expiries.front().copied() {
             if expires > now {
                 break;
             }
             inner.expiries.pop_front();
             inner.seen.remove(&old);
+            if let Some(owner) = owner
+                && let Some(count) = inner.per_source.get_mut(&owner)
+            {
+                *count -= 1;
+                if *count == 0 {
+                    inner.per_source.remove(&owner);
+                }
+            }
         }
         if inner.seen.contains(&key) {
             return Seen::Again;
+        }
+        if let Some(source) = source {
+            let held = inner.per_source.get(&source).copied().unwrap_or(0);
+            let share = (self.capacity / 4).max(1);
+            let heavy = (self.capacity / 100).max(1);
+            let crowded = inner.seen.len() >= self.capacity - self.capacity / 10;
+            if held >= share || (crowded && held >= heavy) {
+                return Seen::SourceFull;
+            }
         }
         if inner.seen.len() >= self.capacity {
             return Seen::Full;
         }
         inner.seen.insert(key);
-        inner.expiries.push_back((now + window, key));
+        inner.expiries.push_back((now + window, key, source));
+        if let Some(source) = source {
+            *inner.per_source.entry(source).or_default() += 1;
+        }
         Seen::First
     }
 
@@ -512,7 +564,7 @@ pub fn refuse_replay(seen: Seen) -> Result<(), VerifyError> {
             ProofFault::Replayed,
             "the DPoP proof was used before",
         )),
-        Seen::Full => Err(VerifyError::new(
+        Seen::Full | Seen::SourceFull => Err(VerifyError::new(
             ErrorKind::ReplayMemoryFull,
             "too many recent DPoP proofs to check this one now",
         )),
@@ -551,6 +603,39 @@ mod tests {
         assert_eq!(cache.check([3; 16], later, w), Seen::First);
         assert_eq!(cache.check([1; 16], later, w), Seen::First);
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn one_source_cannot_fill_the_memory_for_everyone() {
+        let cache = ReplayCache::new(400);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
+        let w = Duration::from_secs(60);
+        let key = |source: u64, i: usize| {
+            let mut k = [0u8; 16];
+            k[..8].copy_from_slice(&source.to_be_bytes());
+            k[8..].copy_from_slice(&(i as u64).to_be_bytes());
+            k
+        };
+        // A source may hold a quarter of the memory.
+        for i in 0..100 {
+            assert_eq!(cache.check_from(1, key(1, i), t0, w), Seen::First);
+        }
+        assert_eq!(cache.check_from(1, key(1, 100), t0, w), Seen::SourceFull);
+        // Three more heavy sources bring it to nine-tenths full (360 of 400).
+        for source in 2..=4 {
+            let limit = if source == 4 { 60 } else { 100 };
+            for i in 0..limit {
+                assert_eq!(cache.check_from(source, key(source, i), t0, w), Seen::First);
+            }
+        }
+        // Crowded: a heavy source is refused, a light one still gets in.
+        assert_eq!(cache.check_from(4, key(4, 60), t0, w), Seen::SourceFull);
+        assert_eq!(cache.check_from(9, key(9, 0), t0, w), Seen::First);
+        assert_eq!(cache.check_from(9, key(9, 0), t0, w), Seen::Again);
+        // Every count is released as its proofs age out.
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(cache.check_from(1, key(1, 500), later, w), Seen::First);
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]
