@@ -164,8 +164,15 @@ pub(crate) fn ip_bucket(ip: &str) -> String {
     }
 }
 
+/// The (username, IP) counter's key. Users and clients count in namespaces of their own, told
+/// apart before the name, so no username (not even `client:<id>`) reaches a client's counter.
 fn pair_key(username: &str, ip: &str) -> String {
-    format!("{}\u{0}{username}", ip_bucket(ip))
+    format!("{}\u{0}u\u{0}{username}", ip_bucket(ip))
+}
+
+/// The (client, IP) counter's key for client authentication (see [`pair_key`]).
+fn client_pair_key(client_id: &str, ip: &str) -> String {
+    format!("{}\u{0}c\u{0}{client_id}", ip_bucket(ip))
 }
 
 /// Counts one request of `ip`'s bucket in the fixed window of `table`, refusing it past `limit`.
@@ -323,11 +330,11 @@ impl LoginLimiter {
         &self,
         settings: &LimitSettings,
         ip: &str,
-        key: &str,
+        client_id: &str,
         now: UnixMs,
     ) -> Result<(), Throttled> {
         let window = duration_ms(settings.window);
-        match lock(&self.failures_per_pair).get(&pair_key(key, ip), settings, now) {
+        match lock(&self.failures_per_pair).get(&client_pair_key(client_id, ip), settings, now) {
             Some(w) if w.count >= settings.failed_logins_per_user_ip => Err(Throttled {
                 retry_after_secs: retry_after(w.start + window, now),
             }),
@@ -336,8 +343,14 @@ impl LoginLimiter {
     }
 
     /// Counts a failed client authentication against the (client, IP) pair only.
-    pub fn record_pair_failure(&self, settings: &LimitSettings, key: &str, ip: &str, now: UnixMs) {
-        let key = pair_key(key, ip);
+    pub fn record_pair_failure(
+        &self,
+        settings: &LimitSettings,
+        client_id: &str,
+        ip: &str,
+        now: UnixMs,
+    ) {
+        let key = client_pair_key(client_id, ip);
         let mut pairs = lock(&self.failures_per_pair);
         let mut w = pairs.get(&key, settings, now).unwrap_or(Window {
             start: now,
@@ -470,15 +483,19 @@ impl Throttle {
         &self,
         settings: &LimitSettings,
         ip: &str,
-        key: &str,
+        client_id: &str,
         now: UnixMs,
     ) -> Result<Result<(), Throttled>, StoreError> {
         let shared = match self {
-            Throttle::Local(local) => return Ok(local.check_pair(settings, ip, key, now)),
+            Throttle::Local(local) => return Ok(local.check_pair(settings, ip, client_id, now)),
             Throttle::Shared(shared) => shared,
         };
         Ok(
-            match lock(&shared.closed).get(&format!("pair:{}", pair_key(key, ip)), settings, now) {
+            match lock(&shared.closed).get(
+                &format!("pair:{}", client_pair_key(client_id, ip)),
+                settings,
+                now,
+            ) {
                 Some(w) if w.count >= settings.failed_logins_per_user_ip => Err(Throttled {
                     retry_after_secs: retry_after(w.start + duration_ms(settings.window), now),
                 }),
@@ -491,14 +508,14 @@ impl Throttle {
     pub async fn record_pair_failure(
         &self,
         settings: &LimitSettings,
-        key: &str,
+        client_id: &str,
         ip: &str,
         now: UnixMs,
     ) -> Result<(), StoreError> {
         match self {
-            Throttle::Local(local) => local.record_pair_failure(settings, key, ip, now),
+            Throttle::Local(local) => local.record_pair_failure(settings, client_id, ip, now),
             Throttle::Shared(shared) => {
-                let key = format!("pair:{}", pair_key(key, ip));
+                let key = format!("pair:{}", client_pair_key(client_id, ip));
                 let window = duration_ms(settings.window);
                 let (failures, ttl) = shared.counters.add(&key, 1, window).await?;
                 if failures >= settings.failed_logins_per_user_ip {
@@ -511,9 +528,11 @@ impl Throttle {
 
     /// A client authenticated from `ip`: its pair's failures are forgotten. Shared counters
     /// are left to expire with their window rather than cost a store call per authentication.
-    pub fn forget_client_failures(&self, key: &str, ip: &str) {
+    pub fn forget_client_failures(&self, client_id: &str, ip: &str) {
         if let Throttle::Local(local) = self {
-            local.record_success(key, ip);
+            lock(&local.failures_per_pair)
+                .0
+                .remove(&client_pair_key(client_id, ip));
         }
     }
 

@@ -95,7 +95,7 @@ impl Flows {
         ip: &str,
     ) -> Result<ClientSpec, FlowError> {
         let limits = &snapshot.config.limits;
-        let key = format!("client:{}", credentials.id);
+        let key = credentials.id.clone();
         let now = self.clock.now_ms();
         self.limiter
             .check_pair(limits, ip, &key, now)

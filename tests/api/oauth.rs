@@ -153,8 +153,55 @@ async fn oauth_error(response: reqwest::Response, status: StatusCode, code: &str
 
 on_every_backend!(
     an_off_the_shelf_oauth_client_works_unchanged,
-    refresh_tokens_are_bound_to_their_client
+    refresh_tokens_are_bound_to_their_client,
+    a_user_named_after_a_client_shares_none_of_its_throttle,
 );
+
+async fn a_user_named_after_a_client_shares_none_of_its_throttle(backend: Backend) {
+    let app = spawn_oauth_app(backend, "tight").await;
+    app.add_user("client:billing", PASSWORD).await;
+    app.add_user("client:portal", PASSWORD).await;
+    let token_request = async |id: &str, secret: &str, grant: &str| {
+        post_form(
+            &app,
+            "/oauth/token",
+            Some((id, secret)),
+            &[("grant_type", grant)],
+        )
+        .await
+    };
+    // A user's failed logins under a client's name do not lock the client out...
+    for _ in 0..3 {
+        let refused = app.login("client:portal", "wrong password").await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    }
+    let portal = post_form(
+        &app,
+        "/oauth/token",
+        Some(("portal", PORTAL_SECRET)),
+        &[
+            ("grant_type", "password"),
+            ("username", "someone"),
+            ("password", "x"),
+        ],
+    )
+    .await;
+    // (authenticated: the grant's own answer, not 401 or 429)
+    assert_eq!(portal.status(), StatusCode::BAD_REQUEST);
+    // ...nor does a successful login reset the client's count of guessed secrets.
+    for _ in 0..2 {
+        let guess = token_request("billing", "guess", "client_credentials").await;
+        assert_eq!(guess.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        app.login("client:billing", PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    let guess = token_request("billing", "guess", "client_credentials").await;
+    assert_eq!(guess.status(), StatusCode::UNAUTHORIZED);
+    let closed = token_request("billing", BILLING_SECRET, "client_credentials").await;
+    assert_error(closed, StatusCode::TOO_MANY_REQUESTS, "slow_down").await;
+}
 
 async fn an_off_the_shelf_oauth_client_works_unchanged(backend: Backend) {
     let app = spawn_oauth_app(backend, "").await;
