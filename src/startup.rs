@@ -90,7 +90,7 @@ impl Application {
                 Ok::<_, StartupError>((listener, port))
             })
             .transpose()?;
-        let metrics_on_main = metrics_listener.is_none();
+        let metrics_on_main = config.metrics_on_main_listener;
         let drain_timeout = config.shutdown.drain_timeout.as_secs().max(1);
         let state = Arc::new(LiveState::new(config, ring));
         let flows = web::Data::new(Flows::new(state, store, hasher, clock)?);

@@ -40,8 +40,10 @@ pub struct Config {
     pub clients: Vec<ClientSpec>,
     pub users: UserSettings,
     pub demo: DemoSettings,
-    /// Where `/metrics` is served alone; `None`: on the main listener.
+    /// Where `/metrics` is served alone.
     pub metrics_listen: Option<SocketAddr>,
+    /// `/metrics` is also on the main (public) listener: only when the operator asks.
+    pub metrics_on_main_listener: bool,
     pub log_format: LogFormat,
     pub shutdown: ShutdownSettings,
     pub dpop: DpopSettings,
@@ -569,6 +571,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             None
         }
     };
+    let metrics_on_main_listener = raw.metrics.on_main_listener;
     let log_format = match raw.log.format.as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
@@ -817,6 +820,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         users,
         demo,
         metrics_listen,
+        metrics_on_main_listener,
         log_format,
         shutdown,
         dpop,

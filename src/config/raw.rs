@@ -180,8 +180,11 @@ impl Default for RawLimits {
 #[derive(Deserialize, Serialize, Default)]
 #[serde(default)]
 pub(super) struct RawMetrics {
-    /// `HOST:PORT` serving `/metrics` alone; absent: `/metrics` is on the main listener.
+    /// `HOST:PORT` serving `/metrics` alone (an internal address).
     pub(super) listen: Option<String>,
+    /// Serve `/metrics` on the main listener too: off by default, since the main listener is
+    /// public and the counters describe the traffic of every user.
+    pub(super) on_main_listener: bool,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -311,6 +314,7 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (Some("passwords"), "parallelism", EnvKind::Int),
     (Some("passwords"), "max_concurrent", EnvKind::Int),
     (Some("metrics"), "listen", EnvKind::Str),
+    (Some("metrics"), "on_main_listener", EnvKind::Bool),
     (Some("shutdown"), "delay", EnvKind::Str),
     (Some("shutdown"), "drain_timeout", EnvKind::Str),
     (Some("log"), "format", EnvKind::Str),
@@ -342,6 +346,7 @@ fn env_name(section: Option<&str>, key: &str) -> String {
 enum EnvKind {
     Str,
     Int,
+    Bool,
     List,
 }
 
@@ -360,6 +365,15 @@ pub(super) fn apply_env(
             EnvKind::Int => toml::Value::Integer(value.trim().parse().map_err(|_| {
                 ConfigError::one(format!("{var}: expected a whole number, got {value:?}"))
             })?),
+            EnvKind::Bool => toml::Value::Boolean(match value.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(ConfigError::one(format!(
+                        "{var}: expected true or false, got {value:?}"
+                    )));
+                }
+            }),
             EnvKind::List => toml::Value::Array(
                 value
                     .split(',')

@@ -171,9 +171,13 @@ impl Flows {
                 self.limiter
                     .record_failure(limits, username, &meta.ip, self.clock.now_ms())
                     .await?;
-                self.metrics.login(match &other {
-                    Some(u) if u.disabled => LoginOutcome::Disabled,
-                    _ => LoginOutcome::BadCredentials,
+                // "Disabled" only once the password was right: a wrong guess at a disabled
+                // account must look like any other wrong guess, in the metrics too.
+                let disabled = matched && other.as_ref().is_some_and(|u| u.disabled);
+                self.metrics.login(if disabled {
+                    LoginOutcome::Disabled
+                } else {
+                    LoginOutcome::BadCredentials
                 });
                 // An audit event: who, from where, through which client; never the password.
                 tracing::warn!(
@@ -183,7 +187,7 @@ impl Flows {
                     ip = %meta.ip,
                     reason = match other {
                         None => "unknown user",
-                        Some(u) if u.disabled => "disabled",
+                        Some(_) if disabled => "disabled",
                         Some(_) => "wrong password",
                     },
                     "login failed"

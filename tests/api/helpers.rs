@@ -353,6 +353,10 @@ parallelism = 1
 [limits]
 # Tests refuse many tokens from one address; the limit has tests of its own.
 failed_token_requests_per_ip = 1000000
+
+[metrics]
+# Off by default; the tests scrape the main listener unless they test the metrics listener.
+on_main_listener = true
 "#
     );
     let mut config = TestConfig {

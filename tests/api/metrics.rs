@@ -340,9 +340,40 @@ async fn store_errors_are_counted_per_operation() {
 }
 
 #[tokio::test]
+async fn a_wrong_password_for_a_disabled_account_counts_as_any_wrong_password() {
+    let app = spawn_app_with(Backend::Embedded, |_| {}).await;
+    let dora = app.add_user("dora", PASSWORD).await;
+    app.store.set_disabled(&dora.id, true).await.unwrap();
+    let counted = async |username: &str, password: &str| {
+        let before = scrape(&app).await;
+        let refused = app.login(username, password).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        let after = scrape(&app).await;
+        ["bad_credentials", "disabled"].map(|o| logins(&after, o) - logins(&before, o))
+    };
+    let unknown = counted("nobody", "a wrong guess").await;
+    let disabled_wrong = counted("dora", "a wrong guess").await;
+    assert_eq!(unknown, [1.0, 0.0]);
+    assert_eq!(disabled_wrong, unknown);
+    // Only the right password tells (the owner, or whoever already holds it).
+    assert_eq!(counted("dora", PASSWORD).await, [0.0, 1.0]);
+}
+
+#[tokio::test]
+async fn metrics_are_not_on_the_public_listener_unless_asked_for() {
+    let app = spawn_app_with(Backend::Embedded, |c| {
+        c.set("metrics", "on_main_listener = false");
+    })
+    .await;
+    assert_eq!(app.get("/metrics").await.status(), StatusCode::NOT_FOUND);
+    assert!(app.metrics_address.is_none());
+}
+
+#[tokio::test]
 async fn metrics_on_their_own_listener_leave_the_public_port() {
     let app = spawn_app_with(Backend::Embedded, |c| {
-        c.text.push_str("\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
+        c.set("metrics", "listen = \"127.0.0.1:0\"");
+        c.set("metrics", "on_main_listener = false");
     })
     .await;
     let own = app.metrics_address.clone().expect("a metrics listener");
