@@ -15,28 +15,67 @@ use crate::tokens::{PresentedToken, RefreshToken};
 
 impl Flows {
     /// `/auth/refresh`: a public client's token from a request body; `scope` may narrow the new
-    /// access token.
+    /// access token. A named `client_id` must be the token's client. The client's DPoP rules
+    /// (`require_dpop`, `dpop_nonce`) apply whether it is named or not: unnamed, the session
+    /// tells which client it is, read only when some client uses nonces and a proof came.
     #[tracing::instrument(name = "refresh", skip_all, fields(sid))]
     pub async fn refresh(
         &self,
         token: &str,
+        client_id: Option<&str>,
         scope: Option<&str>,
         meta: &RequestMeta,
         dpop: &DpopPresented<'_>,
     ) -> Result<Issued, FlowError> {
         let snapshot = self.signing_snapshot()?;
         let requested = scopes::parse(scope)?;
-        let jkt = self.check_dpop(&snapshot, None, dpop).await?;
+        let named = match client_id {
+            Some(id) => Some(
+                snapshot
+                    .config
+                    .client(id)
+                    .ok_or(FlowError::InvalidClient("unknown client_id"))?
+                    .clone(),
+            ),
+            None => None,
+        };
+        let rules = match &named {
+            Some(client) => Some(client.clone()),
+            None => self.session_client_for_dpop(&snapshot, token, dpop).await?,
+        };
+        let jkt = self.check_dpop(&snapshot, rules.as_ref(), dpop).await?;
         self.rotate(
             &snapshot,
             token,
-            None,
+            named.as_ref(),
             Channel::Body,
             requested.as_deref(),
             meta,
             jkt,
         )
         .await
+    }
+
+    /// The client of `token`'s session, when its DPoP rules could matter: a proof came and
+    /// some client wants nonces. Otherwise `None` at no cost (a session bound to a key is
+    /// checked by the rotation itself).
+    async fn session_client_for_dpop(
+        &self,
+        snapshot: &Snapshot,
+        token: &str,
+        dpop: &DpopPresented<'_>,
+    ) -> Result<Option<ClientSpec>, FlowError> {
+        if dpop.proofs.is_empty() || !snapshot.config.clients.iter().any(|c| c.dpop_nonce) {
+            return Ok(None);
+        }
+        let Ok(presented) = RefreshToken::parse(token) else {
+            return Ok(None);
+        };
+        let session = self
+            .store
+            .session(presented.session_id, self.clock.now_ms())
+            .await?;
+        Ok(session.and_then(|s| snapshot.config.client(&s.client_id).cloned()))
     }
 
     /// `/auth/refresh` for a cookie client: the token came from its cookie (the surface has

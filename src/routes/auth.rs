@@ -159,7 +159,13 @@ async fn refresh_admitted(
     };
     if let Some(token) = &body.refresh_token {
         let issued = flows
-            .refresh(token, body.scope.as_deref(), &meta, &dpop)
+            .refresh(
+                token,
+                body.client_id.as_deref(),
+                body.scope.as_deref(),
+                &meta,
+                &dpop,
+            )
             .await
             .map_err(refused)?;
         return Ok(token_response(&issued));

@@ -982,3 +982,53 @@ async fn one_address_cannot_take_the_replay_memory_from_everyone(backend: Backen
         assert_eq!(other.status(), StatusCode::OK, "address {i}");
     }
 }
+
+#[tokio::test]
+async fn a_nonce_clients_refresh_needs_a_nonce_whether_or_not_it_names_itself() {
+    let app = dpop_app(Backend::Embedded).await;
+    let key = DpopKey::es256();
+    let first = login(
+        &app,
+        Some("nonced"),
+        &[key.proof("POST", &login_url(), None)],
+    )
+    .await;
+    let nonce = first.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    let with_nonce = |url: &str| {
+        let nonce = nonce.clone();
+        key.proof_with("POST", url, None, move |_, c| c["nonce"] = json!(nonce))
+    };
+    let tokens: Value = login(&app, Some("nonced"), &[with_nonce(&login_url())])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let refresh_naming = async |client: Option<&str>, proof: String| {
+        let mut body = json!({"refresh_token": token});
+        if let Some(client) = client {
+            body["client_id"] = json!(client);
+        }
+        app.client
+            .post(app.url("/auth/refresh"))
+            .header("DPoP", proof)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    };
+    for named in [Some("nonced"), None] {
+        let without = refresh_naming(named, key.proof("POST", &refresh_url(), None)).await;
+        assert!(without.headers().contains_key("dpop-nonce"));
+        assert_eq!(
+            error_of(without).await,
+            (StatusCode::BAD_REQUEST, "use_dpop_nonce".into()),
+            "{named:?}"
+        );
+    }
+    // Naming another client is refused and consumes nothing.
+    let other = refresh_naming(Some("strict"), key.proof("POST", &refresh_url(), None)).await;
+    assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+    let ok = refresh_naming(Some("nonced"), with_nonce(&refresh_url())).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+}
