@@ -17,6 +17,7 @@ use crate::config::RefreshDelivery;
 use crate::credentials::Password;
 use crate::error::ApiError;
 use crate::flows::{DpopPresented, FlowError, Flows, LoginRequest};
+use crate::store::Channel;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginBody {
@@ -203,7 +204,7 @@ async fn refresh_admitted(
     request_body = RefreshBody,
     responses(
         (status = 204, description = "The session of the token is ended (also for an unknown token)"),
-        (status = 400, description = "`invalid_request`: malformed input", body = crate::error::ErrorBody),
+        (status = 400, description = "`invalid_request`: malformed input; `unauthorized_client`: the token is a confidential client's (it revokes at /oauth/revoke) or travels in a cookie client's cookie, or is not the named client's; nothing is ended", body = crate::error::ErrorBody),
         (status = 403, description = "`invalid_request`: a cookie client's request from an origin it does not allow", body = crate::error::ErrorBody),
         (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
     )
@@ -214,14 +215,20 @@ pub async fn logout(
     OptionalJsonObject(body): OptionalJsonObject<RefreshBody>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(token) = &body.refresh_token {
-        flows.logout(token).await.map_err(refused)?;
+        flows
+            .logout(token, Channel::Body, body.client_id.as_deref())
+            .await
+            .map_err(refused)?;
         return Ok(HttpResponse::NoContent().finish());
     }
     let snapshot = flows.snapshot();
     let client = browser::cookie_client(&req, &snapshot, body.client_id.as_deref())?;
     browser::check_origin(&req, &client)?;
     if let Some(token) = browser::cookie_token(&req, &snapshot, &client) {
-        flows.logout(&token).await.map_err(refused)?;
+        flows
+            .logout(&token, Channel::Cookie, Some(&client.id))
+            .await
+            .map_err(refused)?;
     }
     Ok(HttpResponse::NoContent()
         .cookie(browser::removal_cookie(&snapshot, &client))

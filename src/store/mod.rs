@@ -142,11 +142,23 @@ pub struct Session {
     pub login_ip: String,
     /// The DPoP key the session is bound to, if it is.
     pub dpop_jkt: Option<String>,
+    /// How its refresh tokens travel.
+    pub channel: Channel,
 }
 
 /// The DPoP key of a stored binding (see [`binding`]).
 pub(crate) fn bound_key(stored: &str) -> Option<String> {
     stored.split_once(' ').map(|(_, key)| key.to_owned())
+}
+
+/// The channel of a stored binding (see [`binding`]); a session from before channels were
+/// recorded travelled in bodies.
+pub(crate) fn bound_channel(stored: &str) -> Channel {
+    match stored.split(' ').next() {
+        Some("cookie") => Channel::Cookie,
+        Some("confidential") => Channel::Confidential,
+        _ => Channel::Body,
+    }
 }
 
 /// One presentation of a refresh token, with the successor prepared in advance so the backend

@@ -672,6 +672,7 @@ fn session_from(parts: &[Vec<u8>]) -> Result<Session, StoreError> {
         login_user_agent: text(parts, 9)?,
         login_ip: text(parts, 10)?,
         dpop_jkt: text(parts, 11).ok().as_deref().and_then(super::bound_key),
+        channel: super::bound_channel(&text(parts, 11).unwrap_or_default()),
     })
 }
 

@@ -11,7 +11,65 @@ const ORIGIN: &str = "http://app.example:5173";
 on_every_backend!(
     a_cookie_client_never_sees_its_refresh_token_and_refreshes_by_cookie,
     racing_tabs_get_the_same_cookie_and_reuse_clears_it,
+    a_cookie_clients_session_ends_only_through_its_cookie_from_its_origin,
 );
+
+async fn a_cookie_clients_session_ends_only_through_its_cookie_from_its_origin(backend: Backend) {
+    let app = spawn_spa(backend, "http://127.0.0.1").await;
+    let response = login(&app, Some(ORIGIN)).await;
+    let (token, _) = set_cookie(&response, "latchkey_rt_spa");
+    let cookie = format!("latchkey_rt_spa={token}");
+    // The bare token in a body, from anywhere: refused, and the session lives on.
+    let bare = post(
+        &app,
+        "/auth/logout",
+        None,
+        None,
+        &json!({"refresh_token": token}),
+    )
+    .await;
+    assert_error(bare, StatusCode::BAD_REQUEST, "unauthorized_client").await;
+    // The cookie from a foreign origin: refused too.
+    let foreign = post(
+        &app,
+        "/auth/logout",
+        Some("http://evil.example"),
+        Some(&cookie),
+        &json!({"client_id": "spa"}),
+    )
+    .await;
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    let refreshed = post(
+        &app,
+        "/auth/refresh",
+        Some(ORIGIN),
+        Some(&cookie),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let (token, _) = set_cookie(&refreshed, "latchkey_rt_spa");
+    let cookie = format!("latchkey_rt_spa={token}");
+    // Through the cookie path, from its origin: ended.
+    let ended = post(
+        &app,
+        "/auth/logout",
+        Some(ORIGIN),
+        Some(&cookie),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(ended.status(), StatusCode::NO_CONTENT);
+    let after = post(
+        &app,
+        "/auth/refresh",
+        Some(ORIGIN),
+        Some(&cookie),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+}
 
 async fn spawn_spa(backend: Backend, issuer: &str) -> TestApp {
     let issuer = issuer.to_owned();

@@ -155,7 +155,50 @@ on_every_backend!(
     an_off_the_shelf_oauth_client_works_unchanged,
     refresh_tokens_are_bound_to_their_client,
     a_user_named_after_a_client_shares_none_of_its_throttle,
+    a_confidential_clients_token_ends_only_with_its_authentication,
 );
+
+async fn a_confidential_clients_token_ends_only_with_its_authentication(backend: Backend) {
+    let app = spawn_oauth_app(backend, "").await;
+    let portal = Some(("portal", PORTAL_SECRET));
+    let issued: Value = post_form(
+        &app,
+        "/oauth/token",
+        portal,
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let token = text(&issued, "refresh_token");
+    // RFC 7009 §2.1: not without the client's authentication.
+    let bare = app.logout(&token).await;
+    assert_error(bare, StatusCode::BAD_REQUEST, "unauthorized_client").await;
+    let refreshed = post_form(
+        &app,
+        "/oauth/token",
+        portal,
+        &[("grant_type", "refresh_token"), ("refresh_token", &token)],
+    )
+    .await;
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let token = text(&refreshed.json::<Value>().await.unwrap(), "refresh_token");
+    let revoked = post_form(&app, "/oauth/revoke", portal, &[("token", &token)]).await;
+    assert_eq!(revoked.status(), StatusCode::OK);
+    let after = post_form(
+        &app,
+        "/oauth/token",
+        portal,
+        &[("grant_type", "refresh_token"), ("refresh_token", &token)],
+    )
+    .await;
+    assert_eq!(after.status(), StatusCode::BAD_REQUEST);
+}
 
 async fn a_user_named_after_a_client_shares_none_of_its_throttle(backend: Backend) {
     let app = spawn_oauth_app(backend, "tight").await;

@@ -243,6 +243,7 @@ fn session_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Session> {
         login_user_agent: row.get(9)?,
         login_ip: row.get(10)?,
         dpop_jkt: super::super::bound_key(&row.get::<_, String>(11)?),
+        channel: super::super::bound_channel(&row.get::<_, String>(11)?),
     })
 }
 
