@@ -172,7 +172,7 @@ impl ApiError {
                 error.cause = Some(Box::new(e));
                 error
             }
-            FlowError::UserExists(_) | FlowError::NoSuchUser(_) => {
+            FlowError::UserExists(_) | FlowError::UserLooksAlike(_) | FlowError::NoSuchUser(_) => {
                 ApiError::invalid_request(e.to_string())
             }
             FlowError::WrongPassword => {

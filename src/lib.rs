@@ -26,6 +26,7 @@
 //! - [`telemetry`]: logging set-up, and error chains in one log line.
 //! - [`metrics`]: the Prometheus metrics every part reports to (`GET /metrics`).
 //! - [`encoding`]: hex, shared by keys, tokens and stores.
+//! - [`usernames`]: the one spelling of a username, and the key that makes look-alikes one name.
 
 pub mod cli;
 pub mod clock;
@@ -44,3 +45,4 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;
+pub mod usernames;

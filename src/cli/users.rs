@@ -101,6 +101,9 @@ pub enum UsersCommand {
     },
     /// List users.
     List(ConfigArg),
+    /// Check existing names for look-alikes (and record the keys that keep new look-alikes
+    /// out; run once after upgrading a Redis store). Exits non-zero when some look alike.
+    Check(ConfigArg),
 }
 
 impl UsersCommand {
@@ -116,7 +119,8 @@ impl UsersCommand {
             | UsersCommand::Delete { config, .. }
             | UsersCommand::Sessions { config, .. }
             | UsersCommand::Logout { config, .. }
-            | UsersCommand::List(config) => config,
+            | UsersCommand::List(config)
+            | UsersCommand::Check(config) => config,
         }
     }
 
@@ -286,6 +290,23 @@ pub async fn run(cmd: UsersCommand) -> Result<(), CliError> {
             let user = accounts.find(&username).await.map_err(fail)?;
             let n = accounts.end_all_sessions(&user.id).await.map_err(fail)?;
             println!("{} of {username} ended", count(n, "session"));
+        }
+        UsersCommand::Check(_) => {
+            let groups = accounts.look_alikes().await.map_err(fail)?;
+            for group in &groups {
+                println!(
+                    "these names look alike: {} (the first keeps the name; rename or delete \
+                     the others)",
+                    group.join(", ")
+                );
+            }
+            if !groups.is_empty() {
+                return Err(CliError(format!(
+                    "{} of look-alike names",
+                    count(groups.len(), "group")
+                )));
+            }
+            println!("no two names look alike");
         }
         UsersCommand::List(_) => {
             let users = accounts.list().await.map_err(fail)?;

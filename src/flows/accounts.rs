@@ -8,42 +8,12 @@ use crate::config::clients::valid_scope_token;
 use crate::credentials::{Password, PasswordHasher};
 use crate::store::{Session, SharedStore, StoreError, User, UserAttributes};
 
-pub const MAX_USERNAME_CHARS: usize = 128;
+pub use crate::usernames::MAX_USERNAME_CHARS;
 
-/// The one spelling of a username: surrounding white space trimmed, Unicode NFC, lower case.
-/// So `Alice`, ` alice ` and `alice` (or `José` typed composed or decomposed) are one account,
-/// and names that look the same cannot be two. Control characters and invisible ones (zero-width
-/// spaces, joiners, bidirectional marks: Unicode's default-ignorable code points) are refused.
+/// The one spelling of a username ([`crate::usernames::normalize`]): trimmed, NFKC,
+/// case-folded; invisible characters and mixed-script look-alikes refused.
 pub fn normalize_username(raw: &str) -> Result<String, FlowError> {
-    use unicode_normalization::UnicodeNormalization;
-    let name: String = raw
-        .trim()
-        .nfc()
-        .collect::<String>()
-        .to_lowercase()
-        .nfc()
-        .collect();
-    let chars = name.chars().count();
-    if chars == 0 || chars > MAX_USERNAME_CHARS {
-        return Err(FlowError::InvalidRequest(
-            format!("username: 1-{MAX_USERNAME_CHARS} characters").into(),
-        ));
-    }
-    if name.chars().any(|c| c.is_control() || is_invisible(c)) {
-        return Err(FlowError::InvalidRequest(
-            "username: no control or invisible characters".into(),
-        ));
-    }
-    Ok(name)
-}
-
-/// Unicode's Default_Ignorable_Code_Point set: characters that render as nothing.
-fn is_invisible(c: char) -> bool {
-    matches!(c as u32,
-        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
-        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
-        | 0xFEFF | 0xFFA0 | 0xFFF0..=0xFFF8 | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A
-        | 0xE0000..=0xE0FFF)
+    crate::usernames::normalize(raw).map_err(|e| FlowError::InvalidRequest(e.to_string().into()))
 }
 
 /// Scopes must be RFC 6749 scope tokens; email and name are bounded, single-line text.
@@ -103,6 +73,7 @@ impl Accounts {
         };
         match self.store.create_user(&user).await {
             Err(StoreError::Conflict) => Err(FlowError::UserExists(username.to_owned())),
+            Err(StoreError::LookAlike) => Err(FlowError::UserLooksAlike(username.to_owned())),
             Err(e) => Err(e.into()),
             Ok(()) => Ok(user),
         }
@@ -114,6 +85,22 @@ impl Accounts {
             .user_by_name(username)
             .await?
             .ok_or_else(|| FlowError::NoSuchUser(username.to_owned()))
+    }
+
+    /// Records every user's look-alike key (users from before it was kept) and returns the
+    /// groups of existing names that look alike: each group's first name holds the key, and
+    /// the others can still log in but should be renamed or removed.
+    pub async fn look_alikes(&self) -> Result<Vec<Vec<String>>, FlowError> {
+        let users = self.store.list_users().await?;
+        let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for user in &users {
+            let _ = self.store.index_look_alike(user).await?;
+            groups
+                .entry(crate::usernames::look_alike_key(&user.username))
+                .or_default()
+                .push(user.username.clone());
+        }
+        Ok(groups.into_values().filter(|g| g.len() > 1).collect())
     }
 
     pub async fn list(&self) -> Result<Vec<User>, FlowError> {

@@ -152,6 +152,9 @@ pub enum FlowError {
     NotFound(&'static str),
     #[error("user {0:?} already exists")]
     UserExists(String),
+    /// Another user's name looks the same (`crate::usernames`).
+    #[error("a user whose name looks like {0:?} already exists")]
+    UserLooksAlike(String),
     #[error("no user {0:?}")]
     NoSuchUser(String),
     /// A DPoP-bound access token presented as a bearer token (RFC 9449 §7.2).

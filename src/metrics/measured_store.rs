@@ -53,6 +53,11 @@ impl Store for MeasuredStore {
         self.timed("user_by_id", self.inner.user_by_id(id)).await
     }
 
+    async fn index_look_alike(&self, user: &User) -> Result<bool, StoreError> {
+        self.timed("index_look_alike", self.inner.index_look_alike(user))
+            .await
+    }
+
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         self.timed("list_users", self.inner.list_users()).await
     }

@@ -187,10 +187,10 @@ pub async fn register(
         .register(&body.username, &body.password, &meta)
         .await
         .map_err(|e| match e {
-            FlowError::UserExists(_) => ApiError::new(
+            FlowError::UserExists(_) | FlowError::UserLooksAlike(_) => ApiError::new(
                 StatusCode::CONFLICT,
                 "invalid_request",
-                "this username is taken",
+                "this username, or one that looks the same, is taken",
             ),
             other => refused(other),
         })?;

@@ -27,6 +27,9 @@ pub enum StoreError {
     /// A unique value (a username) is taken.
     #[error("already exists")]
     Conflict,
+    /// The username looks like one that is taken (the same [`crate::usernames::look_alike_key`]).
+    #[error("a name that looks the same exists")]
+    LookAlike,
     /// The backend answered with data this version cannot read.
     #[error("store data is corrupt: {0}")]
     Corrupt(String),
@@ -290,7 +293,12 @@ pub trait Store: Send + Sync + 'static {
     /// Succeeds only when the backend answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Creates a user. `Conflict` when the name is taken, `LookAlike` when a name with the same
+    /// look-alike key is.
     async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    /// Records the look-alike key of a user created before keys were kept (or while their
+    /// key was held by another): `false` when another user holds it.
+    async fn index_look_alike(&self, user: &User) -> Result<bool, StoreError>;
     async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError>;
     async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError>;
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;

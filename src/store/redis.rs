@@ -404,6 +404,14 @@ fn username_key(name: &str) -> String {
     format!("lk:{{users}}:name:{name}")
 }
 
+/// Who holds a look-alike key (`crate::usernames::look_alike_key`), in the same slot.
+fn look_alike_key(name: &str) -> String {
+    format!(
+        "lk:{{users}}:alike:{}",
+        crate::usernames::look_alike_key(name)
+    )
+}
+
 const USERS: &str = "lk:{users}:all";
 // One hash tag: a publication updates both in one step, in one slot on Redis Cluster.
 const KEYS_FIRST_PUBLISHED: &str = "lk:{keys}:first";
@@ -694,11 +702,14 @@ impl Store for RedisStore {
             .create_user
             .key(username_key(&user.username))
             .key(USERS)
+            .key(look_alike_key(&user.username))
             .arg(&user.id)
             .invoke_async(&mut conn)
             .await?;
-        if claimed == 0 {
-            return Err(StoreError::Conflict);
+        match claimed {
+            0 => return Err(StoreError::Conflict),
+            2 => return Err(StoreError::LookAlike),
+            _ => {}
         }
         let written: Result<(), redis::RedisError> = conn
             .hset_multiple(
@@ -719,12 +730,21 @@ impl Store for RedisStore {
             // Give the name back; a claim without a record reads as no user meanwhile.
             let _: Result<(), _> = redis::pipe()
                 .del(username_key(&user.username))
+                .del(look_alike_key(&user.username))
                 .srem(USERS, &user.id)
                 .query_async(&mut conn)
                 .await;
             return Err(e.into());
         }
         Ok(())
+    }
+
+    async fn index_look_alike(&self, user: &User) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let key = look_alike_key(&user.username);
+        let _: bool = conn.set_nx(&key, &user.id).await?;
+        let holder: Option<String> = conn.get(&key).await?;
+        Ok(holder.as_deref() == Some(user.id.as_str()))
     }
 
     async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {
@@ -807,9 +827,11 @@ impl Store for RedisStore {
             .invoke_async(&mut conn)
             .await?;
         // The name is released only if it still names this user (never another's claim).
-        let claimed: Option<String> = conn.get(username_key(&user.username)).await?;
-        if claimed.as_deref() == Some(user_id) {
-            let _: () = conn.del(username_key(&user.username)).await?;
+        for key in [username_key(&user.username), look_alike_key(&user.username)] {
+            let claimed: Option<String> = conn.get(&key).await?;
+            if claimed.as_deref() == Some(user_id) {
+                let _: () = conn.del(&key).await?;
+            }
         }
         let _: () = conn.srem(USERS, user_id).await?;
         Ok(usize::try_from(ended).ok())
@@ -1141,6 +1163,10 @@ impl Store for Reconnecting {
 
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
         self.once(self.0.create_user(user)).await
+    }
+
+    async fn index_look_alike(&self, user: &User) -> Result<bool, StoreError> {
+        self.once_more(|| self.0.index_look_alike(user)).await
     }
 
     async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError> {

@@ -16,7 +16,106 @@ use crate::helpers::{
 on_every_backend!(
     scopes_are_what_the_user_holds_and_the_client_may_carry,
     the_cli_manages_a_users_lifecycle_while_the_server_runs,
+    names_that_look_alike_are_one_name,
+    users_check_lists_look_alikes_from_before_keys_were_kept,
 );
+
+async fn names_that_look_alike_are_one_name(backend: Backend) {
+    use latchkey::flows::FlowError;
+    let app = spawn_app_with(backend, |_| {}).await;
+    let accounts = app.flows.accounts();
+    let create = async |name: &str| {
+        accounts
+            .create_user(
+                name,
+                &latchkey::credentials::Password::new(PASSWORD.into()),
+                Default::default(),
+            )
+            .await
+    };
+    create("alice").await.unwrap();
+    for (spelling, what) in [
+        ("\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}", "fullwidth"),
+        (
+            "\u{1d41a}\u{1d425}\u{1d422}\u{1d41c}\u{1d41e}",
+            "mathematical bold",
+        ),
+    ] {
+        assert!(
+            matches!(create(spelling).await, Err(FlowError::UserExists(_))),
+            "{what}"
+        );
+    }
+    for (spelling, what) in [
+        ("\u{1d00}\u{29f}\u{26a}\u{1d04}\u{1d07}", "small capitals"),
+        ("\u{430}lice", "a Cyrillic a among Latin letters"),
+    ] {
+        assert!(
+            matches!(create(spelling).await, Err(FlowError::InvalidRequest(_))),
+            "{what}"
+        );
+    }
+    for (spelling, what) in [
+        ("al\u{131}ce", "dotless i"),
+        ("\u{430}\u{4cf}\u{456}\u{441}\u{435}", "all Cyrillic"),
+    ] {
+        assert!(
+            matches!(create(spelling).await, Err(FlowError::UserLooksAlike(_))),
+            "{what}"
+        );
+    }
+    // Only alice exists, and her fullwidth spelling logs her in.
+    assert_eq!(accounts.list().await.unwrap().len(), 1);
+    let fullwidth = app
+        .login("\u{ff21}\u{ff2c}\u{ff29}\u{ff23}\u{ff25}", PASSWORD)
+        .await;
+    assert_eq!(fullwidth.status(), StatusCode::OK);
+    // Deleting alice frees the look: the dotless spelling can be had now.
+    let alice = accounts.find("alice").await.unwrap();
+    app.store.delete_user(&alice.id).await.unwrap();
+    create("al\u{131}ce").await.unwrap();
+}
+
+async fn users_check_lists_look_alikes_from_before_keys_were_kept(backend: Backend) {
+    let app = spawn_app_with(backend, |_| {}).await;
+    let alice = app.add_user("alice", PASSWORD).await;
+    // A store from before look-alike keys: alice's key is not recorded.
+    match &app.redis {
+        Some(redis) => {
+            let mut conn = redis.connection();
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("lk:{users}:alike:*")
+                .query(&mut conn)
+                .unwrap();
+            let _: () = redis::cmd("DEL").arg(&keys).query(&mut conn).unwrap();
+        }
+        None => {
+            let db = app.dir.path().join("latchkey.db");
+            let conn = rusqlite::Connection::open(db).unwrap();
+            conn.execute(
+                "UPDATE users SET name_key = NULL WHERE id = ?1",
+                [&alice.id],
+            )
+            .unwrap();
+        }
+    }
+    app.add_user("al\u{131}ce", PASSWORD).await;
+    app.add_user("bob", PASSWORD).await;
+    let checked = cli(&["users", "check"], &app.config_path, "");
+    assert!(!checked.status.success());
+    let out = String::from_utf8_lossy(&checked.stdout);
+    assert!(out.contains("these names look alike"), "{out}");
+    assert!(
+        out.contains("alice") && out.contains("al\u{131}ce"),
+        "{out}"
+    );
+    assert!(!out.contains("bob"), "{out}");
+    // Once a look-alike is removed, the check is clean.
+    let dotless = app.flows.accounts().find("al\u{131}ce").await.unwrap();
+    app.store.delete_user(&dotless.id).await.unwrap();
+    let checked = cli(&["users", "check"], &app.config_path, "");
+    assert!(ok(&checked).contains("no two names look alike"));
+}
 
 fn cli(args: &[&str], config: &Path, stdin: &str) -> Output {
     run_with_stdin(latchkey(args, config), stdin)

@@ -167,6 +167,11 @@ impl Store for EmbeddedStore {
         self.read(move |c| sql::user_by_name(c, &username)).await
     }
 
+    async fn index_look_alike(&self, user: &User) -> Result<bool, StoreError> {
+        let user = user.clone();
+        self.write(move |c| sql::index_look_alike(c, &user)).await
+    }
+
     async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError> {
         let id = id.to_owned();
         self.read(move |c| sql::user_by_id(c, &id)).await

@@ -158,6 +158,9 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("users", "scopes", "TEXT NOT NULL DEFAULT ''"),
     ("users", "email", "TEXT"),
     ("users", "name", "TEXT"),
+    // `crate::usernames::look_alike_key`, unique: look-alike names cannot be two accounts.
+    // NULL for users created before it was kept, until `index_look_alike` records it.
+    ("users", "name_key", "TEXT"),
 ];
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -178,6 +181,23 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+    conn.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS users_by_name_key ON users (name_key)",
+        [],
+    )?;
+    // Users from before the key was kept get theirs; of two look-alikes the first keeps it and
+    // the other stays without (`latchkey users check` lists them).
+    let unkeyed: Vec<(String, String)> = conn
+        .prepare("SELECT id, username FROM users WHERE name_key IS NULL")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, username) in unkeyed {
+        conn.execute(
+            "UPDATE users SET name_key = ?1 WHERE id = ?2
+             AND NOT EXISTS (SELECT 1 FROM users WHERE name_key = ?1)",
+            params![crate::usernames::look_alike_key(&username), id],
+        )?;
     }
     Ok(())
 }
@@ -467,7 +487,8 @@ pub(super) fn ping(c: &Connection) -> Result<(), StoreError> {
 pub(super) fn create_user(c: &Connection, user: &User) -> Result<(), StoreError> {
     let inserted = c.execute(
         "INSERT INTO users (id, username, password_hash, disabled, created_at, epoch, scopes,
-         email, name) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+         email, name, name_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT DO NOTHING",
         params![
             user.id,
             user.username,
@@ -477,13 +498,42 @@ pub(super) fn create_user(c: &Connection, user: &User) -> Result<(), StoreError>
             user.epoch,
             user.scopes.join(" "),
             user.email,
-            user.name
+            user.name,
+            crate::usernames::look_alike_key(&user.username),
         ],
     )?;
     if inserted == 0 {
-        return Err(StoreError::Conflict);
+        let taken: bool = c.query_row(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE username = ?1)",
+            [&user.username],
+            |row| row.get(0),
+        )?;
+        return Err(if taken {
+            StoreError::Conflict
+        } else {
+            StoreError::LookAlike
+        });
     }
     Ok(())
+}
+
+pub(super) fn index_look_alike(c: &Connection, user: &User) -> Result<bool, StoreError> {
+    let key = crate::usernames::look_alike_key(&user.username);
+    let holder: Option<String> = c
+        .query_row("SELECT id FROM users WHERE name_key = ?1", [&key], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    match holder {
+        Some(id) => Ok(id == user.id),
+        None => {
+            c.execute(
+                "UPDATE users SET name_key = ?1 WHERE id = ?2",
+                params![key, user.id],
+            )?;
+            Ok(true)
+        }
+    }
 }
 
 pub(super) fn user_by_name(c: &Connection, username: &str) -> Result<Option<User>, StoreError> {
