@@ -83,6 +83,9 @@ pub struct ClientSpec {
     /// DPoP proofs must carry a server nonce (RFC 9449 §8): a proof without a current one is
     /// answered `use_dpop_nonce` with a fresh `DPoP-Nonce`.
     pub dpop_nonce: bool,
+    /// May introspect tokens (RFC 7662): what they carry, whose they are. A confidential
+    /// client's own tokens do not need it; no other client's may be read without it.
+    pub introspect: bool,
 }
 
 impl ClientSpec {
@@ -100,6 +103,7 @@ impl ClientSpec {
             audience: None,
             require_dpop: false,
             dpop_nonce: false,
+            introspect: false,
         }
     }
 
@@ -138,6 +142,8 @@ pub(super) struct RawClient {
     pub(super) require_dpop: bool,
     #[serde(default)]
     pub(super) dpop_nonce: bool,
+    #[serde(default)]
+    pub(super) introspect: bool,
 }
 
 /// A web origin as browsers send it in `Origin` (RFC 6454): `scheme://host[:port]`.
@@ -275,7 +281,13 @@ pub(super) fn validate(raw: Vec<RawClient>, problems: &mut Vec<String>) -> Vec<C
             audience: c.audience,
             require_dpop: c.require_dpop,
             dpop_nonce: c.dpop_nonce,
+            introspect: c.introspect,
         });
+        if c.introspect && kind != ClientKind::Confidential {
+            problems.push(format!(
+                "clients[{i}].introspect: only a confidential client may introspect"
+            ));
+        }
     }
     clients
 }

@@ -232,7 +232,7 @@ pub async fn revoke(
     request_body(content = crate::routes::openapi::TokenRequestWithToken, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "RFC 7662 §2.2", body = crate::routes::openapi::Introspection),
-        (status = 400, description = "`invalid_request`: malformed input", body = crate::error::ErrorBody),
+        (status = 400, description = "`invalid_request`: malformed input; `unauthorized_client`: the client is not allowed to introspect (`introspect = true`)", body = crate::error::ErrorBody),
         (status = 401, description = "`invalid_client` (confidential clients only)", body = crate::error::ErrorBody),
         (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
     )
@@ -245,6 +245,11 @@ pub async fn introspect(
     let (client, token) = authenticated_token_request(&flows, &req, &form).await?;
     if client.kind != ClientKind::Confidential {
         return Err(invalid_client("introspection is for confidential clients"));
+    }
+    if !client.introspect {
+        return Err(refused(FlowError::UnauthorizedClient(
+            "this client may not introspect tokens (introspect = true in its [[clients]] entry)",
+        )));
     }
     let answer = flows
         .introspect(token, form.get("token_type_hint"))

@@ -143,6 +143,7 @@ id = "worker"
 type = "confidential"
 secret_hash = "{secret}"
 grants = ["client_credentials", "password", "refresh_token"]
+introspect = true
 "#
         ));
     })

@@ -68,6 +68,7 @@ grants = ["password", "refresh_token"]
 id = "introspector"
 type = "confidential"
 secret_hash = "{introspector}"
+introspect = true
 "#,
         ));
     })
@@ -917,6 +918,16 @@ async fn introspection_follows_rfc_7662() {
     )
     .await;
     oauth_error(wrong, StatusCode::UNAUTHORIZED, "invalid_client").await;
+    // A confidential client not allowed to introspect learns nothing, not even of its own.
+    let billing = post_form(
+        &app,
+        "/oauth/introspect",
+        Some(("billing", BILLING_SECRET)),
+        &[("token", &access)],
+    )
+    .await;
+    let body = oauth_error(billing, StatusCode::BAD_REQUEST, "unauthorized_client").await;
+    assert!(body.get("active").is_none(), "{body}");
 }
 
 #[tokio::test]
