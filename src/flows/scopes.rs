@@ -4,6 +4,18 @@ use super::FlowError;
 use crate::config::ClientSpec;
 use crate::config::clients::valid_scope_token;
 
+/// The account API's own scope (`/auth/sessions`, `/auth/logout-all`, `/auth/password`): a token
+/// a resource server received for its own use does not carry it, so it cannot list or end the
+/// user's sessions. Users do not hold it; a client may carry it when it lists it, or when it
+/// has no scope list (a first-party client), and then gets it on a login that asks for no
+/// particular scope.
+pub const ACCOUNT: &str = "account";
+
+/// Whether the user must hold `scope` to be granted it: not the issuer's own scopes.
+fn held_by_users(scope: &str) -> bool {
+    scope != ACCOUNT
+}
+
 /// The scope parameter as distinct tokens in request order; `None` when absent or empty
 /// (RFC 6749 §3.1: a parameter without a value is treated as omitted).
 pub fn parse(raw: Option<&str>) -> Result<Option<Vec<String>>, FlowError> {
@@ -44,14 +56,15 @@ pub fn for_user(
             }
             requested
                 .iter()
-                .filter(|s| held.contains(s))
+                .filter(|s| held.contains(s) || !held_by_users(s))
                 .map(String::as_str)
                 .collect()
         }
         None => held
             .iter()
-            .filter(|s| client.allows_scope(s))
+            .filter(|s| client.allows_scope(s) && held_by_users(s))
             .map(String::as_str)
+            .chain(client.allows_scope(ACCOUNT).then_some(ACCOUNT))
             .collect(),
     };
     Ok(granted.join(" "))
@@ -77,7 +90,9 @@ pub fn still_granted(session_scope: &str, held: &str, client: &ClientSpec) -> St
     let held: Vec<&str> = held.split(' ').filter(|s| !s.is_empty()).collect();
     session_scope
         .split(' ')
-        .filter(|s| !s.is_empty() && held.contains(s) && client.allows_scope(s))
+        .filter(|s| {
+            !s.is_empty() && (held.contains(s) || !held_by_users(s)) && client.allows_scope(s)
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -139,6 +154,33 @@ mod tests {
             for_user(&client(None), Some(&scopes("read other")), &held).unwrap(),
             "read"
         );
+    }
+
+    #[test]
+    fn the_account_scope_is_the_issuers_not_a_users() {
+        let held = scopes("read");
+        // A first-party client gets it with everything else when asking for nothing...
+        assert_eq!(
+            for_user(&client(None), None, &held).unwrap(),
+            "read account"
+        );
+        // ...and only what it asks for otherwise: a token for an API need not carry it.
+        assert_eq!(
+            for_user(&client(None), Some(&scopes("read")), &held).unwrap(),
+            "read"
+        );
+        // A client with a scope list gets it only if listed.
+        let third_party = client(Some(&["read"]));
+        assert_eq!(for_user(&third_party, None, &held).unwrap(), "read");
+        assert!(for_user(&third_party, Some(&scopes("account")), &held).is_err());
+        let listed = client(Some(&["read", "account"]));
+        assert_eq!(for_user(&listed, None, &held).unwrap(), "read account");
+        // A refresh keeps it while the client may carry it, though no user holds it.
+        assert_eq!(
+            still_granted("read account", "read", &client(None)),
+            "read account"
+        );
+        assert_eq!(still_granted("read account", "read", &third_party), "read");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::json::JsonObject;
-use super::{caller, request_meta};
+use super::{account_caller, request_meta};
 use crate::config::format_timestamp;
 use crate::credentials::Password;
 use crate::error::ApiError;
@@ -61,11 +61,12 @@ fn refused(e: FlowError) -> ApiError {
     responses(
         (status = 200, description = "The caller's live sessions, newest first", body = Vec<SessionView>),
         (status = 401, description = "`invalid_token`: missing, invalid or revoked access token, or a DPoP-bound token presented as a bearer token; `invalid_dpop_proof`: its proof is missing or does not hold", body = crate::error::ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the token does not carry the `account` scope", body = crate::error::ErrorBody),
         (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
     )
 )]
 pub async fn list(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let auth = caller(&flows, &req).await?;
+    let auth = account_caller(&flows, &req).await?;
     let sessions = flows.sessions(&auth).await.map_err(refused)?;
     let views: Vec<SessionView> = sessions
         .iter()
@@ -98,6 +99,7 @@ pub async fn list(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpRespo
     responses(
         (status = 204, description = "The session is ended"),
         (status = 401, description = "`invalid_token`: missing, invalid or revoked access token, or a DPoP-bound token presented as a bearer token; `invalid_dpop_proof`: its proof is missing or does not hold", body = crate::error::ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the token does not carry the `account` scope", body = crate::error::ErrorBody),
         (status = 404, description = "No such session of the caller's (also for a malformed or another user's id)", body = crate::error::ErrorBody),
         (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
     )
@@ -107,7 +109,7 @@ pub async fn end(
     req: HttpRequest,
     sid: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = caller(&flows, &req).await?;
+    let auth = account_caller(&flows, &req).await?;
     flows.end_session(&auth, &sid).await.map_err(refused)?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -121,6 +123,7 @@ pub async fn end(
     responses(
         (status = 204, description = "Every session of the caller is ended, the current one included"),
         (status = 401, description = "`invalid_token`: missing, invalid or revoked access token, or a DPoP-bound token presented as a bearer token; `invalid_dpop_proof`: its proof is missing or does not hold", body = crate::error::ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the token does not carry the `account` scope", body = crate::error::ErrorBody),
         (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
     )
 )]
@@ -128,7 +131,7 @@ pub async fn logout_all(
     flows: web::Data<Flows>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = caller(&flows, &req).await?;
+    let auth = account_caller(&flows, &req).await?;
     flows.logout_everywhere(&auth).await.map_err(refused)?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -144,6 +147,7 @@ pub async fn logout_all(
         (status = 204, description = "Changed; every session of the user is ended"),
         (status = 400, description = "`invalid_request` (policy) or `invalid_grant` (wrong current password)", body = crate::error::ErrorBody),
         (status = 401, description = "`invalid_token`: missing, invalid or revoked access token, or a DPoP-bound token presented as a bearer token; `invalid_dpop_proof`: its proof is missing or does not hold", body = crate::error::ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the token does not carry the `account` scope", body = crate::error::ErrorBody),
         (status = 429, description = "`slow_down`: throttled; see `Retry-After`", body = crate::error::ErrorBody),
         (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
     )
@@ -153,7 +157,7 @@ pub async fn change_password(
     req: HttpRequest,
     JsonObject(body): JsonObject<PasswordBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let auth = caller(&flows, &req).await?;
+    let auth = account_caller(&flows, &req).await?;
     let meta = request_meta(&req, &flows.snapshot().config);
     flows
         .change_password(&auth, &body.current_password, &body.new_password, &meta)

@@ -243,6 +243,28 @@ pub async fn caller(flows: &Flows, req: &HttpRequest) -> Result<Authenticated, A
         })
 }
 
+/// The caller of the account API: as [`caller`], and its token must carry the `account` scope
+/// ([`crate::flows::scopes::ACCOUNT`]), else 403 `insufficient_scope` (RFC 6750 §3.1).
+pub async fn account_caller(flows: &Flows, req: &HttpRequest) -> Result<Authenticated, ApiError> {
+    let auth = caller(flows, req).await?;
+    if !auth.claims.has_scope(crate::flows::scopes::ACCOUNT) {
+        let scheme = if auth.claims.dpop_jkt().is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "the account API needs a token with the scope \"account\"",
+        )
+        .with_challenge(format!(
+            "{scheme} realm=\"latchkey\", error=\"insufficient_scope\", scope=\"account\""
+        )));
+    }
+    Ok(auth)
+}
+
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::not_found())
 }

@@ -502,3 +502,67 @@ async fn the_cli_applies_the_password_policy() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("at least 8 characters"));
 }
+
+#[tokio::test]
+async fn the_account_api_wants_the_account_scope() {
+    let app = spawn_app_with(Backend::Embedded, |c| {
+        c.text.push_str(
+            "\n[[clients]]\nid = \"partner\"\ntype = \"public\"\ngrants = [\"refresh_token\"]\nscopes = [\"read\"]\n",
+        );
+    })
+    .await;
+    app.add_user_with_scopes("alice", &["read"]).await;
+    let token_for = async |body: Value| {
+        let mut body = body;
+        body["username"] = json!("alice");
+        body["password"] = json!(PASSWORD);
+        let tokens: Value = app
+            .post_json("/auth/login", &body)
+            .await
+            .json()
+            .await
+            .unwrap();
+        text(&tokens, "access_token")
+    };
+    // A token asked for an API's scope only, and a third-party client's token.
+    let narrow = token_for(json!({"scope": "read"})).await;
+    let partner = token_for(json!({"client_id": "partner"})).await;
+    let sid = crate::helpers::claims_of(&narrow)["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for token in [&narrow, &partner] {
+        let listed = get_with(&app, "/auth/sessions", token).await;
+        assert_eq!(
+            listed.headers()["www-authenticate"],
+            "Bearer realm=\"latchkey\", error=\"insufficient_scope\", scope=\"account\""
+        );
+        assert_error(listed, StatusCode::FORBIDDEN, "insufficient_scope").await;
+        let ended = delete_session(&app, token, &sid).await;
+        assert_error(ended, StatusCode::FORBIDDEN, "insufficient_scope").await;
+        let all = app
+            .client
+            .post(app.url("/auth/logout-all"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_error(all, StatusCode::FORBIDDEN, "insufficient_scope").await;
+        let password = app
+            .client
+            .post(app.url("/auth/password"))
+            .bearer_auth(token)
+            .json(&json!({"current_password": PASSWORD, "new_password": "a new password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_error(password, StatusCode::FORBIDDEN, "insufficient_scope").await;
+        // Who the token is for is still answered.
+        assert_eq!(app.userinfo(token).await.status(), StatusCode::OK);
+    }
+    // Asked for explicitly, or by a first-party login asking nothing: served.
+    let asked = token_for(json!({"scope": "read account"})).await;
+    assert_eq!(sessions(&app, &asked).await.len(), 3);
+    let first_party = token_for(json!({})).await;
+    assert_eq!(sessions(&app, &first_party).await.len(), 4);
+}

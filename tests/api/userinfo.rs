@@ -57,7 +57,7 @@ async fn issued_token_carries_rfc9068_claims() {
         claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
         900
     );
-    assert!(claims.get("scope").is_none());
+    assert_eq!(claims["scope"], "account");
     assert_eq!(app.userinfo(&access).await.status(), StatusCode::OK);
 }
 

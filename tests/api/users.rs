@@ -160,7 +160,7 @@ async fn scopes_are_what_the_user_holds_and_the_client_may_carry(backend: Backen
 
     // No scope asked: all the user holds (first-party client), or of it what the client may carry.
     let all: Value = login(&app, json!({})).await.json().await.unwrap();
-    assert_eq!(scope_of(&all), "read write admin");
+    assert_eq!(scope_of(&all), "read write admin account");
     let web: Value = login(&app, json!({"client_id": "web"}))
         .await
         .json()
@@ -228,7 +228,7 @@ async fn scopes_are_what_the_user_holds_and_the_client_may_carry(backend: Backen
         .json()
         .await
         .unwrap();
-    assert_eq!(scope_of(&first_party), "read admin");
+    assert_eq!(scope_of(&first_party), "read admin account");
     // Given back, it returns within what the session was granted.
     ok(&cli(
         &["users", "grant", "alice", "write"],
@@ -331,7 +331,7 @@ async fn the_cli_manages_a_users_lifecycle_while_the_server_runs(backend: Backen
         .json()
         .await
         .unwrap();
-    assert_eq!(scope_of(&tokens), "reports:read");
+    assert_eq!(scope_of(&tokens), "reports:read account");
     let info: Value = app
         .userinfo(&text(&tokens, "access_token"))
         .await
@@ -390,7 +390,7 @@ async fn the_cli_manages_a_users_lifecycle_while_the_server_runs(backend: Backen
         .json()
         .await
         .unwrap();
-    assert_eq!(scope_of(&reborn), "", "a new bob inherits no scope");
+    assert_eq!(scope_of(&reborn), "account", "a new bob inherits no scope");
     let info: Value = app
         .userinfo(&text(&reborn, "access_token"))
         .await

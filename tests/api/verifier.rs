@@ -422,7 +422,7 @@ async fn the_example_resource_server_answers_401_403_and_200() {
     // A real token of a user who holds users:admin.
     issuer.add_user_with_scopes("root", &["users:admin"]).await;
     let admin = text(&issuer.login_ok("root").await, "access_token");
-    assert_eq!(claims_of(&admin)["scope"], "users:admin");
+    assert_eq!(claims_of(&admin)["scope"], "users:admin account");
     let service = actix_test::init_service(
         App::new()
             .app_data(actix_web::web::Data::new(verifier_for(&issuer)))
