@@ -12,6 +12,10 @@
 //   const response = await auth.fetch("/api/things");   // Bearer added, refreshed as needed
 //   await auth.logout();
 //
+// `auth.fetch` adds the token only to requests for the page's own origin, the issuer's and the
+// origins listed in `apiOrigins`; a request anywhere else is refused before it is sent, so the
+// token never leaks to a third party.
+//
 // With `dpop: true` (for clients registered with `require_dpop`), every token is bound to a
 // non-extractable WebCrypto P-256 key (RFC 9449): the page can sign with it but no script can
 // read it, so a stolen access token or cookie is useless elsewhere. The key is kept in
@@ -65,8 +69,15 @@ async function proof(key, method, url, accessToken, nonce) {
   return `${signed}.${b64url(signature)}`;
 }
 
-export function createClient({ issuer = "", clientId, refreshBeforeSeconds = 30, onChange, dpop = false } = {}) {
+export function createClient({
+  issuer = "", clientId, refreshBeforeSeconds = 30, onChange, dpop = false, apiOrigins = [],
+} = {}) {
   if (!clientId) throw new Error("latchkey: clientId is required");
+  const tokenOrigins = new Set([
+    location.origin,
+    new URL(issuer || location.href, location.href).origin,
+    ...apiOrigins.map((o) => new URL(o).origin),
+  ]);
   let token = null; // { value, type (Bearer | DPoP), expiresAt (ms), scope }
   let timer = null;
   let nonce = null; // the server's latest DPoP-Nonce
@@ -170,15 +181,21 @@ export function createClient({ issuer = "", clientId, refreshBeforeSeconds = 30,
     /** `fetch` with the access token (and its proof when bound): refreshed shortly before
      *  expiry, and once after a 401. */
     async fetch(input, init = {}) {
+      const url = new URL(typeof input === "string" || input instanceof URL ? input : input.url,
+        location.href);
+      if (!tokenOrigins.has(url.origin)) {
+        throw new Error(`latchkey: auth.fetch sends the access token only to this page's origin, ` +
+          `the issuer's and apiOrigins; not to ${url.origin} (use fetch for it)`);
+      }
       if (!token || token.expiresAt - Date.now() < refreshBeforeSeconds * 1000) await refresh();
       const call = async () => {
-        const headers = { ...(init.headers || {}) };
+        const headers = new Headers(init.headers || (input instanceof Request ? input.headers : {}));
         if (token?.type === "DPoP") {
-          const url = typeof input === "string" ? input : input.url;
-          headers.authorization = `DPoP ${token.value}`;
-          headers.dpop = await proof(await key, (init.method || "GET").toUpperCase(), url, token.value);
+          headers.set("authorization", `DPoP ${token.value}`);
+          headers.set("dpop", await proof(await key, (init.method || "GET").toUpperCase(),
+            url.href, token.value));
         } else {
-          headers.authorization = `Bearer ${token?.value}`;
+          headers.set("authorization", `Bearer ${token?.value}`);
         }
         return fetch(input, { ...init, headers });
       };

