@@ -11,7 +11,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::keys::schedule::schedule_warnings;
 use crate::keys::{KeyError, KeyRing};
-use crate::state::{LiveState, Snapshot, keep_restart_only_fields};
+use crate::state::{LiveState, ReloadChanges, Snapshot, keep_restart_only_fields};
 use crate::store::{SharedStore, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,16 +32,37 @@ pub async fn reload(
     clock: &Clock,
     path: &Path,
 ) -> Result<Vec<String>, ReloadError> {
-    let mut config = Config::load(path)?;
+    let (changes, warnings) = reload_changes(state, store, clock, path).await?;
+    let mut all = changes.warnings();
+    all.extend(warnings);
+    Ok(all)
+}
+
+/// As [`reload`], saying which settings it applied and which it kept for a restart, apart from
+/// the warnings of the schedule check. The files are read off the async runtime.
+pub async fn reload_changes(
+    state: &LiveState,
+    store: &dyn Store,
+    clock: &Clock,
+    path: &Path,
+) -> Result<(ReloadChanges, Vec<String>), ReloadError> {
     let running = state.current();
-    let mut warnings = keep_restart_only_fields(&running.config, &mut config);
-    let keys = KeyRing::load(&config)?;
+    let path = path.to_owned();
+    let loaded = tokio::task::spawn_blocking(move || -> Result<_, ReloadError> {
+        let mut config = Config::load(&path)?;
+        let changes = keep_restart_only_fields(&running.config, &mut config);
+        let keys = KeyRing::load(&config)?;
+        Ok((config, keys, changes))
+    })
+    .await
+    .map_err(|e| ReloadError::Config(ConfigError::one(format!("reading the config: {e}"))))?;
+    let (config, keys, changes) = loaded?;
     if keys.active(clock.now_ms()).is_none() {
         return Err(ReloadError::NoActiveKey);
     }
     state.replace(Snapshot::new(config, keys));
-    warnings.extend(publish_and_check(state, store, clock).await.warnings);
-    Ok(warnings)
+    let warnings = publish_and_check(state, store, clock).await.warnings;
+    Ok((changes, warnings))
 }
 
 /// What [`publish_and_check`] found.
@@ -127,21 +148,37 @@ pub async fn watch(
             tokio::time::sleep(poll).await;
             false
         };
-        let current = fingerprint(&path);
+        // Reading and hashing the files is blocking work: off the async runtime.
+        let watched = path.clone();
+        let Ok(current) = tokio::task::spawn_blocking(move || fingerprint(&watched)).await else {
+            continue;
+        };
         if !forced && current == last {
             continue;
         }
         last = current;
-        match reload(&state, store.as_ref(), &clock, &path).await {
-            Ok(warnings) => {
+        match reload_changes(&state, store.as_ref(), &clock, &path).await {
+            Ok((changes, warnings)) => {
                 let snapshot = state.current();
                 let now = clock.now_ms();
+                let clients: Vec<&str> = snapshot
+                    .config
+                    .clients
+                    .iter()
+                    .map(|c| c.id.as_str())
+                    .collect();
                 tracing::info!(
-                    event = "keys.reloaded",
+                    event = "config.reloaded",
+                    applied = %changes.applied.join(", "),
+                    waiting_for_restart = %changes.kept.join(", "),
                     keys = snapshot.config.keys.len(),
                     signing = snapshot.keys.active(now).map(|k| k.kid()).unwrap_or("-"),
+                    clients = %clients.join(", "),
                     "config reloaded"
                 );
+                for warning in changes.warnings() {
+                    tracing::warn!(event = "config.restart_needed", "{warning}");
+                }
                 for warning in warnings {
                     tracing::warn!(event = "keys.schedule_warning", "{warning}");
                 }

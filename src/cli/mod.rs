@@ -17,7 +17,7 @@ use crate::credentials::{MAX_PASSWORD_BYTES, Password, PasswordHasher};
 use crate::keys::schedule::schedule_warnings;
 use crate::keys::{self, KeyRing, files, key_state};
 use crate::startup::Application;
-use crate::state::{RESTART_ONLY, RUNNING_VALUES_META, RestartOnlyValues};
+use crate::state::{Applies, RUNNING_VALUES_META, RestartOnlyValues, paths};
 use crate::store;
 
 #[derive(Parser, Debug)]
@@ -335,11 +335,12 @@ async fn config_check(path: &Path, strict: bool) -> Result<(), CliError> {
             if let Ok(Some(running)) = store.get_meta(RUNNING_VALUES_META).await
                 && let Ok(running) = serde_json::from_str::<RestartOnlyValues>(&running)
             {
+                let restart_only: Vec<&str> = paths(Applies::Restart).collect();
                 for field in running.changes(&RestartOnlyValues::of(&config)) {
                     warnings.push(format!(
                         "{field} differs from the running server's; it takes effect only after a \
                          restart (restart-only: {})",
-                        RESTART_ONLY.join(", ")
+                        restart_only.join(", ")
                     ));
                 }
             }

@@ -29,6 +29,8 @@ pub struct Config {
     pub issuer: String,
     /// The socket address the server binds.
     pub listen: SocketAddr,
+    /// An `http://` issuer off loopback was allowed (it only decides whether `issuer` passes).
+    pub allow_insecure_issuer: bool,
     pub tokens: TokenSettings,
     pub store: StoreSettings,
     pub jwks: JwksSettings,
@@ -150,6 +152,20 @@ pub struct RedisOptions {
     pub tls_ca_file: Option<PathBuf>,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+}
+
+impl RedisOptions {
+    /// What tells two sets of options apart without showing the password.
+    pub fn fingerprint(&self) -> String {
+        let password = self.password.as_deref().map(|p| {
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, p.as_bytes());
+            crate::encoding::hex(&d.as_ref()[..16])
+        });
+        format!(
+            "{password:?} {:?} {:?} {:?} {:?}",
+            self.password_file, self.tls_ca_file, self.tls_cert_file, self.tls_key_file
+        )
+    }
 }
 
 impl fmt::Debug for RedisOptions {
@@ -309,7 +325,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn one(problem: String) -> Self {
+    pub fn one(problem: String) -> Self {
         ConfigError {
             problems: vec![problem],
         }
@@ -806,6 +822,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         issuer,
         listen,
+        allow_insecure_issuer: raw.allow_insecure_issuer,
         tokens,
         store: StoreSettings {
             url,
