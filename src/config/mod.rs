@@ -1,23 +1,40 @@
 //! The configuration: TOML read once, environment overrides applied, then validated into a typed
 //! [`Config`] or refused with one line per problem, each naming the field.
 
-use std::collections::HashSet;
-use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use raw::{RawConfig, RawPasswords, apply_env};
+use raw::{RawConfig, apply_env};
 
 use crate::clock::UnixMs;
 
 pub mod clients;
+mod demo;
+mod dpop;
+mod jwks;
+mod keys;
+mod limits;
+mod operations;
+mod passwords;
 mod raw;
+mod server;
+mod store;
+mod tokens;
+mod users;
 
 pub use clients::{ClientKind, ClientSpec, DEFAULT_CLIENT_ID, GrantType, RefreshDelivery};
-
-/// The largest argon2 memory cost accepted (1 GiB), in the config and in stored hashes.
-pub const MAX_ARGON2_MEMORY_KIB: u32 = 1024 * 1024;
+pub use demo::DemoSettings;
+pub use dpop::DpopSettings;
+pub use jwks::JwksSettings;
+pub use keys::{Alg, KeySpec};
+pub use limits::LimitSettings;
+pub use operations::{LogFormat, MetricsSettings, ShutdownSettings};
+pub use passwords::{MAX_ARGON2_MEMORY_KIB, PasswordSettings, default_hashing_threads};
+pub use server::ForwardedHeader;
+pub use store::{Durability, RedisOptions, StoreSettings};
+pub use tokens::TokenSettings;
+pub use users::UserSettings;
 
 /// Where the config is read from when neither `-c` nor `LATCHKEY_CONFIG` names a file.
 pub const DEFAULT_PATH: &str = "config/latchkey.toml";
@@ -54,267 +71,6 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The one forwarding header the trusted proxies set; the other kind is ignored.
     pub forwarded_header: ForwardedHeader,
-}
-
-/// Which header a trusted proxy reports the client's address in. Only one is read: a proxy
-/// that appends to one passes the other through as the client wrote it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ForwardedHeader {
-    /// `X-Forwarded-For: client, proxy1, …` (nginx, HAProxy, cloud load balancers).
-    XForwardedFor,
-    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
-    Forwarded,
-}
-
-/// SIGTERM/SIGINT: not ready at once, serving for `delay`, then the listener closes and
-/// in-flight requests get up to `drain_timeout`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ShutdownSettings {
-    pub delay: Duration,
-    pub drain_timeout: Duration,
-}
-
-/// DPoP proofs at the token endpoints (RFC 9449): how fresh they must be, and server nonces.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DpopSettings {
-    pub proof_max_age: Duration,
-    pub proof_leeway: Duration,
-    pub nonce_lifetime: Duration,
-    pub nonce_secret_file: Option<PathBuf>,
-    /// The embedded store's replay memory: proofs remembered at most.
-    pub max_remembered_proofs: usize,
-}
-
-impl DpopSettings {
-    pub fn freshness(&self) -> latchkey_verify::dpop::Freshness {
-        latchkey_verify::dpop::Freshness {
-            max_age: self.proof_max_age,
-            leeway: self.proof_leeway,
-        }
-    }
-}
-
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
-
-/// The demo SPA at `/demo/` (off by default).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DemoSettings {
-    pub enabled: bool,
-    /// The cookie client the demo logs in as.
-    pub client_id: String,
-}
-
-/// Accounts: self-registration and the password policy (NIST SP 800-63B: a minimum length, a
-/// maximum of 1,024 bytes, no composition rules).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UserSettings {
-    /// `POST /auth/register` is served.
-    pub allow_registration: bool,
-    /// In characters (Unicode scalar values).
-    pub min_password_length: u32,
-}
-
-#[derive(Clone, Debug)]
-pub struct TokenSettings {
-    pub access_ttl: Duration,
-    /// Absolute lifetime of a login session (a refresh family).
-    pub refresh_ttl: Duration,
-    /// A refresh token unused this long is dead.
-    pub refresh_idle_ttl: Duration,
-    /// How long a consumed refresh token still yields its successor (racing tabs).
-    pub reuse_grace: Duration,
-    /// Clock skew tolerated when checking `exp`/`nbf`, and added to each key's publication.
-    pub leeway: Duration,
-    pub audience: Vec<String>,
-}
-
-#[derive(Clone)]
-pub struct StoreSettings {
-    /// May carry a password (`redis://:secret@host`), so it never reaches `Debug`.
-    pub url: String,
-    /// The embedded store's commit durability (Redis keeps its own settings).
-    pub durability: Durability,
-    pub redis: RedisOptions,
-}
-
-/// How to reach Redis beyond its URL: a password kept out of the URL, and TLS material.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct RedisOptions {
-    /// Replaces a password in the URL. Never logged.
-    pub password: Option<String>,
-    pub password_file: Option<PathBuf>,
-    pub tls_ca_file: Option<PathBuf>,
-    pub tls_cert_file: Option<PathBuf>,
-    pub tls_key_file: Option<PathBuf>,
-}
-
-impl RedisOptions {
-    /// What tells two sets of options apart without showing the password.
-    pub fn fingerprint(&self) -> String {
-        let password = self.password.as_deref().map(|p| {
-            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, p.as_bytes());
-            crate::encoding::hex(&d.as_ref()[..16])
-        });
-        format!(
-            "{password:?} {:?} {:?} {:?} {:?}",
-            self.password_file, self.tls_ca_file, self.tls_cert_file, self.tls_key_file
-        )
-    }
-}
-
-impl fmt::Debug for RedisOptions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisOptions")
-            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
-            .field("password_file", &self.password_file)
-            .field("tls_ca_file", &self.tls_ca_file)
-            .field("tls_cert_file", &self.tls_cert_file)
-            .field("tls_key_file", &self.tls_key_file)
-            .finish()
-    }
-}
-
-/// When an embedded-store commit counts as done.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    /// Synced to disk before the answer (`synchronous = FULL`): survives power loss.
-    Fsync,
-    /// Written to the WAL before the answer, synced at checkpoints (`synchronous = NORMAL`):
-    /// survives a killed or crashed process, may lose the last moments on power loss.
-    Process,
-}
-
-impl fmt::Debug for StoreSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = self.url.split("://").next().unwrap_or("");
-        f.debug_struct("StoreSettings")
-            .field("url", &format_args!("{scheme}://<hidden>"))
-            .field("durability", &self.durability)
-            .field("redis", &self.redis)
-            .finish()
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct JwksSettings {
-    /// `Cache-Control: max-age` of the JWKS document.
-    pub max_age: Duration,
-    /// `Cache-Control: stale-if-error`: how long resource servers may keep using a cached JWKS
-    /// while the issuer is unreachable.
-    pub stale_if_error: Duration,
-}
-
-/// argon2id cost. The defaults are OWASP's (19 MiB, 2 passes, 1 lane); tests lower them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PasswordSettings {
-    pub memory_kib: u32,
-    pub iterations: u32,
-    pub parallelism: u32,
-    /// Hashes computed at once; the rest queue, so a login flood cannot exhaust memory.
-    pub max_concurrent: usize,
-}
-
-impl Default for PasswordSettings {
-    fn default() -> Self {
-        let raw = RawPasswords::default();
-        PasswordSettings {
-            memory_kib: raw.memory_kib,
-            iterations: raw.iterations,
-            parallelism: raw.parallelism,
-            max_concurrent: default_hashing_threads(),
-        }
-    }
-}
-
-/// One hashing thread per core but one: a login storm keeps a core free for refreshes and the
-/// rest of the API, and resident memory stays at `memory_kib` per thread.
-pub fn default_hashing_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get().saturating_sub(1))
-        .max(1)
-}
-
-/// Login throttling, per instance (see [`crate::limits`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LimitSettings {
-    pub window: Duration,
-    /// Login attempts one client IP may make per window.
-    pub login_attempts_per_ip: u32,
-    /// Failed logins one (username, client IP) pair may make per window.
-    pub failed_logins_per_user_ip: u32,
-    /// Failures after which a username is locked, with exponential back-off, except for IPs it
-    /// has a live session from.
-    pub failed_logins_per_user: u32,
-    /// The longest lock the back-off reaches.
-    pub max_lockout: Duration,
-    /// Refused requests (bad tokens, bad client credentials) one client IP may make per window
-    /// to `/auth/refresh` and `/oauth/token` before it is refused outright.
-    pub failed_token_requests_per_ip: u32,
-    /// All requests one client IP may make per window to those endpoints; 0: no such limit
-    /// (clients behind one NAT address share it).
-    pub token_requests_per_ip: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Alg {
-    ES256,
-    RS256,
-}
-
-impl Alg {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Alg::ES256 => "ES256",
-            Alg::RS256 => "RS256",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Alg> {
-        match s {
-            "ES256" => Some(Alg::ES256),
-            "RS256" => Some(Alg::RS256),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Alg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct KeySpec {
-    pub kid: String,
-    pub alg: Alg,
-    pub path: PathBuf,
-    /// Starts signing at (inclusive).
-    pub not_before: UnixMs,
-    /// Stops signing at (exclusive).
-    pub not_after: UnixMs,
-    /// Emergency switch: unpublished at once, its tokens stop verifying.
-    pub revoked: bool,
-    /// Dev convenience: a missing file is generated at start, with a loud warning.
-    pub generate_if_missing: bool,
-    /// The environment variable holding the passphrase of an encrypted key file.
-    pub passphrase_env: Option<String>,
-}
-
-impl KeySpec {
-    /// The one rule for how long a key stays in the JWKS: `not_after + publish_tail`, where the
-    /// tail is `access_ttl + leeway` ([`Config::publish_tail`]): a token signed at the last
-    /// instant of the key's window stays verifiable until it expires.
-    pub fn published_until(&self, publish_tail: Duration) -> UnixMs {
-        self.not_after
-            .saturating_add(crate::clock::duration_ms(publish_tail))
-    }
 }
 
 /// Why a config was refused: one line per problem.
@@ -490,345 +246,57 @@ pub fn format_timestamp(ms: UnixMs) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
+/// A duration field: positive (or zero where `zero_ok`), else a problem naming the field.
+pub(super) fn duration(
+    problems: &mut Vec<String>,
+    field: &str,
+    value: &str,
+    zero_ok: bool,
+) -> Duration {
+    match parse_duration(field, value) {
+        Ok(d) if d.is_zero() && !zero_ok => {
+            problems.push(format!("{field}: must be greater than zero"));
+            d
+        }
+        Ok(d) => d,
+        Err(p) => {
+            problems.push(p);
+            Duration::ZERO
+        }
+    }
+}
+
+/// Each section validates itself (its file in this folder); problems are collected, not
+/// stopped at.
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
-    let mut duration = |field: &str, value: &str| -> Duration {
-        match parse_duration(field, value) {
-            Ok(d)
-                if d.is_zero()
-                    && !["tokens.reuse_grace", "tokens.leeway", "shutdown.delay"]
-                        .contains(&field) =>
-            {
-                problems.push(format!("{field}: must be greater than zero"));
-                d
-            }
-            Ok(d) => d,
-            Err(p) => {
-                problems.push(p);
-                Duration::ZERO
-            }
-        }
-    };
-    let tokens = TokenSettings {
-        access_ttl: duration("tokens.access_ttl", &raw.tokens.access_ttl),
-        refresh_ttl: duration("tokens.refresh_ttl", &raw.tokens.refresh_ttl),
-        refresh_idle_ttl: duration("tokens.refresh_idle_ttl", &raw.tokens.refresh_idle_ttl),
-        reuse_grace: duration("tokens.reuse_grace", &raw.tokens.reuse_grace),
-        leeway: duration("tokens.leeway", &raw.tokens.leeway),
-        audience: raw.tokens.audience,
-    };
-    let jwks = JwksSettings {
-        max_age: duration("jwks.max_age", &raw.jwks.max_age),
-        stale_if_error: duration("jwks.stale_if_error", &raw.jwks.stale_if_error),
-    };
-    let limits = LimitSettings {
-        window: duration("limits.window", &raw.limits.window),
-        login_attempts_per_ip: raw.limits.login_attempts_per_ip,
-        failed_logins_per_user_ip: raw.limits.failed_logins_per_user_ip,
-        failed_logins_per_user: raw.limits.failed_logins_per_user,
-        max_lockout: duration("limits.max_lockout", &raw.limits.max_lockout),
-        failed_token_requests_per_ip: raw.limits.failed_token_requests_per_ip,
-        token_requests_per_ip: raw.limits.token_requests_per_ip,
-    };
-    let shutdown = ShutdownSettings {
-        delay: duration("shutdown.delay", &raw.shutdown.delay),
-        drain_timeout: duration("shutdown.drain_timeout", &raw.shutdown.drain_timeout),
-    };
-    let dpop = DpopSettings {
-        proof_max_age: duration("dpop.proof_max_age", &raw.dpop.proof_max_age),
-        proof_leeway: duration("dpop.proof_leeway", &raw.dpop.proof_leeway),
-        nonce_lifetime: duration("dpop.nonce_lifetime", &raw.dpop.nonce_lifetime),
-        nonce_secret_file: raw.dpop.nonce_secret_file,
-        max_remembered_proofs: raw.dpop.max_remembered_proofs,
-    };
-    if !(1..=10_000_000).contains(&dpop.max_remembered_proofs) {
-        problems.push("dpop.max_remembered_proofs: must be 1..=10000000".into());
-    }
-    if dpop.proof_max_age > Duration::from_secs(600) {
-        problems.push("dpop.proof_max_age: at most 10m; proofs are meant to be fresh".into());
-    }
-    if limits.failed_token_requests_per_ip == 0 {
-        problems.push("limits.failed_token_requests_per_ip: must be greater than zero".into());
-    }
-
-    if tokens.refresh_idle_ttl > tokens.refresh_ttl {
-        problems.push("tokens.refresh_idle_ttl: must not exceed tokens.refresh_ttl".into());
-    }
-    if tokens.access_ttl >= tokens.refresh_idle_ttl && !tokens.refresh_idle_ttl.is_zero() {
-        problems.push("tokens.access_ttl: must be shorter than tokens.refresh_idle_ttl".into());
-    }
-    if tokens.reuse_grace > Duration::from_secs(300) {
-        problems
-            .push("tokens.reuse_grace: at most 5m; longer windows weaken theft detection".into());
-    }
-    if tokens.audience.is_empty() || tokens.audience.iter().any(|a| a.trim().is_empty()) {
-        problems.push("tokens.audience: needs at least one non-empty audience".into());
-    }
-
-    let issuer = raw.issuer.trim_end_matches('/').to_owned();
-    if !(issuer.starts_with("https://") || issuer.starts_with("http://"))
-        || issuer.contains(['?', '#', ' '])
-    {
-        problems.push(format!(
-            "issuer: {issuer:?} must be an http(s) URL without query or fragment"
-        ));
-    }
-    if issuer.starts_with("http://") && !raw.allow_insecure_issuer && !is_loopback_url(&issuer) {
-        problems.push(format!(
-            "issuer: {issuer:?} is not https; tokens and cookies would travel in clear. Use the \
-             public https URL (TLS may end at a proxy), or set allow_insecure_issuer = true"
-        ));
-    }
-    let metrics_listen = match raw.metrics.listen.as_deref().map(str::parse::<SocketAddr>) {
-        None => None,
-        Some(Ok(addr)) => Some(addr),
-        Some(Err(_)) => {
-            problems.push("metrics.listen: must be IP:PORT, e.g. \"127.0.0.1:9100\"".into());
-            None
-        }
-    };
-    let metrics_on_main_listener = raw.metrics.on_main_listener;
-    let log_format = match raw.log.format.as_str() {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => {
-            problems.push(format!(
-                "log.format: {other:?} must be \"text\" or \"json\""
-            ));
-            LogFormat::Text
-        }
-    };
-    let listen = match raw.listen.parse::<SocketAddr>() {
-        Ok(a) => a,
-        Err(_) => {
-            problems.push(format!(
-                "listen: {:?} must be IP:PORT, e.g. \"127.0.0.1:8080\"",
-                raw.listen
-            ));
-            SocketAddr::from(([127, 0, 0, 1], 0))
-        }
-    };
-
-    let url = raw.store.url;
-    let scheme = url.split("://").next().unwrap_or_default();
-    if !url.contains("://")
-        || !matches!(
-            scheme,
-            "sqlite" | "redis" | "rediss" | "redis+cluster" | "redis+sentinel"
-        )
-    {
-        problems.push(
-            "store.url: must start with sqlite://, redis://, rediss://, redis+cluster:// or \
-             redis+sentinel://"
-                .into(),
-        );
-    } else if scheme == "redis+sentinel"
-        && url
-            .trim_start_matches("redis+sentinel://")
-            .split('/')
-            .nth(1)
-            .is_none_or(str::is_empty)
-    {
-        problems.push(
-            "store.url: redis+sentinel://S1:P1,S2:P2/MASTER names the master after the hosts"
-                .into(),
-        );
-    } else if scheme == "redis+cluster"
-        && url
-            .trim_start_matches("redis+cluster://")
-            .trim_end_matches('/')
-            .contains('/')
-    {
-        problems.push(
-            "store.url: redis+cluster://H1:P1,H2:P2 takes no database (a cluster has one)".into(),
-        );
-    } else if scheme == "sqlite" && url.trim_start_matches("sqlite://").is_empty() {
-        problems
-            .push("store.url: sqlite:// needs a file path, e.g. sqlite://data/latchkey.db".into());
-    }
-
-    let redis = RedisOptions {
-        password: raw.store.password,
-        password_file: raw.store.password_file,
-        tls_ca_file: raw.store.tls_ca_file,
-        tls_cert_file: raw.store.tls_cert_file,
-        tls_key_file: raw.store.tls_key_file,
-    };
-    if redis.password.is_some() && redis.password_file.is_some() {
-        problems.push("store.password and store.password_file: set one, not both".into());
-    }
-    if redis.tls_cert_file.is_some() != redis.tls_key_file.is_some() {
-        problems.push("store.tls_cert_file and store.tls_key_file go together".into());
-    }
-    if scheme != "rediss" && (redis.tls_ca_file.is_some() || redis.tls_cert_file.is_some()) {
-        problems.push("store.tls_*: only for a rediss:// store.url".into());
-    }
-    let durability = match raw.store.durability.as_str() {
-        "fsync" => Durability::Fsync,
-        "process" => Durability::Process,
-        other => {
-            problems.push(format!(
-                "store.durability: {other:?} must be fsync (survives power loss) or process \
-                 (survives crashes)"
-            ));
-            Durability::Fsync
-        }
-    };
-    let p = raw.passwords;
-    let before = problems.len();
-    // Bounded so a typo cannot abort the server or make every login allocate gigabytes.
-    let mut bounded = |field: &str, value: u64, min: u64, max: u64| {
-        if !(min..=max).contains(&value) {
-            problems.push(format!(
-                "passwords.{field}: {value} is outside {min}..={max}"
-            ));
-        }
-    };
-    bounded(
-        "memory_kib",
-        u64::from(p.memory_kib),
-        8 * u64::from(p.parallelism.max(1)),
-        u64::from(MAX_ARGON2_MEMORY_KIB),
-    );
-    bounded("iterations", u64::from(p.iterations), 1, 64);
-    bounded("parallelism", u64::from(p.parallelism), 1, 16);
-    let max_concurrent = p.max_concurrent.unwrap_or_else(default_hashing_threads);
-    bounded("max_concurrent", max_concurrent as u64, 1, 256);
-    // Within the bounds, argon2 itself has the last word on the combination.
-    if problems.len() == before
-        && let Err(e) = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, None)
-    {
-        problems.push(format!("passwords: invalid argon2 parameters: {e}"));
-    }
-    let passwords = PasswordSettings {
-        memory_kib: p.memory_kib,
-        iterations: p.iterations,
-        parallelism: p.parallelism,
-        max_concurrent,
-    };
-
-    if limits.login_attempts_per_ip == 0
-        || limits.failed_logins_per_user == 0
-        || limits.failed_logins_per_user_ip == 0
-    {
-        problems.push(
-            "limits: login_attempts_per_ip, failed_logins_per_user_ip and failed_logins_per_user \
-             must be at least 1"
-                .into(),
-        );
-    }
-    if limits.max_lockout < limits.window {
-        problems.push("limits.max_lockout: must be at least limits.window".into());
-    }
-
-    let mut keys = Vec::new();
-    let mut kids = HashSet::new();
-    for (i, k) in raw.keys.into_iter().enumerate() {
-        let at = format!("keys[{i}]");
-        if !valid_identifier(&k.kid) {
-            problems.push(format!(
-                "{at}.kid: {:?} must be 1-64 characters of A-Z a-z 0-9 . _ -",
-                k.kid
-            ));
-        } else if !kids.insert(k.kid.clone()) {
-            problems.push(format!("{at}.kid: {:?} appears twice", k.kid));
-        }
-        let alg = Alg::parse(&k.alg).unwrap_or_else(|| {
-            problems.push(format!("{at}.alg: {:?} must be ES256 or RS256", k.alg));
-            Alg::ES256
-        });
-        let not_before = parse_timestamp(&format!("{at}.not_before"), &k.not_before)
-            .unwrap_or_else(|p| {
-                problems.push(p);
-                0
-            });
-        let not_after =
-            parse_timestamp(&format!("{at}.not_after"), &k.not_after).unwrap_or_else(|p| {
-                problems.push(p);
-                0
-            });
-        if not_after <= not_before {
-            problems.push(format!("{at}.not_after: must be later than not_before"));
-        }
-        keys.push(KeySpec {
-            kid: k.kid,
-            alg,
-            path: k.path,
-            not_before,
-            not_after,
-            revoked: k.revoked,
-            generate_if_missing: k.generate_if_missing,
-            passphrase_env: k.passphrase_env,
-        });
-    }
-    if keys.iter().all(|k| k.revoked) {
-        problems.push("keys: at least one [[keys]] entry that is not revoked is needed".into());
-    }
-
-    let users = UserSettings {
-        allow_registration: raw.users.allow_registration,
-        min_password_length: raw.users.min_password_length,
-    };
-    if !(1..=256).contains(&users.min_password_length) {
-        problems.push("users.min_password_length: must be 1..=256".into());
-    }
-    let mut trusted_proxies = Vec::new();
-    for (i, cidr) in raw.trusted_proxies.iter().enumerate() {
-        // A bare address is a /32 (or /128).
-        let parsed = cidr
-            .parse::<ipnet::IpNet>()
-            .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-        match parsed {
-            Ok(net) => trusted_proxies.push(net),
-            Err(_) => problems.push(format!(
-                "trusted_proxies[{i}]: {cidr:?} is not an IP address or CIDR (e.g. \"10.0.0.0/8\")"
-            )),
-        }
-    }
-
-    let forwarded_header = match raw.forwarded_header.to_ascii_lowercase().as_str() {
-        "x-forwarded-for" => ForwardedHeader::XForwardedFor,
-        "forwarded" => ForwardedHeader::Forwarded,
-        other => {
-            problems.push(format!(
-                "forwarded_header: {other:?} must be x-forwarded-for or forwarded (RFC 7239)"
-            ));
-            ForwardedHeader::XForwardedFor
-        }
-    };
-
+    let server = server::validate(&raw, &mut problems);
+    let tokens = tokens::validate(raw.tokens, &mut problems);
+    let jwks = jwks::validate(raw.jwks, &mut problems);
+    let limits = limits::validate(raw.limits, &mut problems);
+    let shutdown = operations::validate_shutdown(raw.shutdown, &mut problems);
+    let dpop = dpop::validate(raw.dpop, &mut problems);
+    let metrics = operations::validate_metrics(raw.metrics, &mut problems);
+    let log_format = operations::validate_log(raw.log, &mut problems);
+    let store = store::validate(raw.store, &mut problems);
+    let passwords = passwords::validate(raw.passwords, &mut problems);
+    let keys = keys::validate(raw.keys, &mut problems);
+    let users = users::validate(raw.users, &mut problems);
     let mut clients = clients::validate(raw.clients, &mut problems);
     if !clients.iter().any(|c| c.id == DEFAULT_CLIENT_ID) {
         clients.push(ClientSpec::default_client());
     }
-    let demo = DemoSettings {
-        enabled: raw.demo.enabled,
-        client_id: raw.demo.client_id,
-    };
-    if demo.enabled
-        && !clients
-            .iter()
-            .any(|c| c.id == demo.client_id && c.refresh_delivery == RefreshDelivery::Cookie)
-    {
-        problems.push(format!(
-            "demo.client_id: {:?} must name a client with refresh_delivery = \"cookie\"",
-            demo.client_id
-        ));
-    }
+    let demo = demo::validate(raw.demo, &clients, &mut problems);
 
     if !problems.is_empty() {
         return Err(ConfigError { problems });
     }
     Ok(Config {
-        issuer,
-        listen,
+        issuer: server.issuer,
+        listen: server.listen,
         allow_insecure_issuer: raw.allow_insecure_issuer,
         tokens,
-        store: StoreSettings {
-            url,
-            durability,
-            redis,
-        },
+        store,
         jwks,
         passwords,
         limits,
@@ -836,28 +304,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         clients,
         users,
         demo,
-        metrics_listen,
-        metrics_on_main_listener,
+        metrics_listen: metrics.listen,
+        metrics_on_main_listener: metrics.on_main_listener,
         log_format,
         shutdown,
         dpop,
-        trusted_proxies,
-        forwarded_header,
+        trusted_proxies: server.trusted_proxies,
+        forwarded_header: server.forwarded_header,
     })
-}
-
-/// `http://localhost…`, `http://127.x.x.x…`, `http://[::1]…`: development on one machine.
-fn is_loopback_url(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Key ids and client ids: 1-64 characters of `A-Z a-z 0-9 . _ -`, safe in headers and logs.

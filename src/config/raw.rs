@@ -1,10 +1,9 @@
-//! The config file's shape, field by field, with its defaults and the environment overrides.
+//! The config file's top level (each section's fields, defaults and validation are in that
+//! section's file beside this one), and the environment overrides of every section.
 //! Unknown fields are collected (every one is reported, not only the first) and refused by the
 //! parent module, which also validates into typed values.
 //! `Serialize` is for the test that every field is classified as reloadable or restart-only
 //! (`crate::state`).
-
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,27 +16,27 @@ pub(crate) struct RawConfig {
     /// `HOST:PORT` to bind.
     pub(super) listen: String,
     #[serde(default)]
-    pub(super) tokens: RawTokens,
+    pub(super) tokens: super::tokens::RawTokens,
     #[serde(default)]
-    pub(super) store: RawStore,
+    pub(super) store: super::store::RawStore,
     #[serde(default)]
-    pub(super) jwks: RawJwks,
+    pub(super) jwks: super::jwks::RawJwks,
     #[serde(default)]
-    pub(super) passwords: RawPasswords,
+    pub(super) passwords: super::passwords::RawPasswords,
     #[serde(default)]
-    pub(super) limits: RawLimits,
+    pub(super) limits: super::limits::RawLimits,
     #[serde(default)]
-    pub(super) users: RawUsers,
+    pub(super) users: super::users::RawUsers,
     #[serde(default)]
-    pub(super) demo: RawDemo,
+    pub(super) demo: super::demo::RawDemo,
     #[serde(default)]
-    pub(super) metrics: RawMetrics,
+    pub(super) metrics: super::operations::RawMetrics,
     #[serde(default)]
-    pub(super) shutdown: RawShutdown,
+    pub(super) shutdown: super::operations::RawShutdown,
     #[serde(default)]
-    pub(super) log: RawLog,
+    pub(super) log: super::operations::RawLog,
     #[serde(default)]
-    pub(super) dpop: RawDpop,
+    pub(super) dpop: super::dpop::RawDpop,
     /// An `http://` issuer on a non-loopback host is refused unless this says it is meant.
     #[serde(default)]
     pub(super) allow_insecure_issuer: bool,
@@ -48,245 +47,13 @@ pub(crate) struct RawConfig {
     #[serde(default = "default_forwarded_header")]
     pub(super) forwarded_header: String,
     #[serde(default)]
-    pub(super) keys: Vec<RawKey>,
+    pub(super) keys: Vec<super::keys::RawKey>,
     #[serde(default)]
     pub(super) clients: Vec<super::clients::RawClient>,
 }
 
 fn default_forwarded_header() -> String {
     "x-forwarded-for".into()
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(default)]
-pub(super) struct RawTokens {
-    pub(super) access_ttl: String,
-    pub(super) refresh_ttl: String,
-    pub(super) refresh_idle_ttl: String,
-    pub(super) reuse_grace: String,
-    pub(super) leeway: String,
-    pub(super) audience: Vec<String>,
-}
-
-impl Default for RawTokens {
-    fn default() -> Self {
-        RawTokens {
-            access_ttl: "15m".into(),
-            refresh_ttl: "30d".into(),
-            refresh_idle_ttl: "7d".into(),
-            reuse_grace: "10s".into(),
-            leeway: "60s".into(),
-            audience: vec!["api".into()],
-        }
-    }
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(default)]
-pub(super) struct RawStore {
-    pub(super) url: String,
-    pub(super) durability: String,
-    /// Redis: the password (ACL or requirepass), best from LATCHKEY_STORE_PASSWORD.
-    pub(super) password: Option<String>,
-    /// Redis: a file holding the password (a mounted secret), read at start.
-    pub(super) password_file: Option<PathBuf>,
-    /// rediss://: the CA certificate(s) to trust (PEM) instead of the system's.
-    pub(super) tls_ca_file: Option<PathBuf>,
-    /// rediss://: a client certificate and its key (PEM), for servers that require one.
-    pub(super) tls_cert_file: Option<PathBuf>,
-    pub(super) tls_key_file: Option<PathBuf>,
-}
-
-impl Default for RawStore {
-    fn default() -> Self {
-        RawStore {
-            url: "sqlite://data/latchkey.db".into(),
-            durability: "fsync".into(),
-            password: None,
-            password_file: None,
-            tls_ca_file: None,
-            tls_cert_file: None,
-            tls_key_file: None,
-        }
-    }
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(default)]
-pub(super) struct RawJwks {
-    pub(super) max_age: String,
-    pub(super) stale_if_error: String,
-}
-
-impl Default for RawJwks {
-    fn default() -> Self {
-        RawJwks {
-            max_age: "5m".into(),
-            stale_if_error: "1d".into(),
-        }
-    }
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(default)]
-pub(super) struct RawPasswords {
-    pub(super) memory_kib: u32,
-    pub(super) iterations: u32,
-    pub(super) parallelism: u32,
-    /// Absent: one less than the cores available, at least one.
-    pub(super) max_concurrent: Option<usize>,
-}
-
-impl Default for RawPasswords {
-    fn default() -> Self {
-        RawPasswords {
-            memory_kib: 19 * 1024,
-            iterations: 2,
-            parallelism: 1,
-            max_concurrent: None,
-        }
-    }
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(default)]
-pub(super) struct RawLimits {
-    /// The counting window.
-    pub(super) window: String,
-    pub(super) login_attempts_per_ip: u32,
-    pub(super) failed_logins_per_user_ip: u32,
-    pub(super) failed_logins_per_user: u32,
-    pub(super) max_lockout: String,
-    /// Refused requests one client IP may make per window to the refresh and token endpoints.
-    pub(super) failed_token_requests_per_ip: u32,
-    /// All requests one client IP may make per window to them; 0: unlimited.
-    pub(super) token_requests_per_ip: u32,
-}
-
-impl Default for RawLimits {
-    fn default() -> Self {
-        RawLimits {
-            window: "1m".into(),
-            login_attempts_per_ip: 60,
-            failed_logins_per_user_ip: 5,
-            failed_logins_per_user: 10,
-            max_lockout: "1h".into(),
-            failed_token_requests_per_ip: 60,
-            token_requests_per_ip: 0,
-        }
-    }
-}
-
-#[derive(Deserialize, Serialize, Default)]
-#[serde(default)]
-pub(super) struct RawMetrics {
-    /// `HOST:PORT` serving `/metrics` alone (an internal address).
-    pub(super) listen: Option<String>,
-    /// Serve `/metrics` on the main listener too: off by default, since the main listener is
-    /// public and the counters describe the traffic of every user.
-    pub(super) on_main_listener: bool,
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(default)]
-pub(super) struct RawDpop {
-    /// How old a proof's `iat` may be.
-    pub(super) proof_max_age: String,
-    /// Clock skew tolerated on a proof's `iat`, either way.
-    pub(super) proof_leeway: String,
-    /// How long a server nonce stays acceptable.
-    pub(super) nonce_lifetime: String,
-    /// A file of at least 32 random bytes shared by every instance, from which nonces are
-    /// derived; absent: each process draws its own (a client then needs a new nonce whenever
-    /// its requests move to another instance).
-    pub(super) nonce_secret_file: Option<PathBuf>,
-    /// Embedded store: proofs remembered at most (about 60 bytes each); a client address holds
-    /// at most a quarter of them.
-    pub(super) max_remembered_proofs: usize,
-}
-
-impl Default for RawDpop {
-    fn default() -> Self {
-        RawDpop {
-            proof_max_age: "60s".into(),
-            proof_leeway: "5s".into(),
-            nonce_lifetime: "5m".into(),
-            nonce_secret_file: None,
-            max_remembered_proofs: 200_000,
-        }
-    }
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(default)]
-pub(super) struct RawShutdown {
-    /// After SIGTERM/SIGINT, how long `/readyz` answers 503 while still serving, so a load
-    /// balancer stops sending new requests before the listener closes.
-    pub(super) delay: String,
-    /// Then how long in-flight requests may take before the process exits anyway.
-    pub(super) drain_timeout: String,
-}
-
-impl Default for RawShutdown {
-    fn default() -> Self {
-        RawShutdown {
-            delay: "0s".into(),
-            drain_timeout: "10s".into(),
-        }
-    }
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(default)]
-pub(super) struct RawLog {
-    /// `text` or `json`.
-    pub(super) format: String,
-}
-
-impl Default for RawLog {
-    fn default() -> Self {
-        RawLog {
-            format: "text".into(),
-        }
-    }
-}
-
-#[derive(Deserialize, Serialize, Default)]
-#[serde(default)]
-pub(super) struct RawDemo {
-    pub(super) enabled: bool,
-    pub(super) client_id: String,
-}
-
-#[derive(Deserialize, Serialize)]
-#[serde(default)]
-pub(super) struct RawUsers {
-    pub(super) allow_registration: bool,
-    pub(super) min_password_length: u32,
-}
-
-impl Default for RawUsers {
-    fn default() -> Self {
-        RawUsers {
-            allow_registration: false,
-            min_password_length: 8,
-        }
-    }
-}
-
-#[derive(Deserialize, Serialize)]
-pub(super) struct RawKey {
-    pub(super) kid: String,
-    pub(super) alg: String,
-    pub(super) path: PathBuf,
-    pub(super) not_before: String,
-    pub(super) not_after: String,
-    #[serde(default)]
-    pub(super) revoked: bool,
-    #[serde(default)]
-    pub(super) generate_if_missing: bool,
-    #[serde(default)]
-    pub(super) passphrase_env: Option<String>,
 }
 
 /// Fields that environment variables override: `LATCHKEY_<SECTION>_<KEY>` (upper case), or
