@@ -155,9 +155,12 @@ pub async fn logout_all(
 pub async fn change_password(
     flows: web::Data<Flows>,
     req: HttpRequest,
-    JsonObject(body): JsonObject<PasswordBody>,
+    // The body is judged only after the token: a request without one answers 401, whatever
+    // its body.
+    body: Result<JsonObject<PasswordBody>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let auth = account_caller(&flows, &req).await?;
+    let JsonObject(body) = body?;
     let meta = request_meta(&req, &flows.snapshot().config);
     flows
         .change_password(&auth, &body.current_password, &body.new_password, &meta)

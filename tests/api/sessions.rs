@@ -566,3 +566,33 @@ async fn the_account_api_wants_the_account_scope() {
     let first_party = token_for(json!({})).await;
     assert_eq!(sessions(&app, &first_party).await.len(), 4);
 }
+
+#[tokio::test]
+async fn a_bearer_endpoint_answers_a_missing_token_before_looking_at_the_body() {
+    let app = spawn_app_with(Backend::Embedded, |_| {}).await;
+    // No token, and no body (nor a JSON content type): the missing token is the answer.
+    let bare = app
+        .client
+        .post(app.url("/auth/password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        bare.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    // With a token, the body is judged as before.
+    app.add_user("alice", PASSWORD).await;
+    let access = text(&app.login_ok("alice").await, "access_token");
+    let no_body = app
+        .client
+        .post(app.url("/auth/password"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_body.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
