@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{parse_duration, valid_identifier};
+use super::values::{parse_duration, valid_identifier};
 
 /// The client of `/auth/login` requests that name none: public, refresh tokens in the body.
 pub const DEFAULT_CLIENT_ID: &str = "latchkey";

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{parse_timestamp, valid_identifier};
+use super::values::{parse_timestamp, valid_identifier};
 use crate::clock::UnixMs;
 
 #[derive(Deserialize, Serialize)]

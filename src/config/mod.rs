@@ -22,6 +22,7 @@ mod server;
 mod store;
 mod tokens;
 mod users;
+mod values;
 
 pub use clients::{ClientKind, ClientSpec, DEFAULT_CLIENT_ID, GrantType, RefreshDelivery};
 pub use demo::DemoSettings;
@@ -35,6 +36,9 @@ pub use server::ForwardedHeader;
 pub use store::{Durability, RedisOptions, StoreSettings};
 pub use tokens::TokenSettings;
 pub use users::UserSettings;
+pub use values::{
+    ConfigError, format_timestamp, parse_duration, parse_timestamp, valid_identifier,
+};
 
 /// Where the config is read from when neither `-c` nor `LATCHKEY_CONFIG` names a file.
 pub const DEFAULT_PATH: &str = "config/latchkey.toml";
@@ -71,21 +75,6 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The one forwarding header the trusted proxies set; the other kind is ignored.
     pub forwarded_header: ForwardedHeader,
-}
-
-/// Why a config was refused: one line per problem.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .problems.join("\n"))]
-pub struct ConfigError {
-    pub problems: Vec<String>,
-}
-
-impl ConfigError {
-    pub fn one(problem: String) -> Self {
-        ConfigError {
-            problems: vec![problem],
-        }
-    }
 }
 
 impl Config {
@@ -223,49 +212,6 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Parses `"900s"`, `"15m"`, `"30d"`, `"1h 30m"`.
-pub fn parse_duration(field: &str, value: &str) -> Result<Duration, String> {
-    humantime::parse_duration(value.trim()).map_err(|e| {
-        format!("{field}: invalid duration {value:?} ({e}); use e.g. \"900s\", \"15m\", \"30d\"")
-    })
-}
-
-/// Parses an RFC 3339 UTC timestamp such as `"2026-11-01T00:00:00Z"`.
-pub fn parse_timestamp(field: &str, value: &str) -> Result<UnixMs, String> {
-    let t = humantime::parse_rfc3339_weak(value.trim()).map_err(|e| {
-        format!("{field}: invalid timestamp {value:?} ({e}); use e.g. \"2026-11-01T00:00:00Z\"")
-    })?;
-    let d = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| format!("{field}: timestamp {value:?} is before 1970"))?;
-    Ok(crate::clock::duration_ms(d))
-}
-
-pub fn format_timestamp(ms: UnixMs) -> String {
-    let secs = u64::try_from(ms.div_euclid(1000)).unwrap_or(0);
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
-}
-
-/// A duration field: positive (or zero where `zero_ok`), else a problem naming the field.
-pub(super) fn duration(
-    problems: &mut Vec<String>,
-    field: &str,
-    value: &str,
-    zero_ok: bool,
-) -> Duration {
-    match parse_duration(field, value) {
-        Ok(d) if d.is_zero() && !zero_ok => {
-            problems.push(format!("{field}: must be greater than zero"));
-            d
-        }
-        Ok(d) => d,
-        Err(p) => {
-            problems.push(p);
-            Duration::ZERO
-        }
-    }
-}
-
 /// Each section validates itself (its file in this folder); problems are collected, not
 /// stopped at.
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -312,15 +258,6 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         trusted_proxies: server.trusted_proxies,
         forwarded_header: server.forwarded_header,
     })
-}
-
-/// Key ids and client ids: 1-64 characters of `A-Z a-z 0-9 . _ -`, safe in headers and logs.
-pub fn valid_identifier(kid: &str) -> bool {
-    !kid.is_empty()
-        && kid.len() <= 64
-        && kid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::values::ConfigError;
 
 #[derive(Deserialize, Serialize)]
 pub(crate) struct RawConfig {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::duration;
+use super::values::duration;
 
 #[derive(Deserialize, Serialize)]
 #[serde(default)]
