@@ -50,17 +50,34 @@ fn enabled(flows: &Flows) -> Result<(), ApiError> {
     }
 }
 
+/// What `/demo/` says while the demo is off: how to turn it on.
+const DEMO_OFF_HTML: &str = "<!doctype html>\n<meta charset=\"utf-8\">\n\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+<title>latchkey demo: off</title>\n\
+<h1>The demo is off</h1>\n\
+<p>This issuer does not serve its demo. To turn it on, register a browser client and name it in \
+the config, then reload (SIGHUP, or save the file):</p>\n\
+<pre>[demo]\nenabled = true\nclient_id = \"demo\"\n\n[[clients]]\nid = \"demo\"\ntype = \"public\"\n\
+grants = [\"refresh_token\"]\nrefresh_delivery = \"cookie\"\nallowed_origins = [\"http://127.0.0.1:8080\"]</pre>\n\
+<p>The development config (<code>config/latchkey.toml</code>) has it on. See \
+<code>docs/browser-apps.md</code>.</p>\n";
+
 #[utoipa::path(
     get,
     path = "/demo/",
     tag = "demo",
     responses(
         (status = 200, description = "The demo SPA", content_type = "text/html"),
-        (status = 404, description = "The demo is off (`demo.enabled`)", body = crate::error::ErrorBody),
+        (status = 404, description = "The demo is off (`demo.enabled`): a page saying how to turn it on", content_type = "text/html"),
     )
 )]
 pub async fn page(flows: web::Data<Flows>) -> Result<HttpResponse, ApiError> {
-    enabled(&flows)?;
+    if enabled(&flows).is_err() {
+        return Ok(HttpResponse::NotFound()
+            .content_type("text/html; charset=utf-8")
+            .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+            .body(DEMO_OFF_HTML));
+    }
     Ok(asset("text/html; charset=utf-8", DEMO_HTML))
 }
 

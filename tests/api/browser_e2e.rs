@@ -229,7 +229,21 @@ async fn the_demo_spa_logs_in_refreshes_silently_and_logs_out_in_chromium() {
 #[tokio::test]
 async fn the_demo_is_off_by_default_and_its_pages_carry_a_strict_csp() {
     let off = spawn_app_with(Backend::Embedded, |_| {}).await;
-    assert_eq!(off.get("/demo/").await.status(), 404);
+    let page = off.get("/demo/").await;
+    assert_eq!(page.status(), 404);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let says = page.text().await.unwrap();
+    assert!(
+        says.contains("The demo is off") && says.contains("enabled = true"),
+        "{says}"
+    );
+    // Its assets are simply not there.
+    assert_eq!(off.get("/demo/app.js").await.status(), 404);
     // The client module is always served.
     let module = off.get("/sdk/latchkey.js").await;
     assert_eq!(module.status(), 200);

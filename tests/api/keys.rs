@@ -552,6 +552,15 @@ fn committed(path: &str) -> String {
     }
 }
 
+#[test]
+fn the_shipped_dev_config_serves_the_demo_the_readme_advertises() {
+    let config =
+        latchkey::config::Config::parse(&committed("config/latchkey.toml"), |_| None).unwrap();
+    assert!(config.demo.enabled);
+    let client = config.client(&config.demo.client_id).unwrap();
+    assert!(client.allowed_origins.contains(&config.issuer));
+}
+
 /// The rotation procedure of the README and docs/configuration.md, followed from the shipped
 /// development config: generate the next key with the config named, paste what it prints, end
 /// the current key's window where it says. The schedule is then sound: no warning at all.
