@@ -43,6 +43,24 @@ pub fn init_with_default(default: LevelFilter) {
     install(filter, LogFormat::Text);
 }
 
+/// As [`init_with_default`], for test harnesses: every line goes through the harness's output
+/// capture (threads a test spawns inherit it), so only a failing test's log is shown.
+pub fn init_captured(default: LevelFilter) {
+    let filter = std::env::var("LATCHKEY_LOG")
+        .ok()
+        .and_then(|spec| parse_filter(&spec).ok())
+        .unwrap_or_else(|| Targets::new().with_default(default));
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_test_writer()
+                .with_ansi(false)
+                .with_target(false),
+        )
+        .with(filter)
+        .try_init();
+}
+
 fn install(filter: Targets, format: LogFormat) {
     // A second init (tests build many apps in one process) is harmless.
     let _ = match format {

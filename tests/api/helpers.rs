@@ -419,7 +419,7 @@ pub async fn start(
     redis: Option<RedisServer>,
     clock: Clock,
 ) -> TestApp {
-    latchkey::telemetry::init_with_default(tracing::level_filters::LevelFilter::WARN);
+    latchkey::telemetry::init_captured(tracing::level_filters::LevelFilter::WARN);
     let config = Config::parse(&text, |_| None).unwrap();
     let config_path = dir.path().join("latchkey.toml");
     std::fs::write(&config_path, &text).unwrap();
