@@ -36,20 +36,21 @@ pub fn init(format: LogFormat) -> Result<(), String> {
 
 /// As [`init`], for tests: `LATCHKEY_LOG` when it parses, else everything at `default`.
 pub fn init_with_default(default: LevelFilter) {
-    let filter = std::env::var("LATCHKEY_LOG")
+    install(filter_from_env(default), LogFormat::Text);
+}
+
+/// `LATCHKEY_LOG` when it parses, else `default` for everything.
+fn filter_from_env(default: LevelFilter) -> Targets {
+    std::env::var("LATCHKEY_LOG")
         .ok()
         .and_then(|spec| parse_filter(&spec).ok())
-        .unwrap_or_else(|| Targets::new().with_default(default));
-    install(filter, LogFormat::Text);
+        .unwrap_or_else(|| Targets::new().with_default(default))
 }
 
 /// As [`init_with_default`], for test harnesses: every line goes through the harness's output
 /// capture (threads a test spawns inherit it), so only a failing test's log is shown.
 pub fn init_captured(default: LevelFilter) {
-    let filter = std::env::var("LATCHKEY_LOG")
-        .ok()
-        .and_then(|spec| parse_filter(&spec).ok())
-        .unwrap_or_else(|| Targets::new().with_default(default));
+    let filter = filter_from_env(default);
     let _ = tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
