@@ -164,6 +164,9 @@ async fn serve(path: &Path) -> Result<(), CliError> {
              with `latchkey keys generate` and remove generate_if_missing !!!"
         );
     }
+    for warning in config.warnings() {
+        tracing::warn!(event = "config.warning", "{warning}");
+    }
     let app = Application::build(config.clone(), Clock::system())
         .await
         .map_err(CliError::from_display)?

@@ -131,8 +131,13 @@ impl Config {
             .map_err(|e| ConfigError::one(e.to_string().trim_end().to_owned()))?;
         let from_env = apply_env(&mut table, env)?;
         let mut unknown = Vec::new();
+        let fields = Config::field_paths();
         let raw: RawConfig = serde_ignored::deserialize(toml::Value::Table(table), |path| {
-            unknown.push(format!("{path}: unknown field"));
+            let path = path.to_string();
+            let hint = values::nearest(&path, fields.iter().map(String::as_str))
+                .map(|f| format!(" (did you mean {f}?)"))
+                .unwrap_or_default();
+            unknown.push(format!("{path}: unknown field{hint}"));
         })
         .map_err(|e| ConfigError::one(one_line(&e.to_string())))?;
         let validated = validate(raw);
@@ -164,9 +169,21 @@ impl Config {
         self.clients.iter().find(|c| c.id == id)
     }
 
-    /// Findings that do not stop this config from serving (`config check` prints them).
+    /// Findings that do not stop this config from serving (`config check` prints them, and
+    /// `serve` logs them at start): risky clients, and `LATCHKEY_*` variables of the process
+    /// environment that latchkey does not read.
     pub fn warnings(&self) -> Vec<String> {
-        clients::warnings(&self.clients)
+        let mut warnings = clients::warnings(&self.clients);
+        let passphrases: Vec<&str> = self
+            .keys
+            .iter()
+            .filter_map(|k| k.passphrase_env.as_deref())
+            .collect();
+        warnings.extend(raw::unknown_variables(
+            std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()),
+            &passphrases,
+        ));
+        warnings
     }
 
     /// How long `key` stays in the JWKS under this config (see [`KeySpec::published_until`]).
@@ -174,9 +191,8 @@ impl Config {
         key.published_until(self.publish_tail())
     }
 
-    /// Every field path of the file format (`tokens.access_ttl`, `keys`, …), for the test that
-    /// each one is classified as reloadable or restart-only.
-    #[cfg(test)]
+    /// Every field path of the file format (`tokens.access_ttl`, `keys`, …): what an unknown
+    /// field is compared with, and what the reload table must cover.
     pub(crate) fn field_paths() -> Vec<String> {
         let sample = "issuer = \"https://x\"\nlisten = \"127.0.0.1:0\"\n";
         let raw: RawConfig = toml::from_str(sample).unwrap_or_else(|e| unreachable!("{e}"));
@@ -329,10 +345,38 @@ not_after = "2027-01-01T00:00:00Z"
     }
 
     #[test]
-    fn unknown_field_is_refused_by_name() {
+    fn unknown_field_is_refused_by_name_with_the_nearest_known_one() {
         let text = format!("{MINIMAL}\n[tokens]\nacess_ttl = \"5m\"\n");
         let err = Config::parse(&text, no_env).unwrap_err().to_string();
-        assert!(err.contains("acess_ttl"), "{err}");
+        assert!(
+            err.contains("tokens.acess_ttl: unknown field (did you mean tokens.access_ttl?)"),
+            "{err}"
+        );
+        let far = format!("surprise = 1\n{MINIMAL}");
+        let err = Config::parse(&far, no_env).unwrap_err().to_string();
+        assert_eq!(err, "surprise: unknown field");
+    }
+
+    #[test]
+    fn unknown_latchkey_variables_are_named_with_the_nearest_known_one() {
+        let names = [
+            "LATCHKEY_TOKENS_ACCES_TTL",
+            "LATCHKEY_LOG",
+            "LATCHKEY_STORE_URL",
+            "LATCHKEY_KEY_PASS",
+            "PATH",
+            "LATCHKEY_WHATEVER_ELSE",
+        ]
+        .map(String::from);
+        let warnings = raw::unknown_variables(names.into_iter(), &["LATCHKEY_KEY_PASS"]);
+        assert_eq!(
+            warnings,
+            vec![
+                "environment: LATCHKEY_TOKENS_ACCES_TTL is not a latchkey variable and is \
+                 ignored (did you mean LATCHKEY_TOKENS_ACCESS_TTL?)",
+                "environment: LATCHKEY_WHATEVER_ELSE is not a latchkey variable and is ignored",
+            ]
+        );
     }
 
     #[test]
@@ -405,8 +449,13 @@ type = "public"
             "{MINIMAL}\n[[clients]]\nid = \"legacy\"\ntype = \"public\"\ngrants = [\"password\", \"refresh_token\"]\n"
         );
         let config = Config::parse(&ok, no_env).unwrap();
-        assert_eq!(config.warnings().len(), 1);
-        assert!(config.warnings()[0].contains("password grant"));
+        let about_clients: Vec<String> = config
+            .warnings()
+            .into_iter()
+            .filter(|w| w.starts_with("clients"))
+            .collect();
+        assert_eq!(about_clients.len(), 1);
+        assert!(about_clients[0].contains("password grant"));
         // The first-party client is always there.
         assert!(config.client(DEFAULT_CLIENT_ID).is_some());
         assert!(config.client("legacy").is_some());

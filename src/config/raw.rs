@@ -102,6 +102,35 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (None, "forwarded_header", EnvKind::Str),
 ];
 
+/// `LATCHKEY_*` variables read elsewhere than [`ENV_FIELDS`].
+const OTHER_VARIABLES: &[&str] = &["LATCHKEY_CONFIG", "LATCHKEY_LOG"];
+
+/// Of the variables `names`, the `LATCHKEY_*` ones latchkey does not read (a typo such as
+/// `LATCHKEY_TOKENS_ACCES_TTL` would otherwise be ignored in silence), with the nearest it does.
+/// `also_read` are variables the config itself names (a key's `passphrase_env`).
+pub(super) fn unknown_variables(
+    names: impl Iterator<Item = String>,
+    also_read: &[&str],
+) -> Vec<String> {
+    let known: Vec<String> = ENV_FIELDS
+        .iter()
+        .map(|(section, key, _)| env_name(*section, key))
+        .chain(OTHER_VARIABLES.iter().map(|v| v.to_string()))
+        .collect();
+    let mut unknown: Vec<String> = names
+        .filter(|n| n.starts_with("LATCHKEY_"))
+        .filter(|n| !known.contains(n) && !also_read.contains(&n.as_str()))
+        .map(|n| {
+            let hint = super::values::nearest(&n, known.iter().map(String::as_str))
+                .map(|k| format!(" (did you mean {k}?)"))
+                .unwrap_or_default();
+            format!("environment: {n} is not a latchkey variable and is ignored{hint}")
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 fn env_name(section: Option<&str>, key: &str) -> String {
     match section {
         Some(section) => format!("LATCHKEY_{section}_{key}").to_uppercase(),
