@@ -1,7 +1,7 @@
 //! Building and running the server: shared state built once, the route table in one place.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,17 @@ pub enum StartupError {
     Credentials(#[from] CredentialError),
     #[error("{0}")]
     Flows(#[from] crate::flows::FlowError),
+    #[error(
+        "another `latchkey serve` already serves the embedded store {path}: one process serves \
+         an embedded store (its throttles and DPoP replay memory live in that process); stop \
+         it, or run several instances on Redis"
+    )]
+    StoreInUse { path: String },
+    #[error("cannot lock the embedded store {path}: {source}")]
+    StoreLock {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -51,6 +62,8 @@ pub struct Application {
     watch: Option<(PathBuf, Duration)>,
     /// Stop gracefully on SIGTERM/SIGINT (`serve`; tests stop through the handle).
     shutdown: Option<crate::config::ShutdownSettings>,
+    /// Held while serving an embedded store (see [`store::embedded::lock_for_serving`]).
+    _serving_lock: Option<std::fs::File>,
 }
 
 impl Application {
@@ -58,7 +71,13 @@ impl Application {
     pub async fn build(config: Config, clock: Clock) -> Result<Application, StartupError> {
         let ring = KeyRing::load(&config)?;
         let store = store::open_configured(&config.store).await?;
-        Self::build_with_store(config, clock, ring, store)
+        let lock = match config.store.url.strip_prefix("sqlite://") {
+            Some(path) => Some(serving_lock(Path::new(path)).await?),
+            None => None,
+        };
+        let mut app = Self::build_with_store(config, clock, ring, store)?;
+        app._serving_lock = lock;
+        Ok(app)
     }
 
     pub fn build_with_store(
@@ -143,6 +162,7 @@ impl Application {
             flows,
             watch: None,
             shutdown: None,
+            _serving_lock: None,
         })
     }
 
@@ -446,6 +466,20 @@ async fn stop_on_signal(
     );
     tokio::time::sleep(settings.delay).await;
     server.stop(true).await;
+}
+
+/// The embedded store's serving lock, waiting up to two seconds for a process (or an
+/// application of this one) that is just stopping to let go of it.
+async fn serving_lock(database: &Path) -> Result<std::fs::File, StartupError> {
+    let path = database.display().to_string();
+    for _ in 0..40 {
+        match store::embedded::lock_for_serving(database) {
+            Ok(Some(file)) => return Ok(file),
+            Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(source) => return Err(StartupError::StoreLock { path, source }),
+        }
+    }
+    Err(StartupError::StoreInUse { path })
 }
 
 /// Keeps the unknown-user dummies at the costs the stored hashes have: at start (retried while

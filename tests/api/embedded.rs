@@ -8,8 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Backend, PASSWORD, ServeProcess, base_config, latchkey, run_with_stdin, spawn_app_with, start,
-    text,
+    Backend, PASSWORD, ServeProcess, base_config, free_port, latchkey, run_with_stdin,
+    spawn_app_with, start, text,
 };
 
 #[tokio::test]
@@ -369,4 +369,33 @@ async fn usernames_have_one_spelling() {
         "x\n",
     );
     assert!(!hidden.status.success());
+}
+
+#[tokio::test]
+async fn a_second_serve_on_the_same_embedded_store_refuses_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let db: PathBuf = dir.path().join("latchkey.db");
+    let config = base_config(dir.path(), &format!("sqlite://{}", db.display()));
+    let config_path = dir.path().join("latchkey.toml");
+    std::fs::write(&config_path, &config.text).unwrap();
+    let mut first = ServeProcess::start(&config_path).await;
+
+    let second = latchkey(&["serve"], &config_path)
+        .env("LATCHKEY_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        said.contains("another `latchkey serve` already serves the embedded store")
+            && said.contains("latchkey.db"),
+        "{said}"
+    );
+    // The CLI still works beside the running server.
+    let added = run_with_stdin(latchkey(&["users", "add", "bob"], &config_path), PASSWORD);
+    assert!(added.status.success());
+    // Once the first one is gone (however it ended), another may serve.
+    first.kill_9();
+    let mut third = ServeProcess::start(&config_path).await;
+    third.kill_9();
 }

@@ -65,6 +65,29 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// The lock a serving process holds on an embedded store (`PATH.serve-lock`, beside the
+/// database): one process serves an embedded store, since its login throttles and DPoP replay
+/// memory live in that process. A separate file, never the database: closing any descriptor of
+/// the database would drop SQLite's own locks. Released when the returned file is dropped (or
+/// the process ends, however it ends). The CLI's commands take no lock and run beside `serve`.
+pub fn lock_for_serving(database: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".serve-lock");
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(std::path::PathBuf::from(name))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 impl EmbeddedStore {
     pub async fn open(path: &str, durability: Durability) -> Result<EmbeddedStore, StoreError> {
         let path = path.to_owned();
