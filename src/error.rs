@@ -175,6 +175,9 @@ impl ApiError {
             FlowError::UserExists(_) | FlowError::UserLooksAlike(_) | FlowError::NoSuchUser(_) => {
                 ApiError::invalid_request(e.to_string())
             }
+            FlowError::InvalidGrant(description) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+            }
             FlowError::WrongPassword => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_grant", e.to_string())
             }
@@ -192,8 +195,8 @@ impl ApiError {
             FlowError::UnsupportedGrantType => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
-                "grant_type must be password, refresh_token or client_credentials, as the \
-                 client is registered for",
+                "grant_type must be authorization_code, refresh_token, client_credentials or \
+                 password, as the client is registered for",
             ),
             FlowError::InvalidScope(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())

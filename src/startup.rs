@@ -19,7 +19,7 @@ use crate::keys::{KeyError, KeyRing};
 use crate::reload;
 use crate::routes::json::MAX_JSON_BODY;
 use crate::routes::{
-    account, auth, demo, method_not_allowed, not_found, oauth, openapi, ops, well_known,
+    account, auth, authorize, demo, method_not_allowed, not_found, oauth, openapi, ops, well_known,
 };
 use crate::state::{LiveState, RUNNING_VALUES_META, RestartOnlyValues};
 use crate::store::{self, SharedStore, StoreError};
@@ -256,6 +256,12 @@ pub const ROUTE_PATTERNS: &[&str] = &[
     "/auth/logout-all",
     "/auth/password",
     "/auth/register",
+    "/auth/grants",
+    "/auth/grants/{client_id}",
+    "/oauth/authorize",
+    "/oauth/authorize/login",
+    "/oauth/authorize/consent",
+    "/oauth/pages.css",
     "/oauth/token",
     "/oauth/revoke",
     "/oauth/introspect",
@@ -288,6 +294,18 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         .service(post("/auth/logout-all", account::logout_all))
         .service(post("/auth/password", account::change_password))
         .service(post("/auth/register", account::register))
+        .service(
+            web::resource("/oauth/authorize")
+                .route(web::get().to(authorize::authorize_get))
+                .route(web::head().to(authorize::authorize_get))
+                .route(web::post().to(authorize::authorize_post))
+                .default_service(web::to(|| method_not_allowed("GET, HEAD, POST"))),
+        )
+        .service(post("/oauth/authorize/login", authorize::login))
+        .service(post("/oauth/authorize/consent", authorize::consent))
+        .service(get("/oauth/pages.css", authorize::stylesheet))
+        .service(get("/auth/grants", account::grants))
+        .service(delete("/auth/grants/{client_id}", account::withdraw_grant))
         .service(post("/oauth/token", oauth::token))
         .service(post("/oauth/revoke", oauth::revoke))
         .service(post("/oauth/introspect", oauth::introspect))

@@ -166,6 +166,7 @@ pub const SETTINGS: &[Setting] = &[
     reloadable!("clients", |c| c.clients),
     reloadable!("users", |c| c.users),
     reloadable!("demo", |c| c.demo),
+    reloadable!("sso", |c| c.sso),
     reloadable!("trusted_proxies", |c| c.trusted_proxies),
     reloadable!("forwarded_header", |c| c.forwarded_header),
 ];
@@ -306,6 +307,7 @@ mod tests {
             "keys" => BASE.replace("kid = \"k\"", "kid = \"k2\""),
             "clients" => BASE.replace("\"https://x\"", "\"https://y\""),
             "users" => section("users", "allow_registration = true"),
+            "sso" => section("sso", "code_ttl = \"30s\""),
             "demo" => format!("{BASE}[demo]\nenabled = true\nclient_id = \"latchkey\"\n"),
             "trusted_proxies" => format!("trusted_proxies = [\"10.0.0.1\"]\n{BASE}"),
             "forwarded_header" => format!("forwarded_header = \"forwarded\"\n{BASE}"),

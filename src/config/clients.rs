@@ -30,13 +30,16 @@ pub enum GrantType {
     RefreshToken,
     /// RFC 6749 §4.4: the client's own token, no user.
     ClientCredentials,
+    /// RFC 6749 §4.1 with PKCE (RFC 7636): the browser signs in on the hosted pages.
+    AuthorizationCode,
 }
 
 impl GrantType {
-    pub const ALL: [GrantType; 3] = [
+    pub const ALL: [GrantType; 4] = [
         GrantType::Password,
         GrantType::RefreshToken,
         GrantType::ClientCredentials,
+        GrantType::AuthorizationCode,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,12 +47,24 @@ impl GrantType {
             GrantType::Password => "password",
             GrantType::RefreshToken => "refresh_token",
             GrantType::ClientCredentials => "client_credentials",
+            GrantType::AuthorizationCode => "authorization_code",
         }
     }
 
     pub fn parse(s: &str) -> Option<GrantType> {
         GrantType::ALL.into_iter().find(|g| g.as_str() == s)
     }
+}
+
+/// When the hosted pages ask the user to allow a client its scopes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consent {
+    /// Never: a first-party app the user signs in to is trusted with what it asks for.
+    Skip,
+    /// The first time, and again for scopes not allowed before (third-party apps).
+    Once,
+    /// At every authorization request.
+    Always,
 }
 
 /// How a client receives its refresh tokens.
@@ -86,6 +101,16 @@ pub struct ClientSpec {
     /// May introspect tokens (RFC 7662): what they carry, whose they are. A confidential
     /// client's own tokens do not need it; no other client's may be read without it.
     pub introspect: bool,
+    /// Where the authorization endpoint may send the browser back (exact strings).
+    pub redirect_uris: Vec<String>,
+    /// RFC 8252 §7.3: a native app's loopback redirect URI matches on any port.
+    pub loopback_any_port: bool,
+    /// An authorization request must carry a PKCE challenge (RFC 7636); `false` only for
+    /// confidential clients.
+    pub require_pkce: bool,
+    pub consent: Consent,
+    /// Shown to users on the hosted pages.
+    pub name: Option<String>,
 }
 
 impl ClientSpec {
@@ -104,7 +129,31 @@ impl ClientSpec {
             require_dpop: false,
             dpop_nonce: false,
             introspect: false,
+            redirect_uris: Vec::new(),
+            loopback_any_port: false,
+            require_pkce: true,
+            consent: Consent::Skip,
+            name: None,
         }
+    }
+
+    /// What users see the client called: its `name`, else its id.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+
+    /// Whether `uri` is one of the client's redirect URIs: the exact string, or for
+    /// `loopback_any_port` the same loopback URI on another port (RFC 8252 §7.3).
+    pub fn redirect_uri_registered(&self, uri: &str) -> bool {
+        if self.redirect_uris.iter().any(|r| r == uri) {
+            return true;
+        }
+        self.loopback_any_port
+            && loopback_without_port(uri).is_some_and(|presented| {
+                self.redirect_uris
+                    .iter()
+                    .any(|r| loopback_without_port(r).as_deref() == Some(presented.as_str()))
+            })
     }
 
     pub fn may(&self, grant: GrantType) -> bool {
@@ -144,6 +193,91 @@ pub(super) struct RawClient {
     pub(super) dpop_nonce: bool,
     #[serde(default)]
     pub(super) introspect: bool,
+    #[serde(default)]
+    pub(super) redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub(super) loopback_any_port: bool,
+    #[serde(default)]
+    pub(super) require_pkce: Option<bool>,
+    #[serde(default)]
+    pub(super) consent: Option<String>,
+    #[serde(default)]
+    pub(super) name: Option<String>,
+}
+
+/// The longest redirect URI accepted, in the config and in requests.
+pub const MAX_REDIRECT_URI_LEN: usize = 2000;
+
+/// Whether `host` (of an `http` URI, without port) is a loopback host.
+fn loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `scheme://host[:port]` and the rest of an absolute `http(s)` URI, split.
+fn authority_and_rest(uri: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    Some((scheme, &rest[..end], &rest[end..]))
+}
+
+/// An `http` loopback URI with its port removed (for [`ClientSpec::redirect_uri_registered`]).
+fn loopback_without_port(uri: &str) -> Option<String> {
+    let (scheme, authority, rest) = authority_and_rest(uri)?;
+    if scheme != "http" {
+        return None;
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    loopback_host(host).then(|| format!("http://{host}{rest}"))
+}
+
+/// Why `uri` cannot be a redirect URI (RFC 6749 §3.1.2, RFC 8252 §7, RFC 9700 §2.1): `None`
+/// when it can.
+pub fn redirect_uri_problem(uri: &str) -> Option<&'static str> {
+    if uri.len() > MAX_REDIRECT_URI_LEN {
+        return Some("longer than 2000 characters");
+    }
+    if !uri.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some("only printable ASCII without spaces");
+    }
+    if uri.contains('#') {
+        return Some("a redirect URI has no fragment (RFC 6749 3.1.2)");
+    }
+    if uri.contains('*') {
+        return Some("no wildcards: redirect URIs are compared as exact strings");
+    }
+    let Some((scheme, _)) = uri.split_once(':') else {
+        return Some("must be an absolute URI");
+    };
+    match scheme {
+        "https" | "http" => {
+            let Some((_, authority, _)) = authority_and_rest(uri) else {
+                return Some("must be an absolute URI");
+            };
+            let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+            if host.is_empty() || authority.contains('@') {
+                return Some("needs a host, without user information");
+            }
+            if scheme == "http" && !loopback_host(host) {
+                return Some("http only on loopback (127.0.0.1, [::1], localhost); use https");
+            }
+            None
+        }
+        // RFC 8252 §7.1: a native app's private-use scheme, in reverse domain order.
+        s if s.contains('.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-')) =>
+        {
+            None
+        }
+        _ => Some("use https, http on loopback, or a private-use scheme like com.example.app"),
+    }
 }
 
 /// A web origin as browsers send it in `Origin` (RFC 6454): `scheme://host[:port]`.
@@ -195,7 +329,7 @@ pub(super) fn validate(raw: Vec<RawClient>, problems: &mut Vec<String>) -> Vec<C
                 Some(grant) if !grants.contains(&grant) => grants.push(grant),
                 Some(_) => problems.push(format!("{at}.grants: {g:?} appears twice")),
                 None => problems.push(format!(
-                    "{at}.grants: unknown grant {g:?}; use password, refresh_token or client_credentials"
+                    "{at}.grants: unknown grant {g:?}; use password, refresh_token, client_credentials or authorization_code"
                 )),
             }
         }
@@ -269,6 +403,56 @@ pub(super) fn validate(raw: Vec<RawClient>, problems: &mut Vec<String>) -> Vec<C
                 "{at}.audience: needs at least one non-empty audience"
             ));
         }
+        for uri in &c.redirect_uris {
+            if let Some(why) = redirect_uri_problem(uri) {
+                problems.push(format!("{at}.redirect_uris: {uri:?}: {why}"));
+            }
+        }
+        if grants.contains(&GrantType::AuthorizationCode) {
+            if c.redirect_uris.is_empty() {
+                problems.push(format!(
+                    "{at}.redirect_uris: the authorization_code grant needs the exact URIs to \
+                     send the browser back to"
+                ));
+            }
+            if refresh_delivery == RefreshDelivery::Cookie {
+                problems.push(format!(
+                    "{at}.grants: authorization_code delivers tokens in the token response; a \
+                     cookie client signs in with /auth/login"
+                ));
+            }
+        }
+        let require_pkce = c.require_pkce.unwrap_or(true);
+        if !require_pkce && kind == ClientKind::Public {
+            problems.push(format!(
+                "{at}.require_pkce: a public client must use PKCE (RFC 9700 2.1.1)"
+            ));
+        }
+        if c.loopback_any_port && kind != ClientKind::Public {
+            problems.push(format!(
+                "{at}.loopback_any_port: for native (public) clients only (RFC 8252 7.3)"
+            ));
+        }
+        let consent = match c.consent.as_deref() {
+            None | Some("skip") => Consent::Skip,
+            Some("once") => Consent::Once,
+            Some("always") => Consent::Always,
+            Some(other) => {
+                problems.push(format!(
+                    "{at}.consent: {other:?} must be skip, once or always"
+                ));
+                Consent::Skip
+            }
+        };
+        if let Some(name) = &c.name
+            && (name.trim().is_empty()
+                || name.chars().count() > 100
+                || name.chars().any(char::is_control))
+        {
+            problems.push(format!(
+                "{at}.name: 1-100 characters, no control characters"
+            ));
+        }
         clients.push(ClientSpec {
             id: c.id,
             kind,
@@ -282,6 +466,11 @@ pub(super) fn validate(raw: Vec<RawClient>, problems: &mut Vec<String>) -> Vec<C
             require_dpop: c.require_dpop,
             dpop_nonce: c.dpop_nonce,
             introspect: c.introspect,
+            redirect_uris: c.redirect_uris,
+            loopback_any_port: c.loopback_any_port,
+            require_pkce,
+            consent,
+            name: c.name,
         });
         if c.introspect && kind != ClientKind::Confidential {
             problems.push(format!(
@@ -294,15 +483,22 @@ pub(super) fn validate(raw: Vec<RawClient>, problems: &mut Vec<String>) -> Vec<C
 
 /// Findings that do not stop a config from serving, for `config check` and the start log.
 pub(super) fn warnings(clients: &[ClientSpec]) -> Vec<String> {
-    clients
-        .iter()
-        .filter(|c| c.may(GrantType::Password))
-        .map(|c| {
-            format!(
+    let mut found = Vec::new();
+    for c in clients {
+        if c.may(GrantType::Password) {
+            found.push(format!(
                 "clients {}: the password grant is enabled; RFC 9700 2.4 forbids it in new \
                  designs (first-party apps use /auth/login)",
                 c.id
-            )
-        })
-        .collect()
+            ));
+        }
+        if c.may(GrantType::AuthorizationCode) && !c.require_pkce {
+            found.push(format!(
+                "clients {}: require_pkce = false; PKCE also stops code injection, so keep it \
+                 unless the client cannot send it (RFC 9700 2.1.1)",
+                c.id
+            ));
+        }
+    }
+    found
 }

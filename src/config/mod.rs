@@ -19,12 +19,13 @@ mod operations;
 mod passwords;
 mod raw;
 mod server;
+mod sso;
 mod store;
 mod tokens;
 mod users;
 mod values;
 
-pub use clients::{ClientKind, ClientSpec, DEFAULT_CLIENT_ID, GrantType, RefreshDelivery};
+pub use clients::{ClientKind, ClientSpec, Consent, DEFAULT_CLIENT_ID, GrantType, RefreshDelivery};
 pub use demo::DemoSettings;
 pub use dpop::DpopSettings;
 pub use jwks::JwksSettings;
@@ -33,6 +34,7 @@ pub use limits::LimitSettings;
 pub use operations::{LogFormat, MetricsSettings, ShutdownSettings};
 pub use passwords::{MAX_ARGON2_MEMORY_KIB, PasswordSettings, default_hashing_threads};
 pub use server::ForwardedHeader;
+pub use sso::SsoSettings;
 pub use store::{Durability, RedisOptions, StoreSettings};
 pub use tokens::TokenSettings;
 pub use users::UserSettings;
@@ -70,6 +72,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub shutdown: ShutdownSettings,
     pub dpop: DpopSettings,
+    /// The single sign-on session and authorization codes.
+    pub sso: SsoSettings,
     /// Peers whose forwarding header names the client; from any other peer it is ignored and
     /// the client is the peer itself.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -238,6 +242,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let limits = limits::validate(raw.limits, &mut problems);
     let shutdown = operations::validate_shutdown(raw.shutdown, &mut problems);
     let dpop = dpop::validate(raw.dpop, &mut problems);
+    let sso = sso::validate(raw.sso, &mut problems);
     let metrics = operations::validate_metrics(raw.metrics, &mut problems);
     let log_format = operations::validate_log(raw.log, &mut problems);
     let store = store::validate(raw.store, &mut problems);
@@ -271,6 +276,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         log_format,
         shutdown,
         dpop,
+        sso,
         trusted_proxies: server.trusted_proxies,
         forwarded_header: server.forwarded_header,
     })

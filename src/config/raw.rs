@@ -37,6 +37,8 @@ pub(crate) struct RawConfig {
     pub(super) log: super::operations::RawLog,
     #[serde(default)]
     pub(super) dpop: super::dpop::RawDpop,
+    #[serde(default)]
+    pub(super) sso: super::sso::RawSso,
     /// An `http://` issuer on a non-loopback host is refused unless this says it is meant.
     #[serde(default)]
     pub(super) allow_insecure_issuer: bool,
@@ -90,6 +92,9 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (Some("dpop"), "nonce_lifetime", EnvKind::Str),
     (Some("dpop"), "nonce_secret_file", EnvKind::Str),
     (Some("dpop"), "max_remembered_proofs", EnvKind::Int),
+    (Some("sso"), "session_idle", EnvKind::Str),
+    (Some("sso"), "session_max", EnvKind::Str),
+    (Some("sso"), "code_ttl", EnvKind::Str),
     (Some("limits"), "window", EnvKind::Str),
     (Some("limits"), "login_attempts_per_ip", EnvKind::Int),
     (Some("limits"), "failed_logins_per_user_ip", EnvKind::Int),

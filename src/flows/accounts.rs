@@ -228,7 +228,9 @@ impl Accounts {
 
     /// Ends every session of the user. Returns how many.
     pub async fn end_all_sessions(&self, user_id: &str) -> Result<usize, FlowError> {
-        Ok(self.store.revoke_user_sessions(user_id).await?)
+        let ended = self.store.revoke_user_sessions(user_id).await?;
+        super::sso::end_all_sign_ons(&self.store, user_id, self.clock.now_ms()).await?;
+        Ok(ended)
     }
 }
 

@@ -8,7 +8,7 @@ use crate::credentials::{MAX_PASSWORD_BYTES, Password};
 use crate::limits::UserLock;
 use crate::metrics::LoginOutcome;
 use crate::state::Snapshot;
-use crate::store::{Channel, Entitlement, NewSession};
+use crate::store::{Channel, Entitlement, NewSession, User};
 use crate::tokens::{RefreshToken, new_session_id};
 
 /// A login as the first-party API receives it.
@@ -125,80 +125,9 @@ impl Flows {
             ));
         }
         let requested = scopes::parse(scope)?;
-        let limits = &snapshot.config.limits;
-        let throttled = |retry_after_secs| {
-            tracing::warn!(
-                event = "login.throttled",
-                user = %username,
-                client_id = %client.id,
-                ip = %meta.ip,
-                "login refused: throttled"
-            );
-            self.metrics.login(LoginOutcome::Throttled);
-            FlowError::Throttled { retry_after_secs }
-        };
-        let lock = self
-            .limiter
-            .check(limits, &meta.ip, username, self.clock.now_ms())
-            .await?
-            .map_err(|t| throttled(t.retry_after_secs))?;
-        // The proof once the request passed its throttles (a refused request plants nothing in
-        // the replay memory), and before the password: it costs a signature check, the password
-        // a hash.
-        let jkt = self.check_dpop(snapshot, Some(client), &dpop).await?;
-        let user = self.store.user_by_name(username).await?;
-        if let UserLock::Locked { retry_after_secs } = lock {
-            // A locked username still logs in from where its owner already is.
-            let known = match &user {
-                Some(user) => self.is_known_ip(&user.id, &meta.ip).await?,
-                None => false,
-            };
-            if !known {
-                return Err(throttled(retry_after_secs));
-            }
-        }
-        let matched = self
-            .hasher
-            .verify(
-                user.as_ref().map(|u| u.password_hash.as_str()),
-                username,
-                password,
-            )
+        let (user, jkt) = self
+            .check_credentials(snapshot, client, username, password, meta, Some(&dpop))
             .await?;
-        let user = match user {
-            Some(user) if matched && !user.disabled => user,
-            other => {
-                self.limiter
-                    .record_failure(limits, username, &meta.ip, self.clock.now_ms())
-                    .await?;
-                // "Disabled" only once the password was right: a wrong guess at a disabled
-                // account must look like any other wrong guess, in the metrics too.
-                let disabled = matched && other.as_ref().is_some_and(|u| u.disabled);
-                self.metrics.login(if disabled {
-                    LoginOutcome::Disabled
-                } else {
-                    LoginOutcome::BadCredentials
-                });
-                // An audit event: who, from where, through which client; never the password.
-                tracing::warn!(
-                    event = "login.failed",
-                    user = %username,
-                    client_id = %client.id,
-                    ip = %meta.ip,
-                    reason = match other {
-                        None => "unknown user",
-                        Some(_) if disabled => "disabled",
-                        Some(_) => "wrong password",
-                    },
-                    "login failed"
-                );
-                return Err(FlowError::BadCredentials);
-            }
-        };
-        self.limiter.record_success(username, &meta.ip).await?;
-        if self.hasher.needs_rehash(&user.password_hash) {
-            self.upgrade_hash_later(&user.id, &user.password_hash, password);
-        }
         tracing::Span::current().record("user_id", user.id.as_str());
         // What was asked for (all the client may carry when nothing was), of what the user holds.
         let scope = scopes::for_user(client, requested.as_deref(), &user.scopes)?;
@@ -266,5 +195,98 @@ impl Flows {
             issued.refresh = None;
         }
         Ok(issued)
+    }
+
+    /// A username (normalised) and password checked under the throttles and lockout, with the
+    /// same cost whether or not the user exists: the user, and the DPoP key proved when a proof
+    /// was looked at. Every login path (the JSON API, the password grant, the hosted page) goes
+    /// through here.
+    pub(super) async fn check_credentials(
+        &self,
+        snapshot: &Snapshot,
+        client: &ClientSpec,
+        username: &str,
+        password: &Password,
+        meta: &RequestMeta,
+        dpop: Option<&DpopPresented<'_>>,
+    ) -> Result<(User, Option<String>), FlowError> {
+        let limits = &snapshot.config.limits;
+        let throttled = |retry_after_secs| {
+            tracing::warn!(
+                event = "login.throttled",
+                user = %username,
+                client_id = %client.id,
+                ip = %meta.ip,
+                "login refused: throttled"
+            );
+            self.metrics.login(LoginOutcome::Throttled);
+            FlowError::Throttled { retry_after_secs }
+        };
+        let lock = self
+            .limiter
+            .check(limits, &meta.ip, username, self.clock.now_ms())
+            .await?
+            .map_err(|t| throttled(t.retry_after_secs))?;
+        // The proof once the request passed its throttles (a refused request plants nothing in
+        // the replay memory), and before the password: it costs a signature check, the password
+        // a hash.
+        let jkt = match dpop {
+            Some(dpop) => self.check_dpop(snapshot, Some(client), dpop).await?,
+            None => None,
+        };
+        let user = self.store.user_by_name(username).await?;
+        if let UserLock::Locked { retry_after_secs } = lock {
+            // A locked username still logs in from where its owner already is.
+            let known = match &user {
+                Some(user) => self.is_known_ip(&user.id, &meta.ip).await?,
+                None => false,
+            };
+            if !known {
+                return Err(throttled(retry_after_secs));
+            }
+        }
+        let matched = self
+            .hasher
+            .verify(
+                user.as_ref().map(|u| u.password_hash.as_str()),
+                username,
+                password,
+            )
+            .await?;
+        let user = match user {
+            Some(user) if matched && !user.disabled => user,
+            other => {
+                self.limiter
+                    .record_failure(limits, username, &meta.ip, self.clock.now_ms())
+                    .await?;
+                // "Disabled" only once the password was right: a wrong guess at a disabled
+                // account must look like any other wrong guess, in the metrics too.
+                let disabled = matched && other.as_ref().is_some_and(|u| u.disabled);
+                self.metrics.login(if disabled {
+                    LoginOutcome::Disabled
+                } else {
+                    LoginOutcome::BadCredentials
+                });
+                // An audit event: who, from where, through which client; never the password.
+                tracing::warn!(
+                    event = "login.failed",
+                    user = %username,
+                    client_id = %client.id,
+                    ip = %meta.ip,
+                    reason = match other {
+                        None => "unknown user",
+                        Some(_) if disabled => "disabled",
+                        Some(_) => "wrong password",
+                    },
+                    "login failed"
+                );
+                return Err(FlowError::BadCredentials);
+            }
+        };
+        self.limiter.record_success(username, &meta.ip).await?;
+        if self.hasher.needs_rehash(&user.password_hash) {
+            self.upgrade_hash_later(&user.id, &user.password_hash, password);
+        }
+        Ok((user, jkt))
     }
 }

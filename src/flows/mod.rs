@@ -8,9 +8,12 @@
 
 mod accounts;
 mod authenticate;
+pub mod authorize;
 mod client_credentials;
 mod clients;
+mod codes;
 mod dpop;
+mod grants;
 mod introspect;
 mod login;
 mod logout;
@@ -19,6 +22,7 @@ mod refresh;
 mod revoke;
 pub mod scopes;
 mod sessions;
+pub mod sso;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -29,7 +33,9 @@ use uuid::Uuid;
 pub use accounts::{Accounts, MAX_USERNAME_CHARS, normalize_username};
 pub use authenticate::{Authenticated, PresentedAccess};
 pub use clients::{AuthMethod, ClientCredentials};
+pub use codes::CodeExchange;
 pub use dpop::DpopPresented;
+pub use grants::Grant;
 pub use introspect::Introspection;
 pub use login::LoginRequest;
 pub use password::check_password_policy;
@@ -114,6 +120,10 @@ pub enum FlowError {
     /// A refresh token that is unknown, expired, revoked or reused: one answer for all.
     #[error("the refresh token is invalid, expired or revoked")]
     BadRefreshToken,
+    /// An authorization code that is unknown, expired, used, or does not fit the request
+    /// (client, redirect URI, PKCE verifier): RFC 6749 §5.2 `invalid_grant`, saying which.
+    #[error("{0}")]
+    InvalidGrant(&'static str),
     /// An access token that does not verify, or whose session or user is gone.
     #[error("{0}")]
     InvalidToken(Cow<'static, str>),

@@ -11,9 +11,13 @@ use crate::config::clients::valid_scope_token;
 /// particular scope.
 pub const ACCOUNT: &str = "account";
 
+/// OpenID Connect's scopes (Core §5.4, §11): they name claims and offline access, not
+/// permissions, so users never hold them; a client that may carry one may ask for it for anyone.
+pub const CLAIM_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+
 /// Whether the user must hold `scope` to be granted it: not the issuer's own scopes.
 fn held_by_users(scope: &str) -> bool {
-    scope != ACCOUNT
+    scope != ACCOUNT && !CLAIM_SCOPES.contains(&scope)
 }
 
 /// The scope parameter as distinct tokens in request order; `None` when absent or empty

@@ -52,6 +52,7 @@ impl Flows {
     /// Ends every session of the caller, the current one included. Returns how many.
     pub async fn logout_everywhere(&self, auth: &Authenticated) -> Result<usize, FlowError> {
         let ended = self.store.revoke_user_sessions(&auth.user.id).await?;
+        super::sso::end_all_sign_ons(&self.store, &auth.user.id, self.clock.now_ms()).await?;
         self.revoked(RevokeCause::LogoutAll, ended, None);
         Ok(ended)
     }

@@ -199,6 +199,35 @@ impl Store for MeasuredStore {
         self.timed("get_meta", self.inner.get_meta(key)).await
     }
 
+    async fn put_record(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: UnixMs,
+    ) -> Result<(), StoreError> {
+        self.timed("put_record", self.inner.put_record(key, value, expires_at))
+            .await
+    }
+
+    async fn record(&self, key: &str, now: UnixMs) -> Result<Option<String>, StoreError> {
+        self.timed("record", self.inner.record(key, now)).await
+    }
+
+    async fn swap_record(
+        &self,
+        key: &str,
+        value: &str,
+        now: UnixMs,
+    ) -> Result<Option<String>, StoreError> {
+        self.timed("swap_record", self.inner.swap_record(key, value, now))
+            .await
+    }
+
+    async fn delete_record(&self, key: &str) -> Result<(), StoreError> {
+        self.timed("delete_record", self.inner.delete_record(key))
+            .await
+    }
+
     async fn sweep(&self, now: UnixMs) -> Result<(), StoreError> {
         self.timed("sweep", self.inner.sweep(now)).await
     }

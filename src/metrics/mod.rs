@@ -120,6 +120,8 @@ pub enum RevokeCause {
     Revocation,
     Password,
     Reuse,
+    /// An authorization code presented a second time (RFC 6749 §4.1.2).
+    CodeReuse,
     /// The operator: `users disable|passwd|delete|logout`, or a client removed from the config.
     Admin,
 }
@@ -132,6 +134,7 @@ impl RevokeCause {
             RevokeCause::Revocation => "revocation",
             RevokeCause::Password => "password",
             RevokeCause::Reuse => "reuse",
+            RevokeCause::CodeReuse => "code_reuse",
             RevokeCause::Admin => "admin",
         }
     }
@@ -216,6 +219,9 @@ pub struct Metrics {
     revoked: Family<CauseLabels, Counter>,
     logins: Family<OutcomeLabels, Counter>,
     dpop_proofs: Family<OutcomeLabels, Counter>,
+    authorizations: Family<OutcomeLabels, Counter>,
+    page_logins: Family<OutcomeLabels, Counter>,
+    code_exchanges: Family<OutcomeLabels, Counter>,
     hashing: HashingMetrics,
     store: StoreMetrics,
     signing_key: Family<KeyLabels, Gauge>,
@@ -275,6 +281,24 @@ impl Metrics {
             "DPoP proofs at the issuer (token endpoints and its own protected endpoints), by outcome",
             dpop_proofs.clone(),
         );
+        let authorizations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "authorization_requests",
+            "Authorization requests (/oauth/authorize), by how they were answered: code, login_page, consent_page, error_redirect, error_page",
+            authorizations.clone(),
+        );
+        let page_logins = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "page_logins",
+            "Logins on the hosted login page, by outcome (also counted in latchkey_logins)",
+            page_logins.clone(),
+        );
+        let code_exchanges = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "code_exchanges",
+            "Authorization codes presented at the token endpoint, by outcome: issued, invalid, reused",
+            code_exchanges.clone(),
+        );
         let hashing = HashingMetrics::default();
         registry.register(
             "password_hash_queue_depth",
@@ -324,6 +348,9 @@ impl Metrics {
             revoked,
             logins,
             dpop_proofs,
+            authorizations,
+            page_logins,
+            code_exchanges,
             hashing,
             store,
             signing_key,
@@ -371,6 +398,29 @@ impl Metrics {
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.as_str(),
             })
+            .inc();
+    }
+
+    /// An authorization request's answer (see the metric's help).
+    pub fn authorization(&self, outcome: &'static str) {
+        self.authorizations
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// A login on the hosted page.
+    pub fn page_login(&self, outcome: LoginOutcome) {
+        self.page_logins
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    /// A code presented for exchange: `issued`, `invalid` or `reused`.
+    pub fn code_exchange(&self, outcome: &'static str) {
+        self.code_exchanges
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

@@ -114,6 +114,81 @@ pub async fn end(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+struct GrantView<'a> {
+    client_id: &'a str,
+    /// The client's `name`, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_name: Option<&'a str>,
+    /// The scopes allowed, space-separated.
+    scope: &'a str,
+    granted_at: String,
+}
+
+/// `GET /auth/grants`: the clients the caller allowed on the consent page.
+#[utoipa::path(
+    get,
+    path = "/auth/grants",
+    tag = "account",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's consents, by client id", body = Vec<GrantView>),
+        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token, or a DPoP-bound token presented as a bearer token; `invalid_dpop_proof`: its proof is missing or does not hold", body = crate::error::ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the token does not carry the `account` scope", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn grants(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = account_caller(&flows, &req).await?;
+    let grants = flows.grants(&auth.user.id).await.map_err(refused)?;
+    let snapshot = flows.snapshot();
+    let views: Vec<GrantView> = grants
+        .iter()
+        .map(|g| GrantView {
+            client_id: &g.client_id,
+            client_name: snapshot
+                .config
+                .client(&g.client_id)
+                .and_then(|c| c.name.as_deref()),
+            scope: &g.scope,
+            granted_at: format_timestamp(g.granted_at),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+/// `DELETE /auth/grants/{client_id}`: the client's next authorization request asks again.
+#[utoipa::path(
+    delete,
+    path = "/auth/grants/{client_id}",
+    tag = "account",
+    security(("bearer" = [])),
+    params(("client_id" = String, Path, description = "A client id from `GET /auth/grants`")),
+    responses(
+        (status = 204, description = "The consent is withdrawn (sessions already granted stay; end them under /auth/sessions)"),
+        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token, or a DPoP-bound token presented as a bearer token; `invalid_dpop_proof`: its proof is missing or does not hold", body = crate::error::ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the token does not carry the `account` scope", body = crate::error::ErrorBody),
+        (status = 404, description = "The caller has no consent for that client", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn withdraw_grant(
+    flows: web::Data<Flows>,
+    req: HttpRequest,
+    client_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let auth = account_caller(&flows, &req).await?;
+    if flows
+        .withdraw_grant(&auth.user.id, &client_id)
+        .await
+        .map_err(refused)?
+    {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(refused(FlowError::NotFound("no consent for that client")))
+    }
+}
+
 /// `POST /auth/logout-all`: every session of the caller ends, this one included.
 #[utoipa::path(
     post,

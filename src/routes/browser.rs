@@ -178,13 +178,15 @@ pub async fn cors(
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // The JSON API, and the token and revocation endpoints a browser app calls after a code
+    // flow (never the authorization endpoint: browsers navigate to it).
+    let browser_api =
+        path.starts_with("/auth/") || path == "/oauth/token" || path == "/oauth/revoke";
     let allowed = match (&origin, req.app_data::<web::Data<Flows>>()) {
-        (Some(origin), Some(flows)) if path.starts_with("/auth/") => {
-            registered(&flows.snapshot(), origin)
-        }
+        (Some(origin), Some(flows)) if browser_api => registered(&flows.snapshot(), origin),
         _ => false,
     };
-    if req.method() == Method::OPTIONS && path.starts_with("/auth/") && origin.is_some() {
+    if req.method() == Method::OPTIONS && browser_api && origin.is_some() {
         let response = if allowed {
             let mut preflight = HttpResponse::NoContent();
             preflight
@@ -214,7 +216,7 @@ pub async fn cors(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             HeaderValue::from_static("*"),
         );
-    } else if path.starts_with("/auth/") {
+    } else if browser_api {
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
         if allowed && let Some(value) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);

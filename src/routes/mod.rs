@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod authorize;
 pub mod browser;
 pub mod demo;
 pub mod form;

@@ -13,7 +13,9 @@ use super::{dpop_proofs, limited_token_request, request_meta, token_response};
 use crate::config::{ClientKind, ClientSpec};
 use crate::credentials::Password;
 use crate::error::ApiError;
-use crate::flows::{AuthMethod, ClientCredentials, DpopPresented, FlowError, Flows, LoginRequest};
+use crate::flows::{
+    AuthMethod, ClientCredentials, CodeExchange, DpopPresented, FlowError, Flows, LoginRequest,
+};
 
 /// This surface's answer to a flow's refusal: RFC 6749 §5.2 throughout.
 fn refused(e: FlowError) -> ApiError {
@@ -138,6 +140,24 @@ async fn token_admitted(
                 .ok_or_else(|| ApiError::invalid_request("refresh_token is required"))?;
             flows
                 .refresh_grant(&snapshot, &client, token, form.get("scope"), &meta, &dpop)
+                .await
+        }
+        "authorization_code" => {
+            let code = form
+                .get("code")
+                .ok_or_else(|| ApiError::invalid_request("code is required"))?;
+            flows
+                .authorization_code_grant(
+                    &snapshot,
+                    &client,
+                    CodeExchange {
+                        code,
+                        redirect_uri: form.get("redirect_uri"),
+                        code_verifier: form.get("code_verifier"),
+                        meta: &meta,
+                        dpop: &dpop,
+                    },
+                )
                 .await
         }
         "client_credentials" => {

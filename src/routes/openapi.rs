@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{account, auth, demo, oauth, ops, well_known};
+use super::{account, auth, authorize, demo, oauth, ops, well_known};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,6 +34,13 @@ use super::{account, auth, demo, oauth, ops, well_known};
         account::logout_all,
         account::change_password,
         account::register,
+        account::grants,
+        account::withdraw_grant,
+        authorize::authorize_get,
+        authorize::authorize_post,
+        authorize::login,
+        authorize::consent,
+        authorize::stylesheet,
         oauth::token,
         oauth::revoke,
         oauth::introspect,
@@ -121,8 +128,14 @@ pub async fn document() -> HttpResponse {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct TokenRequest {
-    /// `password`, `refresh_token` or `client_credentials`.
+    /// `authorization_code`, `refresh_token`, `client_credentials` or `password`.
     grant_type: String,
+    /// For `authorization_code`: the code from the redirect.
+    code: Option<String>,
+    /// For `authorization_code`: the redirect URI of the authorization request, when it named one.
+    redirect_uri: Option<String>,
+    /// For `authorization_code`: the PKCE verifier (RFC 7636).
+    code_verifier: Option<String>,
     /// For `refresh_token`.
     refresh_token: Option<String>,
     /// For `password`.
@@ -172,12 +185,19 @@ pub struct Introspection {
 #[allow(dead_code)]
 pub struct Metadata {
     issuer: String,
+    authorization_endpoint: String,
     jwks_uri: String,
     token_endpoint: String,
     revocation_endpoint: String,
     introspection_endpoint: String,
     userinfo_endpoint: String,
+    /// `["code"]`.
     response_types_supported: Vec<String>,
+    response_modes_supported: Vec<String>,
+    /// `["S256"]`.
+    code_challenge_methods_supported: Vec<String>,
+    authorization_response_iss_parameter_supported: bool,
+    prompt_values_supported: Vec<String>,
     grant_types_supported: Vec<String>,
     token_endpoint_auth_methods_supported: Vec<String>,
     revocation_endpoint_auth_methods_supported: Vec<String>,

@@ -106,13 +106,19 @@ fn metadata_document(config: &crate::config::Config) -> web::Bytes {
     scopes.dedup();
     let document = json!({
             "issuer": base,
+            "authorization_endpoint": format!("{base}/oauth/authorize"),
             "jwks_uri": format!("{base}/.well-known/jwks.json"),
             "token_endpoint": format!("{base}/oauth/token"),
             "revocation_endpoint": format!("{base}/oauth/revoke"),
             "introspection_endpoint": format!("{base}/oauth/introspect"),
             "userinfo_endpoint": format!("{base}/auth/userinfo"),
-            // No authorization endpoint: the first-party API logs users in directly.
-            "response_types_supported": [],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            // RFC 7636: plain is refused.
+            "code_challenge_methods_supported": ["S256"],
+            // RFC 9207: every authorization response carries `iss`.
+            "authorization_response_iss_parameter_supported": true,
+            "prompt_values_supported": ["none", "login", "consent", "select_account"],
             "grant_types_supported": grants,
             "token_endpoint_auth_methods_supported": auth_methods,
             "revocation_endpoint_auth_methods_supported": auth_methods,

@@ -382,6 +382,29 @@ pub trait Store: Send + Sync + 'static {
     async fn put_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
     async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError>;
 
+    /// Short-lived records of the sign-in flow (`crate::flows::authorize`): pending
+    /// authorization requests, codes, sign-on sessions, consents. Each holds an opaque value
+    /// and is forgotten after `expires_at`; the flows also check the expiry written in the
+    /// value with their own clock. Keys are the flows' own, never user input.
+    async fn put_record(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: UnixMs,
+    ) -> Result<(), StoreError>;
+    /// The record's value, unless it is absent or expired at `now`.
+    async fn record(&self, key: &str, now: UnixMs) -> Result<Option<String>, StoreError>;
+    /// Replaces a record's value, keeping its expiry, and returns the value it replaced, in one
+    /// atomic step: of many concurrent swaps exactly one sees the original value (an
+    /// authorization code is consumed once). Absent or expired: `None`, nothing written.
+    async fn swap_record(
+        &self,
+        key: &str,
+        value: &str,
+        now: UnixMs,
+    ) -> Result<Option<String>, StoreError>;
+    async fn delete_record(&self, key: &str) -> Result<(), StoreError>;
+
     /// Removes whatever has expired at `now`. Backends with native expiry do nothing.
     async fn sweep(&self, _now: UnixMs) -> Result<(), StoreError> {
         Ok(())

@@ -1094,6 +1094,57 @@ impl Store for RedisStore {
         let mut conn = self.conn().await?;
         Ok(conn.hget(META, key).await?)
     }
+
+    async fn put_record(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: UnixMs,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let _: () = redis::cmd("SET")
+            .arg(record_key(key))
+            .arg(value)
+            .arg("PX")
+            .arg((expires_at - system_ms()).max(1))
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn record(&self, key: &str, _now: UnixMs) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn().await?;
+        Ok(conn.get(record_key(key)).await?)
+    }
+
+    async fn swap_record(
+        &self,
+        key: &str,
+        value: &str,
+        _now: UnixMs,
+    ) -> Result<Option<String>, StoreError> {
+        // One SET: only if present (XX), expiry kept, the old value returned (Redis 7).
+        let mut conn = self.conn().await?;
+        Ok(redis::cmd("SET")
+            .arg(record_key(key))
+            .arg(value)
+            .arg("XX")
+            .arg("KEEPTTL")
+            .arg("GET")
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    async fn delete_record(&self, key: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let _: i64 = conn.del(record_key(key)).await?;
+        Ok(())
+    }
+}
+
+/// A sign-in record's key: untagged, so records spread over a cluster's slots.
+fn record_key(key: &str) -> String {
+    format!("lk:r:{key}")
 }
 
 /// Whether `e` is a connection that broke (Redis restarted, failed over, or the connection was
@@ -1295,6 +1346,34 @@ impl Store for Reconnecting {
 
     async fn sweep(&self, now: UnixMs) -> Result<(), StoreError> {
         self.once(self.0.sweep(now)).await
+    }
+
+    async fn put_record(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: UnixMs,
+    ) -> Result<(), StoreError> {
+        self.once_more(|| self.0.put_record(key, value, expires_at))
+            .await
+    }
+
+    async fn record(&self, key: &str, now: UnixMs) -> Result<Option<String>, StoreError> {
+        self.once_more(|| self.0.record(key, now)).await
+    }
+
+    async fn swap_record(
+        &self,
+        key: &str,
+        value: &str,
+        now: UnixMs,
+    ) -> Result<Option<String>, StoreError> {
+        // Not repeated: a swap that landed with its reply lost would look like a second use.
+        self.once(self.0.swap_record(key, value, now)).await
+    }
+
+    async fn delete_record(&self, key: &str) -> Result<(), StoreError> {
+        self.once_more(|| self.0.delete_record(key)).await
     }
 
     fn shared_counters(&self) -> Option<Arc<dyn SharedCounters>> {

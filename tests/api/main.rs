@@ -23,6 +23,7 @@ macro_rules! on_every_backend {
 mod helpers;
 
 mod architecture;
+mod authorize;
 mod browser;
 mod browser_e2e;
 mod deploy;

@@ -613,9 +613,16 @@ async fn every_token_endpoint_error_has_its_rfc_6749_code_and_status() {
             "unauthorized_client",
         ),
         (
-            "authorization_code",
+            "authorization_code for a client not registered for it",
             portal,
             vec![("grant_type", "authorization_code"), ("code", "x")],
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+        ),
+        (
+            "an unknown grant type",
+            portal,
+            vec![("grant_type", "urn:ietf:params:oauth:grant-type:device_code")],
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
         ),

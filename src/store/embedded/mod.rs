@@ -326,4 +326,36 @@ impl Store for EmbeddedStore {
         let key = key.to_owned();
         self.read(move |c| sql::get_meta(c, &key)).await
     }
+
+    async fn put_record(
+        &self,
+        key: &str,
+        value: &str,
+        expires_at: UnixMs,
+    ) -> Result<(), StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.write(move |c| sql::put_record(c, &key, &value, expires_at))
+            .await
+    }
+
+    async fn record(&self, key: &str, now: UnixMs) -> Result<Option<String>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |c| sql::record(c, &key, now)).await
+    }
+
+    async fn swap_record(
+        &self,
+        key: &str,
+        value: &str,
+        now: UnixMs,
+    ) -> Result<Option<String>, StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.write(move |c| sql::swap_record(c, &key, &value, now))
+            .await
+    }
+
+    async fn delete_record(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.write(move |c| sql::delete_record(c, &key)).await
+    }
 }

@@ -78,6 +78,13 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) STRICT;
+-- The sign-in flow's short-lived records (Store::put_record).
+CREATE TABLE IF NOT EXISTS records (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS records_by_expiry ON records (expires_at);
 ";
 
 /// Creates the database's directory (0700) and file (0600) when missing, before SQLite opens it:
@@ -720,6 +727,7 @@ pub(super) fn revoke_user_sessions(c: &Connection, user_id: &str) -> Result<usiz
 pub(super) fn sweep(tx: &Connection, now: UnixMs) -> Result<(), StoreError> {
     tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
     tx.execute("DELETE FROM revoked_for_reuse WHERE until <= ?1", [now])?;
+    tx.execute("DELETE FROM records WHERE expires_at <= ?1", [now])?;
     tx.execute("DELETE FROM refresh_tokens WHERE expires_at <= ?1", [now])?;
     tx.execute(
         "UPDATE refresh_tokens SET sealed_successor = NULL, sealed_until = NULL
@@ -783,6 +791,52 @@ pub(super) fn get_meta(c: &Connection, key: &str) -> Result<Option<String>, Stor
         })
         .optional()?,
     )
+}
+
+pub(super) fn put_record(
+    c: &Connection,
+    key: &str,
+    value: &str,
+    expires_at: UnixMs,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO records (key, value, expires_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+        params![key, value, expires_at],
+    )?;
+    Ok(())
+}
+
+pub(super) fn record(c: &Connection, key: &str, now: UnixMs) -> Result<Option<String>, StoreError> {
+    Ok(c.query_row(
+        "SELECT value FROM records WHERE key = ?1 AND expires_at > ?2",
+        params![key, now],
+        |row| row.get(0),
+    )
+    .optional()?)
+}
+
+/// One statement reads and replaces, inside the writer's transaction: no second swap can see
+/// the value this one replaced.
+pub(super) fn swap_record(
+    c: &Connection,
+    key: &str,
+    value: &str,
+    now: UnixMs,
+) -> Result<Option<String>, StoreError> {
+    let old = record(c, key, now)?;
+    if old.is_some() {
+        c.execute(
+            "UPDATE records SET value = ?2 WHERE key = ?1",
+            params![key, value],
+        )?;
+    }
+    Ok(old)
+}
+
+pub(super) fn delete_record(c: &Connection, key: &str) -> Result<(), StoreError> {
+    c.execute("DELETE FROM records WHERE key = ?1", [key])?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,146 @@
+//! Single sign-on: the issuer's own session in the browser, started by a login on the hosted
+//! page and carried by a cookie, so that the next app's authorization request needs no password
+//! (`docs/sign-in-by-redirect.md`).
+//!
+//! The cookie holds 256 random bits; the store keeps only their SHA-256, under
+//! `sso:<digest>`. A sign-on ends when it is unused for `sso.session_idle`, at
+//! `sso.session_max` after its login, when its user's credentials or status change (the user's
+//! epoch, as for refresh families), and at a logout everywhere (a per-user cutoff record).
+
+use serde::{Deserialize, Serialize};
+
+use super::{FlowError, Flows};
+use crate::clock::{UnixMs, duration_ms};
+use crate::state::Snapshot;
+use crate::store::{SharedStore, StoreError, User};
+
+/// How long the cutoff of a logout everywhere is remembered: longer than any sign-on lives.
+const CUTOFF_KEPT_MS: i64 = 366 * 24 * 3600 * 1000;
+
+/// A live sign-on, as the store keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignOn {
+    pub user_id: String,
+    /// When the user last entered a password (seconds, OIDC `auth_time`).
+    pub auth_time: i64,
+    /// How the user authenticated (RFC 8176): `pwd`.
+    pub amr: Vec<String>,
+    /// The user's epoch at the login: a password change or `users disable` ends the sign-on.
+    pub user_epoch: u64,
+    pub created_at: UnixMs,
+    /// The last time it was used; with `session_idle` it sets the expiry.
+    pub last_used_at: UnixMs,
+}
+
+/// The store key of the sign-on whose cookie holds `cookie`.
+fn sign_on_key(cookie: &str) -> String {
+    format!("sso:{}", super::authorize::digest_hex(cookie))
+}
+
+fn cutoff_key(user_id: &str) -> String {
+    format!("sso-cutoff:{user_id}")
+}
+
+/// Ends every sign-on of the user started until now (a logout everywhere, from the API or the
+/// CLI).
+pub async fn end_all_sign_ons(
+    store: &SharedStore,
+    user_id: &str,
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    store
+        .put_record(&cutoff_key(user_id), &now.to_string(), now + CUTOFF_KEPT_MS)
+        .await
+}
+
+impl SignOn {
+    fn expires_at(&self, snapshot: &Snapshot) -> UnixMs {
+        let sso = &snapshot.config.sso;
+        (self.last_used_at + duration_ms(sso.session_idle))
+            .min(self.created_at + duration_ms(sso.session_max))
+    }
+}
+
+impl Flows {
+    /// Starts a sign-on for `user`, who has just entered a password, in place of the one
+    /// `previous` names (rotated at every login). Returns the new cookie's value.
+    pub(super) async fn start_sign_on(
+        &self,
+        snapshot: &Snapshot,
+        user: &User,
+        previous: Option<&str>,
+    ) -> Result<(String, SignOn), FlowError> {
+        if let Some(previous) = previous {
+            self.store.delete_record(&sign_on_key(previous)).await?;
+        }
+        let now = self.clock.now_ms();
+        let sign_on = SignOn {
+            user_id: user.id.clone(),
+            auth_time: now.div_euclid(1000),
+            amr: vec!["pwd".into()],
+            user_epoch: user.epoch,
+            created_at: now,
+            last_used_at: now,
+        };
+        let cookie = super::authorize::random_token()?;
+        self.put_sign_on(snapshot, &cookie, &sign_on).await?;
+        Ok((cookie, sign_on))
+    }
+
+    async fn put_sign_on(
+        &self,
+        snapshot: &Snapshot,
+        cookie: &str,
+        sign_on: &SignOn,
+    ) -> Result<(), FlowError> {
+        let value = serde_json::to_string(sign_on).map_err(FlowError::internal)?;
+        self.store
+            .put_record(&sign_on_key(cookie), &value, sign_on.expires_at(snapshot))
+            .await?;
+        Ok(())
+    }
+
+    /// The live sign-on the cookie names, with its user; touched so that use keeps it alive.
+    pub(super) async fn sign_on(
+        &self,
+        snapshot: &Snapshot,
+        cookie: Option<&str>,
+    ) -> Result<Option<(SignOn, User)>, FlowError> {
+        let Some(cookie) = cookie.filter(|c| c.len() <= 64) else {
+            return Ok(None);
+        };
+        let now = self.clock.now_ms();
+        let Some(stored) = self.store.record(&sign_on_key(cookie), now).await? else {
+            return Ok(None);
+        };
+        let Ok(mut sign_on) = serde_json::from_str::<SignOn>(&stored) else {
+            return Ok(None);
+        };
+        if sign_on.expires_at(snapshot) <= now {
+            return Ok(None);
+        }
+        let user = match self.store.user_by_id(&sign_on.user_id).await? {
+            Some(user) if !user.disabled && user.epoch == sign_on.user_epoch => user,
+            _ => return Ok(None),
+        };
+        let cutoff = self
+            .store
+            .record(&cutoff_key(&user.id), now)
+            .await?
+            .and_then(|c| c.parse::<UnixMs>().ok());
+        if cutoff.is_some_and(|cutoff| sign_on.created_at <= cutoff) {
+            return Ok(None);
+        }
+        // Touched at most once a minute: a burst of authorizations costs one write.
+        if now - sign_on.last_used_at > 60_000 {
+            sign_on.last_used_at = now;
+            self.put_sign_on(snapshot, cookie, &sign_on).await?;
+        }
+        Ok(Some((sign_on, user)))
+    }
+
+    /// Ends the sign-on the cookie names (if any).
+    pub async fn end_sign_on(&self, cookie: &str) -> Result<(), FlowError> {
+        Ok(self.store.delete_record(&sign_on_key(cookie)).await?)
+    }
+}
