@@ -468,6 +468,103 @@ type = "public"
     }
 
     #[test]
+    fn redirect_clients_are_checked_and_matched_exactly() {
+        let text = format!(
+            r#"{MINIMAL}
+[[clients]]
+id = "nouris"
+type = "public"
+grants = ["authorization_code"]
+
+[[clients]]
+id = "bad"
+type = "public"
+grants = ["authorization_code"]
+redirect_uris = ["https://a.example/cb#x", "https://*.example/cb", "http://a.example/cb", "cb", "ftp://x/y", "https://user@a.example/cb"]
+require_pkce = false
+consent = "sometimes"
+loopback_any_port = false
+
+[[clients]]
+id = "cookie"
+type = "public"
+grants = ["authorization_code", "refresh_token"]
+redirect_uris = ["https://a.example/cb"]
+refresh_delivery = "cookie"
+allowed_origins = ["https://a.example"]
+
+[[clients]]
+id = "server"
+type = "confidential"
+secret_hash = "$argon2id$x"
+grants = ["authorization_code"]
+redirect_uris = ["https://a.example/cb"]
+loopback_any_port = true
+"#
+        );
+        let all = Config::parse(&text, no_env).unwrap_err().to_string();
+        for expected in [
+            "clients[0].redirect_uris: the authorization_code grant needs",
+            "\"https://a.example/cb#x\": a redirect URI has no fragment",
+            "\"https://*.example/cb\": no wildcards",
+            "\"http://a.example/cb\": http only on loopback",
+            "\"cb\": must be an absolute URI",
+            "\"ftp://x/y\": use https",
+            "\"https://user@a.example/cb\": needs a host, without user information",
+            "clients[1].require_pkce: a public client must use PKCE",
+            "clients[1].consent: \"sometimes\" must be skip, once or always",
+            "clients[2].grants: authorization_code delivers tokens in the token response",
+            "clients[3].loopback_any_port: for native (public) clients only",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in {all}");
+        }
+
+        let ok = format!(
+            r#"{MINIMAL}
+[[clients]]
+id = "native"
+type = "public"
+grants = ["authorization_code"]
+redirect_uris = ["http://127.0.0.1/cb", "com.example.app:/callback", "http://[::1]:8000/cb"]
+loopback_any_port = true
+
+[[clients]]
+id = "server"
+type = "confidential"
+secret_hash = "$argon2id$x"
+grants = ["authorization_code"]
+redirect_uris = ["https://a.example/cb?x=1"]
+require_pkce = false
+consent = "once"
+name = "Server"
+"#
+        );
+        let config = Config::parse(&ok, no_env).unwrap();
+        let native = config.client("native").unwrap();
+        assert!(native.redirect_uri_registered("http://127.0.0.1:49152/cb"));
+        assert!(native.redirect_uri_registered("http://127.0.0.1/cb"));
+        assert!(native.redirect_uri_registered("http://[::1]:1/cb"));
+        assert!(native.redirect_uri_registered("com.example.app:/callback"));
+        assert!(!native.redirect_uri_registered("http://127.0.0.1:49152/cb/"));
+        assert!(!native.redirect_uri_registered("http://127.0.0.2:49152/cb"));
+        assert!(!native.redirect_uri_registered("https://127.0.0.1:49152/cb"));
+        assert!(!native.redirect_uri_registered("http://127.0.0.1:49152@evil/cb"));
+        let server = config.client("server").unwrap();
+        assert!(server.redirect_uri_registered("https://a.example/cb?x=1"));
+        assert!(!server.redirect_uri_registered("https://a.example/cb?x=1&y=2"));
+        assert!(!server.redirect_uri_registered("https://a.example/cb"));
+        assert_eq!(server.display_name(), "Server");
+        assert!(
+            config
+                .warnings()
+                .iter()
+                .any(|w| w.contains("clients server: require_pkce = false")),
+            "{:?}",
+            config.warnings()
+        );
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once_naming_the_variable_that_set_it() {
         let text = format!(
             "{MINIMAL}\nsurprise = 1\n[tokens]\nacess_ttl = \"5m\"\n[store]\nurl = \"sqlite://x.db\"\nkind = \"fast\"\n"

@@ -367,6 +367,7 @@ pub struct RedisStore {
     create_user: Script,
     upgrade_hash: Script,
     delete_user: Script,
+    swap_record: Script,
 }
 
 impl From<redis::RedisError> for StoreError {
@@ -500,6 +501,7 @@ impl RedisStore {
             create_user: Script::new(include_str!("lua/create_user.lua")),
             upgrade_hash: Script::new(include_str!("lua/upgrade_hash.lua")),
             delete_user: Script::new(include_str!("lua/delete_user.lua")),
+            swap_record: Script::new(include_str!("lua/swap_record.lua")),
         }
     }
 
@@ -1102,9 +1104,10 @@ impl Store for RedisStore {
         expires_at: UnixMs,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
+        // Redis forgets it by its own clock; readers judge expiry by theirs (the prefix).
         let _: () = redis::cmd("SET")
             .arg(record_key(key))
-            .arg(value)
+            .arg(format!("{expires_at}:{value}"))
             .arg("PX")
             .arg((expires_at - system_ms()).max(1))
             .query_async(&mut conn)
@@ -1112,26 +1115,28 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn record(&self, key: &str, _now: UnixMs) -> Result<Option<String>, StoreError> {
+    async fn record(&self, key: &str, now: UnixMs) -> Result<Option<String>, StoreError> {
         let mut conn = self.conn().await?;
-        Ok(conn.get(record_key(key)).await?)
+        let stored: Option<String> = conn.get(record_key(key)).await?;
+        Ok(stored.and_then(|s| {
+            let (expires_at, value) = s.split_once(':')?;
+            (expires_at.parse::<UnixMs>().ok()? > now).then(|| value.to_owned())
+        }))
     }
 
     async fn swap_record(
         &self,
         key: &str,
         value: &str,
-        _now: UnixMs,
+        now: UnixMs,
     ) -> Result<Option<String>, StoreError> {
-        // One SET: only if present (XX), expiry kept, the old value returned (Redis 7).
         let mut conn = self.conn().await?;
-        Ok(redis::cmd("SET")
-            .arg(record_key(key))
+        Ok(self
+            .swap_record
+            .key(record_key(key))
             .arg(value)
-            .arg("XX")
-            .arg("KEEPTTL")
-            .arg("GET")
-            .query_async(&mut conn)
+            .arg(now)
+            .invoke_async(&mut conn)
             .await?)
     }
 

@@ -59,6 +59,7 @@ conformance!(
     revocation_by_session_and_by_user,
     sessions_are_listed_per_user,
     key_publications_keep_the_first_instant,
+    sign_in_records_expire_by_the_callers_clock_and_swap_once,
 );
 
 const T0: i64 = 1_800_000_000_000;
@@ -813,4 +814,76 @@ async fn key_publications_keep_the_first_instant(store: &SharedStore) {
         summary,
         vec![("k1", T0, T0 + 200), ("k2", T0 + 10, T0 + 300)]
     );
+}
+
+/// The sign-in flow's records: kept until their expiry by the caller's clock, and swapped by
+/// exactly one of many racing callers (an authorization code is used once).
+async fn sign_in_records_expire_by_the_callers_clock_and_swap_once(store: &SharedStore) {
+    store
+        .put_record("code:a", "fresh", T0 + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.record("code:a", T0).await.unwrap().as_deref(),
+        Some("fresh")
+    );
+    assert_eq!(
+        store.record("code:a", T0 + 60_000).await.unwrap(),
+        None,
+        "expired at its instant"
+    );
+    assert_eq!(
+        store
+            .swap_record("code:a", "used", T0 + 60_000)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.record("code:missing", T0).await.unwrap(), None);
+    assert_eq!(
+        store.swap_record("code:missing", "used", T0).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.record("code:missing", T0).await.unwrap(),
+        None,
+        "a swap creates nothing"
+    );
+
+    let swaps: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.swap_record("code:a", &format!("used{i}"), T0).await })
+        })
+        .collect();
+    let mut originals = Vec::new();
+    for swap in swaps {
+        if let Some(old) = swap.await.unwrap().unwrap() {
+            originals.push(old);
+        }
+    }
+    assert_eq!(
+        originals.iter().filter(|v| *v == "fresh").count(),
+        1,
+        "{originals:?}"
+    );
+    assert_eq!(
+        originals.len(),
+        16,
+        "each later swap sees its predecessor's value"
+    );
+    // The swap kept the expiry.
+    assert_eq!(store.record("code:a", T0 + 60_000).await.unwrap(), None);
+    assert!(store.record("code:a", T0 + 59_999).await.unwrap().is_some());
+
+    // Values are opaque text: separators and JSON survive.
+    let json = r#"{"a":"b:c","d":[1,2]}"#;
+    store.put_record("tx:b", json, T0 + 1000).await.unwrap();
+    assert_eq!(
+        store.record("tx:b", T0).await.unwrap().as_deref(),
+        Some(json)
+    );
+    store.delete_record("tx:b").await.unwrap();
+    assert_eq!(store.record("tx:b", T0).await.unwrap(), None);
+    store.delete_record("tx:b").await.unwrap();
 }
