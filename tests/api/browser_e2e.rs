@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::helpers::{Backend, PASSWORD, free_port, spawn_app_with};
 
 /// `chromedriver` on a free loopback port, killed on drop.
-struct Driver(Child, u16);
+pub(crate) struct Driver(Child, u16);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -22,7 +22,7 @@ impl Drop for Driver {
     }
 }
 
-async fn start_driver() -> Driver {
+pub(crate) async fn start_driver() -> Driver {
     let port = free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
@@ -39,7 +39,7 @@ async fn start_driver() -> Driver {
     driver
 }
 
-async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
+pub(crate) async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
     let mut capabilities = serde_json::Map::new();
     capabilities.insert(
         "goog:chromeOptions".into(),
@@ -62,7 +62,7 @@ async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
 }
 
 /// Waits (bounded) until the element's text satisfies `ok`; returns it.
-async fn wait_text(page: &Client, id: &str, ok: impl Fn(&str) -> bool) -> String {
+pub(crate) async fn wait_text(page: &Client, id: &str, ok: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(element) = page.find(Locator::Id(id)).await

@@ -26,6 +26,7 @@ mod architecture;
 mod authorize;
 mod browser;
 mod browser_e2e;
+mod browser_sso;
 mod deploy;
 mod discovery;
 mod dpop;
