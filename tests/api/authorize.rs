@@ -1173,3 +1173,34 @@ on_every_backend!(
     consent_is_asked_remembered_and_withdrawn,
     a_code_is_bound_to_its_request,
 );
+
+/// A relying party written by others: Authlib's `OAuth2Session` (Python) with PKCE S256 signs
+/// in through the hosted page, exchanges the code and refreshes. `.ci/run` installs Authlib.
+#[tokio::test]
+async fn authlib_signs_in_and_refreshes() {
+    let mut issuer = String::new();
+    let app = spawn_sso_app(Backend::Embedded, |c| issuer = c.issuer_on_own_port()).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/authlib_rp.py");
+    let output = tokio::process::Command::new("python3")
+        .args([script, &issuer, "webapp", CALLBACK, "alice", PASSWORD])
+        .output()
+        .await
+        .expect("python3");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("No module named 'authlib'"),
+        "Authlib must be installed (python3 -m pip install authlib; .ci/run installs it)"
+    );
+    assert!(output.status.success(), "{stderr}");
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let claims = claims_of(result["access_token"].as_str().unwrap());
+    assert_eq!(claims["client_id"], "webapp");
+    assert_eq!(claims["iss"], issuer.as_str());
+    assert_eq!(result["scope"], "photos:read");
+    assert_eq!(result["rotated"], true);
+    assert_eq!(
+        claims_of(result["renewed_access_token"].as_str().unwrap())["sid"],
+        claims["sid"]
+    );
+    drop(app);
+}

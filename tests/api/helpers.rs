@@ -289,6 +289,25 @@ pub struct TestConfig {
 }
 
 impl TestConfig {
+    /// Listens on a free port of its own and makes `http://127.0.0.1:PORT` the issuer, for tests
+    /// whose clients follow the URLs discovery gives (browsers, relying-party libraries).
+    /// Returns the issuer URL.
+    pub fn issuer_on_own_port(&mut self) -> String {
+        let port = free_port();
+        let issuer = format!("http://127.0.0.1:{port}");
+        self.text = self
+            .text
+            .replace(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:{port}\""),
+            )
+            .replace(
+                "issuer = \"http://127.0.0.1\"",
+                &format!("issuer = \"{issuer}\""),
+            );
+        issuer
+    }
+
     /// Sets `key = value` (given as one line) in `[section]`, replacing the key's line if any.
     pub fn set(&mut self, section: &str, line: &str) {
         let header = format!("[{section}]\n");
