@@ -227,6 +227,25 @@ def main():
         for r in sorted((r for r in sweep if r["server"] == server), key=lambda r: r["connections"]):
             lines.append(f"| {server} | {r['connections']} | {r['ok_rps']:,.0f} | {r['p50_us'] / 1000:.1f} | "
                          f"{r['p99_us'] / 1000:.1f} | {errors(r)} |")
+    code_rows = []
+    for server in SERVERS:
+        exchange, refresh = run("code_exchange", server), run("refresh", server, 32)
+        if exchange:
+            ratio = f"{exchange['ok_rps'] / refresh['ok_rps']:.0%}" if refresh else "-"
+            code_rows.append(
+                f"| {server} | {exchange['ok_rps']:,.0f}{spread('code_exchange', server)} | "
+                f"{exchange['p99_us'] / 1000:.1f} | {refresh['ok_rps']:,.0f} | {ratio} | {errors(exchange)} |"
+                if refresh else
+                f"| {server} | {exchange['ok_rps']:,.0f} | {exchange['p99_us'] / 1000:.1f} | - | - | {errors(exchange)} |")
+    if code_rows:
+        lines += ["", "## Authorization-code exchange beside refresh", "",
+                  "`POST /oauth/token` with `grant_type=authorization_code` at 32 connections, every code "
+                  "used once (`bench/wrk/code.lua`; the codes minted just before with a sign-on cookie by "
+                  "`bench/codes_prime.py`, one PKCE verifier for all). An exchange costs one atomic consume "
+                  "of the code, one user read, one family created and one signature; a refresh, one atomic "
+                  "rotation and one signature.", "",
+                  "| store | exchanges/s | p99 ms | refresh/s (same run) | exchange / refresh | errors |",
+                  "|---|---|---|---|---|---|"] + code_rows
     if dpop_rows:
         lines += ["", "## Refresh with and without DPoP", "",
                   "The same chain at 32 connections, back to back: without proofs, then with every session "
