@@ -99,6 +99,17 @@ pub enum UsersCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// List the clients a user allowed on the consent page, or withdraw one (`--withdraw`):
+    /// its next sign-in asks again.
+    Grants {
+        #[arg(value_name = "NAME")]
+        username: String,
+        /// Withdraw the consent given to this client.
+        #[arg(long, value_name = "CLIENT_ID")]
+        withdraw: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// List users.
     List(ConfigArg),
     /// Check existing names for look-alikes (and record the keys that keep new look-alikes
@@ -119,6 +130,7 @@ impl UsersCommand {
             | UsersCommand::Delete { config, .. }
             | UsersCommand::Sessions { config, .. }
             | UsersCommand::Logout { config, .. }
+            | UsersCommand::Grants { config, .. }
             | UsersCommand::List(config)
             | UsersCommand::Check(config) => config,
         }
@@ -126,7 +138,12 @@ impl UsersCommand {
 
     /// Whether the command only reads: then it never creates a store.
     fn reads_only(&self) -> bool {
-        matches!(self, UsersCommand::List(_) | UsersCommand::Sessions { .. })
+        matches!(
+            self,
+            UsersCommand::List(_)
+                | UsersCommand::Sessions { .. }
+                | UsersCommand::Grants { withdraw: None, .. }
+        )
     }
 }
 
@@ -290,6 +307,35 @@ pub async fn run(cmd: UsersCommand) -> Result<(), CliError> {
             let user = accounts.find(&username).await.map_err(fail)?;
             let n = accounts.end_all_sessions(&user.id).await.map_err(fail)?;
             println!("{} of {username} ended", count(n, "session"));
+        }
+        UsersCommand::Grants {
+            username,
+            withdraw: Some(client_id),
+            ..
+        } => {
+            if !accounts
+                .withdraw_grant(&username, &client_id)
+                .await
+                .map_err(fail)?
+            {
+                return Err(CliError(format!("{username} has not allowed {client_id}")));
+            }
+            println!("withdrew {username}'s consent to {client_id}");
+        }
+        UsersCommand::Grants { username, .. } => {
+            let grants = accounts.grants(&username).await.map_err(fail)?;
+            let rows: Vec<Vec<String>> = grants
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.client_id.clone(),
+                        format_timestamp(g.granted_at),
+                        g.scope.clone(),
+                    ]
+                })
+                .collect();
+            print_table(&["CLIENT", "GRANTED", "SCOPES"], &rows);
+            println!("{}", count(grants.len(), "consent"));
         }
         UsersCommand::Check(_) => {
             let groups = accounts.look_alikes().await.map_err(fail)?;

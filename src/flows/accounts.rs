@@ -79,6 +79,14 @@ impl Accounts {
         }
     }
 
+    pub(super) fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    pub(super) fn now(&self) -> crate::clock::UnixMs {
+        self.clock.now_ms()
+    }
+
     pub async fn find(&self, username: &str) -> Result<User, FlowError> {
         let username = &normalize_username(username)?;
         self.store

@@ -33,8 +33,6 @@ const TRANSACTION_TTL_MS: i64 = 10 * 60 * 1000;
 const MAX_PARAMETERS: usize = 64;
 /// The longest value of any parameter (a redirect URI has its own, shorter limit).
 const MAX_VALUE_LEN: usize = 2048;
-/// Consents are remembered this long after they were last given.
-const CONSENT_KEPT_MS: i64 = 365 * 24 * 3600 * 1000;
 
 /// SHA-256 of `text`, in hex: the store keeps only digests of what browsers hold.
 pub(super) fn digest_hex(text: &str) -> String {
@@ -161,20 +159,6 @@ struct Transaction {
     expires_at: UnixMs,
     /// The user the consent page was shown to: only that user's decision counts.
     consent_for: Option<String>,
-}
-
-/// A user's remembered consents, by client.
-type Consents = HashMap<String, ConsentRecord>;
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ConsentRecord {
-    /// The scopes allowed, space-separated.
-    pub scope: String,
-    pub granted_at: UnixMs,
-}
-
-fn consents_key(user_id: &str) -> String {
-    format!("consent:{user_id}")
 }
 
 fn transaction_key(id: &str) -> String {
@@ -595,7 +579,8 @@ impl Flows {
             Consent::Always => Ok(true),
             _ if request.prompt.consent => Ok(true),
             _ => {
-                let consents = self.consents(&user.id).await?;
+                let consents =
+                    super::grants::consents(&self.store, &user.id, self.clock.now_ms()).await?;
                 Ok(!consents.get(&client.id).is_some_and(|given| {
                     let allowed: Vec<&str> = given.scope.split(' ').collect();
                     scope
@@ -605,33 +590,6 @@ impl Flows {
                 }))
             }
         }
-    }
-
-    /// A user's remembered consents, by client.
-    pub(super) async fn consents(&self, user_id: &str) -> Result<Consents, FlowError> {
-        let stored = self
-            .store
-            .record(&consents_key(user_id), self.clock.now_ms())
-            .await?;
-        Ok(stored
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default())
-    }
-
-    pub(super) async fn put_consents(
-        &self,
-        user_id: &str,
-        consents: &Consents,
-    ) -> Result<(), FlowError> {
-        let key = consents_key(user_id);
-        if consents.is_empty() {
-            return Ok(self.store.delete_record(&key).await?);
-        }
-        let value = serde_json::to_string(consents).map_err(FlowError::internal)?;
-        self.store
-            .put_record(&key, &value, self.clock.now_ms() + CONSENT_KEPT_MS)
-            .await?;
-        Ok(())
     }
 
     async fn open_transaction(
@@ -872,15 +830,18 @@ impl Flows {
         if let Some(client) = client.filter(|c| c.consent == Consent::Once) {
             let scope = scopes::for_user(&client, request.scope.as_deref(), &user.scopes)
                 .unwrap_or_default();
-            let mut consents = self.consents(&user.id).await?;
+            let now = self.clock.now_ms();
+            let mut consents = super::grants::consents(&self.store, &user.id, now)
+                .await
+                .map_err(FlowError::from)?;
             consents.insert(
                 client.id.clone(),
-                ConsentRecord {
+                super::grants::ConsentRecord {
                     scope,
-                    granted_at: self.clock.now_ms(),
+                    granted_at: now,
                 },
             );
-            self.put_consents(&user.id, &consents).await?;
+            super::grants::put_consents(&self.store, &user.id, &consents, now).await?;
         }
         let answer = self
             .proceed(snapshot, request, Some((sign_on, user)), form.browser, true)

@@ -554,6 +554,19 @@ async fn consent_is_asked_remembered_and_withdrawn(backend: Backend) {
     assert_eq!(grants[0]["client_id"], "printer");
     assert_eq!(grants[0]["scope"], "openid photos:read");
     assert_eq!(grants[0]["client_name"], "Photo <Printer> & \"Co\"");
+    // The operator sees the same, from the CLI beside the running server.
+    let listed = crate::helpers::run_with_stdin(
+        crate::helpers::latchkey(&["users", "grants", "alice"], &app.config_path),
+        "",
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        listed.starts_with("CLIENT")
+            && listed.contains("printer")
+            && listed.contains("openid photos:read"),
+        "{listed}"
+    );
+    assert!(listed.trim_end().ends_with("1 consent"), "{listed}");
     let withdraw = |client: &'static str| {
         app.client
             .delete(app.url(&format!("/auth/grants/{client}")))
@@ -568,6 +581,15 @@ async fn consent_is_asked_remembered_and_withdrawn(backend: Backend) {
         withdraw("printer").await.unwrap().status(),
         StatusCode::NOT_FOUND
     );
+    let again = crate::helpers::run_with_stdin(
+        crate::helpers::latchkey(
+            &["users", "grants", "alice", "--withdraw", "printer"],
+            &app.config_path,
+        ),
+        "",
+    );
+    assert!(!again.status.success(), "nothing left to withdraw");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("alice has not allowed printer"));
     let (_, query) = redirect_params(&get(&browser, &authorize_url(&app, &silent)).await);
     assert_eq!(query["error"], "consent_required", "withdrawn: asked again");
 
