@@ -215,6 +215,25 @@ fn redirect_back(
     with_query(redirect_uri, &all)
 }
 
+/// What a request is granted for `user`: narrowed as at the token endpoint, except that an app
+/// signing in by redirect gets the account API (sessions, password) only when it asks for it by
+/// name, never by asking for nothing.
+fn granted_scope(
+    client: &ClientSpec,
+    request: &AuthorizationRequest,
+    user: &User,
+) -> Result<String, FlowError> {
+    let scope = scopes::for_user(client, request.scope.as_deref(), &user.scopes)?;
+    if request.scope.is_some() {
+        return Ok(scope);
+    }
+    Ok(scope
+        .split(' ')
+        .filter(|s| *s != scopes::ACCOUNT)
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
 /// The parameters of a request, each at most once.
 struct Parameters<'a> {
     values: HashMap<&'a str, &'a str>,
@@ -520,7 +539,7 @@ impl Flows {
             })
             .into());
         };
-        let scope = match scopes::for_user(&client, request.scope.as_deref(), &user.scopes) {
+        let scope = match granted_scope(&client, &request, &user) {
             Ok(scope) => scope,
             Err(e) => {
                 return Ok(
@@ -828,8 +847,7 @@ impl Flows {
         };
         let client = snapshot.config.client(&request.client_id).cloned();
         if let Some(client) = client.filter(|c| c.consent == Consent::Once) {
-            let scope = scopes::for_user(&client, request.scope.as_deref(), &user.scopes)
-                .unwrap_or_default();
+            let scope = granted_scope(&client, &request, &user).unwrap_or_default();
             let now = self.clock.now_ms();
             let mut consents = super::grants::consents(&self.store, &user.id, now)
                 .await

@@ -1226,3 +1226,29 @@ async fn authlib_signs_in_and_refreshes() {
     );
     drop(app);
 }
+
+/// Asking for nothing grants what the user holds that the client may carry, but never the
+/// account API, which an app must ask for by name.
+#[tokio::test]
+async fn the_account_scope_is_granted_only_when_asked_for() {
+    let app = spawn_sso_app(Backend::Embedded, |_| {}).await;
+    let browser = browser();
+    let mut plain = request("webapp", CALLBACK);
+    plain.retain(|(n, _)| *n != "scope");
+    let code = code_for(&app, &browser, &plain).await;
+    let body: Value = exchange(&app, &exchange_fields(&code, "webapp"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["scope"], "photos:read");
+    let mut asked = request("webapp", CALLBACK);
+    asked.push(("scope", "photos:read account"));
+    let code = code_for(&app, &browser, &asked).await;
+    let body: Value = exchange(&app, &exchange_fields(&code, "webapp"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["scope"], "photos:read account");
+}
