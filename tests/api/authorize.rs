@@ -1252,3 +1252,58 @@ async fn the_account_scope_is_granted_only_when_asked_for() {
         .unwrap();
     assert_eq!(body["scope"], "photos:read account");
 }
+
+/// A code exchanged with a DPoP proof binds what it issues to the key, like any token request:
+/// the session's refresh tokens then need proofs of that key.
+#[tokio::test]
+async fn a_code_exchanged_with_a_proof_binds_the_session() {
+    let app = spawn_sso_app(Backend::Embedded, |_| {}).await;
+    let browser = browser();
+    let key = crate::dpop::DpopKey::es256();
+    let code = code_for(&app, &browser, &request("webapp", CALLBACK)).await;
+    let bound = app
+        .client
+        .post(app.url("/oauth/token"))
+        .header(
+            "dpop",
+            key.proof("POST", "http://127.0.0.1/oauth/token", None),
+        )
+        .form(&exchange_fields(&code, "webapp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bound.status(), StatusCode::OK);
+    let body: Value = bound.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP");
+    assert_eq!(
+        claims_of(&text(&body, "access_token"))["cnf"]["jkt"],
+        key.jkt()
+    );
+    let refresh = text(&body, "refresh_token");
+    let without = exchange(
+        &app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", "webapp"),
+        ],
+    )
+    .await;
+    assert_error(without, StatusCode::BAD_REQUEST, "invalid_dpop_proof").await;
+    let with = app
+        .client
+        .post(app.url("/oauth/token"))
+        .header(
+            "dpop",
+            key.proof("POST", "http://127.0.0.1/oauth/token", None),
+        )
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", "webapp"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with.status(), StatusCode::OK);
+}

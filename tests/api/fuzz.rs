@@ -374,3 +374,141 @@ fn no_malformed_request_yields_a_5xx() {
     let answered = answered.into_inner();
     assert!(answered > 400, "only {answered} probes reached the server");
 }
+
+/// The authorization endpoint and its forms under random parameters (known names with hostile
+/// values, repeated, misspelt; random bytes): never a 5xx, and never a redirect anywhere but a
+/// registered redirect URI or the endpoint itself.
+#[test]
+fn no_authorization_request_yields_a_5xx_or_a_foreign_redirect() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    const REGISTERED: [&str; 2] = ["https://app.example/cb", "http://127.0.0.1/native"];
+    let app = runtime.block_on(async {
+        let app = spawn_app_with(Backend::Embedded, |c| {
+            c.text.push_str(
+                "\n[[clients]]\nid = \"app\"\ntype = \"public\"\n\
+                 grants = [\"authorization_code\"]\n\
+                 redirect_uris = [\"https://app.example/cb\"]\nconsent = \"once\"\n\
+                 [[clients]]\nid = \"native\"\ntype = \"public\"\n\
+                 grants = [\"authorization_code\"]\nloopback_any_port = true\n\
+                 redirect_uris = [\"http://127.0.0.1/native\"]\n",
+            );
+        })
+        .await;
+        app.add_user("alice", PASSWORD).await;
+        app
+    });
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let names = prop_oneof![
+        Just("response_type"),
+        Just("client_id"),
+        Just("redirect_uri"),
+        Just("code_challenge"),
+        Just("code_challenge_method"),
+        Just("scope"),
+        Just("state"),
+        Just("prompt"),
+        Just("max_age"),
+        Just("login_hint"),
+        Just("nonce"),
+        Just("transaction"),
+        Just("csrf"),
+        Just("username"),
+        Just("password"),
+        Just("action"),
+        Just("request"),
+        Just("response_mode"),
+    ];
+    let values = prop_oneof![
+        hostile_text(),
+        Just("code".to_owned()),
+        Just("app".to_owned()),
+        Just("native".to_owned()),
+        Just("https://app.example/cb".to_owned()),
+        Just("https://app.example/cb/../x".to_owned()),
+        Just("http://127.0.0.1:8/native".to_owned()),
+        Just("http://127.0.0.1:8@evil.example/native".to_owned()),
+        Just("S256".to_owned()),
+        Just("plain".to_owned()),
+        Just("none".to_owned()),
+        Just("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned()),
+        "[a-z ]{0,20}",
+    ];
+    let pairs = proptest::collection::vec((names, values), 0..12);
+    let path = prop_oneof![
+        Just(("GET", "/oauth/authorize")),
+        Just(("POST", "/oauth/authorize")),
+        Just(("POST", "/oauth/authorize/login")),
+        Just(("POST", "/oauth/authorize/consent")),
+    ];
+    let mut runner = TestRunner::new(cases(600));
+    let result = runner.run(&(path, pairs), |((method, path), pairs)| {
+        let encoded: String = pairs
+            .iter()
+            .map(|(n, v)| {
+                let v: String = url_escape(v);
+                format!("{n}={v}")
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let (status, location) = runtime.block_on(async {
+            let request = if method == "GET" {
+                browser.get(format!("{}?{encoded}", app.url(path)))
+            } else {
+                browser
+                    .post(app.url(path))
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(encoded.clone())
+            };
+            let response = request.send().await.unwrap();
+            let location = response
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap_or("").to_owned());
+            (response.status(), location)
+        });
+        prop_assert!(
+            status.as_u16() < 500,
+            "{status} for {method} {path}?{encoded}"
+        );
+        if let Some(location) = location {
+            let to_registered = REGISTERED
+                .iter()
+                .any(|r| location.starts_with(&format!("{r}?")))
+                || location.starts_with("http://127.0.0.1:")
+                    && location.split('?').next().is_some_and(|base| {
+                        base.starts_with("http://127.0.0.1:")
+                            && base.ends_with("/native")
+                            && base["http://127.0.0.1:".len()..base.len() - "/native".len()]
+                                .bytes()
+                                .all(|b| b.is_ascii_digit())
+                    });
+            prop_assert!(
+                to_registered || location.starts_with("/oauth/authorize?transaction="),
+                "redirect to {location} for {method} {path}?{encoded}"
+            );
+        }
+        Ok(())
+    });
+    drop(app);
+    result.unwrap();
+}
+
+/// Percent-encodes all but unreserved characters.
+fn url_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
