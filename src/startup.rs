@@ -261,6 +261,8 @@ pub const ROUTE_PATTERNS: &[&str] = &[
     "/oauth/authorize",
     "/oauth/authorize/login",
     "/oauth/authorize/consent",
+    "/oauth/logout",
+    "/oauth/logout/confirm",
     "/oauth/pages.css",
     "/oauth/token",
     "/oauth/revoke",
@@ -288,7 +290,13 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     cfg.service(post("/auth/login", auth::login))
         .service(post("/auth/refresh", auth::refresh))
         .service(post("/auth/logout", auth::logout))
-        .service(get("/auth/userinfo", auth::userinfo))
+        .service(
+            web::resource("/auth/userinfo")
+                .route(web::get().to(auth::userinfo))
+                .route(web::head().to(auth::userinfo))
+                .route(web::post().to(auth::userinfo_post))
+                .default_service(web::to(|| method_not_allowed("GET, HEAD, POST"))),
+        )
         .service(get("/auth/sessions", account::list))
         .service(delete("/auth/sessions/{sid}", account::end))
         .service(post("/auth/logout-all", account::logout_all))
@@ -303,6 +311,17 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         )
         .service(post("/oauth/authorize/login", authorize::login))
         .service(post("/oauth/authorize/consent", authorize::consent))
+        .service(
+            web::resource("/oauth/logout")
+                .route(web::get().to(authorize::end_session_get))
+                .route(web::head().to(authorize::end_session_get))
+                .route(web::post().to(authorize::end_session_post))
+                .default_service(web::to(|| method_not_allowed("GET, HEAD, POST"))),
+        )
+        .service(post(
+            "/oauth/logout/confirm",
+            authorize::end_session_confirm,
+        ))
         .service(get("/oauth/pages.css", authorize::stylesheet))
         .service(get("/auth/grants", account::grants))
         .service(delete("/auth/grants/{client_id}", account::withdraw_grant))

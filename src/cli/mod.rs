@@ -390,6 +390,9 @@ async fn config_check(path: &Path, strict: bool) -> Result<(), CliError> {
             format!(", {} warning(s)", warnings.len())
         }
     );
+    for line in keys::signing_summary(&config.keys, now) {
+        println!("  {line}");
+    }
     Ok(())
 }
 

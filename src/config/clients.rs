@@ -111,6 +111,11 @@ pub struct ClientSpec {
     pub consent: Consent,
     /// Shown to users on the hosted pages.
     pub name: Option<String>,
+    /// The algorithm of its ID tokens (OIDC Dynamic Registration §2); absent: RS256 when a key
+    /// signs ID tokens in it, else the access-token key's.
+    pub id_token_signed_response_alg: Option<super::Alg>,
+    /// Where the end-session endpoint may send the browser after a sign-out (exact strings).
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 impl ClientSpec {
@@ -134,6 +139,8 @@ impl ClientSpec {
             require_pkce: true,
             consent: Consent::Skip,
             name: None,
+            id_token_signed_response_alg: None,
+            post_logout_redirect_uris: Vec::new(),
         }
     }
 
@@ -203,6 +210,10 @@ pub(super) struct RawClient {
     pub(super) consent: Option<String>,
     #[serde(default)]
     pub(super) name: Option<String>,
+    #[serde(default)]
+    pub(super) id_token_signed_response_alg: Option<String>,
+    #[serde(default)]
+    pub(super) post_logout_redirect_uris: Vec<String>,
 }
 
 /// The longest redirect URI accepted, in the config and in requests.
@@ -408,6 +419,11 @@ pub(super) fn validate(raw: Vec<RawClient>, problems: &mut Vec<String>) -> Vec<C
                 problems.push(format!("{at}.redirect_uris: {uri:?}: {why}"));
             }
         }
+        for uri in &c.post_logout_redirect_uris {
+            if let Some(why) = redirect_uri_problem(uri) {
+                problems.push(format!("{at}.post_logout_redirect_uris: {uri:?}: {why}"));
+            }
+        }
         if grants.contains(&GrantType::AuthorizationCode) {
             if c.redirect_uris.is_empty() {
                 problems.push(format!(
@@ -453,6 +469,16 @@ pub(super) fn validate(raw: Vec<RawClient>, problems: &mut Vec<String>) -> Vec<C
                 "{at}.name: 1-100 characters, no control characters"
             ));
         }
+        let id_token_signed_response_alg =
+            c.id_token_signed_response_alg.as_deref().and_then(|a| {
+                let alg = super::Alg::parse(a);
+                if alg.is_none() {
+                    problems.push(format!(
+                        "{at}.id_token_signed_response_alg: {a:?} must be RS256 or ES256"
+                    ));
+                }
+                alg
+            });
         clients.push(ClientSpec {
             id: c.id,
             kind,
@@ -471,6 +497,8 @@ pub(super) fn validate(raw: Vec<RawClient>, problems: &mut Vec<String>) -> Vec<C
             require_pkce,
             consent,
             name: c.name,
+            id_token_signed_response_alg,
+            post_logout_redirect_uris: c.post_logout_redirect_uris,
         });
         if c.introspect && kind != ClientKind::Confidential {
             problems.push(format!(

@@ -23,6 +23,9 @@ pub(super) struct RawKey {
     pub(super) generate_if_missing: bool,
     #[serde(default)]
     pub(super) passphrase_env: Option<String>,
+    /// What the key signs: `access_tokens`, `id_tokens`, or both (the default).
+    #[serde(default)]
+    pub(super) signs: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -69,6 +72,10 @@ pub struct KeySpec {
     pub generate_if_missing: bool,
     /// The environment variable holding the passphrase of an encrypted key file.
     pub passphrase_env: Option<String>,
+    /// Signs access tokens (one key at a time does: see `crate::keys::scheduled_signer`).
+    pub signs_access_tokens: bool,
+    /// Signs ID tokens (one key per algorithm at a time does).
+    pub signs_id_tokens: bool,
 }
 
 impl KeySpec {
@@ -111,6 +118,23 @@ pub(super) fn validate(raw: Vec<RawKey>, problems: &mut Vec<String>) -> Vec<KeyS
         if not_after <= not_before {
             problems.push(format!("{at}.not_after: must be later than not_before"));
         }
+        let (mut signs_access_tokens, mut signs_id_tokens) = (true, true);
+        if let Some(signs) = &k.signs {
+            signs_access_tokens = signs.iter().any(|s| s == "access_tokens");
+            signs_id_tokens = signs.iter().any(|s| s == "id_tokens");
+            if let Some(bad) = signs
+                .iter()
+                .find(|s| *s != "access_tokens" && *s != "id_tokens")
+            {
+                problems.push(format!(
+                    "{at}.signs: {bad:?}; a key signs access_tokens, id_tokens, or both"
+                ));
+            } else if signs.is_empty() {
+                problems.push(format!(
+                    "{at}.signs: empty; a key signs access_tokens, id_tokens, or both"
+                ));
+            }
+        }
         keys.push(KeySpec {
             kid: k.kid,
             alg,
@@ -120,10 +144,14 @@ pub(super) fn validate(raw: Vec<RawKey>, problems: &mut Vec<String>) -> Vec<KeyS
             revoked: k.revoked,
             generate_if_missing: k.generate_if_missing,
             passphrase_env: k.passphrase_env,
+            signs_access_tokens,
+            signs_id_tokens,
         });
     }
     if keys.iter().all(|k| k.revoked) {
         problems.push("keys: at least one [[keys]] entry that is not revoked is needed".into());
+    } else if !keys.iter().any(|k| !k.revoked && k.signs_access_tokens) {
+        problems.push("keys: no key signs access_tokens (signs = [\"access_tokens\"])".into());
     }
     keys
 }

@@ -178,6 +178,23 @@ impl Config {
     /// environment that latchkey does not read.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = clients::warnings(&self.clients);
+        let rs256_id_tokens = self
+            .keys
+            .iter()
+            .any(|k| !k.revoked && k.signs_id_tokens && k.alg == Alg::RS256);
+        if !rs256_id_tokens
+            && self.clients.iter().any(|c| {
+                c.may(GrantType::AuthorizationCode) && c.id_token_signed_response_alg.is_none()
+            })
+        {
+            warnings.push(
+                "keys: no RS256 key signs ID tokens, so they are signed with the access-token \
+                 key; relying parties that accept only RS256 (the OpenID Connect default) refuse \
+                 them. Add an RS256 key with signs = [\"id_tokens\"] (latchkey keys generate \
+                 --alg RS256)"
+                    .into(),
+            );
+        }
         let passphrases: Vec<&str> = self
             .keys
             .iter()
@@ -254,6 +271,17 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         clients.push(ClientSpec::default_client());
     }
     let demo = demo::validate(raw.demo, &clients, &mut problems);
+    for (i, client) in clients.iter().enumerate() {
+        if let Some(alg) = client.id_token_signed_response_alg
+            && !keys
+                .iter()
+                .any(|k| !k.revoked && k.signs_id_tokens && k.alg == alg)
+        {
+            problems.push(format!(
+                "clients[{i}].id_token_signed_response_alg: no key signs ID tokens in {alg}"
+            ));
+        }
+    }
 
     if !problems.is_empty() {
         return Err(ConfigError { problems });

@@ -95,6 +95,7 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (Some("sso"), "session_idle", EnvKind::Str),
     (Some("sso"), "session_max", EnvKind::Str),
     (Some("sso"), "code_ttl", EnvKind::Str),
+    (Some("sso"), "id_token_ttl", EnvKind::Str),
     (Some("limits"), "window", EnvKind::Str),
     (Some("limits"), "login_attempts_per_ip", EnvKind::Int),
     (Some("limits"), "failed_logins_per_user_ip", EnvKind::Int),

@@ -16,6 +16,8 @@ pub(super) struct RawSso {
     pub(super) session_max: String,
     /// How long an authorization code may wait for its exchange (RFC 6749 §4.1.2: short).
     pub(super) code_ttl: String,
+    /// How long an ID token is valid (its `exp`).
+    pub(super) id_token_ttl: String,
 }
 
 impl Default for RawSso {
@@ -24,6 +26,7 @@ impl Default for RawSso {
             session_idle: "12h".into(),
             session_max: "7d".into(),
             code_ttl: "60s".into(),
+            id_token_ttl: "10m".into(),
         }
     }
 }
@@ -33,6 +36,7 @@ pub struct SsoSettings {
     pub session_idle: Duration,
     pub session_max: Duration,
     pub code_ttl: Duration,
+    pub id_token_ttl: Duration,
 }
 
 pub(super) fn validate(raw: RawSso, problems: &mut Vec<String>) -> SsoSettings {
@@ -40,6 +44,7 @@ pub(super) fn validate(raw: RawSso, problems: &mut Vec<String>) -> SsoSettings {
         session_idle: duration(problems, "sso.session_idle", &raw.session_idle, false),
         session_max: duration(problems, "sso.session_max", &raw.session_max, false),
         code_ttl: duration(problems, "sso.code_ttl", &raw.code_ttl, false),
+        id_token_ttl: duration(problems, "sso.id_token_ttl", &raw.id_token_ttl, false),
     };
     if sso.session_idle > sso.session_max {
         problems.push("sso.session_idle: longer than sso.session_max, which ends it first".into());

@@ -42,6 +42,7 @@ impl Flows {
             client_id: client.id.clone(),
             session_id: None,
             dpop_nonce: self.dpop_nonce(snapshot, client),
+            id_token: None,
         })
     }
 }

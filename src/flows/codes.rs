@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::authorize::{AuthorizationRequest, digest_hex};
 use super::login::channel_of;
 use super::sso::SignOn;
-use super::{DpopPresented, FlowError, Flows, Issued, RequestMeta};
+use super::{DpopPresented, FlowError, Flows, Issued, RequestMeta, id_tokens};
 use crate::clock::{UnixMs, duration_ms};
 use crate::config::{ClientKind, ClientSpec, GrantType};
 use crate::metrics::RevokeCause;
@@ -44,6 +44,12 @@ struct CodeRecord {
     amr: Vec<String>,
     nonce: Option<String>,
     expires_at: UnixMs,
+    /// The sign-on it came from (its cookie's digest) and until when that lives: the family
+    /// the code starts is filed under it, for a logout that ends both.
+    #[serde(default)]
+    sign_on: Option<String>,
+    #[serde(default)]
+    sign_on_until: UnixMs,
 }
 
 fn code_key(code: &str) -> String {
@@ -116,6 +122,8 @@ impl Flows {
             amr: sign_on.amr.clone(),
             nonce: request.nonce.clone(),
             expires_at,
+            sign_on: Some(sign_on.digest.clone()).filter(|d| !d.is_empty()),
+            sign_on_until: sign_on.created_at + duration_ms(snapshot.config.sso.session_max),
         };
         let value = serde_json::to_string(&record).map_err(FlowError::internal)?;
         self.store
@@ -231,6 +239,15 @@ impl Flows {
         if !created {
             return Err(invalid("the user changed since the code was issued"));
         }
+        if let Some(digest) = &record.sign_on {
+            let offline = record.scope.split(' ').any(|s| s == "offline_access");
+            self.file_family(
+                digest,
+                record.sign_on_until,
+                super::sso::StartedFamily { sid, offline },
+            )
+            .await?;
+        }
         self.metrics.code_exchange("issued");
         self.metrics.issued("authorization_code", &client.id);
         tracing::info!(event = "code.exchanged", user_id = %user.id, client_id = %client.id, ip = %meta.ip, %sid, "authorization code exchanged");
@@ -252,6 +269,24 @@ impl Flows {
         )?;
         if !client.may(GrantType::RefreshToken) {
             issued.refresh = None;
+        }
+        if id_tokens::wants_id_token(&entitlement.scope) {
+            let authentication = id_tokens::Authentication {
+                auth_time: record.auth_time,
+                amr: record.amr,
+            };
+            self.remember_authentication(sid, &authentication, expires_at)
+                .await?;
+            issued.id_token = Some(self.sign_id_token(
+                snapshot,
+                client,
+                &entitlement.user_id,
+                sid,
+                &authentication,
+                record.nonce.as_deref(),
+                &issued.access_token,
+                now,
+            )?);
         }
         Ok(issued)
     }

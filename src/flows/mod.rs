@@ -13,7 +13,9 @@ mod client_credentials;
 mod clients;
 mod codes;
 mod dpop;
+pub mod end_session;
 mod grants;
+mod id_tokens;
 mod introspect;
 mod login;
 mod logout;
@@ -97,6 +99,8 @@ pub struct Issued {
     pub session_id: Option<Uuid>,
     /// The current DPoP nonce, for a client that uses them (`DPoP-Nonce`).
     pub dpop_nonce: Option<String>,
+    /// An OpenID Connect ID token, for a session granted `openid`.
+    pub id_token: Option<String>,
 }
 
 /// A refresh token and how long it lives unused.
@@ -393,6 +397,7 @@ impl Flows {
             client_id: entitlement.client_id.clone(),
             session_id: Some(sid),
             dpop_nonce: self.dpop_nonce(snapshot, client),
+            id_token: None,
         })
     }
 }

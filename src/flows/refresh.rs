@@ -267,7 +267,7 @@ impl Flows {
             scope: scopes::narrowed(&still, requested)?,
             ..entitlement
         };
-        let issued = self.issue(
+        let mut issued = self.issue(
             snapshot,
             client,
             &entitlement,
@@ -276,6 +276,21 @@ impl Flows {
             jkt.as_deref(),
             now,
         )?;
+        // OIDC Core §12.2: the same subject, audience and auth_time, a new iat, no nonce.
+        if super::id_tokens::wants_id_token(&entitlement.scope)
+            && let Some(authentication) = self.authentication_of(sid).await?
+        {
+            issued.id_token = Some(self.sign_id_token(
+                snapshot,
+                client,
+                &entitlement.user_id,
+                sid,
+                &authentication,
+                None,
+                &issued.access_token,
+                now,
+            )?);
+        }
         self.metrics.issued("refresh_token", &client.id);
         Ok(issued)
     }

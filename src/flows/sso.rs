@@ -30,11 +30,30 @@ pub struct SignOn {
     pub created_at: UnixMs,
     /// The last time it was used; with `session_idle` it sets the expiry.
     pub last_used_at: UnixMs,
+    /// The digest of its cookie: what the families it starts are filed under.
+    #[serde(skip)]
+    pub digest: String,
 }
 
 /// The store key of the sign-on whose cookie holds `cookie`.
 fn sign_on_key(cookie: &str) -> String {
     format!("sso:{}", super::authorize::digest_hex(cookie))
+}
+
+/// Where the sessions (refresh families) a sign-on started are listed, for a logout that ends
+/// them with it.
+fn families_key(digest: &str) -> String {
+    format!("sso-families:{digest}")
+}
+
+/// At most this many families are listed per sign-on (the oldest fall off).
+const MAX_FAMILIES: usize = 64;
+
+/// A family a sign-on started, and whether it outlives the sign-on (`offline_access`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct StartedFamily {
+    pub(super) sid: uuid::Uuid,
+    pub(super) offline: bool,
 }
 
 fn cutoff_key(user_id: &str) -> String {
@@ -81,8 +100,13 @@ impl Flows {
             user_epoch: user.epoch,
             created_at: now,
             last_used_at: now,
+            digest: String::new(),
         };
         let cookie = super::authorize::random_token()?;
+        let sign_on = SignOn {
+            digest: super::authorize::digest_hex(&cookie),
+            ..sign_on
+        };
         self.put_sign_on(snapshot, &cookie, &sign_on).await?;
         Ok((cookie, sign_on))
     }
@@ -116,6 +140,7 @@ impl Flows {
         let Ok(mut sign_on) = serde_json::from_str::<SignOn>(&stored) else {
             return Ok(None);
         };
+        sign_on.digest = super::authorize::digest_hex(cookie);
         if sign_on.expires_at(snapshot) <= now {
             return Ok(None);
         }
@@ -139,8 +164,59 @@ impl Flows {
         Ok(Some((sign_on, user)))
     }
 
-    /// Ends the sign-on the cookie names (if any).
-    pub async fn end_sign_on(&self, cookie: &str) -> Result<(), FlowError> {
-        Ok(self.store.delete_record(&sign_on_key(cookie)).await?)
+    /// Files session `sid`, just started from the sign-on `digest` (which lives until `until`),
+    /// under it.
+    pub(super) async fn file_family(
+        &self,
+        digest: &str,
+        until: UnixMs,
+        family: StartedFamily,
+    ) -> Result<(), FlowError> {
+        let key = families_key(digest);
+        let now = self.clock.now_ms();
+        let mut families: Vec<StartedFamily> = self
+            .store
+            .record(&key, now)
+            .await?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        families.push(family);
+        if families.len() > MAX_FAMILIES {
+            families.remove(0);
+        }
+        let value = serde_json::to_string(&families).map_err(FlowError::internal)?;
+        self.store
+            .put_record(&key, &value, until.max(now + 1))
+            .await?;
+        Ok(())
+    }
+
+    /// Ends the sign-on the cookie names and the sessions it started, except those granted
+    /// `offline_access` (OIDC Core §11: they are meant to outlive the login). Returns the user
+    /// it was, if it was live.
+    pub(super) async fn end_sign_on_and_families(
+        &self,
+        snapshot: &Snapshot,
+        cookie: &str,
+    ) -> Result<Option<String>, FlowError> {
+        let signed_on = self.sign_on(snapshot, Some(cookie)).await?;
+        let digest = super::authorize::digest_hex(cookie);
+        let key = families_key(&digest);
+        let families: Vec<StartedFamily> = self
+            .store
+            .record(&key, self.clock.now_ms())
+            .await?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        let mut ended = 0;
+        for family in families.iter().filter(|f| !f.offline) {
+            if self.store.revoke_session(family.sid).await? {
+                ended += 1;
+            }
+        }
+        self.revoked(crate::metrics::RevokeCause::Logout, ended, None);
+        self.store.delete_record(&key).await?;
+        self.store.delete_record(&sign_on_key(cookie)).await?;
+        Ok(signed_on.map(|(_, user)| user.id))
     }
 }

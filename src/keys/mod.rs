@@ -45,6 +45,9 @@ pub struct LoadedKey {
     signer: Signer,
     /// `base64url({"alg","kid","typ":"at+jwt"})`, prepared once.
     header_b64: String,
+    /// `base64url({"alg","kid","typ":"JWT"})`: an ID token's header (OIDC Core §2 names no
+    /// type; `JWT` keeps it from ever passing as an access token, RFC 8725 §3.11).
+    id_header_b64: String,
     jwk: serde_json::Value,
     /// Published until then ([`KeySpec::published_until`]).
     pub publish_until: UnixMs,
@@ -117,10 +120,12 @@ impl LoadedKey {
         jwk["use"] = json!("sig");
         jwk["alg"] = json!(spec.alg.as_str());
         let header = json!({"alg": spec.alg.as_str(), "typ": "at+jwt", "kid": spec.kid});
+        let id_header = json!({"alg": spec.alg.as_str(), "typ": "JWT", "kid": spec.kid});
         Ok(LoadedKey {
             spec: spec.clone(),
             signer,
             header_b64: B64.encode(header.to_string()),
+            id_header_b64: B64.encode(id_header.to_string()),
             jwk,
             publish_until: spec.published_until(publish_tail),
         })
@@ -139,10 +144,20 @@ impl LoadedKey {
         &self.jwk
     }
 
-    /// Signs `payload` (JSON claims) into a compact JWS with this key's prepared header.
+    /// Signs `payload` (JSON claims) into a compact JWS with this key's prepared access-token
+    /// header.
     pub fn sign_jws(&self, payload: &[u8]) -> Result<String, SignError> {
-        let mut out = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 360);
-        out.push_str(&self.header_b64);
+        self.sign_with(&self.header_b64, payload)
+    }
+
+    /// Signs ID-token claims (header `typ: JWT`).
+    pub fn sign_id_token(&self, payload: &[u8]) -> Result<String, SignError> {
+        self.sign_with(&self.id_header_b64, payload)
+    }
+
+    fn sign_with(&self, header_b64: &str, payload: &[u8]) -> Result<String, SignError> {
+        let mut out = String::with_capacity(header_b64.len() + payload.len() * 4 / 3 + 360);
+        out.push_str(header_b64);
         out.push('.');
         B64.encode_string(payload, &mut out);
         let signature = match &self.signer {
@@ -170,6 +185,26 @@ impl LoadedKey {
 
     fn published_at(&self, now: UnixMs) -> bool {
         now < self.publish_until
+    }
+
+    /// Whether `signature` over `signing_input` is this key's (an ID token presented back as
+    /// `id_token_hint`).
+    pub fn verifies(&self, signing_input: &[u8], signature: &[u8]) -> bool {
+        use aws_lc_rs::signature::{
+            ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey,
+        };
+        match &self.signer {
+            Signer::Ec(pair) => {
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref())
+                    .verify(signing_input, signature)
+                    .is_ok()
+            }
+            Signer::Rsa(pair) => {
+                UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, pair.public_key().as_ref())
+                    .verify(signing_input, signature)
+                    .is_ok()
+            }
+        }
     }
 }
 
@@ -271,9 +306,16 @@ impl KeyRing {
         })
     }
 
-    /// The key that signs at `now`: its window holds `now`, and the latest `not_before` wins.
+    /// The key that signs access tokens at `now`: its window holds `now`, and the latest
+    /// `not_before` wins.
     pub fn active(&self, now: UnixMs) -> Option<&LoadedKey> {
         let kid = &scheduled_signer(&self.specs, now)?.kid;
+        self.keys.iter().find(|k| &k.spec.kid == kid)
+    }
+
+    /// The key that signs ID tokens in `alg` at `now` (see [`id_token_signer`]).
+    pub fn id_token_key(&self, alg: Alg, now: UnixMs) -> Option<&LoadedKey> {
+        let kid = &id_token_signer(&self.specs, alg, now)?.kid;
         self.keys.iter().find(|k| &k.spec.kid == kid)
     }
 
@@ -342,13 +384,63 @@ impl KeyRing {
     }
 }
 
-/// The kid that signs at `now` under `specs`: the non-revoked key whose window holds `now`,
-/// the latest `not_before` winning. [`KeyRing::active`] applies the same rule to loaded keys.
+/// The key that signs access tokens at `now` under `specs`: of the non-revoked keys that sign
+/// access tokens, the one whose window holds `now`, the latest `not_before` winning.
+/// [`KeyRing::active`] applies the same rule to loaded keys.
 pub fn scheduled_signer(specs: &[KeySpec], now: UnixMs) -> Option<&KeySpec> {
     specs
         .iter()
-        .filter(|k| !k.revoked && k.not_before <= now && now < k.not_after)
+        .filter(|k| k.signs_access_tokens && in_window(k, now))
         .max_by_key(|k| k.not_before)
+}
+
+/// The key that signs ID tokens in `alg` at `now`: the same rule among the keys of that
+/// algorithm that sign ID tokens, where a key that signs both kinds (the default) counts only
+/// while it is the access-token signer. So a key kept for ID tokens alone (`signs =
+/// ["id_tokens"]`) has its own schedule, pre-publication and retirement in its algorithm (an
+/// RS256 key for ID tokens beside an ES256 one for access tokens, say), and a one-key config
+/// signs both with its one key, exactly as before.
+pub fn id_token_signer(specs: &[KeySpec], alg: Alg, now: UnixMs) -> Option<&KeySpec> {
+    let access = scheduled_signer(specs, now).map(|k| k.kid.as_str());
+    specs
+        .iter()
+        .filter(|k| {
+            k.alg == alg
+                && k.signs_id_tokens
+                && in_window(k, now)
+                && (!k.signs_access_tokens || access == Some(k.kid.as_str()))
+        })
+        .max_by_key(|k| k.not_before)
+}
+
+/// What signs what at `now`, one line each, for `config check`.
+pub fn signing_summary(specs: &[KeySpec], now: UnixMs) -> Vec<String> {
+    let named = |k: Option<&KeySpec>| match k {
+        Some(k) => format!("{} ({})", k.kid, k.alg),
+        None => "no key (tokens cannot be issued)".to_owned(),
+    };
+    let access = scheduled_signer(specs, now);
+    let mut lines = vec![format!("access tokens are signed now by {}", named(access))];
+    for alg in [Alg::RS256, Alg::ES256] {
+        if let Some(key) = id_token_signer(specs, alg, now) {
+            lines.push(format!(
+                "{alg} ID tokens are signed now by {}",
+                named(Some(key))
+            ));
+        }
+    }
+    if id_token_signer(specs, Alg::RS256, now).is_none() {
+        lines.push(format!(
+            "ID tokens of clients without id_token_signed_response_alg are signed by {} (no \
+             RS256 key signs ID tokens now)",
+            named(access)
+        ));
+    }
+    lines
+}
+
+fn in_window(k: &KeySpec, now: UnixMs) -> bool {
+    !k.revoked && k.not_before <= now && now < k.not_after
 }
 
 /// A key's state at `now`, from the config alone (no key file is read).
@@ -362,7 +454,9 @@ pub fn key_state(
         KeyState::Revoked
     } else if now >= spec.published_until(publish_tail) {
         KeyState::Expired
-    } else if scheduled_signer(specs, now).is_some_and(|a| a.kid == spec.kid) {
+    } else if scheduled_signer(specs, now).is_some_and(|a| a.kid == spec.kid)
+        || id_token_signer(specs, spec.alg, now).is_some_and(|a| a.kid == spec.kid)
+    {
         KeyState::Active
     } else if now < spec.not_before {
         KeyState::Upcoming

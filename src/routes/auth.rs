@@ -47,7 +47,12 @@ pub struct RefreshBody {
 #[derive(Serialize, utoipa::ToSchema)]
 struct UserInfo<'a> {
     sub: &'a str,
-    username: &'a str,
+    /// Absent for a token granted `openid` (then `profile` gives `preferred_username`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<&'a str>,
+    /// With `openid` and `profile`: the username.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preferred_username: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,6 +240,7 @@ pub async fn logout(
         .finish())
 }
 
+/// `GET /auth/userinfo` (and `POST`, OIDC Core §5.3.1, with the token in the header).
 #[utoipa::path(
     get,
     path = "/auth/userinfo",
@@ -249,10 +255,45 @@ pub async fn logout(
 )]
 pub async fn userinfo(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let auth = caller(&flows, &req).await?;
-    Ok(HttpResponse::Ok().json(UserInfo {
-        sub: &auth.user.id,
-        username: &auth.user.username,
-        email: auth.user.email.as_deref(),
-        name: auth.user.name.as_deref(),
-    }))
+    let user = &auth.user;
+    // OIDC Core §5.4: a token granted `openid` sees only what its scopes name.
+    let info = if auth.claims.has_scope("openid") {
+        let profile = auth.claims.has_scope("profile");
+        let email = auth.claims.has_scope("email");
+        UserInfo {
+            sub: &user.id,
+            username: None,
+            preferred_username: profile.then_some(user.username.as_str()),
+            email: user.email.as_deref().filter(|_| email),
+            name: user.name.as_deref().filter(|_| profile),
+        }
+    } else {
+        UserInfo {
+            sub: &user.id,
+            username: Some(&user.username),
+            preferred_username: None,
+            email: user.email.as_deref(),
+            name: user.name.as_deref(),
+        }
+    };
+    Ok(HttpResponse::Ok().json(info))
+}
+
+/// `POST /auth/userinfo`: as `GET` (OIDC Core §5.3.1), the token in the `Authorization` header.
+#[utoipa::path(
+    post,
+    path = "/auth/userinfo",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "As for GET", body = UserInfo),
+        (status = 401, description = "`invalid_token`, as for GET", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn userinfo_post(
+    flows: web::Data<Flows>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    userinfo(flows, req).await
 }

@@ -36,6 +36,9 @@ pub(crate) struct TokenResponse<'a> {
     refresh_expires_in: Option<u64>,
     #[serde(skip_serializing_if = "str::is_empty")]
     scope: &'a str,
+    /// An OpenID Connect ID token, for a session granted `openid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<&'a str>,
 }
 
 /// The client a response was issued to, for the request's log line.
@@ -68,6 +71,7 @@ pub fn token_response_from(
             refresh_token: refresh.map(|r| r.token.as_str()),
             refresh_expires_in: refresh.map(|r| r.expires_in),
             scope: &issued.scope,
+            id_token: issued.id_token.as_deref(),
         });
     response
         .extensions_mut()

@@ -29,6 +29,7 @@ use super::{account, auth, authorize, demo, oauth, ops, well_known};
         auth::refresh,
         auth::logout,
         auth::userinfo,
+        auth::userinfo_post,
         account::list,
         account::end,
         account::logout_all,
@@ -41,6 +42,9 @@ use super::{account, auth, authorize, demo, oauth, ops, well_known};
         authorize::login,
         authorize::consent,
         authorize::stylesheet,
+        authorize::end_session_get,
+        authorize::end_session_post,
+        authorize::end_session_confirm,
         oauth::token,
         oauth::revoke,
         oauth::introspect,
@@ -198,6 +202,13 @@ pub struct Metadata {
     code_challenge_methods_supported: Vec<String>,
     authorization_response_iss_parameter_supported: bool,
     prompt_values_supported: Vec<String>,
+    /// `["public"]` (OIDC Discovery §3).
+    subject_types_supported: Vec<String>,
+    /// The algorithms of the keys that sign ID tokens.
+    id_token_signing_alg_values_supported: Vec<String>,
+    claims_supported: Vec<String>,
+    /// RP-Initiated Logout 1.0.
+    end_session_endpoint: String,
     grant_types_supported: Vec<String>,
     token_endpoint_auth_methods_supported: Vec<String>,
     revocation_endpoint_auth_methods_supported: Vec<String>,

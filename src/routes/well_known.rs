@@ -101,12 +101,30 @@ fn metadata_document(config: &crate::config::Config) -> web::Bytes {
         .iter()
         .flat_map(|c| c.scopes.iter().flatten())
         .map(String::as_str)
+        // ID tokens come by redirect only: `openid` means something once a client signs in so.
+        .chain(
+            config
+                .clients
+                .iter()
+                .any(|c| c.may(GrantType::AuthorizationCode))
+                .then_some("openid"),
+        )
         .collect();
     scopes.sort_unstable();
     scopes.dedup();
+    // What ID tokens can be signed with: the algorithms of keys that sign them.
+    let mut id_token_algs: Vec<&str> = config
+        .keys
+        .iter()
+        .filter(|k| !k.revoked && k.signs_id_tokens)
+        .map(|k| k.alg.as_str())
+        .collect();
+    id_token_algs.sort_unstable();
+    id_token_algs.dedup();
     let document = json!({
             "issuer": base,
             "authorization_endpoint": format!("{base}/oauth/authorize"),
+            "end_session_endpoint": format!("{base}/oauth/logout"),
             "jwks_uri": format!("{base}/.well-known/jwks.json"),
             "token_endpoint": format!("{base}/oauth/token"),
             "revocation_endpoint": format!("{base}/oauth/revoke"),
@@ -125,6 +143,11 @@ fn metadata_document(config: &crate::config::Config) -> web::Bytes {
             "introspection_endpoint_auth_methods_supported":
                 ["client_secret_basic", "client_secret_post"],
             "scopes_supported": scopes,
+            // OIDC Discovery §3.
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": id_token_algs,
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce",
+                "at_hash", "azp", "amr", "sid", "username", "name", "email"],
             "access_token_signing_alg_values_supported": algs,
             // RFC 9449 §5.1.
             "dpop_signing_alg_values_supported": latchkey_verify::dpop::SIGNING_ALGS,

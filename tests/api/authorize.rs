@@ -21,8 +21,8 @@ const WIKI_CALLBACK: &str = "https://wiki.example/callback";
 const PRINTER_CALLBACK: &str = "https://printer.example/cb";
 const BACKEND_SECRET: &str = "backend-secret-0123456789abcdef";
 /// RFC 7636 Appendix B.
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+pub(crate) const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub(crate) const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 /// The issuer with clients for every shape of the code flow: `webapp` (public, first-party),
 /// `wiki` (a second first-party app), `printer` (third-party, consent once, an unsafe name),
@@ -89,7 +89,7 @@ loopback_any_port = true
 }
 
 /// A browser: a cookie jar, redirects read rather than followed.
-fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -116,7 +116,7 @@ fn request<'a>(client_id: &'a str, redirect_uri: &'a str) -> Vec<(&'a str, &'a s
 }
 
 /// The value of the hidden field `name` of a page.
-fn hidden(page: &str, name: &str) -> String {
+pub(crate) fn hidden(page: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = page
         .find(&marker)
@@ -126,7 +126,7 @@ fn hidden(page: &str, name: &str) -> String {
 }
 
 /// The query parameters of a redirect's `Location`.
-fn redirect_params(
+pub(crate) fn redirect_params(
     response: &reqwest::Response,
 ) -> (String, std::collections::HashMap<String, String>) {
     assert_eq!(
@@ -160,7 +160,7 @@ async fn post_page(
 }
 
 /// Fills the login page with `password`.
-async fn log_in_on(
+pub(crate) async fn log_in_on(
     app: &TestApp,
     browser: &reqwest::Client,
     page: &str,
@@ -217,7 +217,9 @@ fn exchange_fields<'a>(code: &'a str, client_id: &'a str) -> Vec<(&'a str, &'a s
 }
 
 /// oauth2's HTTP seam, driven by the suite's reqwest.
-async fn http(request: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, reqwest::Error> {
+pub(crate) async fn http(
+    request: oauth2::HttpRequest,
+) -> Result<oauth2::HttpResponse, reqwest::Error> {
     let response = reqwest::Client::new()
         .request(request.method().clone(), request.uri().to_string())
         .headers(request.headers().clone())

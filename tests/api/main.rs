@@ -38,6 +38,7 @@ mod keys;
 mod malformed;
 mod metrics;
 mod oauth;
+mod oidc;
 mod openapi;
 mod operations;
 mod proxies;

@@ -181,7 +181,9 @@ async fn head_answers_like_get_without_a_body_and_405_says_what_is_allowed() {
         (reqwest::Method::GET, "/auth/login", "POST"),
         (reqwest::Method::PUT, "/auth/refresh", "POST"),
         (reqwest::Method::POST, "/.well-known/jwks.json", "GET, HEAD"),
-        (reqwest::Method::DELETE, "/auth/userinfo", "GET, HEAD"),
+        (reqwest::Method::DELETE, "/auth/userinfo", "GET, HEAD, POST"),
+        (reqwest::Method::PUT, "/oauth/authorize", "GET, HEAD, POST"),
+        (reqwest::Method::DELETE, "/oauth/logout", "GET, HEAD, POST"),
     ] {
         let response = app
             .client

@@ -1,0 +1,521 @@
+//! OpenID Connect as a strict relying party sees it: the Rust `openidconnect` crate discovers
+//! the issuer, signs in with PKCE and a nonce, and verifies the ID token (RS256 only by default:
+//! `typ`, `aud`, `azp`, nonce, signature, `at_hash`), then refreshes and verifies the new one.
+//! Tests are named after the OpenID Foundation's Basic OP modules they follow.
+
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreIdTokenClaims, CoreProviderMetadata,
+};
+use openidconnect::{
+    AccessTokenHash, AuthorizationCode, ClientId, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::authorize::{browser, http, log_in_on, redirect_params};
+use crate::helpers::{Backend, PASSWORD, TestApp, claims_of, spawn_app_with, text};
+
+const CALLBACK: &str = "http://127.0.0.1:9/callback";
+const SIGNED_OUT: &str = "http://127.0.0.1:9/signed-out";
+
+/// The issuer on its own port (relying parties follow discovery's URLs), an ES256 key for
+/// access tokens and an RS256 key for ID tokens, the public client `rp` and `alice`.
+async fn spawn_op(backend: Backend) -> (TestApp, String) {
+    let mut issuer = String::new();
+    let app = spawn_app_with(backend, |c| {
+        issuer = c.issuer_on_own_port();
+        c.add_key(
+            "id-rs",
+            "RS256",
+            "2020-01-01T00:00:00Z",
+            "2100-01-01T00:00:00Z",
+            "signs = [\"id_tokens\"]",
+        );
+        c.text.push_str(&format!(
+            "\n[[clients]]\nid = \"rp\"\ntype = \"public\"\ngrants = [\"authorization_code\", \"refresh_token\"]\nredirect_uris = [\"{CALLBACK}\"]\npost_logout_redirect_uris = [\"{SIGNED_OUT}\"]\n"
+        ));
+    })
+    .await;
+    app.add_user("alice", PASSWORD).await;
+    (app, issuer)
+}
+
+/// `oidcc-server` and `oidcc-refresh-token`: discovery, the code flow with a nonce, an ID token
+/// the crate verifies (signature, issuer, audience, nonce, expiry, at_hash), and a refresh whose
+/// ID token keeps the subject and `auth_time` and carries no nonce.
+async fn oidcc_server_and_refresh_token(backend: Backend) {
+    let (app, issuer) = spawn_op(backend).await;
+    let metadata =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(issuer.clone()).unwrap(), &http)
+            .await
+            .expect("discovery the crate accepts");
+    let client = CoreClient::from_provider_metadata(metadata, ClientId::new("rp".into()), None)
+        .set_redirect_uri(RedirectUrl::new(CALLBACK.into()).unwrap());
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, state, nonce) = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("openid".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+
+    let browser = browser();
+    let page = browser.get(url.as_str()).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    let (_, query) = redirect_params(&log_in_on(&app, &browser, &page, PASSWORD).await);
+    assert_eq!(query["state"], *state.secret());
+
+    let token = client
+        .exchange_code(AuthorizationCode::new(query["code"].clone()))
+        .unwrap()
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .expect("a token response the crate accepts");
+    let id_token = token.id_token().expect("an ID token");
+    let verifier = client.id_token_verifier();
+    let claims: &CoreIdTokenClaims = id_token
+        .claims(&verifier, &nonce)
+        .expect("a valid ID token");
+    let alice = app.store.user_by_name("alice").await.unwrap().unwrap();
+    assert_eq!(claims.subject().as_str(), alice.id);
+    assert_eq!(claims.audiences().len(), 1);
+    let signing_alg = id_token.signing_alg().unwrap();
+    let signing_key = id_token.signing_key(&verifier).unwrap();
+    let expected_hash =
+        AccessTokenHash::from_token(token.access_token(), signing_alg, signing_key).unwrap();
+    assert_eq!(claims.access_token_hash(), Some(&expected_hash));
+    let auth_time = claims.auth_time().expect("auth_time");
+
+    // The raw ID token: the header and the claims the crate does not surface.
+    let raw = id_token.to_string();
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            raw.split('.').next().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["kid"], "id-rs");
+    assert_ne!(header["typ"], "at+jwt");
+    let raw_claims = claims_of(&raw);
+    assert_eq!(raw_claims["azp"], "rp");
+    assert_eq!(raw_claims["amr"], serde_json::json!(["pwd"]));
+    let access_claims = claims_of(token.access_token().secret());
+    assert_eq!(raw_claims["sid"], access_claims["sid"]);
+    assert_eq!(
+        raw_claims["exp"].as_i64().unwrap() - raw_claims["iat"].as_i64().unwrap(),
+        600
+    );
+    // The access token is still the ES256 one.
+    assert_eq!(claims_of(token.access_token().secret())["client_id"], "rp");
+
+    app.clock.advance(std::time::Duration::from_secs(5));
+    let refreshed = client
+        .exchange_refresh_token(token.refresh_token().unwrap())
+        .unwrap()
+        .request_async(&http)
+        .await
+        .expect("a refresh the crate accepts");
+    let renewed = refreshed.id_token().expect("an ID token on refresh");
+    let renewed_claims = renewed
+        .claims(&verifier, |_: Option<&Nonce>| Ok(()))
+        .expect("a valid refreshed ID token");
+    assert_eq!(renewed_claims.subject(), claims.subject());
+    assert_eq!(
+        renewed_claims.auth_time(),
+        Some(auth_time),
+        "the original auth_time"
+    );
+    assert!(
+        renewed_claims.nonce().is_none(),
+        "no nonce on refresh (Core 12.2 errata)"
+    );
+    assert!(renewed_claims.issue_time() > claims.issue_time());
+}
+
+/// No `openid`, no ID token; and the password grant never issues one.
+#[tokio::test]
+async fn id_tokens_come_only_with_openid_by_redirect() {
+    let (app, _) = spawn_op(Backend::Embedded).await;
+    let browser = browser();
+    let params = [
+        ("response_type", "code"),
+        ("client_id", "rp"),
+        ("redirect_uri", CALLBACK),
+        ("code_challenge", crate::authorize::CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ];
+    let url = reqwest::Url::parse_with_params(&app.url("/oauth/authorize"), &params).unwrap();
+    let page = browser.get(url).send().await.unwrap().text().await.unwrap();
+    let (_, query) = redirect_params(&log_in_on(&app, &browser, &page, PASSWORD).await);
+    let body: Value = app
+        .client
+        .post(app.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &query["code"]),
+            ("client_id", "rp"),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", crate::authorize::VERIFIER),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body.get("id_token").is_none(), "{body}");
+    let login = app.login_ok("alice").await;
+    assert!(login.get("id_token").is_none());
+    let _ = text(&login, "access_token");
+}
+
+/// Signs in through the pages with `scope` and exchanges the code: the token response.
+async fn sign_in(app: &TestApp, browser: &reqwest::Client, scope: &str) -> Value {
+    let params = [
+        ("response_type", "code"),
+        ("client_id", "rp"),
+        ("redirect_uri", CALLBACK),
+        ("code_challenge", crate::authorize::CHALLENGE),
+        ("code_challenge_method", "S256"),
+        ("scope", scope),
+        ("nonce", "n-1"),
+    ];
+    let url = reqwest::Url::parse_with_params(&app.url("/oauth/authorize"), &params).unwrap();
+    let first = browser.get(url).send().await.unwrap();
+    let back = if first.status() == StatusCode::OK {
+        let page = first.text().await.unwrap();
+        log_in_on(app, browser, &page, PASSWORD).await
+    } else {
+        first
+    };
+    let (_, query) = redirect_params(&back);
+    let response = app
+        .client
+        .post(app.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &query["code"]),
+            ("client_id", "rp"),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", crate::authorize::VERIFIER),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+async fn signed_on(app: &TestApp, browser: &reqwest::Client) -> bool {
+    let params = [
+        ("response_type", "code"),
+        ("client_id", "rp"),
+        ("redirect_uri", CALLBACK),
+        ("code_challenge", crate::authorize::CHALLENGE),
+        ("code_challenge_method", "S256"),
+        ("prompt", "none"),
+    ];
+    let url = reqwest::Url::parse_with_params(&app.url("/oauth/authorize"), &params).unwrap();
+    let (_, query) = redirect_params(&browser.get(url).send().await.unwrap());
+    query.contains_key("code")
+}
+
+async fn refreshes(app: &TestApp, tokens: &Value) -> bool {
+    app.client
+        .post(app.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &text(tokens, "refresh_token")),
+            ("client_id", "rp"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        == StatusCode::OK
+}
+
+fn logout_url(app: &TestApp, params: &[(&str, &str)]) -> String {
+    reqwest::Url::parse_with_params(&app.url("/oauth/logout"), params)
+        .unwrap()
+        .to_string()
+}
+
+/// `oidcc-rp-initiated-logout`: with an ID token as hint, the sign-out needs no page: the
+/// sign-on ends, with the sessions it started but the `offline_access` one, and the browser goes
+/// back to the registered URI with `state`.
+async fn oidcc_rp_initiated_logout(backend: Backend) {
+    let (app, _) = spawn_op(backend).await;
+    let browser = browser();
+    let online = sign_in(&app, &browser, "openid").await;
+    let offline = sign_in(&app, &browser, "openid offline_access").await;
+    assert!(signed_on(&app, &browser).await);
+    let hint = text(&online, "id_token");
+    let response = browser
+        .get(logout_url(
+            &app,
+            &[
+                ("id_token_hint", &hint),
+                ("post_logout_redirect_uri", SIGNED_OUT),
+                ("state", "bye"),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (base, query) = redirect_params(&response);
+    assert_eq!(base, SIGNED_OUT);
+    assert_eq!(query["state"], "bye");
+    assert!(!signed_on(&app, &browser).await, "the sign-on ended");
+    assert!(!refreshes(&app, &online).await, "its session ended");
+    assert!(
+        refreshes(&app, &offline).await,
+        "the offline_access session outlives it"
+    );
+}
+
+/// `oidcc-rp-initiated-logout-bad-post-logout-redirect-uri` and `-no-id-token-hint`, and hints
+/// that do not verify (tampered, `alg: none`, another key, expired): never a redirect to an
+/// unregistered URI, and without a hint that verifies the user is asked first.
+#[tokio::test]
+async fn oidcc_rp_initiated_logout_refusals_and_confirmation() {
+    let (app, _) = spawn_op(Backend::Embedded).await;
+    let browser = browser();
+    let tokens = sign_in(&app, &browser, "openid").await;
+    let hint = text(&tokens, "id_token");
+
+    let bad_uri = browser
+        .get(logout_url(
+            &app,
+            &[
+                ("id_token_hint", &hint),
+                ("post_logout_redirect_uri", "https://evil.example/"),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_uri.status(), StatusCode::BAD_REQUEST);
+    assert!(bad_uri.headers().get("location").is_none());
+    assert!(signed_on(&app, &browser).await, "nothing ended");
+
+    let mut parts: Vec<String> = hint.split('.').map(str::to_owned).collect();
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut claims: Value =
+        serde_json::from_slice(&base64::Engine::decode(&engine, &parts[1]).unwrap()).unwrap();
+    claims["sub"] = "someone-else".into();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        base64::Engine::encode(&engine, claims.to_string()),
+        parts[2]
+    );
+    let none_header =
+        base64::Engine::encode(&engine, r#"{"alg":"none","typ":"JWT","kid":"id-rs"}"#);
+    let alg_none = format!("{none_header}.{}.", parts[1]);
+    parts[2] = base64::Engine::encode(&engine, [7u8; 256]);
+    let foreign = parts.join(".");
+    for bad in [
+        tampered.as_str(),
+        alg_none.as_str(),
+        foreign.as_str(),
+        "not-a-jwt",
+    ] {
+        // With a redirect URI but nothing that names the client: a page, never a redirect.
+        let response = browser
+            .get(logout_url(
+                &app,
+                &[
+                    ("id_token_hint", bad),
+                    ("post_logout_redirect_uri", SIGNED_OUT),
+                ],
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert!(response.headers().get("location").is_none());
+        // Alone: the confirmation page.
+        let page = browser
+            .get(logout_url(&app, &[("id_token_hint", bad)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page.text().await.unwrap().contains("Sign out?"));
+        assert!(
+            signed_on(&app, &browser).await,
+            "a bad hint signs nobody out"
+        );
+    }
+    // Expired (an hour after its 10 minutes).
+    app.clock.advance(std::time::Duration::from_secs(3600));
+    let page = browser
+        .get(logout_url(&app, &[("id_token_hint", &hint)]))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        page.text().await.unwrap().contains("Sign out?"),
+        "an expired hint asks"
+    );
+
+    // No hint, a client_id and its registered URI: asked, then signed out and sent back.
+    let page = browser
+        .get(logout_url(
+            &app,
+            &[
+                ("client_id", "rp"),
+                ("post_logout_redirect_uri", SIGNED_OUT),
+                ("state", "s"),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let field = |name: &str| crate::authorize::hidden(&page, name);
+    let stranger = crate::authorize::browser();
+    let forged = stranger
+        .post(app.url("/oauth/logout/confirm"))
+        .form(&[
+            ("transaction", field("transaction")),
+            ("csrf", field("csrf")),
+            ("action", "logout".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forged.status(),
+        StatusCode::BAD_REQUEST,
+        "another browser cannot confirm"
+    );
+    assert!(signed_on(&app, &browser).await);
+    let confirmed = browser
+        .post(app.url("/oauth/logout/confirm"))
+        .form(&[
+            ("transaction", field("transaction")),
+            ("csrf", field("csrf")),
+            ("action", "logout".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let (base, query) = redirect_params(&confirmed);
+    assert_eq!(base, SIGNED_OUT);
+    assert_eq!(query["state"], "s");
+    assert!(!signed_on(&app, &browser).await);
+    assert!(!refreshes(&app, &tokens).await);
+}
+
+/// Discovery carries what OIDC Discovery §3 requires, and nothing that does not exist.
+#[tokio::test]
+async fn oidcc_discovery_has_the_required_fields() {
+    let (app, issuer) = spawn_op(Backend::Embedded).await;
+    let meta: Value = app
+        .get("/.well-known/openid-configuration")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["issuer"], issuer.as_str());
+    for field in [
+        "authorization_endpoint",
+        "token_endpoint",
+        "userinfo_endpoint",
+        "jwks_uri",
+        "end_session_endpoint",
+    ] {
+        assert!(
+            meta[field].as_str().unwrap().starts_with(&issuer),
+            "{field}"
+        );
+    }
+    assert_eq!(
+        meta["subject_types_supported"],
+        serde_json::json!(["public"])
+    );
+    assert_eq!(
+        meta["id_token_signing_alg_values_supported"],
+        serde_json::json!(["ES256", "RS256"])
+    );
+    assert!(
+        meta["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&"openid".into())
+    );
+    assert!(
+        meta["response_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&"code".into())
+    );
+}
+
+/// `oidcc-userinfo-get` and `oidcc-userinfo-post-header`: UserInfo answers what the scopes
+/// name, with the ID token's `sub`, by GET and by POST.
+#[tokio::test]
+async fn oidcc_userinfo_get_and_post_header() {
+    let (app, _) = spawn_op(Backend::Embedded).await;
+    let alice = app.store.user_by_name("alice").await.unwrap().unwrap();
+    let attributes = latchkey::store::UserAttributes {
+        scopes: Vec::new(),
+        email: Some("alice@example.com".into()),
+        name: Some("Alice Liddell".into()),
+    };
+    app.store
+        .set_user_attributes(&alice.id, &attributes)
+        .await
+        .unwrap();
+    let browser = browser();
+    let only_openid = sign_in(&app, &browser, "openid").await;
+    let everything = sign_in(&app, &browser, "openid profile email").await;
+    let ask = |token: String, post: bool| {
+        let request = if post {
+            app.client.post(app.url("/auth/userinfo"))
+        } else {
+            app.client.get(app.url("/auth/userinfo"))
+        };
+        async move {
+            request
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let minimal = ask(text(&only_openid, "access_token"), false).await;
+    assert_eq!(minimal, serde_json::json!({"sub": alice.id}));
+    assert_eq!(
+        claims_of(&text(&only_openid, "id_token"))["sub"],
+        minimal["sub"]
+    );
+    for post in [false, true] {
+        let full = ask(text(&everything, "access_token"), post).await;
+        assert_eq!(
+            full,
+            serde_json::json!({"sub": alice.id, "preferred_username": "alice", "name": "Alice Liddell", "email": "alice@example.com"})
+        );
+    }
+    // A first-party token (no openid) keeps the first-party shape.
+    let first_party = ask(text(&app.login_ok("alice").await, "access_token"), false).await;
+    assert_eq!(first_party["username"], "alice");
+}
+
+on_every_backend!(oidcc_server_and_refresh_token, oidcc_rp_initiated_logout);
