@@ -309,8 +309,8 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
                 .route(web::post().to(authorize::authorize_post))
                 .default_service(web::to(|| method_not_allowed("GET, HEAD, POST"))),
         )
-        .service(post("/oauth/authorize/login", authorize::login))
-        .service(post("/oauth/authorize/consent", authorize::consent))
+        .service(post("/oauth/authorize/login", authorize::login_form))
+        .service(post("/oauth/authorize/consent", authorize::consent_form))
         .service(
             web::resource("/oauth/logout")
                 .route(web::get().to(authorize::end_session_get))

@@ -489,7 +489,11 @@ fn page_form<'a>(
         (status = 503, description = "The login page or an error page: the service is busy", content_type = "text/html"),
     )
 )]
-pub async fn login(flows: web::Data<Flows>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+pub async fn login_form(
+    flows: web::Data<Flows>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     let snapshot = flows.snapshot();
     let answered = async {
         if !is_form(&req) {
@@ -537,7 +541,11 @@ pub async fn login(flows: web::Data<Flows>, req: HttpRequest, body: web::Bytes) 
         (status = 503, description = "An error page: the service is busy", content_type = "text/html"),
     )
 )]
-pub async fn consent(flows: web::Data<Flows>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+pub async fn consent_form(
+    flows: web::Data<Flows>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     let snapshot = flows.snapshot();
     let answered = async {
         if !is_form(&req) {

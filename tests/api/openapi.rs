@@ -94,3 +94,22 @@ fn the_cli_prints_the_served_document() {
     let served: Value = serde_json::from_str(latchkey::routes::openapi::json()).unwrap();
     assert_eq!(printed, served);
 }
+
+/// Every operation has an id of its own (OpenAPI 3.1 §4.8.10: unique among all operations;
+/// code generators name functions after it). Two handlers named `login` once shared one.
+#[test]
+fn operation_ids_are_unique() {
+    let doc: Value = serde_json::from_str(&latchkey::routes::openapi::json()).unwrap();
+    let mut seen = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if let Some(id) = operation["operationId"].as_str() {
+                assert!(
+                    seen.insert(id.to_owned()),
+                    "{method} {path}: operationId {id} is taken"
+                );
+            }
+        }
+    }
+    assert!(seen.len() > 20);
+}
