@@ -181,10 +181,16 @@ done
 VERIFIER="dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 CHALLENGE="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 code_run() {
-  local server="$1" port_var="PORT_${1//-/_}" codes="$TMP/codes-$1.txt"
+  local server="$1" port_var="PORT_${1//-/_}" codes="$TMP/codes-$1.txt" session="$TMP/sso-$1.txt"
   python3 bench/codes_prime.py "http://127.0.0.1:${!port_var}" "$USER_NAME" "$PASSWORD" bench-web \
-    "http://127.0.0.1:9/callback" "$CHALLENGE" "${CODES:-$((DURATION * 9000))}" "$codes" 8 \
-    || echo "bench: some codes were not minted; a short supply shows as starved" >&2
+    "http://127.0.0.1:9/callback" "$CHALLENGE" 0 "$session"
+  # Mint for longer than the exchange runs: minting is cheaper than an exchange, so the
+  # supply outlasts the run (a short one shows as starved).
+  rm -f "$codes".*
+  timeout $((DURATION * 2 + 60)) wrk -t2 -c16 -d"$((DURATION * 2))s" -s bench/wrk/mint_codes.lua \
+    "http://127.0.0.1:${!port_var}" -- "$codes" "$(sed -n 1p "$session")" "$(sed -n 2p "$session")" >/dev/null
+  cat "$codes".* >"$codes"
+  echo "bench: $(wc -l <"$codes") codes minted on $server" >&2
   wrk_run code_exchange "$server" 32 "$DURATION" code.lua "http://127.0.0.1:${!port_var}" \
     -- "$codes" 2 bench-web "http%3A%2F%2F127.0.0.1%3A9%2Fcallback" "$VERIFIER"
 }
