@@ -15,15 +15,15 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::authorize::{AuthorizationRequest, digest_hex};
-use super::login::channel_of;
+use super::login::NewFamily;
 use super::sso::SignOn;
 use super::{DpopPresented, FlowError, Flows, Issued, RequestMeta, id_tokens};
 use crate::clock::{UnixMs, duration_ms};
-use crate::config::{ClientKind, ClientSpec, GrantType};
+use crate::config::{ClientSpec, GrantType};
 use crate::metrics::RevokeCause;
 use crate::state::Snapshot;
-use crate::store::{Entitlement, NewSession, User};
-use crate::tokens::{RefreshToken, new_session_id};
+use crate::store::User;
+use crate::tokens::new_session_id;
 
 const CODE_PREFIX: &str = "lk_ac_";
 /// How long a used code's marker outlives the code: a replay within it revokes.
@@ -213,32 +213,17 @@ impl Flows {
         let jkt = self
             .check_dpop(snapshot, Some(client), exchange.dpop)
             .await?;
-        let tokens = &snapshot.config.tokens;
-        let refresh = RefreshToken::generate(sid).map_err(FlowError::internal)?;
-        let expires_at = now + duration_ms(tokens.refresh_ttl);
-        let first_token_expires_at = (now + duration_ms(tokens.refresh_idle_ttl)).min(expires_at);
         let meta = exchange.meta;
-        let created = self
-            .store
-            .create_session(&NewSession {
-                id: sid,
-                user_id: user.id.clone(),
-                client_id: client.id.clone(),
-                scope: record.scope.clone(),
-                created_at: now,
-                expires_at,
-                user_agent: meta.user_agent.clone(),
-                ip: meta.ip.clone(),
-                first_token: refresh.id(),
-                first_token_expires_at,
-                user_epoch: user.epoch,
-                channel: channel_of(client),
-                dpop_jkt: jkt.clone().filter(|_| client.kind == ClientKind::Public),
-            })
-            .await?;
-        if !created {
+        let family = NewFamily {
+            user: &user,
+            sid,
+            scope: &record.scope,
+            meta,
+            jkt: jkt.as_deref(),
+        };
+        let Some(mut issued) = self.open_family(snapshot, client, family).await? else {
             return Err(invalid("the user changed since the code was issued"));
-        }
+        };
         if let Some(digest) = &record.sign_on {
             let offline = record.scope.split(' ').any(|s| s == "offline_access");
             self.file_family(
@@ -251,42 +236,22 @@ impl Flows {
         self.metrics.code_exchange("issued");
         self.metrics.issued("authorization_code", &client.id);
         tracing::info!(event = "code.exchanged", user_id = %user.id, client_id = %client.id, ip = %meta.ip, %sid, "authorization code exchanged");
-        let entitlement = Entitlement {
-            user_id: user.id,
-            client_id: client.id.clone(),
-            scope: record.scope,
-            successor_expires_at: first_token_expires_at,
-            held_scopes: user.scopes.join(" "),
-        };
-        let mut issued = self.issue(
-            snapshot,
-            client,
-            &entitlement,
-            sid,
-            refresh,
-            jkt.as_deref(),
-            now,
-        )?;
-        if !client.may(GrantType::RefreshToken) {
-            issued.refresh = None;
-        }
-        if id_tokens::wants_id_token(&entitlement.scope) {
+        if id_tokens::wants_id_token(&record.scope) {
             let authentication = id_tokens::Authentication {
                 auth_time: record.auth_time,
                 amr: record.amr,
             };
-            self.remember_authentication(sid, &authentication, expires_at)
+            let family_end = now + duration_ms(snapshot.config.tokens.refresh_ttl);
+            self.remember_authentication(sid, &authentication, family_end)
                 .await?;
-            issued.id_token = Some(self.sign_id_token(
+            self.add_id_token(
                 snapshot,
                 client,
-                &entitlement.user_id,
-                sid,
+                &mut issued,
+                &user.id,
                 &authentication,
                 record.nonce.as_deref(),
-                &issued.access_token,
-                now,
-            )?);
+            )?;
         }
         Ok(issued)
     }

@@ -82,11 +82,41 @@ impl Flows {
         Ok(stored.and_then(|s| serde_json::from_str(&s).ok()))
     }
 
-    /// An ID token for `subject` of session `sid`, issued beside `access_token`: signed in the
-    /// client's `id_token_signed_response_alg`, else RS256 when a key signs ID tokens in it,
-    /// else with the access-token key (`config check` says which signs what).
+    /// Adds to `issued` (tokens of a session) an ID token for `subject`, bound to its access
+    /// token by `at_hash`: signed in the client's `id_token_signed_response_alg`, else RS256
+    /// when a key signs ID tokens in it, else with the access-token key (`config check` says
+    /// which signs what).
+    pub(super) fn add_id_token(
+        &self,
+        snapshot: &Snapshot,
+        client: &ClientSpec,
+        issued: &mut super::Issued,
+        subject: &str,
+        authentication: &Authentication,
+        nonce: Option<&str>,
+    ) -> Result<(), FlowError> {
+        let sid = issued.session_id.ok_or_else(|| {
+            FlowError::internal(crate::store::StoreError::Corrupt(
+                "a session without an id".into(),
+            ))
+        })?;
+        let now = self.clock.now_ms();
+        let id_token = self.sign_id_token(
+            snapshot,
+            client,
+            subject,
+            sid,
+            authentication,
+            nonce,
+            &issued.access_token,
+            now,
+        )?;
+        issued.id_token = Some(id_token);
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn sign_id_token(
+    fn sign_id_token(
         &self,
         snapshot: &Snapshot,
         client: &ClientSpec,

@@ -22,6 +22,16 @@ pub struct LoginRequest<'a> {
     pub dpop: DpopPresented<'a>,
 }
 
+/// A session about to start: whose, its id, what it grants, who asked, the DPoP key proved.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NewFamily<'a> {
+    pub(super) user: &'a User,
+    pub(super) sid: uuid::Uuid,
+    pub(super) scope: &'a str,
+    pub(super) meta: &'a RequestMeta,
+    pub(super) jkt: Option<&'a str>,
+}
+
 /// The channel a client's refresh tokens travel by.
 pub(super) fn channel_of(client: &ClientSpec) -> Channel {
     match (client.kind, client.refresh_delivery) {
@@ -132,37 +142,19 @@ impl Flows {
         // What was asked for (all the client may carry when nothing was), of what the user holds.
         let scope = scopes::for_user(client, requested.as_deref(), &user.scopes)?;
 
-        let now = self.clock.now_ms();
-        let tokens = &snapshot.config.tokens;
         let sid = new_session_id(&user.id).map_err(FlowError::internal)?;
-        let refresh = RefreshToken::generate(sid).map_err(FlowError::internal)?;
-        let expires_at = now + duration_ms(tokens.refresh_ttl);
-        let first_token_expires_at = (now + duration_ms(tokens.refresh_idle_ttl)).min(expires_at);
-        let created = self
-            .store
-            .create_session(&NewSession {
-                id: sid,
-                user_id: user.id.clone(),
-                client_id: client.id.clone(),
-                scope: scope.clone(),
-                created_at: now,
-                expires_at,
-                user_agent: meta.user_agent.clone(),
-                ip: meta.ip.clone(),
-                first_token: refresh.id(),
-                first_token_expires_at,
-                user_epoch: user.epoch,
-                channel: channel_of(client),
-                // RFC 9449 §5: a public client's refresh tokens are bound to its key; a
-                // confidential client's are bound by its authentication already.
-                dpop_jkt: jkt.clone().filter(|_| client.kind == ClientKind::Public),
-            })
-            .await?;
-        if !created {
+        let family = NewFamily {
+            user: &user,
+            sid,
+            scope: &scope,
+            meta,
+            jkt: jkt.as_deref(),
+        };
+        let Some(issued) = self.open_family(snapshot, client, family).await? else {
             // Disabled, or its password changed, while this login was being checked.
             self.metrics.login(LoginOutcome::Disabled);
             return Err(FlowError::BadCredentials);
-        }
+        };
         self.metrics.login(LoginOutcome::Success);
         self.metrics.issued("password", &client.id);
         tracing::info!(
@@ -174,27 +166,68 @@ impl Flows {
             %sid,
             "login"
         );
+        Ok(issued)
+    }
+
+    /// Starts a session (refresh family) and issues its first tokens: what every sign-in ends
+    /// with. `None` when the user changed since the credentials were checked (nothing was
+    /// created).
+    pub(super) async fn open_family(
+        &self,
+        snapshot: &Snapshot,
+        client: &ClientSpec,
+        family: NewFamily<'_>,
+    ) -> Result<Option<Issued>, FlowError> {
+        let NewFamily {
+            user,
+            sid,
+            scope,
+            meta,
+            jkt,
+        } = family;
+        let now = self.clock.now_ms();
+        let tokens = &snapshot.config.tokens;
+        let refresh = RefreshToken::generate(sid).map_err(FlowError::internal)?;
+        let expires_at = now + duration_ms(tokens.refresh_ttl);
+        let first_token_expires_at = (now + duration_ms(tokens.refresh_idle_ttl)).min(expires_at);
+        let created = self
+            .store
+            .create_session(&NewSession {
+                id: sid,
+                user_id: user.id.clone(),
+                client_id: client.id.clone(),
+                scope: scope.to_owned(),
+                created_at: now,
+                expires_at,
+                user_agent: meta.user_agent.clone(),
+                ip: meta.ip.clone(),
+                first_token: refresh.id(),
+                first_token_expires_at,
+                user_epoch: user.epoch,
+                channel: channel_of(client),
+                // RFC 9449 §5: a public client's refresh tokens are bound to its key; a
+                // confidential client's are bound by its authentication already.
+                dpop_jkt: jkt
+                    .filter(|_| client.kind == ClientKind::Public)
+                    .map(str::to_owned),
+            })
+            .await?;
+        if !created {
+            return Ok(None);
+        }
         let entitlement = Entitlement {
-            user_id: user.id,
+            user_id: user.id.clone(),
             client_id: client.id.clone(),
-            scope: scope.clone(),
+            scope: scope.to_owned(),
             successor_expires_at: first_token_expires_at,
             held_scopes: user.scopes.join(" "),
         };
-        let mut issued = self.issue(
-            snapshot,
-            client,
-            &entitlement,
-            sid,
-            refresh,
-            jkt.as_deref(),
-            now,
-        )?;
+        let mut issued = self.issue(snapshot, client, &entitlement, sid, refresh, jkt, now)?;
         if !client.may(GrantType::RefreshToken) {
             // RFC 6749 §5.1: a refresh token is optional; a client without the grant gets none.
             issued.refresh = None;
         }
-        Ok(issued)
+        Ok(Some(issued))
     }
 
     /// A username (normalised) and password checked under the throttles and lockout, with the

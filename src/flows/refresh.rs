@@ -280,16 +280,14 @@ impl Flows {
         if super::id_tokens::wants_id_token(&entitlement.scope)
             && let Some(authentication) = self.authentication_of(sid).await?
         {
-            issued.id_token = Some(self.sign_id_token(
+            self.add_id_token(
                 snapshot,
                 client,
+                &mut issued,
                 &entitlement.user_id,
-                sid,
                 &authentication,
                 None,
-                &issued.access_token,
-                now,
-            )?);
+            )?;
         }
         self.metrics.issued("refresh_token", &client.id);
         Ok(issued)

@@ -519,3 +519,44 @@ async fn oidcc_userinfo_get_and_post_header() {
 }
 
 on_every_backend!(oidcc_server_and_refresh_token, oidcc_rp_initiated_logout);
+
+/// `config check` says which key signs what, and warns when ID tokens would not be RS256.
+#[tokio::test]
+async fn config_check_says_what_signs_what() {
+    let (app, _) = spawn_op(Backend::Embedded).await;
+    let output = crate::helpers::run_with_stdin(
+        crate::helpers::latchkey(&["config", "check"], &app.config_path),
+        "",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("access tokens are signed now by test-es (ES256)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("RS256 ID tokens are signed now by id-rs (RS256)"),
+        "{stdout}"
+    );
+
+    // Without the RS256 key, ID tokens fall back to the ES256 key, with a warning.
+    let only_es = app
+        .config_text
+        .split("\n[[keys]]\nkid = \"id-rs\"")
+        .next()
+        .unwrap()
+        .to_owned()
+        + &app.config_text[app.config_text.find("\n[[clients]]\nid = \"rp\"").unwrap()..];
+    let path = app.dir.path().join("only-es.toml");
+    std::fs::write(&path, only_es).unwrap();
+    let output =
+        crate::helpers::run_with_stdin(crate::helpers::latchkey(&["config", "check"], &path), "");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no RS256 key signs ID tokens"), "{stderr}");
+    assert!(stdout.contains("ID tokens of clients without id_token_signed_response_alg are signed by test-es (ES256)"), "{stdout}");
+}

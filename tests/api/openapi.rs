@@ -99,7 +99,7 @@ fn the_cli_prints_the_served_document() {
 /// code generators name functions after it). Two handlers named `login` once shared one.
 #[test]
 fn operation_ids_are_unique() {
-    let doc: Value = serde_json::from_str(&latchkey::routes::openapi::json()).unwrap();
+    let doc: Value = serde_json::from_str(latchkey::routes::openapi::json()).unwrap();
     let mut seen = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
