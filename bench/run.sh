@@ -81,6 +81,8 @@ iterations = 2
 parallelism = 1
 [limits]
 login_attempts_per_ip = 100000000
+# wrk is one address: the code mint opens a page per request.
+sign_in_pages_per_ip = 100000000
 [dpop]
 # wrk is one address: the whole replay memory may be its (see docs/dpop.md).
 max_remembered_proofs = 1000000

@@ -54,6 +54,8 @@ pub struct LoginLimiter {
     token_failures_per_ip: Mutex<Table<Window>>,
     /// All refresh and token-endpoint requests per client IP, when `token_requests_per_ip` is set.
     token_requests_per_ip: Mutex<Table<Window>>,
+    /// Sign-in and sign-out pages opened per client IP.
+    pages_per_ip: Mutex<Table<Window>>,
     failures_per_pair: Mutex<Table<Window>>,
     failures_per_user: Mutex<Table<Backoff>>,
 }
@@ -282,14 +284,32 @@ impl LoginLimiter {
 
     /// Entries held per table (login attempts per IP, failures per pair, failures per user,
     /// token failures per IP, token requests per IP): each at most [`MAX_TRACKED`].
-    pub fn tracked(&self) -> [usize; 5] {
+    pub fn tracked(&self) -> [usize; 6] {
         [
             lock(&self.attempts_per_ip).0.len(),
             lock(&self.failures_per_pair).0.len(),
             lock(&self.failures_per_user).0.len(),
             lock(&self.token_failures_per_ip).0.len(),
             lock(&self.token_requests_per_ip).0.len(),
+            lock(&self.pages_per_ip).0.len(),
         ]
+    }
+
+    /// Counts a sign-in or sign-out page opened from `ip`; refused past `sign_in_pages_per_ip`
+    /// in the window.
+    pub fn check_page(
+        &self,
+        settings: &LimitSettings,
+        ip: &str,
+        now: UnixMs,
+    ) -> Result<(), Throttled> {
+        count_in_window(
+            &self.pages_per_ip,
+            ip,
+            settings.sign_in_pages_per_ip,
+            settings,
+            now,
+        )
     }
 
     /// Counts a failed attempt for `username` from `ip`, locking the username with exponential
@@ -550,6 +570,34 @@ impl Throttle {
         Ok(())
     }
 
+    /// As [`LoginLimiter::check_page`].
+    pub async fn check_page(
+        &self,
+        settings: &LimitSettings,
+        ip: &str,
+        now: UnixMs,
+    ) -> Result<Result<(), Throttled>, StoreError> {
+        let shared = match self {
+            Throttle::Local(local) => return Ok(local.check_page(settings, ip, now)),
+            Throttle::Shared(shared) => shared,
+        };
+        let (pages, ttl) = shared
+            .counters
+            .add(
+                &format!("page:{}", ip_bucket(ip)),
+                1,
+                duration_ms(settings.window),
+            )
+            .await?;
+        Ok(if pages > settings.sign_in_pages_per_ip {
+            Err(Throttled {
+                retry_after_secs: retry_after_ms(ttl),
+            })
+        } else {
+            Ok(())
+        })
+    }
+
     /// As [`LoginLimiter::check_token_request`].
     pub async fn check_token_request(
         &self,
@@ -623,7 +671,19 @@ mod tests {
             max_lockout: Duration::from_secs(600),
             failed_token_requests_per_ip: 2,
             token_requests_per_ip: 3,
+            sign_in_pages_per_ip: 2,
         }
+    }
+
+    #[test]
+    fn pages_are_counted_per_address() {
+        let (l, s) = (LoginLimiter::new(), settings());
+        assert!(l.check_page(&s, "192.0.2.1", 0).is_ok());
+        assert!(l.check_page(&s, "192.0.2.1", 1).is_ok());
+        assert!(l.check_page(&s, "192.0.2.1", 2).is_err());
+        assert!(l.check_page(&s, "192.0.2.2", 2).is_ok());
+        // The next window opens again.
+        assert!(l.check_page(&s, "192.0.2.1", 60_001).is_ok());
     }
 
     #[test]

@@ -19,7 +19,8 @@ use crate::keys::{KeyError, KeyRing};
 use crate::reload;
 use crate::routes::json::MAX_JSON_BODY;
 use crate::routes::{
-    account, auth, authorize, demo, method_not_allowed, not_found, oauth, openapi, ops, well_known,
+    account, auth, authorize, demo, end_session, method_not_allowed, not_found, oauth, openapi,
+    ops, well_known,
 };
 use crate::state::{LiveState, RUNNING_VALUES_META, RestartOnlyValues};
 use crate::store::{self, SharedStore, StoreError};
@@ -313,14 +314,14 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         .service(post("/oauth/authorize/consent", authorize::consent_form))
         .service(
             web::resource("/oauth/logout")
-                .route(web::get().to(authorize::end_session_get))
-                .route(web::head().to(authorize::end_session_get))
-                .route(web::post().to(authorize::end_session_post))
+                .route(web::get().to(end_session::end_session_get))
+                .route(web::head().to(end_session::end_session_get))
+                .route(web::post().to(end_session::end_session_post))
                 .default_service(web::to(|| method_not_allowed("GET, HEAD, POST"))),
         )
         .service(post(
             "/oauth/logout/confirm",
-            authorize::end_session_confirm,
+            end_session::end_session_confirm,
         ))
         .service(get("/oauth/pages.css", authorize::stylesheet))
         .service(get("/auth/grants", account::grants))

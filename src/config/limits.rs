@@ -19,6 +19,9 @@ pub(super) struct RawLimits {
     pub(super) failed_token_requests_per_ip: u32,
     /// All requests one client IP may make per window to them; 0: unlimited.
     pub(super) token_requests_per_ip: u32,
+    /// Sign-in and sign-out pages one client IP may open per window (each is a record kept ten
+    /// minutes).
+    pub(super) sign_in_pages_per_ip: u32,
 }
 
 impl Default for RawLimits {
@@ -31,6 +34,7 @@ impl Default for RawLimits {
             max_lockout: "1h".into(),
             failed_token_requests_per_ip: 60,
             token_requests_per_ip: 0,
+            sign_in_pages_per_ip: 120,
         }
     }
 }
@@ -54,6 +58,9 @@ pub struct LimitSettings {
     /// All requests one client IP may make per window to those endpoints; 0: no such limit
     /// (clients behind one NAT address share it).
     pub token_requests_per_ip: u32,
+    /// Login, consent and sign-out pages one client IP may open per window: each page is a
+    /// record the store keeps ten minutes, so this bounds what one address can make it hold.
+    pub sign_in_pages_per_ip: u32,
 }
 
 pub(super) fn validate(raw: RawLimits, problems: &mut Vec<String>) -> LimitSettings {
@@ -65,7 +72,11 @@ pub(super) fn validate(raw: RawLimits, problems: &mut Vec<String>) -> LimitSetti
         max_lockout: duration(problems, "limits.max_lockout", &raw.max_lockout, false),
         failed_token_requests_per_ip: raw.failed_token_requests_per_ip,
         token_requests_per_ip: raw.token_requests_per_ip,
+        sign_in_pages_per_ip: raw.sign_in_pages_per_ip,
     };
+    if limits.sign_in_pages_per_ip == 0 {
+        problems.push("limits.sign_in_pages_per_ip: must be greater than zero".into());
+    }
     if limits.failed_token_requests_per_ip == 0 {
         problems.push("limits.failed_token_requests_per_ip: must be greater than zero".into());
     }

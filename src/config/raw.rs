@@ -103,6 +103,7 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (Some("limits"), "max_lockout", EnvKind::Str),
     (Some("limits"), "failed_token_requests_per_ip", EnvKind::Int),
     (Some("limits"), "token_requests_per_ip", EnvKind::Int),
+    (Some("limits"), "sign_in_pages_per_ip", EnvKind::Int),
     (Some("users"), "min_password_length", EnvKind::Int),
     (None, "trusted_proxies", EnvKind::List),
     (None, "forwarded_header", EnvKind::Str),

@@ -498,6 +498,20 @@ impl Flows {
         });
     }
 
+    /// Admits a request that may open a page (and so a record the store keeps ten minutes) from
+    /// `ip`: refused past `limits.sign_in_pages_per_ip` in the window.
+    pub async fn admit_page(&self, snapshot: &Snapshot, ip: &str) -> Result<(), FlowError> {
+        self.limiter
+            .check_page(&snapshot.config.limits, ip, self.clock.now_ms())
+            .await?
+            .map_err(|t| {
+                tracing::debug!(event = "page.throttled", %ip, "sign-in page refused: throttled");
+                FlowError::Throttled {
+                    retry_after_secs: t.retry_after_secs,
+                }
+            })
+    }
+
     /// Counts an authorization request answered with an error page.
     pub fn count_error_page(&self) {
         self.metrics.authorization("error_page");

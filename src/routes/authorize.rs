@@ -1,4 +1,5 @@
-//! The authorization endpoint and the hosted pages (`docs/sign-in-by-redirect.md`):
+//! The authorization endpoint and the hosted pages (`docs/sign-in-by-redirect.md`; the
+//! end-session endpoint, which shares them, is `super::end_session`):
 //! `GET|POST /oauth/authorize`, the login and consent forms, their stylesheet.
 //!
 //! Pages are rendered from templates that escape every value for HTML (`web/pages/`), under a
@@ -17,12 +18,11 @@ use minijinja::Environment;
 use serde::Serialize;
 
 use super::form::decode;
-use super::request_meta;
+use super::{client_ip, request_meta};
 use crate::credentials::Password;
 use crate::flows::authorize::{
     Answer, AuthorizeError, ConsentPage, Interaction, LoginPage, LoginProblem, PageForm,
 };
-use crate::flows::end_session::{EndSessionAnswer, EndSessionRequest};
 use crate::flows::{FlowError, Flows};
 use crate::state::Snapshot;
 
@@ -67,16 +67,16 @@ fn secure(snapshot: &Snapshot) -> bool {
     snapshot.config.issuer.starts_with("https://")
 }
 
-const SIGN_ON: &str = "latchkey_sso";
-const BROWSER: &str = "latchkey_browser";
+pub(super) const SIGN_ON: &str = "latchkey_sso";
+pub(super) const BROWSER: &str = "latchkey_browser";
 
-fn cookie_value(req: &HttpRequest, snapshot: &Snapshot, name: &str) -> Option<String> {
+pub(super) fn cookie_value(req: &HttpRequest, snapshot: &Snapshot, name: &str) -> Option<String> {
     req.cookie(&cookie_name(snapshot, name))
         .map(|c| c.value().to_owned())
         .filter(|v| !v.is_empty() && v.len() <= 64)
 }
 
-fn cookie(
+pub(super) fn cookie(
     snapshot: &Snapshot,
     name: &str,
     value: String,
@@ -95,7 +95,10 @@ fn cookie(
 }
 
 /// The browser binding of this request: its pre-login cookie, or a new one to set.
-fn browser_binding(req: &HttpRequest, snapshot: &Snapshot) -> Result<(String, bool), FlowError> {
+pub(super) fn browser_binding(
+    req: &HttpRequest,
+    snapshot: &Snapshot,
+) -> Result<(String, bool), FlowError> {
     match cookie_value(req, snapshot, BROWSER) {
         Some(value) => Ok((value, false)),
         None => Ok((crate::flows::authorize::random_token()?, true)),
@@ -103,7 +106,7 @@ fn browser_binding(req: &HttpRequest, snapshot: &Snapshot) -> Result<(String, bo
 }
 
 /// `name=value&…` pairs, strictly decoded.
-fn pairs(raw: &[u8]) -> Result<Vec<(String, String)>, AuthorizeError> {
+pub(super) fn pairs(raw: &[u8]) -> Result<Vec<(String, String)>, AuthorizeError> {
     if raw.len() > MAX_REQUEST_BYTES {
         return Err(AuthorizeError::Page(
             "The sign-in request is too long.".into(),
@@ -125,7 +128,7 @@ fn pairs(raw: &[u8]) -> Result<Vec<(String, String)>, AuthorizeError> {
         .collect()
 }
 
-fn is_form(req: &HttpRequest) -> bool {
+pub(super) fn is_form(req: &HttpRequest) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -152,7 +155,7 @@ fn redirect_origin(redirect_uri: &str) -> Option<String> {
         .then_some(origin)
 }
 
-fn page_headers(builder: &mut HttpResponseBuilder, redirect_uri: Option<&str>) {
+pub(super) fn page_headers(builder: &mut HttpResponseBuilder, redirect_uri: Option<&str>) {
     let form_action = match redirect_uri.and_then(redirect_origin) {
         Some(origin) => format!("'self' {origin}"),
         None => "'self'".to_owned(),
@@ -173,7 +176,7 @@ fn page_headers(builder: &mut HttpResponseBuilder, redirect_uri: Option<&str>) {
 }
 
 /// A page rendered, then answered by `builder`; a template that fails (a bug) answers 500.
-fn render(
+pub(super) fn render(
     mut builder: HttpResponseBuilder,
     template: &str,
     context: minijinja::Value,
@@ -202,10 +205,22 @@ fn error_page(status: StatusCode, message: &str) -> HttpResponse {
 }
 
 /// The page for an error that cannot go back to the client.
-fn refused(flows: &Flows, e: AuthorizeError) -> HttpResponse {
+pub(super) fn refused(flows: &Flows, e: AuthorizeError) -> HttpResponse {
     flows.count_error_page();
     match e {
         AuthorizeError::Page(message) => error_page(StatusCode::BAD_REQUEST, &message),
+        AuthorizeError::Flow(FlowError::Throttled { retry_after_secs }) => {
+            let mut page = error_page(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "Too many sign-in requests from your network. Try again in {retry_after_secs} seconds."
+                ),
+            );
+            if let Ok(value) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
+                page.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            page
+        }
         AuthorizeError::Flow(
             e @ (FlowError::StoreUnavailable(_) | FlowError::Overloaded | FlowError::NoSigningKey),
         ) => {
@@ -365,6 +380,9 @@ fn respond(snapshot: &Snapshot, answer: Answer, browser: Option<String>) -> Http
 pub async fn authorize_get(flows: web::Data<Flows>, req: HttpRequest) -> HttpResponse {
     let snapshot = flows.snapshot();
     let answered = async {
+        flows
+            .admit_page(&snapshot, &client_ip(&req, &snapshot.config))
+            .await?;
         let params = pairs(req.query_string().as_bytes())?;
         let resumed = match params.as_slice() {
             [(name, id)] if name == "transaction" => Some(
@@ -422,6 +440,9 @@ pub async fn authorize_post(
                 "The sign-in request must be a form (application/x-www-form-urlencoded).".into(),
             ));
         }
+        flows
+            .admit_page(&snapshot, &client_ip(&req, &snapshot.config))
+            .await?;
         let params = pairs(&body)?;
         match flows.check_authorization(&snapshot, &params)? {
             Ok(request) => {
@@ -437,6 +458,43 @@ pub async fn authorize_post(
     match answered.await {
         Ok(location) => respond(&snapshot, Interaction::Redirect(location).into(), None),
         Err(e) => refused(&flows, e),
+    }
+}
+
+/// A page form as it arrived: its fields, the browser's pre-login cookie, its sign-on cookie.
+pub(super) struct PageInput {
+    params: Vec<(String, String)>,
+    browser: String,
+    pub(super) sign_on: Option<String>,
+}
+
+impl PageInput {
+    pub(super) fn read(
+        req: &HttpRequest,
+        snapshot: &Snapshot,
+        body: &[u8],
+    ) -> Result<PageInput, AuthorizeError> {
+        if !is_form(req) {
+            return Err(AuthorizeError::Page("The form is malformed.".into()));
+        }
+        Ok(PageInput {
+            params: pairs(body)?,
+            browser: cookie_value(req, snapshot, BROWSER).unwrap_or_default(),
+            sign_on: cookie_value(req, snapshot, SIGN_ON),
+        })
+    }
+
+    /// The fields every page form carries, and its `action`.
+    pub(super) fn form(&self) -> Result<(PageForm<'_>, Option<&str>), AuthorizeError> {
+        page_form(&self.params, &self.browser)
+    }
+
+    /// A field's value; empty when absent.
+    fn field(&self, name: &str) -> &str {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("", |(_, v)| v.as_str())
     }
 }
 
@@ -496,29 +554,18 @@ pub async fn login_form(
 ) -> HttpResponse {
     let snapshot = flows.snapshot();
     let answered = async {
-        if !is_form(&req) {
-            return Err(AuthorizeError::Page("The form is malformed.".into()));
-        }
-        let params = pairs(&body)?;
-        let browser = cookie_value(&req, &snapshot, BROWSER).unwrap_or_default();
-        let (form, _) = page_form(&params, &browser)?;
-        let get = |name: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or("", |(_, v)| v.as_str())
-        };
-        let password = Password::new(get("password").to_owned());
+        let input = PageInput::read(&req, &snapshot, &body)?;
+        let (form, _) = input.form()?;
+        let password = Password::new(input.field("password").to_owned());
         let meta = request_meta(&req, &snapshot.config);
-        let sign_on = cookie_value(&req, &snapshot, SIGN_ON);
         flows
             .login_on_page(
                 &snapshot,
                 form,
-                get("username"),
+                input.field("username"),
                 &password,
                 &meta,
-                sign_on.as_deref(),
+                input.sign_on.as_deref(),
             )
             .await
     };
@@ -548,15 +595,15 @@ pub async fn consent_form(
 ) -> HttpResponse {
     let snapshot = flows.snapshot();
     let answered = async {
-        if !is_form(&req) {
-            return Err(AuthorizeError::Page("The form is malformed.".into()));
-        }
-        let params = pairs(&body)?;
-        let browser = cookie_value(&req, &snapshot, BROWSER).unwrap_or_default();
-        let (form, action) = page_form(&params, &browser)?;
-        let sign_on = cookie_value(&req, &snapshot, SIGN_ON);
+        let input = PageInput::read(&req, &snapshot, &body)?;
+        let (form, action) = input.form()?;
         flows
-            .consent_on_page(&snapshot, form, action == Some("allow"), sign_on.as_deref())
+            .consent_on_page(
+                &snapshot,
+                form,
+                action == Some("allow"),
+                input.sign_on.as_deref(),
+            )
             .await
     };
     match answered.await {
@@ -577,187 +624,4 @@ pub async fn stylesheet() -> HttpResponse {
         .content_type("text/css; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
         .body(PAGES_CSS)
-}
-
-/// The answer to an end-session step: a redirect, the confirmation page or the signed-out page,
-/// with the sign-on cookie removed when it ended.
-fn end_session_answer(
-    snapshot: &Snapshot,
-    answer: EndSessionAnswer,
-    browser: Option<String>,
-    signed_out: bool,
-) -> HttpResponse {
-    let mut response = match answer {
-        EndSessionAnswer::Redirect(location) => HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, location))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .insert_header((header::REFERRER_POLICY, "no-referrer"))
-            .finish(),
-        EndSessionAnswer::Confirm { transaction, csrf } => {
-            let mut builder = HttpResponse::Ok();
-            page_headers(&mut builder, None);
-            render(
-                builder,
-                "logout.html",
-                minijinja::context! { transaction => transaction, csrf => csrf },
-            )
-        }
-        EndSessionAnswer::SignedOut => {
-            let mut builder = HttpResponse::Ok();
-            page_headers(&mut builder, None);
-            let (heading, message) = if signed_out {
-                ("You are signed out", "You can close this window.")
-            } else {
-                (
-                    "Still signed in",
-                    "Nothing was changed. You can close this window.",
-                )
-            };
-            render(
-                builder,
-                "signed_out.html",
-                minijinja::context! { heading => heading, message => message },
-            )
-        }
-    };
-    if signed_out {
-        let mut removal = cookie(snapshot, SIGN_ON, String::new(), None);
-        removal.make_removal();
-        let _ = response.add_cookie(&removal);
-    }
-    if let Some(value) = browser {
-        let _ = response.add_cookie(&cookie(snapshot, BROWSER, value, None));
-    }
-    response
-}
-
-/// `GET` and `POST /oauth/logout`: RP-Initiated Logout 1.0.
-#[utoipa::path(
-    get,
-    path = "/oauth/logout",
-    tag = "oauth",
-    params(
-        ("id_token_hint" = Option<String>, Query, description = "An ID token latchkey issued to the client: with one that verifies, the sign-out needs no confirmation"),
-        ("post_logout_redirect_uri" = Option<String>, Query, description = "One of the client's `post_logout_redirect_uris`, exactly"),
-        ("state" = Option<String>, Query, description = "Returned unchanged to the post-logout redirect URI"),
-        ("client_id" = Option<String>, Query, description = "The client, when there is no hint"),
-    ),
-    responses(
-        (status = 200, description = "The confirmation page (no hint, or one that does not verify), or the signed-out page", content_type = "text/html"),
-        (status = 303, description = "Signed out; to the post-logout redirect URI with `state`"),
-        (status = 400, description = "An error page: an unregistered post-logout redirect URI, a client that differs from the hint's, a malformed request", content_type = "text/html"),
-        (status = 503, description = "An error page: the store is unreachable", content_type = "text/html"),
-    )
-)]
-pub async fn end_session_get(flows: web::Data<Flows>, req: HttpRequest) -> HttpResponse {
-    end_session_with(flows, req, None).await
-}
-
-/// `POST /oauth/logout`: the same parameters as a form.
-#[utoipa::path(
-    post,
-    path = "/oauth/logout",
-    tag = "oauth",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "The parameters of `GET /oauth/logout`"),
-    responses(
-        (status = 200, description = "The confirmation or signed-out page", content_type = "text/html"),
-        (status = 303, description = "Signed out; to the post-logout redirect URI with `state`"),
-        (status = 400, description = "An error page", content_type = "text/html"),
-        (status = 503, description = "An error page: the store is unreachable", content_type = "text/html"),
-    )
-)]
-pub async fn end_session_post(
-    flows: web::Data<Flows>,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse {
-    end_session_with(flows, req, Some(body)).await
-}
-
-async fn end_session_with(
-    flows: web::Data<Flows>,
-    req: HttpRequest,
-    body: Option<web::Bytes>,
-) -> HttpResponse {
-    let snapshot = flows.snapshot();
-    let answered = async {
-        let params = match &body {
-            Some(_) if !is_form(&req) => {
-                return Err(AuthorizeError::Page(
-                    "The sign-out request must be a form.".into(),
-                ));
-            }
-            Some(body) => pairs(body)?,
-            None => pairs(req.query_string().as_bytes())?,
-        };
-        let get = |name: &str| -> Result<Option<&str>, AuthorizeError> {
-            let mut found = params.iter().filter(|(n, v)| n == name && !v.is_empty());
-            match (found.next(), found.next()) {
-                (Some((_, v)), None) => Ok(Some(v.as_str())),
-                (None, _) => Ok(None),
-                (Some(_), Some(_)) => Err(AuthorizeError::Page(
-                    "The sign-out request names a parameter more than once.".into(),
-                )),
-            }
-        };
-        let request = EndSessionRequest {
-            id_token_hint: get("id_token_hint")?,
-            post_logout_redirect_uri: get("post_logout_redirect_uri")?,
-            state: get("state")?,
-            client_id: get("client_id")?,
-        };
-        let (browser, new_browser) = browser_binding(&req, &snapshot)?;
-        let sign_on = cookie_value(&req, &snapshot, SIGN_ON);
-        let answer = flows
-            .sign_out(&snapshot, request, sign_on.as_deref(), &browser)
-            .await?;
-        Ok::<_, AuthorizeError>((answer, new_browser.then_some(browser)))
-    };
-    match answered.await {
-        Ok((answer, browser)) => {
-            let signed_out = !matches!(answer, EndSessionAnswer::Confirm { .. });
-            end_session_answer(&snapshot, answer, browser, signed_out)
-        }
-        Err(e) => refused(&flows, e),
-    }
-}
-
-/// `POST /oauth/logout/confirm`: the confirmation page's form.
-#[utoipa::path(
-    post,
-    path = "/oauth/logout/confirm",
-    tag = "oauth",
-    request_body(content_type = "application/x-www-form-urlencoded", description = "`transaction`, `csrf`, and `action` = `logout` or `cancel`"),
-    responses(
-        (status = 200, description = "The signed-out page (or, after Cancel, the page that says nothing changed)", content_type = "text/html"),
-        (status = 303, description = "Signed out; to the post-logout redirect URI the request was allowed"),
-        (status = 400, description = "An error page: the form is stale, forged, or from another browser", content_type = "text/html"),
-        (status = 503, description = "An error page: the store is unreachable", content_type = "text/html"),
-    )
-)]
-pub async fn end_session_confirm(
-    flows: web::Data<Flows>,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> HttpResponse {
-    let snapshot = flows.snapshot();
-    let answered = async {
-        if !is_form(&req) {
-            return Err(AuthorizeError::Page("The form is malformed.".into()));
-        }
-        let params = pairs(&body)?;
-        let browser = cookie_value(&req, &snapshot, BROWSER).unwrap_or_default();
-        let (form, action) = page_form(&params, &browser)?;
-        let cancel = action != Some("logout");
-        let form = PageForm { cancel, ..form };
-        let sign_on = cookie_value(&req, &snapshot, SIGN_ON);
-        let answer = flows
-            .confirm_sign_out(&snapshot, form, sign_on.as_deref())
-            .await?;
-        Ok::<_, AuthorizeError>((answer, !cancel))
-    };
-    match answered.await {
-        Ok((answer, signed_out)) => end_session_answer(&snapshot, answer, None, signed_out),
-        Err(e) => refused(&flows, e),
-    }
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod authorize;
 pub mod browser;
 pub mod demo;
+pub mod end_session;
 pub mod form;
 pub mod json;
 pub mod oauth;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{account, auth, authorize, demo, oauth, ops, well_known};
+use super::{account, auth, authorize, demo, end_session, oauth, ops, well_known};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,9 +42,9 @@ use super::{account, auth, authorize, demo, oauth, ops, well_known};
         authorize::login_form,
         authorize::consent_form,
         authorize::stylesheet,
-        authorize::end_session_get,
-        authorize::end_session_post,
-        authorize::end_session_confirm,
+        end_session::end_session_get,
+        end_session::end_session_post,
+        end_session::end_session_confirm,
         oauth::token,
         oauth::revoke,
         oauth::introspect,

@@ -1309,3 +1309,36 @@ async fn a_code_exchanged_with_a_proof_binds_the_session() {
         .unwrap();
     assert_eq!(with.status(), StatusCode::OK);
 }
+
+/// Every page is a record the store keeps for ten minutes: one address may open only so many
+/// per window, then gets a 429 page (another address is not affected).
+#[tokio::test]
+async fn one_address_may_open_only_so_many_pages() {
+    let app = spawn_sso_app(Backend::Embedded, |c| {
+        c.set("limits", "sign_in_pages_per_ip = 3");
+        c.text = format!("trusted_proxies = [\"127.0.0.1\"]\n{}", c.text);
+    })
+    .await;
+    let url = authorize_url(&app, &request("webapp", CALLBACK));
+    let from = |ip: &'static str| {
+        browser()
+            .get(url.clone())
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(from("192.0.2.1").await.unwrap().status(), StatusCode::OK);
+    }
+    let refused = from("192.0.2.1").await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(refused.headers().get("location").is_none());
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many sign-in requests")
+    );
+    assert_eq!(from("192.0.2.2").await.unwrap().status(), StatusCode::OK);
+}

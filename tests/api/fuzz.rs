@@ -388,6 +388,8 @@ fn no_authorization_request_yields_a_5xx_or_a_foreign_redirect() {
     const REGISTERED: [&str; 2] = ["https://app.example/cb", "http://127.0.0.1/native"];
     let app = runtime.block_on(async {
         let app = spawn_app_with(Backend::Embedded, |c| {
+            // One address sends every case: the page limit has a test of its own.
+            c.set("limits", "sign_in_pages_per_ip = 1000000");
             c.text.push_str(
                 "\n[[clients]]\nid = \"app\"\ntype = \"public\"\n\
                  grants = [\"authorization_code\"]\n\
