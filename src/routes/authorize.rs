@@ -374,6 +374,7 @@ fn respond(snapshot: &Snapshot, answer: Answer, browser: Option<String>) -> Http
         (status = 200, description = "The login or consent page", content_type = "text/html"),
         (status = 303, description = "Back to the redirect URI with `code`, `state` and `iss`, or with `error`, `error_description`, `state` and `iss` (RFC 6749 4.1.2, RFC 9207)"),
         (status = 400, description = "An error page: unknown client, unregistered or missing redirect URI, malformed request (nothing is sent to the client)", content_type = "text/html"),
+        (status = 429, description = "An error page: this address opened `limits.sign_in_pages_per_ip` pages in the window; see `Retry-After`", content_type = "text/html"),
         (status = 503, description = "An error page: the store is unreachable", content_type = "text/html"),
     )
 )]
@@ -425,6 +426,7 @@ pub async fn authorize_get(flows: web::Data<Flows>, req: HttpRequest) -> HttpRes
     responses(
         (status = 303, description = "To `GET /oauth/authorize?transaction=…`, or back to the redirect URI with an error"),
         (status = 400, description = "An error page, as for GET", content_type = "text/html"),
+        (status = 429, description = "An error page: this address opened `limits.sign_in_pages_per_ip` pages in the window; see `Retry-After`", content_type = "text/html"),
         (status = 503, description = "An error page: the store is unreachable", content_type = "text/html"),
     )
 )]

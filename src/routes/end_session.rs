@@ -81,6 +81,7 @@ fn end_session_answer(
         (status = 200, description = "The confirmation page (no hint, or one that does not verify), or the signed-out page", content_type = "text/html"),
         (status = 303, description = "Signed out; to the post-logout redirect URI with `state`"),
         (status = 400, description = "An error page: an unregistered post-logout redirect URI, a client that differs from the hint's, a malformed request", content_type = "text/html"),
+        (status = 429, description = "An error page: this address opened `limits.sign_in_pages_per_ip` pages in the window; see `Retry-After`", content_type = "text/html"),
         (status = 503, description = "An error page: the store is unreachable", content_type = "text/html"),
     )
 )]
@@ -98,6 +99,7 @@ pub async fn end_session_get(flows: web::Data<Flows>, req: HttpRequest) -> HttpR
         (status = 200, description = "The confirmation or signed-out page", content_type = "text/html"),
         (status = 303, description = "Signed out; to the post-logout redirect URI with `state`"),
         (status = 400, description = "An error page", content_type = "text/html"),
+        (status = 429, description = "An error page: this address opened `limits.sign_in_pages_per_ip` pages in the window; see `Retry-After`", content_type = "text/html"),
         (status = 503, description = "An error page: the store is unreachable", content_type = "text/html"),
     )
 )]
