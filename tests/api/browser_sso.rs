@@ -132,3 +132,135 @@ async fn wait_for(page: &fantoccini::Client, css: &str) -> fantoccini::elements:
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// oidc-client-ts, as it ships, in a SPA on its own origin in Chromium: the sign-in redirect
+/// through the hosted login page, the ID token and UserInfo, a silent renew by refresh token,
+/// and the sign-out redirect through the end-session endpoint, after which the browser must
+/// sign in again. `.ci/run` installs it (`npm ci` in `tests/fixtures/openid-client`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_client_ts_signs_in_renews_and_signs_out_in_chromium() {
+    let library = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/openid-client/node_modules/oidc-client-ts/dist/browser/oidc-client-ts.min.js"
+    );
+    let library: &'static str = Box::leak(
+        std::fs::read_to_string(library)
+            .expect("oidc-client-ts must be installed: npm ci --prefix tests/fixtures/openid-client (.ci/run does)")
+            .into_boxed_str(),
+    );
+    let port = free_port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let page: &'static str = Box::leak(
+        include_str!("../fixtures/oidc_client_ts_spa.html")
+            .replace("__ISSUER__", &issuer)
+            .replace("__CLIENT_ID__", "portal")
+            .into_boxed_str(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let spa = format!("http://{}", listener.local_addr().unwrap());
+    let html = move || async move { axum::response::Html(page) };
+    let script = move || async move {
+        (
+            [(axum::http::header::CONTENT_TYPE, "text/javascript")],
+            library,
+        )
+    };
+    let router = axum::Router::new()
+        .route("/", axum::routing::get(html))
+        .route("/callback", axum::routing::get(html))
+        .route("/signed-out", axum::routing::get(html))
+        .route("/oidc-client-ts.min.js", axum::routing::get(script));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let spa_for_config = spa.clone();
+    let app = spawn_app_with(Backend::Embedded, move |c| {
+        c.text = c
+            .text
+            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
+            .replace("issuer = \"http://127.0.0.1\"", &format!("issuer = \"http://127.0.0.1:{port}\""));
+        c.text.push_str(&format!(
+            "\n[[clients]]\nid = \"portal\"\ntype = \"public\"\nname = \"Portal\"\ngrants = [\"authorization_code\", \"refresh_token\"]\nredirect_uris = [\"{spa_for_config}/callback\"]\npost_logout_redirect_uris = [\"{spa_for_config}/signed-out\"]\nallowed_origins = [\"{spa_for_config}\"]\n"
+        ));
+    })
+    .await;
+    let alice = app.add_user("alice", PASSWORD).await;
+    let driver = start_driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let page = browser(&driver, profile.path()).await;
+    let done = |t: &str| !t.starts_with("signed out") || t.contains("issuer");
+    let settled = |t: &str| {
+        t.starts_with("signed in")
+            || t.starts_with("renewed")
+            || t.contains("error")
+            || t.contains("issuer")
+    };
+
+    page.goto(&format!("{spa}/")).await.unwrap();
+    page.find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&page, "input[name=username]")
+        .await
+        .send_keys("alice")
+        .await
+        .unwrap();
+    page.find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    page.find(Locator::Css("button[value=login]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let status = wait_text(&page, "status", |t| done(t) && settled(t)).await;
+    assert_eq!(status, format!("signed in as {} (alice)", alice.id));
+
+    page.find(Locator::Id("renew"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let status = wait_text(&page, "status", |t| {
+        t.starts_with("renewed") || t.contains("error")
+    })
+    .await;
+    assert_eq!(status, format!("renewed {} with a refresh token", alice.id));
+
+    page.find(Locator::Id("sign-out"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let status = wait_text(&page, "status", |t| {
+        t.contains("issuer") || t.contains("error")
+    })
+    .await;
+    assert_eq!(status, "signed out by the issuer");
+    assert!(
+        page.current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .starts_with(&format!("{spa}/signed-out"))
+    );
+
+    // The sign-on ended: signing in again shows the login page.
+    page.goto(&format!("{spa}/")).await.unwrap();
+    page.find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(&page, "input[name=username]").await;
+    page.close().await.unwrap();
+}

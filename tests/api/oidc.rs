@@ -560,3 +560,40 @@ async fn config_check_says_what_signs_what() {
     assert!(stderr.contains("no RS256 key signs ID tokens"), "{stderr}");
     assert!(stdout.contains("ID tokens of clients without id_token_signed_response_alg are signed by test-es (ES256)"), "{stdout}");
 }
+
+/// A relying party written by others in another language: openid-client (v6, Node) discovers
+/// the issuer, signs in with PKCE, state and nonce, validates the ID token (RS256 by default),
+/// refreshes and reads UserInfo. `.ci/run` installs it (`npm ci` in its folder).
+#[tokio::test]
+async fn openid_client_accepts_latchkey_unchanged() {
+    let (app, issuer) = spawn_op(Backend::Embedded).await;
+    let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/openid-client");
+    assert!(
+        std::path::Path::new(folder)
+            .join("node_modules/openid-client")
+            .exists(),
+        "openid-client must be installed: npm ci --prefix tests/fixtures/openid-client (.ci/run does)"
+    );
+    let output = tokio::process::Command::new("node")
+        .arg(format!("{folder}/rp.mjs"))
+        .args([&issuer, "rp", CALLBACK, "alice", PASSWORD])
+        .output()
+        .await
+        .expect("node");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let alice = app.store.user_by_name("alice").await.unwrap().unwrap();
+    assert_eq!(result["claims"]["sub"], alice.id.as_str());
+    assert_eq!(result["claims"]["aud"], "rp");
+    assert_eq!(result["claims"]["iss"], issuer.as_str());
+    assert_eq!(
+        result["refreshed_claims"]["auth_time"],
+        result["claims"]["auth_time"]
+    );
+    assert_eq!(result["userinfo"]["sub"], alice.id.as_str());
+    assert_eq!(result["userinfo"]["preferred_username"], "alice");
+}
