@@ -17,6 +17,8 @@
 //! - [`flows`]: one module per operation (login, refresh, logout, access-token checks, accounts),
 //!   returning what was issued or why not, free of HTTP.
 //! - [`store`]: the storage seam, with the Redis and embedded SQLite backends.
+//! - [`outbound`]: what the issuer sends to other servers (back-channel logout tokens), from a
+//!   bounded queue with bounded retries.
 //! - [`routes`]: thin HTTP handlers, one file per surface, each mapping flow results to its
 //!   own answers.
 //! - [`error`]: the HTTP error answer and its RFC 6749 JSON rendering.
@@ -38,6 +40,7 @@ pub mod flows;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod outbound;
 pub mod reload;
 pub mod routes;
 pub mod startup;

@@ -205,6 +205,10 @@ impl Application {
     /// [`Application::stop_on_signals`]).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let flows = self.flows.clone();
+        let outbound = {
+            let flows = flows.clone();
+            tokio::spawn(async move { flows.outbox().deliver_forever().await })
+        };
         let mut tasks = vec![tokio::spawn(sweep_forever(flows.clone()))];
         if let Some(settings) = self.shutdown {
             tasks.push(tokio::spawn(stop_on_signal(
@@ -239,9 +243,17 @@ impl Application {
         for task in tasks {
             task.abort();
         }
+        // Logout tokens already queued still go out, within a bound.
+        self.flows.outbox().finish();
+        if tokio::time::timeout(OUTBOX_DRAIN, outbound).await.is_err() {
+            tracing::warn!("stopped with back-channel logouts still undelivered");
+        }
         result
     }
 }
+
+/// How long a stopping server keeps delivering queued back-channel logouts.
+const OUTBOX_DRAIN: Duration = Duration::from_secs(5);
 
 const METRICS: &str = "/metrics";
 
@@ -256,6 +268,7 @@ pub const ROUTE_PATTERNS: &[&str] = &[
     "/auth/sessions/{sid}",
     "/auth/logout-all",
     "/auth/password",
+    "/auth/profile",
     "/auth/register",
     "/auth/grants",
     "/auth/grants/{client_id}",
@@ -302,6 +315,13 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
         .service(delete("/auth/sessions/{sid}", account::end))
         .service(post("/auth/logout-all", account::logout_all))
         .service(post("/auth/password", account::change_password))
+        .service(
+            web::resource("/auth/profile")
+                .route(web::get().to(account::profile))
+                .route(web::head().to(account::profile))
+                .route(web::patch().to(account::update_profile))
+                .default_service(web::to(|| method_not_allowed("GET, HEAD, PATCH"))),
+        )
         .service(post("/auth/register", account::register))
         .service(
             web::resource("/oauth/authorize")

@@ -8,8 +8,38 @@ use super::{CliError, ConfigArg, load_config, read_secret};
 use crate::clock::Clock;
 use crate::config::format_timestamp;
 use crate::credentials::PasswordHasher;
-use crate::flows::{Accounts, check_password_policy, normalize_username};
+use crate::flows::{Accounts, ProfileChange, check_password_policy, normalize_username};
 use crate::store::{self, UserAttributes};
+
+/// The optional profile claims of a user (OIDC Core §5.1), as `users add` and `users set` take
+/// them.
+#[derive(clap::Args, Debug)]
+pub struct ProfileArgs {
+    /// The email address (`email`); "" clears it.
+    #[arg(long)]
+    email: Option<String>,
+    /// Whether you vouch for the email (`email_verified`); a changed email is unverified
+    /// unless this says otherwise.
+    #[arg(long, value_name = "true|false")]
+    email_verified: Option<bool>,
+    /// The display name (`name`); "" clears it.
+    #[arg(long = "name", value_name = "DISPLAY NAME")]
+    display_name: Option<String>,
+    /// `preferred_username`, when it should not be the username; "" clears it.
+    #[arg(long, value_name = "NAME")]
+    preferred_username: Option<String>,
+}
+
+impl ProfileArgs {
+    fn change(&self) -> ProfileChange<'_> {
+        ProfileChange {
+            email: self.email.as_deref(),
+            email_verified: self.email_verified,
+            name: self.display_name.as_deref(),
+            preferred_username: self.preferred_username.as_deref(),
+        }
+    }
+}
 
 #[derive(Subcommand, Debug)]
 pub enum UsersCommand {
@@ -20,11 +50,8 @@ pub enum UsersCommand {
         /// A scope (role) the user holds; repeat for more.
         #[arg(long = "scope", value_name = "SCOPE")]
         scopes: Vec<String>,
-        #[arg(long)]
-        email: Option<String>,
-        /// The display name.
-        #[arg(long = "name", value_name = "DISPLAY NAME")]
-        display_name: Option<String>,
+        #[command(flatten)]
+        profile: ProfileArgs,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -46,14 +73,12 @@ pub enum UsersCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Set the optional email and display name ("" clears one); /auth/userinfo returns them.
+    /// Set the optional profile claims ("" clears one); UserInfo returns them by scope.
     Set {
         #[arg(value_name = "NAME")]
         username: String,
-        #[arg(long)]
-        email: Option<String>,
-        #[arg(long = "name", value_name = "DISPLAY NAME")]
-        display_name: Option<String>,
+        #[command(flatten)]
+        profile: ProfileArgs,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -199,19 +224,18 @@ pub async fn run(cmd: UsersCommand) -> Result<(), CliError> {
         UsersCommand::Add {
             username,
             scopes,
-            email,
-            display_name,
+            profile,
             ..
         } => {
             normalize_username(&username).map_err(fail)?;
             let scopes = scopes_of(&scopes)?;
             let password = read_secret("password")?;
             check_password_policy("password", &password, &config.users).map_err(fail)?;
-            let attributes = UserAttributes {
+            let mut attributes = UserAttributes {
                 scopes,
-                email,
-                name: display_name,
+                ..UserAttributes::default()
             };
+            profile.change().apply(&mut attributes).map_err(fail)?;
             let user = accounts
                 .create_user(&username, &password, attributes)
                 .await
@@ -241,20 +265,23 @@ pub async fn run(cmd: UsersCommand) -> Result<(), CliError> {
             );
         }
         UsersCommand::Set {
-            username,
-            email,
-            display_name,
-            ..
+            username, profile, ..
         } => {
             let user = accounts
-                .set_profile(&username, email.as_deref(), display_name.as_deref())
+                .set_profile(&username, profile.change())
                 .await
                 .map_err(fail)?;
             println!(
-                "{}: email {}, name {}",
+                "{}: email {}{}, name {}, preferred_username {}",
                 user.username,
                 user.email.as_deref().unwrap_or("-"),
-                user.name.as_deref().unwrap_or("-")
+                if user.email_verified {
+                    " (verified)"
+                } else {
+                    ""
+                },
+                user.name.as_deref().unwrap_or("-"),
+                user.preferred_username.as_deref().unwrap_or(&user.username)
             );
         }
         UsersCommand::Passwd { username, .. } => {

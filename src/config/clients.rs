@@ -116,6 +116,9 @@ pub struct ClientSpec {
     pub id_token_signed_response_alg: Option<super::Alg>,
     /// Where the end-session endpoint may send the browser after a sign-out (exact strings).
     pub post_logout_redirect_uris: Vec<String>,
+    /// Where a logout token is POSTed when a session of this client's ends (OIDC Back-Channel
+    /// Logout 1.0).
+    pub backchannel_logout_uri: Option<String>,
 }
 
 impl ClientSpec {
@@ -141,6 +144,7 @@ impl ClientSpec {
             name: None,
             id_token_signed_response_alg: None,
             post_logout_redirect_uris: Vec::new(),
+            backchannel_logout_uri: None,
         }
     }
 
@@ -214,6 +218,8 @@ pub(super) struct RawClient {
     pub(super) id_token_signed_response_alg: Option<String>,
     #[serde(default)]
     pub(super) post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub(super) backchannel_logout_uri: Option<String>,
 }
 
 /// The longest redirect URI accepted, in the config and in requests.
@@ -424,6 +430,16 @@ pub(super) fn validate(raw: Vec<RawClient>, problems: &mut Vec<String>) -> Vec<C
                 problems.push(format!("{at}.post_logout_redirect_uris: {uri:?}: {why}"));
             }
         }
+        if let Some(uri) = &c.backchannel_logout_uri {
+            let why = if uri.starts_with("https://") || uri.starts_with("http://") {
+                redirect_uri_problem(uri)
+            } else {
+                Some("the issuer POSTs to it: an https URI (http only on loopback)")
+            };
+            if let Some(why) = why {
+                problems.push(format!("{at}.backchannel_logout_uri: {uri:?}: {why}"));
+            }
+        }
         if grants.contains(&GrantType::AuthorizationCode) {
             if c.redirect_uris.is_empty() {
                 problems.push(format!(
@@ -499,6 +515,7 @@ pub(super) fn validate(raw: Vec<RawClient>, problems: &mut Vec<String>) -> Vec<C
             name: c.name,
             id_token_signed_response_alg,
             post_logout_redirect_uris: c.post_logout_redirect_uris,
+            backchannel_logout_uri: c.backchannel_logout_uri,
         });
         if c.introspect && kind != ClientKind::Confidential {
             problems.push(format!(

@@ -16,14 +16,56 @@ pub fn normalize_username(raw: &str) -> Result<String, FlowError> {
     crate::usernames::normalize(raw).map_err(|e| FlowError::InvalidRequest(e.to_string().into()))
 }
 
-/// Scopes must be RFC 6749 scope tokens; email and name are bounded, single-line text.
+/// A change to a user's profile: `None` leaves a field as it is, `Some("")` clears it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProfileChange<'a> {
+    pub email: Option<&'a str>,
+    /// Only operators vouch for an email; a new email without it is unverified.
+    pub email_verified: Option<bool>,
+    pub name: Option<&'a str>,
+    /// Only operators set it: relying parties that key on it would trust a name users chose.
+    pub preferred_username: Option<&'a str>,
+}
+
+impl ProfileChange<'_> {
+    pub fn apply(&self, a: &mut UserAttributes) -> Result<(), FlowError> {
+        let set = |value: &str| (!value.is_empty()).then(|| value.to_owned());
+        if let Some(email) = self.email.map(set)
+            && email != a.email
+        {
+            a.email = email;
+            a.email_verified = false;
+        }
+        if let Some(name) = self.name {
+            a.name = set(name);
+        }
+        if let Some(preferred) = self.preferred_username {
+            a.preferred_username = set(preferred);
+        }
+        if let Some(verified) = self.email_verified {
+            if verified && a.email.is_none() {
+                return Err(FlowError::InvalidRequest(
+                    "email_verified: the user has no email to verify".into(),
+                ));
+            }
+            a.email_verified = verified;
+        }
+        Ok(())
+    }
+}
+
+/// Scopes must be RFC 6749 scope tokens; email and names are bounded, single-line text.
 fn check_attributes(a: &UserAttributes) -> Result<(), FlowError> {
     if let Some(bad) = a.scopes.iter().find(|s| !valid_scope_token(s)) {
         return Err(FlowError::InvalidRequest(
             format!("scope: {bad:?} is not a scope token").into(),
         ));
     }
-    for (field, value) in [("email", &a.email), ("name", &a.name)] {
+    for (field, value) in [
+        ("email", &a.email),
+        ("name", &a.name),
+        ("preferred_username", &a.preferred_username),
+    ] {
         if value
             .as_ref()
             .is_some_and(|v| v.chars().count() > 256 || v.chars().any(char::is_control))
@@ -68,8 +110,10 @@ impl Accounts {
             created_at: self.clock.now_ms(),
             epoch: 0,
             scopes: attributes.scopes,
+            email_verified: attributes.email_verified && attributes.email.is_some(),
             email: attributes.email,
             name: attributes.name,
+            preferred_username: attributes.preferred_username,
         };
         match self.store.create_user(&user).await {
             Err(StoreError::Conflict) => Err(FlowError::UserExists(username.to_owned())),
@@ -150,6 +194,7 @@ impl Accounts {
                     a.scopes.push(scope.clone());
                 }
             }
+            Ok(())
         })
         .await
     }
@@ -157,40 +202,36 @@ impl Accounts {
     /// Takes `scopes` away: no token issued from now on carries them, refreshes of existing
     /// sessions included.
     pub async fn ungrant(&self, username: &str, scopes: &[String]) -> Result<User, FlowError> {
-        self.change_attributes(username, |a| a.scopes.retain(|s| !scopes.contains(s)))
-            .await
+        self.change_attributes(username, |a| {
+            a.scopes.retain(|s| !scopes.contains(s));
+            Ok(())
+        })
+        .await
     }
 
-    /// Sets (or, with an empty string, clears) the optional email and display name.
+    /// Changes the optional profile claims (email, its verification, names).
     pub async fn set_profile(
         &self,
         username: &str,
-        email: Option<&str>,
-        name: Option<&str>,
+        change: ProfileChange<'_>,
     ) -> Result<User, FlowError> {
-        self.change_attributes(username, |a| {
-            if let Some(email) = email {
-                a.email = (!email.is_empty()).then(|| email.to_owned());
-            }
-            if let Some(name) = name {
-                a.name = (!name.is_empty()).then(|| name.to_owned());
-            }
-        })
-        .await
+        self.change_attributes(username, |a| change.apply(a)).await
     }
 
     async fn change_attributes(
         &self,
         username: &str,
-        change: impl FnOnce(&mut UserAttributes),
+        change: impl FnOnce(&mut UserAttributes) -> Result<(), FlowError>,
     ) -> Result<User, FlowError> {
         let mut user = self.find(username).await?;
         let mut attributes = UserAttributes {
             scopes: user.scopes.clone(),
             email: user.email.clone(),
+            email_verified: user.email_verified,
             name: user.name.clone(),
+            preferred_username: user.preferred_username.clone(),
         };
-        change(&mut attributes);
+        change(&mut attributes)?;
         check_attributes(&attributes)?;
         if !self
             .store
@@ -201,7 +242,9 @@ impl Accounts {
         }
         user.scopes = attributes.scopes;
         user.email = attributes.email;
+        user.email_verified = attributes.email_verified;
         user.name = attributes.name;
+        user.preferred_username = attributes.preferred_username;
         Ok(user)
     }
 

@@ -79,6 +79,9 @@ pub struct AuthorizationRequest {
     /// Seconds since the last password entry the client accepts.
     pub max_age: Option<u64>,
     pub login_hint: Option<String>,
+    /// The `sub` of a verified `id_token_hint`: only that user's sign-on answers the request.
+    #[serde(default)]
+    pub hinted_subject: Option<String>,
 }
 
 /// Why no redirect can be trusted: shown on an error page, never sent to the client.
@@ -444,6 +447,25 @@ impl Flows {
             Some(Ok(age)) => Some(age),
             Some(Err(_)) => return back("invalid_request", "max_age must be a number of seconds"),
         };
+        if params.get("registration").is_some() {
+            return back(
+                "registration_not_supported",
+                "the registration parameter is not supported",
+            );
+        }
+        // OIDC Core §3.1.2.1: the hint may have expired; it must be ours and verify.
+        let hinted_subject = match params.get("id_token_hint") {
+            None => None,
+            Some(hint) => match self.verified_hint(snapshot, hint, true) {
+                Some(claims) => Some(claims.sub),
+                None => {
+                    return back(
+                        "invalid_request",
+                        "id_token_hint is not an ID token of this issuer",
+                    );
+                }
+            },
+        };
         let login_hint = params
             .get("login_hint")
             .filter(|h| h.chars().count() <= super::MAX_USERNAME_CHARS)
@@ -459,6 +481,7 @@ impl Flows {
             prompt,
             max_age,
             login_hint,
+            hinted_subject,
         }))
     }
 
@@ -474,11 +497,13 @@ impl Flows {
     ) -> Result<Answer, AuthorizeError> {
         let signed_on = self.sign_on(snapshot, sign_on).await?;
         let now_secs = self.clock.now_secs();
-        let signed_on = signed_on.filter(|(s, _)| {
+        let signed_on = signed_on.filter(|(s, user)| {
             !request.prompt.login
                 && request.max_age.is_none_or(|age| {
                     now_secs - s.auth_time <= i64::try_from(age).unwrap_or(i64::MAX)
                 })
+                // Another user's ID token as hint: this sign-on does not answer for them.
+                && request.hinted_subject.as_ref().is_none_or(|sub| *sub == user.id)
         });
         let answer = self
             .proceed(snapshot, request, signed_on, browser, false)

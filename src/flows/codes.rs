@@ -162,7 +162,14 @@ impl Flows {
         if stored == USED {
             // A second presentation: whatever the first one obtained is revoked.
             self.metrics.code_exchange("reused");
+            let session = match super::back_channel::wanted(snapshot) {
+                true => self.store.session(sid, now).await?,
+                false => None,
+            };
             let revoked = self.store.revoke_session(sid).await?;
+            if revoked && let Some(session) = session {
+                self.notify_ended(snapshot, &[session]);
+            }
             tracing::warn!(event = "code.reused", client_id = %client.id, %sid, revoked, "authorization code presented twice");
             if revoked {
                 self.revoked(RevokeCause::CodeReuse, 1, Some(sid));

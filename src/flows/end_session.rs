@@ -59,8 +59,9 @@ fn confirmation_key(id: &str) -> String {
 
 /// The claims of a hint that verified.
 #[derive(Debug, Deserialize)]
-struct HintClaims {
+pub(super) struct HintClaims {
     iss: String,
+    pub(super) sub: String,
     aud: serde_json::Value,
     exp: i64,
     #[serde(default)]
@@ -78,9 +79,14 @@ impl HintClaims {
 }
 
 impl Flows {
-    /// The claims of `hint` when it is an unexpired ID token latchkey signed with a key it
-    /// publishes: the signature is checked before anything else is read.
-    fn verified_hint(&self, snapshot: &Snapshot, hint: &str) -> Option<HintClaims> {
+    /// The claims of `hint` when it is an ID token latchkey signed with a key it publishes,
+    /// unexpired unless `expired_ok`: the signature is checked before anything else is read.
+    pub(super) fn verified_hint(
+        &self,
+        snapshot: &Snapshot,
+        hint: &str,
+        expired_ok: bool,
+    ) -> Option<HintClaims> {
         if hint.len() > MAX_HINT_LEN {
             return None;
         }
@@ -105,8 +111,9 @@ impl Flows {
         }
         let claims: HintClaims = serde_json::from_slice(&B64.decode(payload).ok()?).ok()?;
         let leeway = crate::clock::duration_ms(snapshot.config.tokens.leeway) / 1000;
-        (claims.iss == snapshot.config.issuer && claims.exp + leeway > now.div_euclid(1000))
-            .then_some(claims)
+        (claims.iss == snapshot.config.issuer
+            && (expired_ok || claims.exp + leeway > now.div_euclid(1000)))
+        .then_some(claims)
     }
 
     /// Answers an end-session request from the browser whose sign-on cookie is `sign_on` and
@@ -128,7 +135,7 @@ impl Flows {
         }
         let hint = request
             .id_token_hint
-            .and_then(|h| self.verified_hint(snapshot, h));
+            .and_then(|h| self.verified_hint(snapshot, h, false));
         // The client: the hint's audience, or the named client_id; both must agree.
         let client_id = match (&hint, request.client_id) {
             (Some(h), Some(named)) if h.audience() != Some(named) => {

@@ -49,6 +49,24 @@ fn authentication_key(sid: Uuid) -> String {
     format!("oidc:{sid}")
 }
 
+/// The key that signs `client`'s ID tokens (and its logout tokens): its
+/// `id_token_signed_response_alg`, else RS256 when a key signs ID tokens in it, else the
+/// access-token key (`config check` says which signs what).
+pub(super) fn id_token_key<'s>(
+    snapshot: &'s Snapshot,
+    client: &ClientSpec,
+    now: UnixMs,
+) -> Result<&'s crate::keys::LoadedKey, FlowError> {
+    let keys = &snapshot.keys;
+    match client.id_token_signed_response_alg {
+        Some(alg) => keys.id_token_key(alg, now),
+        None => keys
+            .id_token_key(Alg::RS256, now)
+            .or_else(|| keys.active(now)),
+    }
+    .ok_or(FlowError::NoSigningKey)
+}
+
 /// OIDC Core §3.1.3.6: the left half of the hash of the access token, base64url; SHA-256 for
 /// every algorithm latchkey signs with.
 fn at_hash(access_token: &str) -> String {
@@ -83,9 +101,7 @@ impl Flows {
     }
 
     /// Adds to `issued` (tokens of a session) an ID token for `subject`, bound to its access
-    /// token by `at_hash`: signed in the client's `id_token_signed_response_alg`, else RS256
-    /// when a key signs ID tokens in it, else with the access-token key (`config check` says
-    /// which signs what).
+    /// token by `at_hash`, signed by [`id_token_key`].
     pub(super) fn add_id_token(
         &self,
         snapshot: &Snapshot,
@@ -127,14 +143,7 @@ impl Flows {
         access_token: &str,
         now: UnixMs,
     ) -> Result<String, FlowError> {
-        let keys = &snapshot.keys;
-        let key = match client.id_token_signed_response_alg {
-            Some(alg) => keys.id_token_key(alg, now),
-            None => keys
-                .id_token_key(Alg::RS256, now)
-                .or_else(|| keys.active(now)),
-        }
-        .ok_or(FlowError::NoSigningKey)?;
+        let key = id_token_key(snapshot, client, now)?;
         let iat = now.div_euclid(1000);
         let ttl = duration_ms(snapshot.config.sso.id_token_ttl) / 1000;
         let claims = IdClaims {

@@ -9,6 +9,7 @@
 mod accounts;
 mod authenticate;
 pub mod authorize;
+mod back_channel;
 mod client_credentials;
 mod clients;
 mod codes;
@@ -32,7 +33,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use uuid::Uuid;
 
-pub use accounts::{Accounts, MAX_USERNAME_CHARS, normalize_username};
+pub use accounts::{Accounts, MAX_USERNAME_CHARS, ProfileChange, normalize_username};
 pub use authenticate::{Authenticated, PresentedAccess};
 pub use clients::{AuthMethod, ClientCredentials};
 pub use codes::CodeExchange;
@@ -223,6 +224,8 @@ pub struct Flows {
     dpop: dpop::DpopGuard,
     /// Set on SIGTERM/SIGINT: the server is going away, so it is no longer ready.
     draining: std::sync::atomic::AtomicBool,
+    /// Back-channel logout tokens on their way to clients.
+    outbox: crate::outbound::Outbox,
 }
 
 impl Flows {
@@ -238,6 +241,7 @@ impl Flows {
         let accounts = Accounts::new(store.clone(), hasher.clone(), clock.clone());
         let limiter = Throttle::for_store(&store);
         let dpop = dpop::DpopGuard::new(&store, &state.current().config.dpop)?;
+        let outbox = crate::outbound::Outbox::new(Arc::clone(&metrics));
         Ok(Flows {
             state,
             store,
@@ -249,6 +253,7 @@ impl Flows {
             metrics,
             dpop,
             draining: std::sync::atomic::AtomicBool::new(false),
+            outbox,
         })
     }
 
@@ -313,6 +318,11 @@ impl Flows {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The back-channel logout queue; the server runs its delivery.
+    pub fn outbox(&self) -> &crate::outbound::Outbox {
+        &self.outbox
     }
 
     pub fn accounts(&self) -> &Accounts {

@@ -97,6 +97,7 @@ impl Flows {
             return Err(FlowError::WrongPassword);
         }
         let hash = self.hasher.hash(new).await?;
+        let to_notify = self.sessions_to_notify(&snapshot, &user.id).await?;
         let ended = self
             .store
             .set_password(&user.id, &hash)
@@ -104,6 +105,7 @@ impl Flows {
             .ok_or(FlowError::InvalidToken("the user is gone".into()))?;
         tracing::info!(event = "password.changed", user_id = %user.id, ip = %meta.ip, "password changed");
         self.revoked(RevokeCause::Password, ended, None);
+        self.notify_ended(&snapshot, &to_notify);
         Ok(ended)
     }
 

@@ -40,6 +40,7 @@ impl Flows {
             Some(session) if session.user_id == auth.user.id => {
                 if self.store.revoke_session(sid).await? {
                     self.revoked(RevokeCause::Revocation, 1, Some(sid));
+                    self.notify_ended(&self.snapshot(), &[session]);
                     Ok(())
                 } else {
                     Err(not_found)
@@ -51,9 +52,12 @@ impl Flows {
 
     /// Ends every session of the caller, the current one included. Returns how many.
     pub async fn logout_everywhere(&self, auth: &Authenticated) -> Result<usize, FlowError> {
+        let snapshot = self.snapshot();
+        let to_notify = self.sessions_to_notify(&snapshot, &auth.user.id).await?;
         let ended = self.store.revoke_user_sessions(&auth.user.id).await?;
         super::sso::end_all_sign_ons(&self.store, &auth.user.id, self.clock.now_ms()).await?;
         self.revoked(RevokeCause::LogoutAll, ended, None);
+        self.notify_ended(&snapshot, &to_notify);
         Ok(ended)
     }
 }

@@ -208,13 +208,23 @@ impl Flows {
             .await?
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default();
+        let now = self.clock.now_ms();
+        let mut to_notify = Vec::new();
         let mut ended = 0;
-        for family in families.iter().filter(|f| !f.offline) {
-            if self.store.revoke_session(family.sid).await? {
+        for family in &families {
+            // Every client of the sign-on hears that it ended, those kept offline too
+            // (Back-Channel Logout 1.0 §2.7: they keep their refresh tokens, not the login).
+            if super::back_channel::wanted(snapshot)
+                && let Some(session) = self.store.session(family.sid, now).await?
+            {
+                to_notify.push(session);
+            }
+            if !family.offline && self.store.revoke_session(family.sid).await? {
                 ended += 1;
             }
         }
         self.revoked(crate::metrics::RevokeCause::Logout, ended, None);
+        self.notify_ended(snapshot, &to_notify);
         self.store.delete_record(&key).await?;
         self.store.delete_record(&sign_on_key(cookie)).await?;
         Ok(signed_on.map(|(_, user)| user.id))

@@ -48,6 +48,9 @@ pub struct LoadedKey {
     /// `base64url({"alg","kid","typ":"JWT"})`: an ID token's header (OIDC Core §2 names no
     /// type; `JWT` keeps it from ever passing as an access token, RFC 8725 §3.11).
     id_header_b64: String,
+    /// `base64url({"alg","kid","typ":"logout+jwt"})`: a back-channel logout token's header
+    /// (OIDC Back-Channel Logout 1.0 §2.4, explicit typing).
+    logout_header_b64: String,
     jwk: serde_json::Value,
     /// Published until then ([`KeySpec::published_until`]).
     pub publish_until: UnixMs,
@@ -126,6 +129,9 @@ impl LoadedKey {
             signer,
             header_b64: B64.encode(header.to_string()),
             id_header_b64: B64.encode(id_header.to_string()),
+            logout_header_b64: B64.encode(
+                json!({"alg": spec.alg.as_str(), "typ": "logout+jwt", "kid": spec.kid}).to_string(),
+            ),
             jwk,
             publish_until: spec.published_until(publish_tail),
         })
@@ -153,6 +159,11 @@ impl LoadedKey {
     /// Signs ID-token claims (header `typ: JWT`).
     pub fn sign_id_token(&self, payload: &[u8]) -> Result<String, SignError> {
         self.sign_with(&self.id_header_b64, payload)
+    }
+
+    /// Signs back-channel logout claims (header `typ: logout+jwt`).
+    pub fn sign_logout_token(&self, payload: &[u8]) -> Result<String, SignError> {
+        self.sign_with(&self.logout_header_b64, payload)
     }
 
     fn sign_with(&self, header_b64: &str, payload: &[u8]) -> Result<String, SignError> {

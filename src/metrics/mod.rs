@@ -222,6 +222,7 @@ pub struct Metrics {
     authorizations: Family<OutcomeLabels, Counter>,
     page_logins: Family<OutcomeLabels, Counter>,
     code_exchanges: Family<OutcomeLabels, Counter>,
+    backchannel_logouts: Family<OutcomeLabels, Counter>,
     hashing: HashingMetrics,
     store: StoreMetrics,
     signing_key: Family<KeyLabels, Gauge>,
@@ -299,6 +300,12 @@ impl Metrics {
             "Authorization codes presented at the token endpoint, by outcome: issued, invalid, reused",
             code_exchanges.clone(),
         );
+        let backchannel_logouts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "backchannel_logouts",
+            "Back-channel logout tokens sent to clients, by outcome: delivered, refused (4xx), gave_up (after retries), dropped (queue full)",
+            backchannel_logouts.clone(),
+        );
         let hashing = HashingMetrics::default();
         registry.register(
             "password_hash_queue_depth",
@@ -351,6 +358,7 @@ impl Metrics {
             authorizations,
             page_logins,
             code_exchanges,
+            backchannel_logouts,
             hashing,
             store,
             signing_key,
@@ -420,6 +428,13 @@ impl Metrics {
     /// A code presented for exchange: `issued`, `invalid` or `reused`.
     pub fn code_exchange(&self, outcome: &'static str) {
         self.code_exchanges
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// A back-channel logout notice: `delivered`, `refused`, `gave_up` or `dropped`.
+    pub fn backchannel_logout(&self, outcome: &'static str) {
+        self.backchannel_logouts
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

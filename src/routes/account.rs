@@ -27,6 +27,43 @@ pub struct RegisterBody {
     password: Password,
 }
 
+/// What a user may change of their own profile. The email becomes unverified when it changes;
+/// `email_verified` and `preferred_username` are set by operators only (`latchkey users set`).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileBody {
+    /// The display name; `""` clears it.
+    name: Option<String>,
+    /// `""` clears it.
+    email: Option<String>,
+}
+
+/// A user's own profile, whatever the token's scopes.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ProfileView<'a> {
+    sub: &'a str,
+    username: &'a str,
+    preferred_username: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    email_verified: bool,
+}
+
+impl<'a> ProfileView<'a> {
+    fn of(user: &'a crate::store::User) -> ProfileView<'a> {
+        ProfileView {
+            sub: &user.id,
+            username: &user.username,
+            preferred_username: user.preferred_username.as_deref().unwrap_or(&user.username),
+            name: user.name.as_deref(),
+            email: user.email.as_deref(),
+            email_verified: user.email_verified,
+        }
+    }
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 struct SessionView<'a> {
     sid: String,
@@ -242,6 +279,60 @@ pub async fn change_password(
         .await
         .map_err(refused)?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /auth/profile`: the caller's profile claims.
+#[utoipa::path(
+    get,
+    path = "/auth/profile",
+    tag = "account",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's profile", body = ProfileView),
+        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token, or a DPoP-bound token presented as a bearer token; `invalid_dpop_proof`: its proof is missing or does not hold", body = crate::error::ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the token does not carry the `account` scope", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn profile(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let auth = account_caller(&flows, &req).await?;
+    Ok(HttpResponse::Ok().json(ProfileView::of(&auth.user)))
+}
+
+/// `PATCH /auth/profile`: changes the caller's display name or email; 200 with the profile.
+#[utoipa::path(
+    patch,
+    path = "/auth/profile",
+    tag = "account",
+    security(("bearer" = [])),
+    request_body = ProfileBody,
+    responses(
+        (status = 200, description = "The changed profile; a changed email is unverified", body = ProfileView),
+        (status = 400, description = "`invalid_request`: malformed input, an unknown field (`email_verified` and `preferred_username` are set by operators), or a value over 256 characters or on several lines", body = crate::error::ErrorBody),
+        (status = 401, description = "`invalid_token`: missing, invalid or revoked access token, or a DPoP-bound token presented as a bearer token; `invalid_dpop_proof`: its proof is missing or does not hold", body = crate::error::ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the token does not carry the `account` scope", body = crate::error::ErrorBody),
+        (status = 503, description = "`temporarily_unavailable`: the store or the hashing queue is busy; see `Retry-After`", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn update_profile(
+    flows: web::Data<Flows>,
+    req: HttpRequest,
+    // Judged after the token, as for the password.
+    body: Result<JsonObject<ProfileBody>, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let auth = account_caller(&flows, &req).await?;
+    let JsonObject(body) = body?;
+    let change = crate::flows::ProfileChange {
+        email: body.email.as_deref(),
+        name: body.name.as_deref(),
+        ..Default::default()
+    };
+    let user = flows
+        .accounts()
+        .set_profile(&auth.user.username, change)
+        .await
+        .map_err(refused)?;
+    Ok(HttpResponse::Ok().json(ProfileView::of(&user)))
 }
 
 /// `POST /auth/register` (when `users.allow_registration` is on): 201 `{"sub","username"}`.

@@ -50,11 +50,14 @@ struct UserInfo<'a> {
     /// Absent for a token granted `openid` (then `profile` gives `preferred_username`).
     #[serde(skip_serializing_if = "Option::is_none")]
     username: Option<&'a str>,
-    /// With `openid` and `profile`: the username.
+    /// With `openid` and `profile`: the one an operator set, else the username.
     #[serde(skip_serializing_if = "Option::is_none")]
     preferred_username: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<&'a str>,
+    /// With `email`: whether an operator vouched for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_verified: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
 }
@@ -255,6 +258,10 @@ pub async fn logout(
 )]
 pub async fn userinfo(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let auth = caller(&flows, &req).await?;
+    Ok(userinfo_of(&auth))
+}
+
+fn userinfo_of(auth: &crate::flows::Authenticated) -> HttpResponse {
     let user = &auth.user;
     // OIDC Core §5.4: a token granted `openid` sees only what its scopes name.
     let info = if auth.claims.has_scope("openid") {
@@ -263,30 +270,36 @@ pub async fn userinfo(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpR
         UserInfo {
             sub: &user.id,
             username: None,
-            preferred_username: profile.then_some(user.username.as_str()),
+            preferred_username: profile
+                .then(|| user.preferred_username.as_deref().unwrap_or(&user.username)),
             email: user.email.as_deref().filter(|_| email),
+            email_verified: (email && user.email.is_some()).then_some(user.email_verified),
             name: user.name.as_deref().filter(|_| profile),
         }
     } else {
         UserInfo {
             sub: &user.id,
             username: Some(&user.username),
-            preferred_username: None,
+            preferred_username: user.preferred_username.as_deref(),
             email: user.email.as_deref(),
+            email_verified: user.email.is_some().then_some(user.email_verified),
             name: user.name.as_deref(),
         }
     };
-    Ok(HttpResponse::Ok().json(info))
+    HttpResponse::Ok().json(info)
 }
 
-/// `POST /auth/userinfo`: as `GET` (OIDC Core §5.3.1), the token in the `Authorization` header.
+/// `POST /auth/userinfo`: as `GET` (OIDC Core §5.3.1), the token in the `Authorization` header
+/// or, as a bearer token, in a form body's `access_token` (RFC 6750 §2.2).
 #[utoipa::path(
     post,
     path = "/auth/userinfo",
     tag = "auth",
     security(("bearer" = [])),
+    request_body(content = UserInfoForm, content_type = "application/x-www-form-urlencoded", description = "Without an `Authorization` header: the bearer token as `access_token`"),
     responses(
         (status = 200, description = "As for GET", body = UserInfo),
+        (status = 400, description = "`invalid_request`: the token both in the header and in the body, or a malformed form", body = crate::error::ErrorBody),
         (status = 401, description = "`invalid_token`, as for GET", body = crate::error::ErrorBody),
         (status = 503, description = "`temporarily_unavailable`; see `Retry-After`", body = crate::error::ErrorBody),
     )
@@ -294,6 +307,32 @@ pub async fn userinfo(flows: web::Data<Flows>, req: HttpRequest) -> Result<HttpR
 pub async fn userinfo_post(
     flows: web::Data<Flows>,
     req: HttpRequest,
+    form: Option<super::form::Form>,
 ) -> Result<HttpResponse, ApiError> {
-    userinfo(flows, req).await
+    let body = form.map(|f| UserInfoForm {
+        access_token: f.get("access_token").map(str::to_owned),
+    });
+    let in_body = body.as_ref().and_then(|b| b.access_token.as_deref());
+    let in_header = req
+        .headers()
+        .contains_key(actix_web::http::header::AUTHORIZATION);
+    let auth = match in_body {
+        // RFC 6750 §2: one way per request.
+        Some(_) if in_header => {
+            return Err(ApiError::invalid_request(
+                "the access token is both in the Authorization header and in the body",
+            ));
+        }
+        Some(token) => {
+            super::caller_presenting(&flows, &req, latchkey_verify::Scheme::Bearer, token).await?
+        }
+        None => caller(&flows, &req).await?,
+    };
+    Ok(userinfo_of(&auth))
+}
+
+/// The form body `POST /auth/userinfo` may carry (RFC 6750 §2.2).
+#[derive(utoipa::ToSchema)]
+pub struct UserInfoForm {
+    access_token: Option<String>,
 }

@@ -225,6 +225,16 @@ pub fn access_token(req: &HttpRequest) -> Result<(Scheme, &str), ApiError> {
 /// challenge in the scheme the token came with (RFC 6750 §3, RFC 9449 §7.1).
 pub async fn caller(flows: &Flows, req: &HttpRequest) -> Result<Authenticated, ApiError> {
     let (scheme, token) = access_token(req)?;
+    caller_presenting(flows, req, scheme, token).await
+}
+
+/// As [`caller`], with the token found by the handler (in a form body, RFC 6750 §2.2).
+pub async fn caller_presenting(
+    flows: &Flows,
+    req: &HttpRequest,
+    scheme: Scheme,
+    token: &str,
+) -> Result<Authenticated, ApiError> {
     let proofs = dpop_proofs(req);
     // The address only counts a proof against its share of the replay memory: not worked out
     // for the bearer tokens of the hot path.

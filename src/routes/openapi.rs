@@ -34,6 +34,8 @@ use super::{account, auth, authorize, demo, end_session, oauth, ops, well_known}
         account::end,
         account::logout_all,
         account::change_password,
+        account::profile,
+        account::update_profile,
         account::register,
         account::grants,
         account::withdraw_grant,

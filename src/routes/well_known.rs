@@ -125,6 +125,9 @@ fn metadata_document(config: &crate::config::Config) -> web::Bytes {
             "issuer": base,
             "authorization_endpoint": format!("{base}/oauth/authorize"),
             "end_session_endpoint": format!("{base}/oauth/logout"),
+            // Back-Channel Logout 1.0 §2.1: logout tokens always carry `sid`.
+            "backchannel_logout_supported": true,
+            "backchannel_logout_session_supported": true,
             "jwks_uri": format!("{base}/.well-known/jwks.json"),
             "token_endpoint": format!("{base}/oauth/token"),
             "revocation_endpoint": format!("{base}/oauth/revoke"),
@@ -147,7 +150,8 @@ fn metadata_document(config: &crate::config::Config) -> web::Bytes {
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": id_token_algs,
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce",
-                "at_hash", "azp", "amr", "sid", "username", "name", "email"],
+                "at_hash", "azp", "amr", "sid", "username", "preferred_username", "name",
+                "email", "email_verified"],
             "access_token_signing_alg_values_supported": algs,
             // RFC 9449 §5.1.
             "dpop_signing_alg_values_supported": latchkey_verify::dpop::SIGNING_ALGS,

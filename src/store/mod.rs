@@ -58,7 +58,12 @@ pub struct User {
     pub scopes: Vec<String>,
     /// Optional standard attributes, returned by `/auth/userinfo`.
     pub email: Option<String>,
+    /// Whether an operator vouched for `email` (OIDC `email_verified`); a changed email is
+    /// unverified until one does again.
+    pub email_verified: bool,
     pub name: Option<String>,
+    /// OIDC `preferred_username`, when it is not the username; only operators set it.
+    pub preferred_username: Option<String>,
 }
 
 /// The attributes of a user that are not credentials: changing them ends no session.
@@ -66,7 +71,9 @@ pub struct User {
 pub struct UserAttributes {
     pub scopes: Vec<String>,
     pub email: Option<String>,
+    pub email_verified: bool,
     pub name: Option<String>,
+    pub preferred_username: Option<String>,
 }
 
 impl fmt::Debug for User {

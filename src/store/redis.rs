@@ -558,6 +558,8 @@ fn user_from(uid: &str, h: &HashMap<String, String>) -> Result<Option<User>, Sto
         scopes: split_scopes(h.get("scopes").map_or("", String::as_str)),
         email: h.get("email").filter(|e| !e.is_empty()).cloned(),
         name: h.get("dname").filter(|n| !n.is_empty()).cloned(),
+        email_verified: h.get("email_verified").is_some_and(|v| v == "1"),
+        preferred_username: h.get("pname").filter(|n| !n.is_empty()).cloned(),
     }))
 }
 
@@ -725,6 +727,11 @@ impl Store for RedisStore {
                     ("scopes", &user.scopes.join(" ")),
                     ("email", user.email.as_deref().unwrap_or("")),
                     ("dname", user.name.as_deref().unwrap_or("")),
+                    (
+                        "email_verified",
+                        if user.email_verified { "1" } else { "0" },
+                    ),
+                    ("pname", user.preferred_username.as_deref().unwrap_or("")),
                 ],
             )
             .await;
@@ -806,6 +813,14 @@ impl Store for RedisStore {
             ("scopes", attributes.scopes.join(" ")),
             ("email", attributes.email.clone().unwrap_or_default()),
             ("dname", attributes.name.clone().unwrap_or_default()),
+            (
+                "email_verified",
+                if attributes.email_verified { "1" } else { "0" }.to_owned(),
+            ),
+            (
+                "pname",
+                attributes.preferred_username.clone().unwrap_or_default(),
+            ),
         ];
         let fields: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
         // No epoch bump and no session ends: attributes are not credentials.

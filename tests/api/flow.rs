@@ -286,7 +286,9 @@ async fn a_stored_hash_that_cannot_be_checked_is_503_never_a_wrong_password() {
         epoch: 0,
         scopes: Vec::new(),
         email: None,
+        email_verified: false,
         name: None,
+        preferred_username: None,
     };
     app.store.create_user(&user).await.unwrap();
 
@@ -328,7 +330,9 @@ async fn an_old_cost_hash_is_upgraded_at_login_without_ending_sessions() {
         epoch: 0,
         scopes: Vec::new(),
         email: None,
+        email_verified: false,
         name: None,
+        preferred_username: None,
     };
     app.store.create_user(&user).await.unwrap();
 

@@ -536,7 +536,9 @@ impl TestApp {
             epoch: 0,
             scopes: Vec::new(),
             email: None,
+            email_verified: false,
             name: None,
+            preferred_username: None,
         }
     }
 

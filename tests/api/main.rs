@@ -24,6 +24,7 @@ mod helpers;
 
 mod architecture;
 mod authorize;
+mod back_channel_logout;
 mod browser;
 mod browser_e2e;
 mod browser_sso;

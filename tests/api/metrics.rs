@@ -10,7 +10,7 @@ use crate::helpers::{Backend, PASSWORD, TestApp, hash, spawn_app_with, text};
 
 const SERVICE_SECRET: &str = "service-secret-0123456789abcdef";
 
-async fn scrape(app: &TestApp) -> String {
+pub(crate) async fn scrape(app: &TestApp) -> String {
     let base = app.metrics_address.as_deref().unwrap_or(&app.address);
     let response = app
         .client
@@ -27,7 +27,7 @@ async fn scrape(app: &TestApp) -> String {
 }
 
 /// The value of the sample `series` (name and labels exactly as exposed); 0 when absent.
-fn sample(scraped: &str, series: &str) -> f64 {
+pub(crate) fn sample(scraped: &str, series: &str) -> f64 {
     scraped
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))

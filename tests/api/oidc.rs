@@ -14,14 +14,19 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::authorize::{browser, http, log_in_on, redirect_params};
-use crate::helpers::{Backend, PASSWORD, TestApp, claims_of, spawn_app_with, text};
+use crate::helpers::{Backend, PASSWORD, TestApp, assert_error, claims_of, spawn_app_with, text};
 
-const CALLBACK: &str = "http://127.0.0.1:9/callback";
-const SIGNED_OUT: &str = "http://127.0.0.1:9/signed-out";
+pub(crate) const CALLBACK: &str = "http://127.0.0.1:9/callback";
+pub(crate) const SIGNED_OUT: &str = "http://127.0.0.1:9/signed-out";
 
 /// The issuer on its own port (relying parties follow discovery's URLs), an ES256 key for
 /// access tokens and an RS256 key for ID tokens, the public client `rp` and `alice`.
 async fn spawn_op(backend: Backend) -> (TestApp, String) {
+    spawn_op_with(backend, "").await
+}
+
+/// As [`spawn_op`], with `rp_settings` (TOML lines) added to the client `rp`.
+pub(crate) async fn spawn_op_with(backend: Backend, rp_settings: &str) -> (TestApp, String) {
     let mut issuer = String::new();
     let app = spawn_app_with(backend, |c| {
         issuer = c.issuer_on_own_port();
@@ -33,7 +38,7 @@ async fn spawn_op(backend: Backend) -> (TestApp, String) {
             "signs = [\"id_tokens\"]",
         );
         c.text.push_str(&format!(
-            "\n[[clients]]\nid = \"rp\"\ntype = \"public\"\ngrants = [\"authorization_code\", \"refresh_token\"]\nredirect_uris = [\"{CALLBACK}\"]\npost_logout_redirect_uris = [\"{SIGNED_OUT}\"]\n"
+            "\n[[clients]]\nid = \"rp\"\ntype = \"public\"\ngrants = [\"authorization_code\", \"refresh_token\"]\nredirect_uris = [\"{CALLBACK}\"]\npost_logout_redirect_uris = [\"{SIGNED_OUT}\"]\n{rp_settings}\n"
         ));
     })
     .await;
@@ -179,7 +184,7 @@ async fn id_tokens_come_only_with_openid_by_redirect() {
 }
 
 /// Signs in through the pages with `scope` and exchanges the code: the token response.
-async fn sign_in(app: &TestApp, browser: &reqwest::Client, scope: &str) -> Value {
+pub(crate) async fn sign_in(app: &TestApp, browser: &reqwest::Client, scope: &str) -> Value {
     let params = [
         ("response_type", "code"),
         ("client_id", "rp"),
@@ -215,7 +220,7 @@ async fn sign_in(app: &TestApp, browser: &reqwest::Client, scope: &str) -> Value
     response.json().await.unwrap()
 }
 
-async fn signed_on(app: &TestApp, browser: &reqwest::Client) -> bool {
+pub(crate) async fn signed_on(app: &TestApp, browser: &reqwest::Client) -> bool {
     let params = [
         ("response_type", "code"),
         ("client_id", "rp"),
@@ -229,7 +234,7 @@ async fn signed_on(app: &TestApp, browser: &reqwest::Client) -> bool {
     query.contains_key("code")
 }
 
-async fn refreshes(app: &TestApp, tokens: &Value) -> bool {
+pub(crate) async fn refreshes(app: &TestApp, tokens: &Value) -> bool {
     app.client
         .post(app.url("/oauth/token"))
         .form(&[
@@ -244,7 +249,7 @@ async fn refreshes(app: &TestApp, tokens: &Value) -> bool {
         == StatusCode::OK
 }
 
-fn logout_url(app: &TestApp, params: &[(&str, &str)]) -> String {
+pub(crate) fn logout_url(app: &TestApp, params: &[(&str, &str)]) -> String {
     reqwest::Url::parse_with_params(&app.url("/oauth/logout"), params)
         .unwrap()
         .to_string()
@@ -465,57 +470,200 @@ async fn oidcc_discovery_has_the_required_fields() {
     );
 }
 
-/// `oidcc-userinfo-get` and `oidcc-userinfo-post-header`: UserInfo answers what the scopes
-/// name, with the ID token's `sub`, by GET and by POST.
+#[derive(Clone, Copy, Debug)]
+enum UserInfoRequest {
+    Get,
+    PostHeader,
+    PostBody,
+}
+
+/// `oidcc-userinfo-get`, `oidcc-userinfo-post-header` and `oidcc-userinfo-post-body`: UserInfo
+/// answers what the scopes name, with the ID token's `sub`, by GET, by POST with the token in
+/// the header and by POST with the token in the form body. The profile claims are set from the
+/// CLI as an operator would.
 #[tokio::test]
-async fn oidcc_userinfo_get_and_post_header() {
+async fn oidcc_userinfo_get_post_header_and_post_body() {
     let (app, _) = spawn_op(Backend::Embedded).await;
     let alice = app.store.user_by_name("alice").await.unwrap().unwrap();
-    let attributes = latchkey::store::UserAttributes {
-        scopes: Vec::new(),
-        email: Some("alice@example.com".into()),
-        name: Some("Alice Liddell".into()),
-    };
-    app.store
-        .set_user_attributes(&alice.id, &attributes)
-        .await
-        .unwrap();
+    let set = crate::helpers::run_with_stdin(
+        crate::helpers::latchkey(
+            &[
+                "users",
+                "set",
+                "alice",
+                "--email",
+                "alice@example.com",
+                "--email-verified",
+                "true",
+                "--name",
+                "Alice Liddell",
+                "--preferred-username",
+                "Alice L.",
+            ],
+            &app.config_path,
+        ),
+        "",
+    );
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&set.stdout).trim(),
+        "alice: email alice@example.com (verified), name Alice Liddell, preferred_username Alice L."
+    );
     let browser = browser();
     let only_openid = sign_in(&app, &browser, "openid").await;
     let everything = sign_in(&app, &browser, "openid profile email").await;
-    let ask = |token: String, post: bool| {
-        let request = if post {
-            app.client.post(app.url("/auth/userinfo"))
-        } else {
-            app.client.get(app.url("/auth/userinfo"))
+    let ask = |token: String, how: UserInfoRequest| {
+        let url = app.url("/auth/userinfo");
+        let request = match how {
+            UserInfoRequest::Get => app.client.get(url).bearer_auth(token),
+            UserInfoRequest::PostHeader => app.client.post(url).bearer_auth(token),
+            UserInfoRequest::PostBody => app.client.post(url).form(&[("access_token", token)]),
         };
         async move {
-            request
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{how:?}");
+            response.json::<Value>().await.unwrap()
         }
     };
-    let minimal = ask(text(&only_openid, "access_token"), false).await;
+    let minimal = ask(text(&only_openid, "access_token"), UserInfoRequest::Get).await;
     assert_eq!(minimal, serde_json::json!({"sub": alice.id}));
     assert_eq!(
         claims_of(&text(&only_openid, "id_token"))["sub"],
         minimal["sub"]
     );
-    for post in [false, true] {
-        let full = ask(text(&everything, "access_token"), post).await;
+    for how in [
+        UserInfoRequest::Get,
+        UserInfoRequest::PostHeader,
+        UserInfoRequest::PostBody,
+    ] {
+        let full = ask(text(&everything, "access_token"), how).await;
         assert_eq!(
             full,
-            serde_json::json!({"sub": alice.id, "preferred_username": "alice", "name": "Alice Liddell", "email": "alice@example.com"})
+            serde_json::json!({"sub": alice.id, "preferred_username": "Alice L.", "name": "Alice Liddell", "email": "alice@example.com", "email_verified": true}),
+            "{how:?}"
         );
     }
+    // RFC 6750 §2: the token in the header and in the body is one too many.
+    let token = text(&everything, "access_token");
+    let both = app
+        .client
+        .post(app.url("/auth/userinfo"))
+        .bearer_auth(&token)
+        .form(&[("access_token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_error(both, StatusCode::BAD_REQUEST, "invalid_request").await;
+    let forged = app
+        .client
+        .post(app.url("/auth/userinfo"))
+        .form(&[("access_token", "not.a.token")])
+        .send()
+        .await
+        .unwrap();
+    assert_error(forged, StatusCode::UNAUTHORIZED, "invalid_token").await;
+
     // A first-party token (no openid) keeps the first-party shape.
-    let first_party = ask(text(&app.login_ok("alice").await, "access_token"), false).await;
+    let first_party = ask(
+        text(&app.login_ok("alice").await, "access_token"),
+        UserInfoRequest::Get,
+    )
+    .await;
     assert_eq!(first_party["username"], "alice");
+    assert_eq!(first_party["email_verified"], true);
+}
+
+/// A user changes their own name and email through the account API; a changed email is no
+/// longer verified, and the claims only operators set cannot be sent.
+#[tokio::test]
+async fn users_edit_their_profile_and_a_new_email_is_unverified() {
+    let (app, _) = spawn_op(Backend::Embedded).await;
+    let alice = app.store.user_by_name("alice").await.unwrap().unwrap();
+    let mut attributes = latchkey::store::UserAttributes {
+        email: Some("alice@example.com".into()),
+        email_verified: true,
+        ..Default::default()
+    };
+    app.store
+        .set_user_attributes(&alice.id, &attributes)
+        .await
+        .unwrap();
+    let token = text(&app.login_ok("alice").await, "access_token");
+    let patch = |body: Value| {
+        app.client
+            .patch(app.url("/auth/profile"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+
+    let same = patch(serde_json::json!({"name": "Alice", "email": "alice@example.com"}))
+        .await
+        .unwrap();
+    assert_eq!(same.status(), StatusCode::OK);
+    let same: Value = same.json().await.unwrap();
+    assert_eq!(same["name"], "Alice");
+    assert_eq!(
+        same["email_verified"], true,
+        "the same email stays verified"
+    );
+
+    let changed: Value = patch(serde_json::json!({"email": "alice@example.org"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        changed,
+        serde_json::json!({"sub": alice.id, "username": "alice", "preferred_username": "alice",
+            "name": "Alice", "email": "alice@example.org", "email_verified": false})
+    );
+    for operators_only in [
+        serde_json::json!({"email_verified": true}),
+        serde_json::json!({"preferred_username": "admin"}),
+        serde_json::json!({"name": "two\nlines"}),
+    ] {
+        let refused = patch(operators_only.clone()).await.unwrap();
+        assert_error(refused, StatusCode::BAD_REQUEST, "invalid_request").await;
+    }
+    let stored = app.store.user_by_id(&alice.id).await.unwrap().unwrap();
+    assert_eq!(stored.preferred_username, None);
+    assert!(!stored.email_verified);
+
+    // Without a token: 401 before the body is looked at.
+    let anonymous = app
+        .client
+        .patch(app.url("/auth/profile"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(anonymous, StatusCode::UNAUTHORIZED, "invalid_token").await;
+
+    // An operator cannot vouch for an email the user does not have.
+    attributes.email = None;
+    attributes.email_verified = false;
+    app.store
+        .set_user_attributes(&alice.id, &attributes)
+        .await
+        .unwrap();
+    let output = crate::helpers::run_with_stdin(
+        crate::helpers::latchkey(
+            &["users", "set", "alice", "--email-verified", "true"],
+            &app.config_path,
+        ),
+        "",
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no email to verify"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 on_every_backend!(oidcc_server_and_refresh_token, oidcc_rp_initiated_logout);

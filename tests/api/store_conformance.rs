@@ -222,7 +222,9 @@ fn user(id: &str, username: &str) -> User {
         epoch: 0,
         scopes: Vec::new(),
         email: None,
+        email_verified: false,
         name: None,
+        preferred_username: None,
     }
 }
 
@@ -340,6 +342,39 @@ async fn users_are_unique_by_name(store: &SharedStore) {
     assert!(listed.contains(&changed), "{listed:?}");
     assert_eq!(store.set_password("nobody", "$x").await.unwrap(), None);
     assert_eq!(store.set_disabled("nobody", true).await.unwrap(), None);
+
+    // The profile claims round-trip, and changing them bumps no epoch.
+    let profile = latchkey::store::UserAttributes {
+        scopes: vec!["admin".into()],
+        email: Some("alice@example.com".into()),
+        email_verified: true,
+        name: Some("Alice Liddell".into()),
+        preferred_username: Some("Alice L.".into()),
+    };
+    assert!(store.set_user_attributes(&user.id, &profile).await.unwrap());
+    let with_profile = User {
+        scopes: profile.scopes.clone(),
+        email: profile.email.clone(),
+        email_verified: true,
+        name: profile.name.clone(),
+        preferred_username: profile.preferred_username.clone(),
+        ..changed.clone()
+    };
+    assert_eq!(
+        store.user_by_name("alice").await.unwrap(),
+        Some(with_profile.clone())
+    );
+    let created = User {
+        id: Uuid::new_v4().to_string(),
+        username: "carol".into(),
+        ..with_profile
+    };
+    store.create_user(&created).await.unwrap();
+    assert_eq!(
+        store.user_by_id(&created.id).await.unwrap(),
+        Some(created.clone())
+    );
+    assert!(!store.set_user_attributes("nobody", &profile).await.unwrap());
 }
 
 async fn credential_changes_end_every_session_and_void_logins_in_flight(store: &SharedStore) {

@@ -165,6 +165,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("users", "scopes", "TEXT NOT NULL DEFAULT ''"),
     ("users", "email", "TEXT"),
     ("users", "name", "TEXT"),
+    ("users", "email_verified", "INTEGER NOT NULL DEFAULT 0"),
+    ("users", "preferred_username", "TEXT"),
     // `crate::usernames::look_alike_key`, unique: look-alike names cannot be two accounts.
     // NULL for users created before it was kept, until `index_look_alike` records it.
     ("users", "name_key", "TEXT"),
@@ -244,11 +246,13 @@ fn user_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
             .collect(),
         email: row.get(7)?,
         name: row.get(8)?,
+        email_verified: row.get(9)?,
+        preferred_username: row.get(10)?,
     })
 }
 
-const USER_COLUMNS: &str =
-    "id, username, password_hash, disabled, created_at, epoch, scopes, email, name";
+const USER_COLUMNS: &str = "id, username, password_hash, disabled, created_at, epoch, scopes, email, name, \
+     email_verified, preferred_username";
 const SESSION_COLUMNS: &str = "id, user_id, client_id, scope, created_at, last_used_at, \
      expires_at, user_agent, ip, login_user_agent, login_ip, channel";
 
@@ -494,7 +498,8 @@ pub(super) fn ping(c: &Connection) -> Result<(), StoreError> {
 pub(super) fn create_user(c: &Connection, user: &User) -> Result<(), StoreError> {
     let inserted = c.execute(
         "INSERT INTO users (id, username, password_hash, disabled, created_at, epoch, scopes,
-         email, name, name_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         email, name, name_key, email_verified, preferred_username)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT DO NOTHING",
         params![
             user.id,
@@ -507,6 +512,8 @@ pub(super) fn create_user(c: &Connection, user: &User) -> Result<(), StoreError>
             user.email,
             user.name,
             crate::usernames::look_alike_key(&user.username),
+            user.email_verified,
+            user.preferred_username,
         ],
     )?;
     if inserted == 0 {
@@ -605,8 +612,16 @@ pub(super) fn set_user_attributes(
     a: &crate::store::UserAttributes,
 ) -> Result<bool, StoreError> {
     Ok(c.execute(
-        "UPDATE users SET scopes = ?1, email = ?2, name = ?3 WHERE id = ?4",
-        params![a.scopes.join(" "), a.email, a.name, user_id],
+        "UPDATE users SET scopes = ?1, email = ?2, name = ?3, email_verified = ?4,
+         preferred_username = ?5 WHERE id = ?6",
+        params![
+            a.scopes.join(" "),
+            a.email,
+            a.name,
+            a.email_verified,
+            a.preferred_username,
+            user_id
+        ],
     )? == 1)
 }
 
