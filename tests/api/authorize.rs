@@ -166,6 +166,17 @@ pub(crate) async fn log_in_on(
     page: &str,
     password: &str,
 ) -> reqwest::Response {
+    log_in_as(app, browser, page, "alice", password).await
+}
+
+/// As [`log_in_on`], as `username`.
+pub(crate) async fn log_in_as(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    page: &str,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
     post_page(
         app,
         browser,
@@ -173,7 +184,7 @@ pub(crate) async fn log_in_on(
         &[
             ("transaction", &hidden(page, "transaction")),
             ("csrf", &hidden(page, "csrf")),
-            ("username", "alice"),
+            ("username", username),
             ("password", password),
             ("action", "login"),
         ],

@@ -745,3 +745,363 @@ async fn openid_client_accepts_latchkey_unchanged() {
     assert_eq!(result["userinfo"]["sub"], alice.id.as_str());
     assert_eq!(result["userinfo"]["preferred_username"], "alice");
 }
+
+/// The authorization response for `params` added to a code request of `rp` (PKCE, `state`
+/// `s-1`), from a browser: `(where it was sent, its query)`.
+async fn authorize_as(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    params: &[(&str, &str)],
+) -> (String, std::collections::HashMap<String, String>) {
+    let mut all = vec![
+        ("client_id", "rp"),
+        ("redirect_uri", CALLBACK),
+        ("code_challenge", crate::authorize::CHALLENGE),
+        ("code_challenge_method", "S256"),
+        ("state", "s-1"),
+    ];
+    if !params.iter().any(|(name, _)| *name == "response_type") {
+        all.push(("response_type", "code"));
+    }
+    all.extend_from_slice(params);
+    let all: Vec<_> = all.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    let url = reqwest::Url::parse_with_params(&app.url("/oauth/authorize"), &all).unwrap();
+    redirect_params(&browser.get(url).send().await.unwrap())
+}
+
+/// The token response for a code of [`authorize_as`].
+async fn exchange(app: &TestApp, code: &str) -> Value {
+    let response = app
+        .client
+        .post(app.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("client_id", "rp"),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", crate::authorize::VERIFIER),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// The Basic OP plan's request variants, for a signed-in browser: each answers a code with
+/// `state`, and the ID token or UserInfo shows what the module checks.
+/// `oidcc-ensure-request-without-nonce-succeeds-for-code-flow`,
+/// `oidcc-ensure-request-with-unknown-parameter-succeeds`, `oidcc-display-page`,
+/// `oidcc-display-popup`, `oidcc-ui-locales`, `oidcc-claims-locales`,
+/// `oidcc-ensure-request-with-acr-values-succeeds`, `oidcc-ensure-other-scope-order-succeeds`,
+/// `oidcc-claims-essential` (and a malformed `claims`, ignored), `oidcc-login-hint`,
+/// `oidcc-prompt-none-logged-in`, `oidcc-max-age-10000`, `oidcc-scope-profile`,
+/// `oidcc-scope-email`, `oidcc-scope-all`, `oidcc-ensure-request-with-valid-pkce-succeeds`.
+#[tokio::test]
+async fn oidcc_basic_op_request_variants() {
+    let (app, _) = spawn_op(Backend::Embedded).await;
+    let alice = app.store.user_by_name("alice").await.unwrap().unwrap();
+    let attributes = latchkey::store::UserAttributes {
+        email: Some("alice@example.com".into()),
+        name: Some("Alice Liddell".into()),
+        ..Default::default()
+    };
+    app.store
+        .set_user_attributes(&alice.id, &attributes)
+        .await
+        .unwrap();
+    let browser = browser();
+    sign_in(&app, &browser, "openid").await;
+
+    let userinfo = |tokens: Value| {
+        let request = app
+            .client
+            .get(app.url("/auth/userinfo"))
+            .bearer_auth(text(&tokens, "access_token"));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let variants: &[(&str, &[(&str, &str)])] = &[
+        ("without nonce", &[("scope", "openid")]),
+        (
+            "unknown parameter",
+            &[("scope", "openid"), ("extra", "foobar")],
+        ),
+        ("display=page", &[("scope", "openid"), ("display", "page")]),
+        (
+            "display=popup",
+            &[("scope", "openid"), ("display", "popup")],
+        ),
+        ("ui_locales", &[("scope", "openid"), ("ui_locales", "se")]),
+        (
+            "claims_locales",
+            &[("scope", "openid"), ("claims_locales", "se")],
+        ),
+        ("acr_values", &[("scope", "openid"), ("acr_values", "1 2")]),
+        ("other scope order", &[("scope", "email openid")]),
+        (
+            "claims essential",
+            &[
+                ("scope", "openid"),
+                ("claims", r#"{"userinfo":{"name":{"essential":true}}}"#),
+            ],
+        ),
+        (
+            "malformed claims",
+            &[("scope", "openid"), ("claims", "{not json")],
+        ),
+        (
+            "login_hint",
+            &[("scope", "openid"), ("login_hint", "alice")],
+        ),
+        ("prompt=none", &[("scope", "openid"), ("prompt", "none")]),
+        (
+            "max_age=10000",
+            &[("scope", "openid"), ("max_age", "10000")],
+        ),
+        ("scope profile", &[("scope", "openid profile")]),
+        ("scope email", &[("scope", "openid email")]),
+        (
+            "scope all",
+            &[("scope", "openid profile email offline_access")],
+        ),
+    ];
+    for (name, params) in variants {
+        let (base, query) = authorize_as(&app, &browser, params).await;
+        assert_eq!(base, CALLBACK, "{name}");
+        assert_eq!(
+            query.get("state").map(String::as_str),
+            Some("s-1"),
+            "{name}"
+        );
+        let code = query
+            .get("code")
+            .unwrap_or_else(|| panic!("{name}: {query:?}"));
+        let tokens = exchange(&app, code).await;
+        let claims = claims_of(&text(&tokens, "id_token"));
+        assert_eq!(claims["sub"], alice.id.as_str(), "{name}");
+        assert!(claims.get("nonce").is_none(), "{name}: no nonce was sent");
+        assert!(claims["auth_time"].is_i64(), "{name}");
+        let info = userinfo(tokens.clone()).await;
+        let scope = params
+            .iter()
+            .find(|(n, _)| *n == "scope")
+            .map_or("", |(_, v)| *v);
+        assert_eq!(
+            info.get("name").is_some(),
+            scope.contains("profile"),
+            "{name}: {info}"
+        );
+        assert_eq!(
+            info.get("preferred_username").is_some(),
+            scope.contains("profile"),
+            "{name}: {info}"
+        );
+        assert_eq!(
+            info.get("email").is_some() && info.get("email_verified") == Some(&false.into()),
+            scope.contains("email"),
+            "{name}: {info}"
+        );
+        assert!(
+            tokens.get("refresh_token").is_some(),
+            "{name}: the client holds the refresh_token grant"
+        );
+    }
+}
+
+/// `oidcc-id-token-hint`: with the ID token it got as hint and `prompt=none`, the client signs
+/// in again as the same user. A hint for another user is `login_required` for this sign-on; a
+/// hint that does not verify is `invalid_request`. `oidcc-response-type-missing`,
+/// `oidcc-unsigned-request-object-supported-correctly-or-rejected-as-unsupported`: an error
+/// sent back to the client, with `state`.
+#[tokio::test]
+async fn oidcc_id_token_hint_and_refused_requests() {
+    let (app, _) = spawn_op(Backend::Embedded).await;
+    let browser = browser();
+    let first = sign_in(&app, &browser, "openid").await;
+    let hint = text(&first, "id_token");
+    // Past its 10 minutes the hint has expired: it still names the user (OIDC Core §3.1.2.1).
+    app.clock.advance(std::time::Duration::from_secs(660));
+    sign_in(&app, &browser, "openid").await;
+    let (_, query) = authorize_as(
+        &app,
+        &browser,
+        &[
+            ("scope", "openid"),
+            ("prompt", "none"),
+            ("id_token_hint", &hint),
+        ],
+    )
+    .await;
+    let again = exchange(&app, &query["code"]).await;
+    assert_eq!(
+        claims_of(&text(&again, "id_token"))["sub"],
+        claims_of(&hint)["sub"]
+    );
+
+    // Bob's browser, with Alice's ID token as hint.
+    app.add_user("bob", PASSWORD).await;
+    let bobs = crate::authorize::browser();
+    let page = bobs
+        .get(
+            reqwest::Url::parse_with_params(
+                &app.url("/oauth/authorize"),
+                &[
+                    ("response_type", "code"),
+                    ("client_id", "rp"),
+                    ("redirect_uri", CALLBACK),
+                    ("code_challenge", crate::authorize::CHALLENGE),
+                    ("code_challenge_method", "S256"),
+                    ("scope", "openid"),
+                ],
+            )
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    crate::authorize::log_in_as(&app, &bobs, &page, "bob", PASSWORD).await;
+    let (_, query) = authorize_as(
+        &app,
+        &bobs,
+        &[
+            ("scope", "openid"),
+            ("prompt", "none"),
+            ("id_token_hint", &hint),
+        ],
+    )
+    .await;
+    assert_eq!(query["error"], "login_required", "{query:?}");
+
+    let mut forged = hint.clone();
+    forged.push('A');
+    for (params, error) in [
+        (
+            vec![("scope", "openid"), ("id_token_hint", forged.as_str())],
+            "invalid_request",
+        ),
+        (
+            vec![("scope", "openid"), ("response_type", "")],
+            "invalid_request",
+        ),
+        (
+            vec![
+                ("scope", "openid"),
+                ("request", "eyJhbGciOiJub25lIn0.eyJzY29wZSI6Im9wZW5pZCJ9."),
+            ],
+            "request_not_supported",
+        ),
+        (
+            vec![("scope", "openid"), ("registration", "{}")],
+            "registration_not_supported",
+        ),
+    ] {
+        let (base, query) = authorize_as(&app, &browser, &params).await;
+        assert_eq!(base, CALLBACK);
+        assert_eq!(query["error"], error, "{params:?}");
+        assert_eq!(query["state"], "s-1");
+        assert!(!query.contains_key("code"));
+    }
+}
+
+/// `oidcc-codereuse-30seconds`: a code presented again 30 seconds later is refused, and the
+/// access token the first exchange gave stops working.
+#[tokio::test]
+async fn oidcc_codereuse_30seconds() {
+    let (app, _) = spawn_op(Backend::Embedded).await;
+    let browser = browser();
+    sign_in(&app, &browser, "openid").await;
+    let (_, query) = authorize_as(&app, &browser, &[("scope", "openid")]).await;
+    let tokens = exchange(&app, &query["code"]).await;
+    app.clock.advance(std::time::Duration::from_secs(30));
+    let again = app
+        .client
+        .post(app.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", query["code"].as_str()),
+            ("client_id", "rp"),
+            ("redirect_uri", CALLBACK),
+            ("code_verifier", crate::authorize::VERIFIER),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_error(again, StatusCode::BAD_REQUEST, "invalid_grant").await;
+    let info = app
+        .client
+        .get(app.url("/auth/userinfo"))
+        .bearer_auth(text(&tokens, "access_token"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(info, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    assert!(!refreshes(&app, &tokens).await);
+}
+
+/// The rest of the RP-Initiated Logout plan: `-no-params` and `-only-state` ask first;
+/// `-no-post-logout-redirect-uri` signs out and shows the signed-out page; `-no-state` goes
+/// back without `state`; `-query-added-to-post-logout-redirect-uri` is not the registered URI
+/// and gets a page.
+#[tokio::test]
+async fn oidcc_rp_initiated_logout_plan_variants() {
+    let (app, _) = spawn_op(Backend::Embedded).await;
+    let browser = browser();
+    for params in [vec![], vec![("state", "only")]] {
+        let page = browser.get(logout_url(&app, &params)).send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::OK);
+        assert!(page.text().await.unwrap().contains("Sign out?"));
+    }
+
+    let tokens = sign_in(&app, &browser, "openid").await;
+    let hint = text(&tokens, "id_token");
+    let added = format!("{SIGNED_OUT}?foo=bar");
+    let response = browser
+        .get(logout_url(
+            &app,
+            &[
+                ("id_token_hint", &hint),
+                ("post_logout_redirect_uri", &added),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.headers().get("location").is_none());
+    assert!(signed_on(&app, &browser).await);
+
+    let response = browser
+        .get(logout_url(
+            &app,
+            &[
+                ("id_token_hint", &hint),
+                ("post_logout_redirect_uri", SIGNED_OUT),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap();
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(location, SIGNED_OUT, "no state, none added");
+    assert!(!signed_on(&app, &browser).await);
+
+    let tokens = sign_in(&app, &browser, "openid").await;
+    let page = browser
+        .get(logout_url(
+            &app,
+            &[("id_token_hint", &text(&tokens, "id_token"))],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers().get("location").is_none());
+    assert!(
+        !page.text().await.unwrap().contains("Sign out?"),
+        "signed out at once"
+    );
+    assert!(!signed_on(&app, &browser).await);
+}
