@@ -95,18 +95,7 @@ impl Outbox {
         let Some(mut receiver) = self.receiver.lock().ok().and_then(|mut r| r.take()) else {
             return;
         };
-        let client = match reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("latchkey/", env!("CARGO_PKG_VERSION")))
-            .build()
-        {
-            Ok(client) => client,
-            Err(e) => {
-                tracing::error!(error = %e, "no HTTP client: back-channel logouts are not sent");
-                return;
-            }
-        };
+        let Some(client) = http_client() else { return };
         let slots = Arc::new(Semaphore::new(PARALLEL));
         let mut running = JoinSet::new();
         loop {
@@ -140,6 +129,36 @@ impl Outbox {
     pub fn finish(&self) {
         self.stop.notify_one();
     }
+}
+
+/// Delivers `notices` at once (for the CLI, which ends sessions apart from a server), waiting
+/// for every retry. Returns how many were delivered.
+pub async fn deliver_now(notices: Vec<LogoutNotice>) -> usize {
+    let Some(client) = http_client() else {
+        return 0;
+    };
+    let mut running = JoinSet::new();
+    for notice in notices {
+        let client = client.clone();
+        running.spawn(async move { deliver(&client, &notice).await });
+    }
+    let mut delivered = 0;
+    while let Some(outcome) = running.join_next().await {
+        delivered += usize::from(matches!(outcome, Ok(Outcome::Delivered)));
+    }
+    delivered
+}
+
+fn http_client() -> Option<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("latchkey/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(
+            |e| tracing::error!(error = %e, "no HTTP client: back-channel logouts are not sent"),
+        )
+        .ok()
 }
 
 /// One notice, tried up to [`ATTEMPTS`] times.

@@ -203,6 +203,55 @@ pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// The sessions of `username` a client may have to be told of when they end (back-channel
+/// logout); none when no client takes back-channel logouts.
+async fn sessions_to_tell(
+    config: &crate::config::Config,
+    accounts: &Accounts,
+    username: &str,
+) -> Result<Vec<crate::store::Session>, CliError> {
+    if !crate::flows::back_channel::any_client_wants(config) {
+        return Ok(Vec::new());
+    }
+    accounts
+        .sessions(username)
+        .await
+        .map_err(CliError::from_display)
+}
+
+/// Sends the logout tokens of `ended` and says how many clients were told. The sessions have
+/// ended whatever happens here: a failure is reported, not an error.
+async fn tell_clients(config: &crate::config::Config, ended: &[crate::store::Session]) {
+    if ended.is_empty() {
+        return;
+    }
+    let keys = match crate::keys::KeyRing::load(config) {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("warning: no back-channel logout sent: the signing keys did not load: {e}");
+            return;
+        }
+    };
+    let notices =
+        crate::flows::back_channel::logout_notices(config, &keys, ended, Clock::system().now_ms());
+    if notices.is_empty() {
+        return;
+    }
+    let total = notices.len();
+    let delivered = crate::outbound::deliver_now(notices).await;
+    if delivered == total {
+        println!(
+            "back-channel logout: told {}",
+            count(total, "client session")
+        );
+    } else {
+        eprintln!(
+            "warning: back-channel logout: told {delivered} of {} (the log says why)",
+            count(total, "client session")
+        );
+    }
+}
+
 fn scopes_of(values: &[String]) -> Result<Vec<String>, CliError> {
     crate::flows::scopes::parse(Some(&values.join(" ")))
         .map(Option::unwrap_or_default)
@@ -288,6 +337,7 @@ pub async fn run(cmd: UsersCommand) -> Result<(), CliError> {
             accounts.find(&username).await.map_err(fail)?;
             let password = read_secret("password")?;
             check_password_policy("password", &password, &config.users).map_err(fail)?;
+            let ending = sessions_to_tell(&config, &accounts, &username).await?;
             let n = accounts
                 .set_password(&username, &password)
                 .await
@@ -296,18 +346,23 @@ pub async fn run(cmd: UsersCommand) -> Result<(), CliError> {
                 "password changed for {username}; {} ended",
                 count(n, "session")
             );
+            tell_clients(&config, &ending).await;
         }
         UsersCommand::Disable { username, .. } => {
+            let ending = sessions_to_tell(&config, &accounts, &username).await?;
             let n = accounts.disable(&username).await.map_err(fail)?;
             println!("disabled {username}; {} ended", count(n, "session"));
+            tell_clients(&config, &ending).await;
         }
         UsersCommand::Enable { username, .. } => {
             accounts.enable(&username).await.map_err(fail)?;
             println!("enabled {username}");
         }
         UsersCommand::Delete { username, .. } => {
+            let ending = sessions_to_tell(&config, &accounts, &username).await?;
             let n = accounts.delete(&username).await.map_err(fail)?;
             println!("deleted {username}; {} ended", count(n, "session"));
+            tell_clients(&config, &ending).await;
         }
         UsersCommand::Sessions { username, .. } => {
             let sessions = accounts.sessions(&username).await.map_err(fail)?;
@@ -332,8 +387,10 @@ pub async fn run(cmd: UsersCommand) -> Result<(), CliError> {
         }
         UsersCommand::Logout { username, .. } => {
             let user = accounts.find(&username).await.map_err(fail)?;
+            let ending = sessions_to_tell(&config, &accounts, &username).await?;
             let n = accounts.end_all_sessions(&user.id).await.map_err(fail)?;
             println!("{} of {username} ended", count(n, "session"));
+            tell_clients(&config, &ending).await;
         }
         UsersCommand::Grants {
             username,

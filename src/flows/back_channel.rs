@@ -11,6 +11,8 @@ use serde::Serialize;
 
 use super::{FlowError, Flows};
 use crate::clock::UnixMs;
+use crate::config::{ClientSpec, Config};
+use crate::keys::KeyRing;
 use crate::outbound::LogoutNotice;
 use crate::state::Snapshot;
 use crate::store::Session;
@@ -35,40 +37,82 @@ struct LogoutClaims<'a> {
 /// Whether any client takes back-channel logouts: when none does, a sign-out need not read the
 /// sessions it ends.
 pub(super) fn wanted(snapshot: &Snapshot) -> bool {
-    snapshot
-        .config
+    any_client_wants(&snapshot.config)
+}
+
+/// The logout tokens for `ended` sessions whose client wants one, signed with `keys` (the
+/// server's, or those the CLI loads when it ends sessions apart from a server).
+pub fn logout_notices(
+    config: &Config,
+    keys: &KeyRing,
+    ended: &[Session],
+    now: UnixMs,
+) -> Vec<LogoutNotice> {
+    let mut notices = Vec::new();
+    for session in ended {
+        if !super::id_tokens::wants_id_token(&session.scope) {
+            continue;
+        }
+        let Some(client) = config.client(&session.client_id) else {
+            continue;
+        };
+        let Some(uri) = &client.backchannel_logout_uri else {
+            continue;
+        };
+        match logout_token(config, keys, client, session, now) {
+            Ok(logout_token) => notices.push(LogoutNotice {
+                client_id: client.id.clone(),
+                uri: uri.clone(),
+                logout_token,
+            }),
+            Err(e) => tracing::error!(
+                event = "backchannel_logout.unsigned",
+                client_id = %client.id,
+                error = %e,
+                "no logout token could be signed"
+            ),
+        }
+    }
+    notices
+}
+
+/// Whether any client of `config` takes back-channel logouts.
+pub fn any_client_wants(config: &Config) -> bool {
+    config
         .clients
         .iter()
         .any(|c| c.backchannel_logout_uri.is_some())
+}
+
+fn logout_token(
+    config: &Config,
+    keys: &KeyRing,
+    client: &ClientSpec,
+    session: &Session,
+    now: UnixMs,
+) -> Result<String, FlowError> {
+    let key = super::id_tokens::id_token_key(keys, client, now)?;
+    let iat = now.div_euclid(1000);
+    let claims = LogoutClaims {
+        iss: &config.issuer,
+        sub: &session.user_id,
+        aud: &client.id,
+        iat,
+        exp: iat + LOGOUT_TOKEN_TTL_SECS,
+        jti: uuid::Uuid::new_v4().to_string(),
+        events: serde_json::json!({ BACKCHANNEL_LOGOUT_EVENT: {} }),
+        sid: session.id.to_string(),
+    };
+    let payload = serde_json::to_vec(&claims).map_err(FlowError::internal)?;
+    key.sign_logout_token(&payload).map_err(FlowError::internal)
 }
 
 impl Flows {
     /// Queues a logout token for each of `ended` whose client wants one.
     pub(super) fn notify_ended(&self, snapshot: &Snapshot, ended: &[Session]) {
         let now = self.clock.now_ms();
-        for session in ended {
-            if !super::id_tokens::wants_id_token(&session.scope) {
-                continue;
-            }
-            let Some(client) = snapshot.config.client(&session.client_id) else {
-                continue;
-            };
-            let Some(uri) = &client.backchannel_logout_uri else {
-                continue;
-            };
-            match self.logout_token(snapshot, client, session, now) {
-                Ok(logout_token) => self.outbox.send(LogoutNotice {
-                    client_id: client.id.clone(),
-                    uri: uri.clone(),
-                    logout_token,
-                }),
-                Err(e) => tracing::error!(
-                    event = "backchannel_logout.unsigned",
-                    client_id = %client.id,
-                    error = %e,
-                    "no logout token could be signed"
-                ),
-            }
+        for notice in logout_notices(&snapshot.config, &snapshot.keys, ended, now) {
+            self.outbox.send(notice);
         }
     }
 
@@ -82,28 +126,5 @@ impl Flows {
             return Ok(Vec::new());
         }
         Ok(self.store.sessions_of(user_id, self.clock.now_ms()).await?)
-    }
-
-    fn logout_token(
-        &self,
-        snapshot: &Snapshot,
-        client: &crate::config::ClientSpec,
-        session: &Session,
-        now: UnixMs,
-    ) -> Result<String, FlowError> {
-        let key = super::id_tokens::id_token_key(snapshot, client, now)?;
-        let iat = now.div_euclid(1000);
-        let claims = LogoutClaims {
-            iss: &snapshot.config.issuer,
-            sub: &session.user_id,
-            aud: &client.id,
-            iat,
-            exp: iat + LOGOUT_TOKEN_TTL_SECS,
-            jti: uuid::Uuid::new_v4().to_string(),
-            events: serde_json::json!({ BACKCHANNEL_LOGOUT_EVENT: {} }),
-            sid: session.id.to_string(),
-        };
-        let payload = serde_json::to_vec(&claims).map_err(FlowError::internal)?;
-        key.sign_logout_token(&payload).map_err(FlowError::internal)
     }
 }

@@ -52,12 +52,11 @@ fn authentication_key(sid: Uuid) -> String {
 /// The key that signs `client`'s ID tokens (and its logout tokens): its
 /// `id_token_signed_response_alg`, else RS256 when a key signs ID tokens in it, else the
 /// access-token key (`config check` says which signs what).
-pub(super) fn id_token_key<'s>(
-    snapshot: &'s Snapshot,
+pub(super) fn id_token_key<'k>(
+    keys: &'k crate::keys::KeyRing,
     client: &ClientSpec,
     now: UnixMs,
-) -> Result<&'s crate::keys::LoadedKey, FlowError> {
-    let keys = &snapshot.keys;
+) -> Result<&'k crate::keys::LoadedKey, FlowError> {
     match client.id_token_signed_response_alg {
         Some(alg) => keys.id_token_key(alg, now),
         None => keys
@@ -143,7 +142,7 @@ impl Flows {
         access_token: &str,
         now: UnixMs,
     ) -> Result<String, FlowError> {
-        let key = id_token_key(snapshot, client, now)?;
+        let key = id_token_key(&snapshot.keys, client, now)?;
         let iat = now.div_euclid(1000);
         let ttl = duration_ms(snapshot.config.sso.id_token_ttl) / 1000;
         let claims = IdClaims {

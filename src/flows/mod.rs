@@ -9,7 +9,7 @@
 mod accounts;
 mod authenticate;
 pub mod authorize;
-mod back_channel;
+pub mod back_channel;
 mod client_credentials;
 mod clients;
 mod codes;

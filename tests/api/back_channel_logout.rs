@@ -317,3 +317,45 @@ async fn an_unsafe_backchannel_logout_uri_is_refused() {
         );
     }
 }
+
+/// Sessions ended from the command line, apart from any server, are told to their clients too:
+/// the CLI signs the logout tokens with the configured keys and waits for their delivery.
+#[tokio::test]
+async fn sessions_ended_from_the_cli_are_told_to_their_clients() {
+    let rp = receiver(&[]).await;
+    let (app, issuer) = spawn_op_with(
+        Backend::Embedded,
+        &format!("backchannel_logout_uri = \"{}\"", rp.url),
+    )
+    .await;
+    let browser = browser();
+    let mut told = 0;
+    for command in ["logout", "disable"] {
+        let tokens = sign_in(&app, &browser, "openid").await;
+        // Off the test's runtime, which serves the receiver meanwhile.
+        let cli = crate::helpers::latchkey(&["users", command, "alice"], &app.config_path);
+        let output = tokio::task::spawn_blocking(move || crate::helpers::run_with_stdin(cli, ""))
+            .await
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stdout)
+                .contains("back-channel logout: told 1 client session"),
+            "{command}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        told += 1;
+        let bodies = rp.wait_for(told).await;
+        let claims = verified_logout_token(&app, &issuer, &bodies[told - 1]).await;
+        assert_eq!(
+            claims["sid"],
+            claims_of(&text(&tokens, "id_token"))["sid"],
+            "{command}"
+        );
+    }
+}
