@@ -42,6 +42,14 @@ fn the_shipped_configs_load() {
         let config = Config::parse(&text, |_| None)
             .unwrap_or_else(|e| panic!("{path}: {}", e.problems.join("; ")));
         assert!(!config.keys.is_empty(), "{path}");
+        // OpenID Connect relying parties expect RS256 ID tokens whatever signs access tokens.
+        assert!(
+            config
+                .keys
+                .iter()
+                .any(|k| k.signs_id_tokens && k.alg == latchkey::config::Alg::RS256 && !k.revoked),
+            "{path}: no RS256 key signs ID tokens"
+        );
         assert_eq!(config.listen.port(), 8080, "{path}");
         // Shipped configs keep OWASP's argon2 cost.
         assert_eq!(config.passwords.memory_kib, 19 * 1024, "{path}");
