@@ -49,6 +49,10 @@ fn families_key(digest: &str) -> String {
 /// At most this many families are listed per sign-on (the oldest fall off).
 const MAX_FAMILIES: usize = 64;
 
+/// Swaps one filing may take to merge concurrent ones. Each round learns at least one session
+/// filed meanwhile, so it takes at most one per concurrent filing.
+const MERGE_ROUNDS: usize = MAX_FAMILIES;
+
 /// A family a sign-on started, and whether it outlives the sign-on (`offline_access`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(super) struct StartedFamily {
@@ -108,6 +112,11 @@ impl Flows {
             ..sign_on
         };
         self.put_sign_on(snapshot, &cookie, &sign_on).await?;
+        // The list its sessions are filed in exists from the start, so that filing is a swap.
+        let until = sign_on.created_at + duration_ms(snapshot.config.sso.session_max);
+        self.store
+            .put_record(&families_key(&sign_on.digest), "[]", until)
+            .await?;
         Ok((cookie, sign_on))
     }
 
@@ -174,20 +183,38 @@ impl Flows {
     ) -> Result<(), FlowError> {
         let key = families_key(digest);
         let now = self.clock.now_ms();
-        let mut families: Vec<StartedFamily> = self
-            .store
-            .record(&key, now)
-            .await?
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default();
-        families.push(family);
-        if families.len() > MAX_FAMILIES {
-            families.remove(0);
+        let parse = |s: Option<String>| -> Vec<StartedFamily> {
+            s.and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or_default()
+        };
+        let mut known = parse(self.store.record(&key, now).await?);
+        known.push(family);
+        // Concurrent exchanges from one browser file at once: each swap hands back what it
+        // replaced, and whatever another filed meanwhile is merged and swapped in again, so no
+        // session is left out of the sign-on's logout.
+        for _ in 0..MERGE_ROUNDS {
+            let kept = &known[known.len().saturating_sub(MAX_FAMILIES)..];
+            let value = serde_json::to_string(kept).map_err(FlowError::internal)?;
+            let Some(replaced) = self.store.swap_record(&key, &value, now).await? else {
+                // A sign-on from before the list was created with it.
+                self.store
+                    .put_record(&key, &value, until.max(now + 1))
+                    .await?;
+                return Ok(());
+            };
+            let missing: Vec<StartedFamily> = parse(Some(replaced))
+                .into_iter()
+                .filter(|r| !known.iter().any(|k| k.sid == r.sid))
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            known.splice(0..0, missing);
         }
-        let value = serde_json::to_string(&families).map_err(FlowError::internal)?;
-        self.store
-            .put_record(&key, &value, until.max(now + 1))
-            .await?;
+        tracing::warn!(
+            event = "sso.file_contended",
+            "a session may be missing from its sign-on's list"
+        );
         Ok(())
     }
 

@@ -666,7 +666,66 @@ async fn users_edit_their_profile_and_a_new_email_is_unverified() {
     );
 }
 
-on_every_backend!(oidcc_server_and_refresh_token, oidcc_rp_initiated_logout);
+/// Apps signing in at the same moment from one browser each file their session under the
+/// sign-on at once; the logout still ends every one of them.
+async fn sessions_filed_at_once_all_end_at_logout(backend: Backend) {
+    let (app, _) = spawn_op(backend).await;
+    let browser = browser();
+    let first = sign_in(&app, &browser, "openid").await;
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        let (_, query) = authorize_as(&app, &browser, &[("scope", "openid")]).await;
+        codes.push(query["code"].clone());
+    }
+    let mut exchanges = tokio::task::JoinSet::new();
+    for code in codes {
+        let (client, url) = (app.client.clone(), app.url("/oauth/token"));
+        exchanges.spawn(async move {
+            let response = client
+                .post(url)
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("client_id", "rp"),
+                    ("redirect_uri", CALLBACK),
+                    ("code_verifier", crate::authorize::VERIFIER),
+                ])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<Value>().await.unwrap()
+        });
+    }
+    let mut sessions = vec![first];
+    while let Some(tokens) = exchanges.join_next().await {
+        sessions.push(tokens.unwrap());
+    }
+    let response = browser
+        .get(logout_url(
+            &app,
+            &[
+                ("id_token_hint", &text(&sessions[0], "id_token")),
+                ("post_logout_redirect_uri", SIGNED_OUT),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect_params(&response).0, SIGNED_OUT);
+    for (i, tokens) in sessions.iter().enumerate() {
+        assert!(
+            !refreshes(&app, tokens).await,
+            "session {i} outlived the logout"
+        );
+    }
+}
+
+on_every_backend!(
+    oidcc_server_and_refresh_token,
+    oidcc_rp_initiated_logout,
+    sessions_filed_at_once_all_end_at_logout
+);
 
 /// `config check` says which key signs what, and warns when ID tokens would not be RS256.
 #[tokio::test]
