@@ -8,7 +8,7 @@ use super::{CliError, ConfigArg, load_config, read_secret};
 use crate::clock::Clock;
 use crate::config::format_timestamp;
 use crate::credentials::PasswordHasher;
-use crate::flows::{Accounts, ProfileChange, check_password_policy, normalize_username};
+use crate::flows::{Accounts, FlowError, ProfileChange, check_password_policy, normalize_username};
 use crate::store::{self, UserAttributes};
 
 /// The optional profile claims of a user (OIDC Core §5.1), as `users add` and `users set` take
@@ -252,6 +252,19 @@ async fn tell_clients(config: &crate::config::Config, ended: &[crate::store::Ses
     }
 }
 
+/// A store that did not answer, named (its URL without a password, and where that came from)
+/// with the cause (connection refused, TLS, authentication...).
+fn unreachable_store(config: &crate::config::Config, e: &store::StoreError) -> CliError {
+    CliError::from_display(format!(
+        "the session store at {} did not answer: {}",
+        config.store.described(),
+        match e {
+            store::StoreError::Unavailable(cause) => crate::telemetry::error_chain(&**cause),
+            other => crate::telemetry::error_chain(other),
+        }
+    ))
+}
+
 fn scopes_of(values: &[String]) -> Result<Vec<String>, CliError> {
     crate::flows::scopes::parse(Some(&values.join(" ")))
         .map(Option::unwrap_or_default)
@@ -265,10 +278,13 @@ pub async fn run(cmd: UsersCommand) -> Result<(), CliError> {
     } else {
         store::open_configured(&config.store).await
     }
-    .map_err(CliError::from_display)?;
+    .map_err(|e| unreachable_store(&config, &e))?;
     let hasher = PasswordHasher::new(&config.passwords).map_err(CliError::from_display)?;
     let accounts = Accounts::new(store, hasher, Clock::system());
-    let fail = CliError::from_display;
+    let fail = |e: FlowError| match e {
+        FlowError::StoreUnavailable(e) => unreachable_store(&config, &e),
+        other => CliError::from_display(other),
+    };
     match cmd {
         UsersCommand::Add {
             username,

@@ -147,7 +147,13 @@ impl Config {
         let validated = validate(raw);
         let mut problems = unknown;
         match validated {
-            Ok(config) if problems.is_empty() => return Ok(config),
+            Ok(mut config) if problems.is_empty() => {
+                config.store.url_set_by = from_env
+                    .iter()
+                    .find(|(field, _)| field == "store.url")
+                    .map(|(_, var)| var.clone());
+                return Ok(config);
+            }
             Ok(_) => {}
             Err(e) => problems.extend(e.problems),
         }
@@ -632,6 +638,27 @@ name = "Server"
         assert_eq!(c.passwords.memory_kib, 64);
         assert_eq!(c.limits.login_attempts_per_ip, 1000);
         assert_eq!(c.tokens.access_ttl, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_store_is_described_without_its_password_and_with_its_origin() {
+        let env = |name: &str| {
+            (name == "LATCHKEY_STORE_URL")
+                .then(|| "redis://user:hunter2@127.0.0.1:6390/0".to_string())
+        };
+        let c = Config::parse(MINIMAL, env).unwrap();
+        assert_eq!(
+            c.store.described(),
+            "redis://***@127.0.0.1:6390/0 (set by LATCHKEY_STORE_URL)"
+        );
+        let c = Config::parse(MINIMAL, |_| None).unwrap();
+        assert!(
+            c.store
+                .described()
+                .ends_with("(store.url in the config file)"),
+            "{}",
+            c.store.described()
+        );
     }
 
     #[test]

@@ -43,6 +43,29 @@ pub struct StoreSettings {
     /// The embedded store's commit durability (Redis keeps its own settings).
     pub durability: Durability,
     pub redis: RedisOptions,
+    /// The environment variable the URL came from, when it did not come from the file.
+    pub url_set_by: Option<String>,
+}
+
+impl StoreSettings {
+    /// The URL as it may be shown (a password or user name in it hidden), and where it came
+    /// from: for messages about a store that does not answer.
+    pub fn described(&self) -> String {
+        let url = match self.url.split_once("://") {
+            Some((scheme, rest)) => {
+                let authority_end = rest.find('/').unwrap_or(rest.len());
+                match rest[..authority_end].rfind('@') {
+                    Some(at) => format!("{scheme}://***{}", &rest[at..]),
+                    None => self.url.clone(),
+                }
+            }
+            None => self.url.clone(),
+        };
+        match &self.url_set_by {
+            Some(var) => format!("{url} (set by {var})"),
+            None => format!("{url} (store.url in the config file)"),
+        }
+    }
 }
 
 /// How to reach Redis beyond its URL: a password kept out of the URL, and TLS material.
@@ -173,5 +196,6 @@ pub(super) fn validate(raw: RawStore, problems: &mut Vec<String>) -> StoreSettin
         url,
         durability,
         redis,
+        url_set_by: None,
     }
 }

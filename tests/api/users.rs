@@ -488,3 +488,38 @@ fn a_log_directive_that_does_not_parse_stops_serve_with_one_line() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("LATCHKEY_LOG: cannot parse"), "{stderr}");
 }
+
+/// A store that does not answer is named in the error: its URL without the password, where
+/// the URL came from, and the cause.
+#[test]
+fn an_unreachable_store_is_named_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("latchkey.toml");
+    std::fs::write(
+        &config,
+        "issuer = \"http://127.0.0.1\"\nlisten = \"127.0.0.1:0\"\n[passwords]\nmemory_kib = 64\niterations = 1\n[[keys]]\nkid = \"k\"\nalg = \"ES256\"\npath = \"k.pem\"\nnot_before = \"2020-01-01T00:00:00Z\"\nnot_after = \"2100-01-01T00:00:00Z\"\n",
+    )
+    .unwrap();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = crate::helpers::latchkey(&["users", "list"], &config);
+    command.env(
+        "LATCHKEY_STORE_URL",
+        format!("redis://:hunter2@127.0.0.1:{port}/0"),
+    );
+    let output = crate::helpers::run_with_stdin(command, "");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "the session store at redis://***@127.0.0.1:{port}/0 (set by LATCHKEY_STORE_URL) did not answer: "
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.to_lowercase().contains("refused"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
