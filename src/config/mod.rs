@@ -629,6 +629,7 @@ name = "Server"
             "LATCHKEY_PASSWORDS_MEMORY_KIB" => Some("64".to_string()),
             "LATCHKEY_LIMITS_LOGIN_ATTEMPTS_PER_IP" => Some("1000".to_string()),
             "LATCHKEY_TOKENS_ACCESS_TTL" => Some("5m".to_string()),
+            "LATCHKEY_TOKENS_ACCESS_TTL_JITTER" => Some("0.05".to_string()),
             _ => None,
         };
         let c = Config::parse(MINIMAL, env).unwrap();
@@ -638,6 +639,19 @@ name = "Server"
         assert_eq!(c.passwords.memory_kib, 64);
         assert_eq!(c.limits.login_attempts_per_ip, 1000);
         assert_eq!(c.tokens.access_ttl, Duration::from_secs(300));
+        assert!((c.tokens.access_ttl_jitter - 0.05).abs() < f64::EPSILON);
+
+        for bad in ["0.6", "-0.1"] {
+            let text = format!("{MINIMAL}\n[tokens]\naccess_ttl_jitter = {bad}\n");
+            let all = Config::parse(&text, no_env)
+                .unwrap_err()
+                .problems
+                .join("; ");
+            assert!(
+                all.contains("tokens.access_ttl_jitter: a fraction from 0 to 0.5"),
+                "{all}"
+            );
+        }
     }
 
     #[test]

@@ -71,6 +71,7 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (Some("store"), "tls_cert_file", EnvKind::Str),
     (Some("store"), "tls_key_file", EnvKind::Str),
     (Some("tokens"), "access_ttl", EnvKind::Str),
+    (Some("tokens"), "access_ttl_jitter", EnvKind::Float),
     (Some("tokens"), "refresh_ttl", EnvKind::Str),
     (Some("tokens"), "refresh_idle_ttl", EnvKind::Str),
     (Some("tokens"), "reuse_grace", EnvKind::Str),
@@ -149,6 +150,7 @@ fn env_name(section: Option<&str>, key: &str) -> String {
 enum EnvKind {
     Str,
     Int,
+    Float,
     Bool,
     List,
 }
@@ -168,6 +170,16 @@ pub(super) fn apply_env(
             EnvKind::Int => toml::Value::Integer(value.trim().parse().map_err(|_| {
                 ConfigError::one(format!("{var}: expected a whole number, got {value:?}"))
             })?),
+            EnvKind::Float => toml::Value::Float(
+                value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| {
+                        ConfigError::one(format!("{var}: expected a number, got {value:?}"))
+                    })?,
+            ),
             EnvKind::Bool => toml::Value::Boolean(match value.trim() {
                 "true" | "1" => true,
                 "false" | "0" => false,

@@ -10,6 +10,7 @@ use super::values::duration;
 #[serde(default)]
 pub(super) struct RawTokens {
     pub(super) access_ttl: String,
+    pub(super) access_ttl_jitter: f64,
     pub(super) refresh_ttl: String,
     pub(super) refresh_idle_ttl: String,
     pub(super) reuse_grace: String,
@@ -21,6 +22,7 @@ impl Default for RawTokens {
     fn default() -> Self {
         RawTokens {
             access_ttl: "15m".into(),
+            access_ttl_jitter: 0.0,
             refresh_ttl: "30d".into(),
             refresh_idle_ttl: "7d".into(),
             reuse_grace: "10s".into(),
@@ -33,6 +35,9 @@ impl Default for RawTokens {
 #[derive(Clone, Debug)]
 pub struct TokenSettings {
     pub access_ttl: Duration,
+    /// Each access token lives up to this fraction less than its `access_ttl`, at random, so
+    /// that a burst of logins does not come back as a burst of refreshes. 0: off.
+    pub access_ttl_jitter: f64,
     /// Absolute lifetime of a login session (a refresh family).
     pub refresh_ttl: Duration,
     /// A refresh token unused this long is dead.
@@ -44,9 +49,13 @@ pub struct TokenSettings {
     pub audience: Vec<String>,
 }
 
+/// The most an access token's life may be shortened by jitter: half.
+const MAX_JITTER: f64 = 0.5;
+
 pub(super) fn validate(raw: RawTokens, problems: &mut Vec<String>) -> TokenSettings {
     let tokens = TokenSettings {
         access_ttl: duration(problems, "tokens.access_ttl", &raw.access_ttl, false),
+        access_ttl_jitter: raw.access_ttl_jitter,
         refresh_ttl: duration(problems, "tokens.refresh_ttl", &raw.refresh_ttl, false),
         refresh_idle_ttl: duration(
             problems,
@@ -58,6 +67,13 @@ pub(super) fn validate(raw: RawTokens, problems: &mut Vec<String>) -> TokenSetti
         leeway: duration(problems, "tokens.leeway", &raw.leeway, true),
         audience: raw.audience,
     };
+    if !(0.0..=MAX_JITTER).contains(&tokens.access_ttl_jitter) {
+        problems.push(format!(
+            "tokens.access_ttl_jitter: a fraction from 0 to {MAX_JITTER} (0.05: up to 5% \
+             shorter), got {}",
+            tokens.access_ttl_jitter
+        ));
+    }
     if tokens.refresh_idle_ttl > tokens.refresh_ttl {
         problems.push("tokens.refresh_idle_ttl: must not exceed tokens.refresh_ttl".into());
     }

@@ -412,6 +412,29 @@ impl Flows {
     }
 }
 
+/// `ttl` seconds shortened by a uniformly random part of `fraction` of it (never lengthened:
+/// keys stay published for the full `access_ttl`, and no token outlives what is configured).
+fn jittered(ttl: u64, fraction: f64) -> Result<u64, FlowError> {
+    if fraction <= 0.0 || ttl < 2 {
+        return Ok(ttl);
+    }
+    let mut bytes = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| FlowError::internal(RandomnessFailed))?;
+    let unit = f64::from(u32::from_le_bytes(bytes)) / (f64::from(u32::MAX) + 1.0);
+    // At most `fraction` (validated ≤ 0.5) of `ttl`: the product fits and is not negative.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let cut = (ttl as f64 * fraction * unit) as u64;
+    Ok((ttl - cut).max(1))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the system random source failed")]
+struct RandomnessFailed;
+
 /// Signs an RFC 9068 access token for `client` with the key of `snapshot` active at `now`, with
 /// the client's lifetime and audience when it overrides the config's. Returns the token and its
 /// lifetime in seconds.
@@ -426,10 +449,13 @@ pub fn sign_access(
 ) -> Result<(String, u64), FlowError> {
     let key = snapshot.keys.active(now).ok_or(FlowError::NoSigningKey)?;
     let config = &snapshot.config;
-    let ttl = client
-        .access_ttl
-        .unwrap_or(config.tokens.access_ttl)
-        .as_secs();
+    let ttl = jittered(
+        client
+            .access_ttl
+            .unwrap_or(config.tokens.access_ttl)
+            .as_secs(),
+        config.tokens.access_ttl_jitter,
+    )?;
     let iat = now.div_euclid(1000);
     let audience = client.audience.as_ref().unwrap_or(&config.tokens.audience);
     let claims = AccessClaims {
@@ -450,4 +476,19 @@ pub fn sign_access(
     let payload = serde_json::to_vec(&claims).map_err(FlowError::internal)?;
     let jws = key.sign_jws(&payload).map_err(FlowError::internal)?;
     Ok((jws, ttl))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jittered;
+
+    #[test]
+    fn jitter_only_shortens_within_its_fraction() {
+        assert_eq!(jittered(900, 0.0).unwrap(), 900);
+        let draws: Vec<u64> = (0..2000).map(|_| jittered(900, 0.1).unwrap()).collect();
+        assert!(draws.iter().all(|t| (810..=900).contains(t)), "{draws:?}");
+        let distinct: std::collections::BTreeSet<_> = draws.iter().collect();
+        assert!(distinct.len() > 60, "spread over the window: {distinct:?}");
+        assert_eq!(jittered(1, 0.5).unwrap(), 1);
+    }
 }

@@ -358,3 +358,45 @@ async fn an_old_cost_hash_is_upgraded_at_login_without_ending_sessions() {
         StatusCode::OK
     );
 }
+
+/// `tokens.access_ttl_jitter`: over many logins at one instant (the clock is the test's), each
+/// access token lives between 90% and 100% of `access_ttl`, spread across that window, and
+/// `expires_in` says the life it has. Off, every token lives exactly `access_ttl`.
+#[tokio::test]
+async fn access_token_lifetimes_spread_with_jitter() {
+    let app = spawn_app_with(Backend::Embedded, |c| {
+        c.set("tokens", "access_ttl_jitter = 0.1");
+        c.set("limits", "login_attempts_per_ip = 100000");
+    })
+    .await;
+    app.add_user("alice", PASSWORD).await;
+    let mut lives = Vec::new();
+    for _ in 0..200 {
+        let tokens = app.login_ok("alice").await;
+        let claims = crate::helpers::claims_of(&text(&tokens, "access_token"));
+        let life = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+        assert_eq!(tokens["expires_in"].as_i64(), Some(life));
+        lives.push(life);
+    }
+    lives.sort_unstable();
+    let (min, max) = (lives[0], lives[lives.len() - 1]);
+    let mean = lives.iter().sum::<i64>() as f64 / lives.len() as f64;
+    // 15 minutes less up to 90 s, uniformly: the mean near 855 s (its standard error is ~2 s).
+    assert!(min >= 810 && max <= 900, "{min}..{max}");
+    assert!(
+        min < 825 && max > 885,
+        "spread over the window: {min}..{max}"
+    );
+    assert!((845.0..865.0).contains(&mean), "mean {mean}");
+
+    let plain = spawn_app_with(Backend::Embedded, |_| {}).await;
+    plain.add_user("alice", PASSWORD).await;
+    for _ in 0..5 {
+        let claims =
+            crate::helpers::claims_of(&text(&plain.login_ok("alice").await, "access_token"));
+        assert_eq!(
+            claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+            900
+        );
+    }
+}
