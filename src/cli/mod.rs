@@ -68,9 +68,9 @@ pub enum Command {
 pub enum KeysCommand {
     /// Write a new PKCS#8 PEM private key (mode 0600) and print its [[keys]] snippet.
     Generate {
-        #[arg(long, value_parser = ["ES256", "RS256"])]
+        #[arg(long, value_parser = ["ES256", "RS256", "EdDSA"])]
         alg: String,
-        /// Defaults to `<year>-<month>-<es|rs>-<random>`.
+        /// Defaults to `<year>-<month>-<es|rs|ed>-<random>`.
         #[arg(long)]
         kid: Option<String>,
         #[arg(long, default_value = "keys")]
@@ -215,7 +215,8 @@ fn keys_generate(
     bits: usize,
     config_path: &Path,
 ) -> Result<(), CliError> {
-    let alg = Alg::parse(alg).ok_or_else(|| CliError("--alg must be ES256 or RS256".into()))?;
+    let alg =
+        Alg::parse(alg).ok_or_else(|| CliError("--alg must be ES256, RS256 or EdDSA".into()))?;
     if alg == Alg::RS256 && ![2048, 3072, 4096].contains(&bits) {
         return Err(CliError("--bits must be 2048, 3072 or 4096".into()));
     }
@@ -224,7 +225,11 @@ fn keys_generate(
         Some(kid) => kid,
         None => {
             let month = &format_timestamp(now)[..7];
-            let family = if alg == Alg::ES256 { "es" } else { "rs" };
+            let family = match alg {
+                Alg::ES256 => "es",
+                Alg::RS256 => "rs",
+                Alg::EdDSA => "ed",
+            };
             format!("{month}-{family}-{}", &crate::tokens::new_jti()[..6])
         }
     };

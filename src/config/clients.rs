@@ -490,7 +490,7 @@ pub(super) fn validate(raw: Vec<RawClient>, problems: &mut Vec<String>) -> Vec<C
                 let alg = super::Alg::parse(a);
                 if alg.is_none() {
                     problems.push(format!(
-                        "{at}.id_token_signed_response_alg: {a:?} must be RS256 or ES256"
+                        "{at}.id_token_signed_response_alg: {a:?} must be RS256, ES256 or EdDSA"
                     ));
                 }
                 alg

@@ -32,6 +32,8 @@ pub(super) struct RawKey {
 pub enum Alg {
     ES256,
     RS256,
+    /// Ed25519 (RFC 8037).
+    EdDSA,
 }
 
 impl Alg {
@@ -39,6 +41,7 @@ impl Alg {
         match self {
             Alg::ES256 => "ES256",
             Alg::RS256 => "RS256",
+            Alg::EdDSA => "EdDSA",
         }
     }
 
@@ -46,6 +49,7 @@ impl Alg {
         match s {
             "ES256" => Some(Alg::ES256),
             "RS256" => Some(Alg::RS256),
+            "EdDSA" => Some(Alg::EdDSA),
             _ => None,
         }
     }
@@ -102,7 +106,10 @@ pub(super) fn validate(raw: Vec<RawKey>, problems: &mut Vec<String>) -> Vec<KeyS
             problems.push(format!("{at}.kid: {:?} appears twice", k.kid));
         }
         let alg = Alg::parse(&k.alg).unwrap_or_else(|| {
-            problems.push(format!("{at}.alg: {:?} must be ES256 or RS256", k.alg));
+            problems.push(format!(
+                "{at}.alg: {:?} must be ES256, RS256 or EdDSA",
+                k.alg
+            ));
             Alg::ES256
         });
         let not_before = parse_timestamp(&format!("{at}.not_before"), &k.not_before)

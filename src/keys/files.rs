@@ -5,7 +5,9 @@ use std::path::Path;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::KeySize;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, RsaKeyPair};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair,
+};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
@@ -49,6 +51,12 @@ pub fn generate(alg: Alg, rsa_bits: usize) -> Result<Vec<u8>, KeyFileError> {
             let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair)
                 .map_err(|_| KeyFileError::Generate)?;
             Ok(der.as_ref().to_vec())
+        }
+        Alg::EdDSA => {
+            let pair = Ed25519KeyPair::generate().map_err(|_| KeyFileError::Generate)?;
+            // v1, as `openssl genpkey -algorithm ED25519` writes it.
+            let doc = pair.to_pkcs8v1().map_err(|_| KeyFileError::Generate)?;
+            Ok(doc.as_ref().to_vec())
         }
     }
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256,
+    RsaKeyPair,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -37,6 +38,7 @@ pub enum KeyError {
 enum Signer {
     Ec(EcdsaKeyPair),
     Rsa(RsaKeyPair),
+    Ed(Ed25519KeyPair),
 }
 
 /// One configured, non-revoked key with its private half parsed and its public half prepared.
@@ -117,6 +119,14 @@ impl LoadedKey {
                 let jwk = json!({"kty": "RSA", "n": B64.encode(&n), "e": B64.encode(&e)});
                 (Signer::Rsa(pair), jwk)
             }
+            Alg::EdDSA => {
+                // PKCS#8 v1 (OpenSSL's) or v2 (with the public key, checked to match).
+                let pair = Ed25519KeyPair::from_pkcs8(&der)
+                    .map_err(|e| invalid(format!("not an Ed25519 PKCS#8 key ({e})")))?;
+                let x = B64.encode(pair.public_key().as_ref());
+                let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": x});
+                (Signer::Ed(pair), jwk)
+            }
         };
         let mut jwk = jwk;
         jwk["kid"] = json!(spec.kid);
@@ -188,6 +198,7 @@ impl LoadedKey {
                 .map_err(|_| SignError)?;
                 sig
             }
+            Signer::Ed(pair) => pair.sign(out.as_bytes()).as_ref().to_vec(),
         };
         out.push('.');
         B64.encode_string(signature, &mut out);
@@ -202,7 +213,7 @@ impl LoadedKey {
     /// `id_token_hint`).
     pub fn verifies(&self, signing_input: &[u8], signature: &[u8]) -> bool {
         use aws_lc_rs::signature::{
-            ECDSA_P256_SHA256_FIXED, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey,
+            ECDSA_P256_SHA256_FIXED, ED25519, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey,
         };
         match &self.signer {
             Signer::Ec(pair) => {
@@ -215,6 +226,9 @@ impl LoadedKey {
                     .verify(signing_input, signature)
                     .is_ok()
             }
+            Signer::Ed(pair) => UnparsedPublicKey::new(&ED25519, pair.public_key().as_ref())
+                .verify(signing_input, signature)
+                .is_ok(),
         }
     }
 }
@@ -432,7 +446,7 @@ pub fn signing_summary(specs: &[KeySpec], now: UnixMs) -> Vec<String> {
     };
     let access = scheduled_signer(specs, now);
     let mut lines = vec![format!("access tokens are signed now by {}", named(access))];
-    for alg in [Alg::RS256, Alg::ES256] {
+    for alg in [Alg::RS256, Alg::ES256, Alg::EdDSA] {
         if let Some(key) = id_token_signer(specs, alg, now) {
             lines.push(format!(
                 "{alg} ID tokens are signed now by {}",

@@ -155,7 +155,7 @@ async fn a_revoked_key_leaves_the_jwks_and_its_tokens_stop_verifying() {
     assert_eq!(app.userinfo(&new_access).await.status(), StatusCode::OK);
 }
 
-fn openssl(args: &[&str]) {
+pub(crate) fn openssl(args: &[&str]) {
     let status = Command::new("openssl")
         .args(args)
         .status()
@@ -345,7 +345,7 @@ fn config_check_and_keys_list_report_the_schedule() {
 fn keys_generate_writes_a_0600_key_and_a_snippet() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().display().to_string();
-    for alg in ["ES256", "RS256"] {
+    for alg in ["ES256", "RS256", "EdDSA"] {
         let out = latchkey_cli(&[
             "keys",
             "generate",

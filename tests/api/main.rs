@@ -31,6 +31,7 @@ mod browser_sso;
 mod deploy;
 mod discovery;
 mod dpop;
+mod eddsa;
 mod embedded;
 mod flow;
 mod fuzz;
