@@ -155,6 +155,12 @@ def main():
     if r:
         target("`/auth/userinfo` (verify path) ≥ 25,000/s", r["ok_rps"] >= 25000 and errors(r) == 0,
                f"{r['ok_rps']:,.0f}/s{spread('userinfo', 'redis')}")
+        ed = run("userinfo_eddsa", "redis")
+        if ed:
+            target("`/auth/userinfo` with an EdDSA (Ed25519) key, beside the ES256 one",
+                   errors(ed) == 0,
+                   f"{ed['ok_rps']:,.0f}/s{spread('userinfo_eddsa', 'redis')}, "
+                   f"{ed['ok_rps'] / r['ok_rps']:.2f}× the ES256 figure")
     r, storm = run("refresh_during_logins", "redis"), run("login_storm", "redis", 50)
     if r and storm:
         target("refresh p99 < 25 ms during a storm of 50 concurrent logins (shipped argon2 cost)",
@@ -268,7 +274,7 @@ def main():
         openssl = f.read().rstrip()
     with open(args.criterion) as f:
         criterion = f.read().rstrip()
-    lines += ["", "## Crypto, same run", "", "`openssl speed -seconds 3 ecdsap256 rsa2048` (one core):", "",
+    lines += ["", "## Crypto, same run", "", "`openssl speed -seconds 3 ecdsap256 rsa2048 ed25519` (one core):", "",
               "```", openssl, "```", ""]
     if criterion:
         lines += ["criterion (`cargo bench -p latchkey --bench issuer`, `-p latchkey-verify --bench verify`):",

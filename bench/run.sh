@@ -54,14 +54,14 @@ start_redis() {
   printf -v "$2" '%s' "$port"
 }
 
-# start_issuer NAME STORE_URL DURABILITY MEMORY_KIB: one issuer, its own ES256 key, the bench
-# user and a confidential client. Sets PORT_<NAME> and PID_<NAME>.
+# start_issuer NAME STORE_URL DURABILITY MEMORY_KIB [ALG]: one issuer, its own key (ES256 unless
+# ALG says), the bench user and a confidential client. Sets PORT_<NAME> and PID_<NAME>.
 SECRET="$(openssl rand -hex 32)"
 start_issuer() {
-  local name="$1" store="$2" durability="$3" memory="$4" port dir hash
+  local name="$1" store="$2" durability="$3" memory="$4" alg="${5:-ES256}" port dir hash
   port="$(free_port)"; dir="$TMP/$name"
   mkdir -p "$dir/keys" "$dir/data"
-  "$BIN" keys generate --alg ES256 --kid bench --dir "$dir/keys" >/dev/null
+  "$BIN" keys generate --alg "$alg" --kid bench --dir "$dir/keys" >/dev/null
   hash="$(printf '%s\n' "$SECRET" | "$BIN" hash-secret -c "$dir/none.toml")"
   cat >"$dir/latchkey.toml" <<CONFIG
 issuer = "http://127.0.0.1:$port"
@@ -88,7 +88,7 @@ sign_in_pages_per_ip = 100000000
 max_remembered_proofs = 1000000
 [[keys]]
 kid = "bench"
-alg = "ES256"
+alg = "$alg"
 path = "keys/bench.pem"
 not_before = "2020-01-01T00:00:00Z"
 not_after = "2100-01-01T00:00:00Z"
@@ -216,10 +216,17 @@ base="http://127.0.0.1:$PORT_redis"
 access="$(curl -sf -H 'Content-Type: application/json' \
   -d "{\"username\":\"$USER_NAME\",\"password\":\"$PASSWORD\"}" "$base/auth/login" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+# The same userinfo on an issuer whose key is Ed25519 (same Redis): the verification is the cost.
+start_issuer eddsa "redis://127.0.0.1:$REDIS_PORT/0" fsync 19456 EdDSA
+ed_base="http://127.0.0.1:$PORT_eddsa"
+ed_access="$(curl -sf -H 'Content-Type: application/json' \
+  -d "{\"username\":\"$USER_NAME\",\"password\":\"$PASSWORD\"}" "$ed_base/auth/login" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
 for _ in $(seq 1 "$ROUNDS"); do
   wrk_run jwks redis 32 "$DURATION" get.lua "$base/.well-known/jwks.json"
   wrk_run discovery redis 32 "$DURATION" get.lua "$base/.well-known/oauth-authorization-server"
   wrk_run userinfo redis 32 "$DURATION" get.lua "$base/auth/userinfo" -H "Authorization: Bearer $access"
+  wrk_run userinfo_eddsa redis 32 "$DURATION" get.lua "$ed_base/auth/userinfo" -H "Authorization: Bearer $ed_access"
 done
 
 # Refresh while 50 connections log in without pause at the shipped argon2 cost.
@@ -255,7 +262,8 @@ sleep 12
 fact sessions_after_rotations "{\"used_memory\": $(( $(used_memory) - empty )), \"key_memory\": $(key_memory)}"
 
 # Crypto references in the same run.
-openssl speed -seconds 3 ecdsap256 rsa2048 2>/dev/null | grep -E "^rsa 2048|nistp256" >"$TMP/openssl.txt"
+openssl speed -seconds 3 ecdsap256 rsa2048 ed25519 2>/dev/null \
+  | grep -E "^rsa 2048|nistp256|Ed25519" >"$TMP/openssl.txt"
 fact openssl_es256_sign_per_s "$(awk '/nistp256/{print $(NF-1)}' "$TMP/openssl.txt")"
 if [ "${SKIP_CRITERION:-0}" != 1 ]; then
   echo "bench: criterion benches" >&2

@@ -1,5 +1,5 @@
 //! The issuer's per-request crypto: signing an access token with the key ring's pre-parsed keys
-//! (ES256, RS256), and the refresh-token work of one rotation (generate the successor, derive
+//! (ES256, RS256, EdDSA), and the refresh-token work of one rotation (generate the successor, derive
 //! the presented token's lookup id and seal key, seal). Compare with `openssl speed` on the same
 //! machine: see bench/REPORT.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,7 +12,7 @@ use serde_json::json;
 
 fn ring(dir: &std::path::Path) -> KeyRing {
     let mut text = String::from("issuer = \"https://issuer.example\"\nlisten = \"127.0.0.1:0\"\n");
-    for (kid, alg) in [("es", Alg::ES256), ("rs", Alg::RS256)] {
+    for (kid, alg) in [("es", Alg::ES256), ("rs", Alg::RS256), ("ed", Alg::EdDSA)] {
         let path = dir.join(format!("{kid}.pem"));
         files::write_private_pem(&path, &files::generate(alg, 2048).unwrap()).unwrap();
         text.push_str(&format!(
@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
     .unwrap();
 
     let mut group = c.benchmark_group("sign");
-    for kid in ["es", "rs"] {
+    for kid in ["es", "rs", "ed"] {
         let key = ring.verifying(kid, now).unwrap();
         group.bench_function(key.alg().as_str(), |b| {
             b.iter(|| key.sign_jws(&claims).unwrap())

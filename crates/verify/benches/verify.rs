@@ -1,12 +1,13 @@
-//! Verification throughput, ES256 and RS256, with the JWKS already cached (the steady state of a
-//! resource server). Compare with `openssl speed -seconds 3 ecdsap256 rsa2048` on the same
-//! machine: see bench/REPORT.md.
+//! Verification throughput, ES256, RS256 and EdDSA, with the JWKS already cached (the steady
+//! state of a resource server). Compare with `openssl speed -seconds 3 ecdsap256 rsa2048
+//! ed25519` on the same machine: see bench/REPORT.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256,
+    RsaKeyPair,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -39,6 +40,7 @@ fn bench(c: &mut Criterion) {
     let rng = SystemRandom::new();
     let ec = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
     let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+    let ed = Ed25519KeyPair::generate().unwrap();
     let point = ec.public_key().as_ref();
     let public = rsa.public_key();
     let jwks = json!({"keys": [
@@ -47,6 +49,8 @@ fn bench(c: &mut Criterion) {
         {"kty": "RSA", "kid": "rs", "alg": "RS256", "use": "sig",
          "n": B64.encode(public.modulus().big_endian_without_leading_zero()),
          "e": B64.encode(public.exponent().big_endian_without_leading_zero())},
+        {"kty": "OKP", "crv": "Ed25519", "kid": "ed", "alg": "EdDSA", "use": "sig",
+         "x": B64.encode(ed.public_key().as_ref())},
     ]});
     let verifier = Verifier::from_static_jwks(jwks.to_string().as_bytes(), ISSUER, "api").unwrap();
     let es_token = jws(r#"{"alg":"ES256","typ":"at+jwt","kid":"es"}"#, |m| {
@@ -57,11 +61,15 @@ fn bench(c: &mut Criterion) {
         rsa.sign(&RSA_PKCS1_SHA256, &rng, m, &mut sig).unwrap();
         sig
     });
+    let ed_token = jws(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"ed"}"#, |m| {
+        ed.sign(m).as_ref().to_vec()
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     runtime.block_on(verifier.verify(&es_token)).unwrap();
     runtime.block_on(verifier.verify(&rs_token)).unwrap();
+    runtime.block_on(verifier.verify(&ed_token)).unwrap();
 
     let mut group = c.benchmark_group("verify");
     group.bench_function("ES256", |b| {
@@ -69,6 +77,9 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("RS256", |b| {
         b.iter(|| runtime.block_on(verifier.verify(&rs_token)).unwrap())
+    });
+    group.bench_function("EdDSA", |b| {
+        b.iter(|| runtime.block_on(verifier.verify(&ed_token)).unwrap())
     });
     group.finish();
 }
