@@ -572,13 +572,17 @@ fn the_documented_rotation_works_from_the_shipped_dev_config() {
     let shipped = committed("config/latchkey.toml");
     let config_path = config_dir.join("latchkey.toml");
     std::fs::write(&config_path, &shipped).unwrap();
-    // The dev key `serve` would generate on first start.
-    let dev_key = root.path().join("keys/dev-es256.pem");
-    files::write_private_pem(
-        &dev_key,
-        &files::generate(latchkey::config::Alg::ES256, 2048).unwrap(),
-    )
-    .unwrap();
+    // The dev keys `serve` would generate on first start.
+    for (name, alg) in [
+        ("dev-es256", latchkey::config::Alg::ES256),
+        ("dev-rs256", latchkey::config::Alg::RS256),
+    ] {
+        files::write_private_pem(
+            &root.path().join(format!("keys/{name}.pem")),
+            &files::generate(alg, 2048).unwrap(),
+        )
+        .unwrap();
+    }
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_latchkey"))
             .args(args)
