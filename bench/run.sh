@@ -216,8 +216,9 @@ base="http://127.0.0.1:$PORT_redis"
 access="$(curl -sf -H 'Content-Type: application/json' \
   -d "{\"username\":\"$USER_NAME\",\"password\":\"$PASSWORD\"}" "$base/auth/login" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
-# The same userinfo on an issuer whose key is Ed25519 (same Redis): the verification is the cost.
-start_issuer eddsa "redis://127.0.0.1:$REDIS_PORT/0" fsync 19456 EdDSA
+# The same userinfo on an issuer whose key is Ed25519 (same Redis server, a database of its own,
+# where its bench user is created anew): the verification is the cost.
+start_issuer eddsa "redis://127.0.0.1:$REDIS_PORT/1" fsync 19456 EdDSA
 ed_base="http://127.0.0.1:$PORT_eddsa"
 ed_access="$(curl -sf -H 'Content-Type: application/json' \
   -d "{\"username\":\"$USER_NAME\",\"password\":\"$PASSWORD\"}" "$ed_base/auth/login" \
