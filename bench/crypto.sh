@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== openssl speed (reference)"
-openssl speed -seconds 3 ecdsap256 rsa2048 2>/dev/null | grep -E "^rsa 2048|nistp256"
+openssl speed -seconds 3 ecdsap256 rsa2048 ed25519 2>/dev/null | grep -E "^rsa 2048|nistp256|Ed25519"
 echo "== latchkey-verify: verification"
 cargo bench -q -p latchkey-verify --bench verify 2>/dev/null | grep -E "^verify/|time:"
 echo "== latchkey: signing and refresh-token crypto"
