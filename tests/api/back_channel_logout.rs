@@ -220,18 +220,7 @@ async fn every_end_of_a_clients_session_is_told_to_it() {
     ];
     let url = reqwest::Url::parse_with_params(&app.url("/oauth/authorize"), &params).unwrap();
     let (_, query) = redirect_params(&browser.get(url).send().await.unwrap());
-    let exchange = || {
-        app.client
-            .post(app.url("/oauth/token"))
-            .form(&[
-                ("grant_type", "authorization_code"),
-                ("code", query["code"].as_str()),
-                ("client_id", "rp"),
-                ("redirect_uri", CALLBACK),
-                ("code_verifier", crate::authorize::VERIFIER),
-            ])
-            .send()
-    };
+    let exchange = || crate::oidc::exchange_request(&app, &query["code"]).send();
     let tokens: Value = exchange().await.unwrap().json().await.unwrap();
     assert_eq!(
         exchange().await.unwrap().status(),

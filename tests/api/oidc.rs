@@ -161,16 +161,7 @@ async fn id_tokens_come_only_with_openid_by_redirect() {
     let url = reqwest::Url::parse_with_params(&app.url("/oauth/authorize"), &params).unwrap();
     let page = browser.get(url).send().await.unwrap().text().await.unwrap();
     let (_, query) = redirect_params(&log_in_on(&app, &browser, &page, PASSWORD).await);
-    let body: Value = app
-        .client
-        .post(app.url("/oauth/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &query["code"]),
-            ("client_id", "rp"),
-            ("redirect_uri", CALLBACK),
-            ("code_verifier", crate::authorize::VERIFIER),
-        ])
+    let body: Value = exchange_request(&app, &query["code"])
         .send()
         .await
         .unwrap()
@@ -203,21 +194,7 @@ pub(crate) async fn sign_in(app: &TestApp, browser: &reqwest::Client, scope: &st
         first
     };
     let (_, query) = redirect_params(&back);
-    let response = app
-        .client
-        .post(app.url("/oauth/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", &query["code"]),
-            ("client_id", "rp"),
-            ("redirect_uri", CALLBACK),
-            ("code_verifier", crate::authorize::VERIFIER),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
+    exchange(app, &query["code"]).await
 }
 
 pub(crate) async fn signed_on(app: &TestApp, browser: &reqwest::Client) -> bool {
@@ -679,20 +656,9 @@ async fn sessions_filed_at_once_all_end_at_logout(backend: Backend) {
     }
     let mut exchanges = tokio::task::JoinSet::new();
     for code in codes {
-        let (client, url) = (app.client.clone(), app.url("/oauth/token"));
+        let request = exchange_request(&app, &code);
         exchanges.spawn(async move {
-            let response = client
-                .post(url)
-                .form(&[
-                    ("grant_type", "authorization_code"),
-                    ("code", code.as_str()),
-                    ("client_id", "rp"),
-                    ("redirect_uri", CALLBACK),
-                    ("code_verifier", crate::authorize::VERIFIER),
-                ])
-                .send()
-                .await
-                .unwrap();
+            let response = request.send().await.unwrap();
             assert_eq!(response.status(), StatusCode::OK);
             response.json::<Value>().await.unwrap()
         });
@@ -828,21 +794,20 @@ async fn authorize_as(
     redirect_params(&browser.get(url).send().await.unwrap())
 }
 
+/// The token request of `rp` exchanging `code` (its redirect URI and PKCE verifier), to send.
+pub(crate) fn exchange_request(app: &TestApp, code: &str) -> reqwest::RequestBuilder {
+    app.client.post(app.url("/oauth/token")).form(&[
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("client_id", "rp"),
+        ("redirect_uri", CALLBACK),
+        ("code_verifier", crate::authorize::VERIFIER),
+    ])
+}
+
 /// The token response for a code of [`authorize_as`].
 async fn exchange(app: &TestApp, code: &str) -> Value {
-    let response = app
-        .client
-        .post(app.url("/oauth/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("client_id", "rp"),
-            ("redirect_uri", CALLBACK),
-            ("code_verifier", crate::authorize::VERIFIER),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let response = exchange_request(app, code).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
 }
@@ -1075,19 +1040,7 @@ async fn oidcc_codereuse_30seconds() {
     let (_, query) = authorize_as(&app, &browser, &[("scope", "openid")]).await;
     let tokens = exchange(&app, &query["code"]).await;
     app.clock.advance(std::time::Duration::from_secs(30));
-    let again = app
-        .client
-        .post(app.url("/oauth/token"))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", query["code"].as_str()),
-            ("client_id", "rp"),
-            ("redirect_uri", CALLBACK),
-            ("code_verifier", crate::authorize::VERIFIER),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let again = exchange_request(&app, &query["code"]).send().await.unwrap();
     assert_error(again, StatusCode::BAD_REQUEST, "invalid_grant").await;
     let info = app
         .client
