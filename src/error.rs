@@ -214,6 +214,15 @@ impl ApiError {
                 error.header = Some(Box::new((DPOP_NONCE, nonce.clone())));
                 error
             }
+            FlowError::InsufficientScope(scope) => {
+                ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", e.to_string())
+                    .with_challenge(format!(
+                        "Bearer realm=\"latchkey\", error=\"insufficient_scope\", scope=\"{scope}\""
+                    ))
+            }
+            FlowError::Conflict(description) => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_request", description)
+            }
             FlowError::Internal(_) => {
                 let mut error = ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -20,7 +20,7 @@ use crate::reload;
 use crate::routes::json::MAX_JSON_BODY;
 use crate::routes::{
     account, auth, authorize, demo, end_session, method_not_allowed, not_found, oauth, openapi,
-    ops, well_known,
+    ops, ssf, well_known,
 };
 use crate::state::{LiveState, RUNNING_VALUES_META, RestartOnlyValues};
 use crate::store::{self, SharedStore, StoreError};
@@ -218,6 +218,15 @@ impl Application {
             )));
         }
         tasks.push(tokio::spawn(publish_when_the_store_answers(flows.clone())));
+        {
+            let flows = flows.clone();
+            tasks.push(tokio::spawn(async move {
+                let watch = std::sync::Arc::clone(flows.log_watch());
+                watch
+                    .follow(flows.store().clone(), flows.clock().clone())
+                    .await;
+            }));
+        }
         tasks.push(tokio::spawn(follow_password_costs_forever(flows)));
         if let Some((path, poll)) = self.watch {
             let flows = &self.flows;
@@ -284,6 +293,11 @@ pub const ROUTE_PATTERNS: &[&str] = &[
     "/.well-known/jwks.json",
     "/.well-known/oauth-authorization-server",
     "/.well-known/openid-configuration",
+    "/.well-known/ssf-configuration",
+    "/ssf/stream",
+    "/ssf/status",
+    "/ssf/verify",
+    "/ssf/poll/{stream_id}",
     "/openapi.json",
     "/sdk/latchkey.js",
     "/demo/",
@@ -358,6 +372,26 @@ fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
             "/.well-known/openid-configuration",
             well_known::openid_configuration,
         ))
+        .service(get("/.well-known/ssf-configuration", ssf::configuration))
+        .service(
+            web::resource("/ssf/stream")
+                .route(web::post().to(ssf::create))
+                .route(web::get().to(ssf::read))
+                .route(web::patch().to(ssf::update))
+                .route(web::put().to(ssf::replace))
+                .route(web::delete().to(ssf::delete))
+                .default_service(web::to(|| {
+                    method_not_allowed("GET, POST, PATCH, PUT, DELETE")
+                })),
+        )
+        .service(
+            web::resource("/ssf/status")
+                .route(web::get().to(ssf::status))
+                .route(web::post().to(ssf::set_status))
+                .default_service(web::to(|| method_not_allowed("GET, POST"))),
+        )
+        .service(post("/ssf/verify", ssf::verify))
+        .service(post("/ssf/poll/{stream_id}", ssf::poll))
         .service(get("/openapi.json", openapi::document))
         .service(get("/sdk/latchkey.js", demo::client_module))
         .service(get("/demo/", demo::page))

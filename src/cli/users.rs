@@ -280,7 +280,12 @@ pub async fn run(cmd: UsersCommand) -> Result<(), CliError> {
     }
     .map_err(|e| unreachable_store(&config, &e))?;
     let hasher = PasswordHasher::new(&config.passwords).map_err(CliError::from_display)?;
-    let accounts = Accounts::new(store, hasher, Clock::system());
+    let accounts = Accounts::new(
+        store,
+        hasher,
+        Clock::system(),
+        config.revocation_retention(),
+    );
     let fail = |e: FlowError| match e {
         FlowError::StoreUnavailable(e) => unreachable_store(&config, &e),
         other => CliError::from_display(other),

@@ -174,6 +174,18 @@ impl Config {
         self.tokens.access_ttl + self.tokens.leeway
     }
 
+    /// How long a revocation matters to resource servers: until the last access token it
+    /// concerns has expired (the longest lifetime any client's tokens have, plus the leeway
+    /// verifiers give). The revocation log keeps each record this long.
+    pub fn revocation_retention(&self) -> Duration {
+        let longest = self
+            .clients
+            .iter()
+            .filter_map(|c| c.access_ttl)
+            .fold(self.tokens.access_ttl, Duration::max);
+        longest + self.tokens.leeway
+    }
+
     /// The client `id`, if registered (the first-party client is always).
     pub fn client(&self, id: &str) -> Option<&ClientSpec> {
         self.clients.iter().find(|c| c.id == id)

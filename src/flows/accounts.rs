@@ -6,7 +6,9 @@ use super::FlowError;
 use crate::clock::Clock;
 use crate::config::clients::valid_scope_token;
 use crate::credentials::{Password, PasswordHasher};
-use crate::store::{Session, SharedStore, StoreError, User, UserAttributes};
+use crate::store::{
+    LogNote, RevocationReason, Session, SharedStore, StoreError, User, UserAttributes,
+};
 
 pub use crate::usernames::MAX_USERNAME_CHARS;
 
@@ -83,15 +85,28 @@ pub struct Accounts {
     store: SharedStore,
     hasher: PasswordHasher,
     clock: Clock,
+    /// How long the revocation log keeps what these operations revoke
+    /// ([`crate::config::Config::revocation_retention`]).
+    retention: std::time::Duration,
 }
 
 impl Accounts {
-    pub fn new(store: SharedStore, hasher: PasswordHasher, clock: Clock) -> Accounts {
+    pub fn new(
+        store: SharedStore,
+        hasher: PasswordHasher,
+        clock: Clock,
+        retention: std::time::Duration,
+    ) -> Accounts {
         Accounts {
             store,
             hasher,
             clock,
+            retention,
         }
+    }
+
+    fn log_note(&self, reason: RevocationReason) -> LogNote {
+        LogNote::new(&self.retention, reason, self.clock.now_ms())
     }
 
     pub async fn create_user(
@@ -170,7 +185,11 @@ impl Accounts {
         let user = self.find(username).await?;
         let hash = self.hasher.hash(password).await?;
         self.store
-            .set_password(&user.id, &hash)
+            .set_password(
+                &user.id,
+                &hash,
+                &self.log_note(RevocationReason::PasswordChanged),
+            )
             .await?
             .ok_or_else(|| FlowError::NoSuchUser(username.to_owned()))
     }
@@ -180,7 +199,11 @@ impl Accounts {
     pub async fn disable(&self, username: &str) -> Result<usize, FlowError> {
         let user = self.find(username).await?;
         self.store
-            .set_disabled(&user.id, true)
+            .set_disabled(
+                &user.id,
+                true,
+                &self.log_note(RevocationReason::UserDisabled),
+            )
             .await?
             .ok_or_else(|| FlowError::NoSuchUser(username.to_owned()))
     }
@@ -252,7 +275,11 @@ impl Accounts {
     pub async fn enable(&self, username: &str) -> Result<(), FlowError> {
         let user = self.find(username).await?;
         self.store
-            .set_disabled(&user.id, false)
+            .set_disabled(
+                &user.id,
+                false,
+                &self.log_note(RevocationReason::UserEnabled),
+            )
             .await?
             .map(|_| ())
             .ok_or_else(|| FlowError::NoSuchUser(username.to_owned()))
@@ -263,7 +290,7 @@ impl Accounts {
     pub async fn delete(&self, username: &str) -> Result<usize, FlowError> {
         let user = self.find(username).await?;
         self.store
-            .delete_user(&user.id)
+            .delete_user(&user.id, &self.log_note(RevocationReason::UserDeleted))
             .await?
             .ok_or_else(|| FlowError::NoSuchUser(username.to_owned()))
     }
@@ -279,7 +306,10 @@ impl Accounts {
 
     /// Ends every session of the user. Returns how many.
     pub async fn end_all_sessions(&self, user_id: &str) -> Result<usize, FlowError> {
-        let ended = self.store.revoke_user_sessions(user_id).await?;
+        let ended = self
+            .store
+            .revoke_user_sessions(user_id, &self.log_note(RevocationReason::AdminLogout))
+            .await?;
         super::sso::end_all_sign_ons(&self.store, user_id, self.clock.now_ms()).await?;
         Ok(ended)
     }

@@ -166,7 +166,12 @@ impl Flows {
                 true => self.store.session(sid, now).await?,
                 false => None,
             };
-            let revoked = self.store.revoke_session(sid).await?;
+            let note = crate::store::LogNote::new(
+                &snapshot.config.revocation_retention(),
+                crate::store::RevocationReason::CodeReused,
+                now,
+            );
+            let revoked = self.store.revoke_session(sid, &note).await?;
             if revoked && let Some(session) = session {
                 self.notify_ended(snapshot, &[session]);
             }

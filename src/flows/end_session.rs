@@ -200,7 +200,14 @@ impl Flows {
             && !session.scope.split(' ').any(|s| s == "offline_access")
             && self
                 .store
-                .revoke_session(sid)
+                .revoke_session(
+                    sid,
+                    &crate::store::LogNote::new(
+                        &snapshot.config.revocation_retention(),
+                        crate::store::RevocationReason::Logout,
+                        self.clock.now_ms(),
+                    ),
+                )
                 .await
                 .map_err(FlowError::from)?
         {

@@ -42,7 +42,12 @@ impl Flows {
                 Channel::Body => "this token is not the named client's",
             }));
         }
-        if self.store.revoke_by_token(sid, presented.id).await? {
+        let note = crate::store::LogNote::new(
+            &self.snapshot().config.revocation_retention(),
+            crate::store::RevocationReason::Logout,
+            self.clock.now_ms(),
+        );
+        if self.store.revoke_by_token(sid, presented.id, &note).await? {
             self.revoked(RevokeCause::Logout, 1, Some(sid));
         }
         Ok(())

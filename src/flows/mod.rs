@@ -15,6 +15,7 @@ mod clients;
 mod codes;
 mod dpop;
 pub mod end_session;
+pub mod feed;
 mod grants;
 mod id_tokens;
 mod introspect;
@@ -182,6 +183,12 @@ pub enum FlowError {
     /// The client must put this server nonce in its proof (RFC 9449 §8: `use_dpop_nonce`).
     #[error("a DPoP nonce is required: use the one in the DPoP-Nonce header")]
     UseDpopNonce { nonce: String },
+    /// The token is valid but lacks the scope the endpoint needs (RFC 6750 §3.1).
+    #[error("this endpoint needs a token with the scope {0:?}")]
+    InsufficientScope(&'static str),
+    /// The request conflicts with what exists (too many of something).
+    #[error("{0}")]
+    Conflict(&'static str),
     /// A bug or a broken host. Callers see nothing of the cause.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -226,6 +233,8 @@ pub struct Flows {
     draining: std::sync::atomic::AtomicBool,
     /// Back-channel logout tokens on their way to clients.
     outbox: crate::outbound::Outbox,
+    /// The revocation log's newest record, for held feed polls.
+    log_watch: Arc<feed::LogWatch>,
 }
 
 impl Flows {
@@ -238,7 +247,12 @@ impl Flows {
         let metrics = Arc::new(Metrics::new());
         let store = MeasuredStore::wrap(store, metrics.store());
         let hasher = hasher.reporting_to(metrics.hashing());
-        let accounts = Accounts::new(store.clone(), hasher.clone(), clock.clone());
+        let accounts = Accounts::new(
+            store.clone(),
+            hasher.clone(),
+            clock.clone(),
+            state.current().config.revocation_retention(),
+        );
         let limiter = Throttle::for_store(&store);
         let dpop = dpop::DpopGuard::new(&store, &state.current().config.dpop)?;
         let outbox = crate::outbound::Outbox::new(Arc::clone(&metrics));
@@ -254,6 +268,7 @@ impl Flows {
             dpop,
             draining: std::sync::atomic::AtomicBool::new(false),
             outbox,
+            log_watch: Arc::default(),
         })
     }
 
@@ -343,6 +358,8 @@ impl Flows {
     pub fn start_draining(&self) {
         self.draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Held feed polls answer now, so receivers move to another instance.
+        self.log_watch.stop();
     }
 
     /// Ready when not shutting down, the store answers and a key signs now; otherwise the reason.

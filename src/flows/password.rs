@@ -100,7 +100,15 @@ impl Flows {
         let to_notify = self.sessions_to_notify(&snapshot, &user.id).await?;
         let ended = self
             .store
-            .set_password(&user.id, &hash)
+            .set_password(
+                &user.id,
+                &hash,
+                &crate::store::LogNote::new(
+                    &snapshot.config.revocation_retention(),
+                    crate::store::RevocationReason::PasswordChanged,
+                    self.clock.now_ms(),
+                ),
+            )
             .await?
             .ok_or(FlowError::InvalidToken("the user is gone".into()))?;
         tracing::info!(event = "password.changed", user_id = %user.id, ip = %meta.ip, "password changed");

@@ -181,6 +181,12 @@ impl Flows {
                 client_id: client.map(|c| c.id.clone()),
                 channel,
                 dpop_jkt: jkt.clone(),
+                log_keep_until: crate::store::LogNote::new(
+                    &snapshot.config.revocation_retention(),
+                    crate::store::RevocationReason::ReuseDetected,
+                    now,
+                )
+                .keep_until,
             })
             .await?;
         let (entitlement, refresh) = match outcome {
@@ -297,7 +303,12 @@ impl Flows {
     async fn end_orphan(&self, sid: Uuid, presented: &PresentedToken) {
         tracing::warn!(event = "family.revoked", %sid, cause = "admin", "a session of a client no longer registered: revoked");
         self.metrics.revoked(RevokeCause::Admin, 1);
-        let _ = self.store.revoke_by_token(sid, presented.id).await;
-        let _ = self.store.revoke_session(sid).await;
+        let note = crate::store::LogNote::new(
+            &self.snapshot().config.revocation_retention(),
+            crate::store::RevocationReason::ClientRemoved,
+            self.clock.now_ms(),
+        );
+        let _ = self.store.revoke_by_token(sid, presented.id, &note).await;
+        let _ = self.store.revoke_session(sid, &note).await;
     }
 }

@@ -37,7 +37,12 @@ impl Flows {
             && session.client_id == client.id
         {
             let sid = presented.session_id;
-            if self.store.revoke_by_token(sid, presented.id).await? {
+            let note = crate::store::LogNote::new(
+                &self.snapshot().config.revocation_retention(),
+                crate::store::RevocationReason::TokenRevoked,
+                now,
+            );
+            if self.store.revoke_by_token(sid, presented.id, &note).await? {
                 self.revoked(RevokeCause::Revocation, 1, Some(sid));
             }
         }
@@ -57,7 +62,17 @@ impl Flows {
             && let Some(session) = self.store.session(sid, self.clock.now_ms()).await?
             && session.client_id == client.id
             && session.user_id == claims.sub
-            && self.store.revoke_session(sid).await?
+            && self
+                .store
+                .revoke_session(
+                    sid,
+                    &crate::store::LogNote::new(
+                        &self.snapshot().config.revocation_retention(),
+                        crate::store::RevocationReason::TokenRevoked,
+                        self.clock.now_ms(),
+                    ),
+                )
+                .await?
         {
             self.revoked(RevokeCause::Revocation, 1, Some(sid));
         }

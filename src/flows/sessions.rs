@@ -38,7 +38,12 @@ impl Flows {
         let sid = Uuid::parse_str(sid).map_err(|_| FlowError::NotFound("no such session"))?;
         match self.store.session(sid, self.clock.now_ms()).await? {
             Some(session) if session.user_id == auth.user.id => {
-                if self.store.revoke_session(sid).await? {
+                let note = crate::store::LogNote::new(
+                    &self.snapshot().config.revocation_retention(),
+                    crate::store::RevocationReason::SessionEnded,
+                    self.clock.now_ms(),
+                );
+                if self.store.revoke_session(sid, &note).await? {
                     self.revoked(RevokeCause::Revocation, 1, Some(sid));
                     self.notify_ended(&self.snapshot(), &[session]);
                     Ok(())
@@ -54,7 +59,15 @@ impl Flows {
     pub async fn logout_everywhere(&self, auth: &Authenticated) -> Result<usize, FlowError> {
         let snapshot = self.snapshot();
         let to_notify = self.sessions_to_notify(&snapshot, &auth.user.id).await?;
-        let ended = self.store.revoke_user_sessions(&auth.user.id).await?;
+        let note = crate::store::LogNote::new(
+            &snapshot.config.revocation_retention(),
+            crate::store::RevocationReason::LogoutAll,
+            self.clock.now_ms(),
+        );
+        let ended = self
+            .store
+            .revoke_user_sessions(&auth.user.id, &note)
+            .await?;
         super::sso::end_all_sign_ons(&self.store, &auth.user.id, self.clock.now_ms()).await?;
         self.revoked(RevokeCause::LogoutAll, ended, None);
         self.notify_ended(&snapshot, &to_notify);

@@ -246,7 +246,12 @@ impl Flows {
             {
                 to_notify.push(session);
             }
-            if !family.offline && self.store.revoke_session(family.sid).await? {
+            let note = crate::store::LogNote::new(
+                &snapshot.config.revocation_retention(),
+                crate::store::RevocationReason::Logout,
+                now,
+            );
+            if !family.offline && self.store.revoke_session(family.sid, &note).await? {
                 ended += 1;
             }
         }

@@ -53,6 +53,9 @@ pub struct LoadedKey {
     /// `base64url({"alg","kid","typ":"logout+jwt"})`: a back-channel logout token's header
     /// (OIDC Back-Channel Logout 1.0 §2.4, explicit typing).
     logout_header_b64: String,
+    /// `base64url({"alg","kid","typ":"secevent+jwt"})`: a Security Event Token's header
+    /// (RFC 8417 §2.3), for the revocation feed.
+    set_header_b64: String,
     jwk: serde_json::Value,
     /// Published until then ([`KeySpec::published_until`]).
     pub publish_until: UnixMs,
@@ -142,6 +145,10 @@ impl LoadedKey {
             logout_header_b64: B64.encode(
                 json!({"alg": spec.alg.as_str(), "typ": "logout+jwt", "kid": spec.kid}).to_string(),
             ),
+            set_header_b64: B64.encode(
+                json!({"alg": spec.alg.as_str(), "typ": "secevent+jwt", "kid": spec.kid})
+                    .to_string(),
+            ),
             jwk,
             publish_until: spec.published_until(publish_tail),
         })
@@ -174,6 +181,11 @@ impl LoadedKey {
     /// Signs back-channel logout claims (header `typ: logout+jwt`).
     pub fn sign_logout_token(&self, payload: &[u8]) -> Result<String, SignError> {
         self.sign_with(&self.logout_header_b64, payload)
+    }
+
+    /// Signs Security Event Token claims (header `typ: secevent+jwt`).
+    pub fn sign_security_event(&self, payload: &[u8]) -> Result<String, SignError> {
+        self.sign_with(&self.set_header_b64, payload)
     }
 
     fn sign_with(&self, header_b64: &str, payload: &[u8]) -> Result<String, SignError> {

@@ -12,6 +12,7 @@ use crate::store::{
     KeyPublication, NewSession, RotateOutcome, Rotation, Session, SharedCounters, SharedStore,
     Store, StoreError, User, UserAttributes,
 };
+use crate::store::{LogNote, LogPosition, RevocationRecord};
 use crate::tokens::TokenId;
 
 pub struct MeasuredStore {
@@ -62,8 +63,13 @@ impl Store for MeasuredStore {
         self.timed("list_users", self.inner.list_users()).await
     }
 
-    async fn set_password(&self, user_id: &str, hash: &str) -> Result<Option<usize>, StoreError> {
-        self.timed("set_password", self.inner.set_password(user_id, hash))
+    async fn set_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        note: &LogNote,
+    ) -> Result<Option<usize>, StoreError> {
+        self.timed("set_password", self.inner.set_password(user_id, hash, note))
             .await
     }
 
@@ -93,8 +99,12 @@ impl Store for MeasuredStore {
         .await
     }
 
-    async fn delete_user(&self, user_id: &str) -> Result<Option<usize>, StoreError> {
-        self.timed("delete_user", self.inner.delete_user(user_id))
+    async fn delete_user(
+        &self,
+        user_id: &str,
+        note: &LogNote,
+    ) -> Result<Option<usize>, StoreError> {
+        self.timed("delete_user", self.inner.delete_user(user_id, note))
             .await
     }
 
@@ -102,9 +112,13 @@ impl Store for MeasuredStore {
         &self,
         user_id: &str,
         disabled: bool,
+        note: &LogNote,
     ) -> Result<Option<usize>, StoreError> {
-        self.timed("set_disabled", self.inner.set_disabled(user_id, disabled))
-            .await
+        self.timed(
+            "set_disabled",
+            self.inner.set_disabled(user_id, disabled, note),
+        )
+        .await
     }
 
     async fn create_session(&self, session: &NewSession) -> Result<bool, StoreError> {
@@ -151,23 +165,45 @@ impl Store for MeasuredStore {
             .await
     }
 
-    async fn revoke_by_token(&self, session_id: Uuid, token: TokenId) -> Result<bool, StoreError> {
+    async fn revoke_by_token(
+        &self,
+        session_id: Uuid,
+        token: TokenId,
+        note: &LogNote,
+    ) -> Result<bool, StoreError> {
         self.timed(
             "revoke_by_token",
-            self.inner.revoke_by_token(session_id, token),
+            self.inner.revoke_by_token(session_id, token, note),
         )
         .await
     }
 
-    async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.timed("revoke_session", self.inner.revoke_session(id))
+    async fn revoke_session(&self, id: Uuid, note: &LogNote) -> Result<bool, StoreError> {
+        self.timed("revoke_session", self.inner.revoke_session(id, note))
             .await
     }
 
-    async fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
+    async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        note: &LogNote,
+    ) -> Result<usize, StoreError> {
         self.timed(
             "revoke_user_sessions",
-            self.inner.revoke_user_sessions(user_id),
+            self.inner.revoke_user_sessions(user_id, note),
+        )
+        .await
+    }
+
+    async fn revocations_after(
+        &self,
+        after: Option<LogPosition>,
+        now: UnixMs,
+        limit: usize,
+    ) -> Result<Vec<RevocationRecord>, StoreError> {
+        self.timed(
+            "revocations_after",
+            self.inner.revocations_after(after, now, limit),
         )
         .await
     }

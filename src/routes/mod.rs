@@ -12,6 +12,7 @@ pub mod json;
 pub mod oauth;
 pub mod openapi;
 pub mod ops;
+pub mod ssf;
 pub mod well_known;
 
 use std::net::IpAddr;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{account, auth, authorize, demo, end_session, oauth, ops, well_known};
+use super::{account, auth, authorize, demo, end_session, oauth, ops, ssf, well_known};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -53,6 +53,16 @@ use super::{account, auth, authorize, demo, end_session, oauth, ops, well_known}
         well_known::jwks,
         well_known::metadata,
         well_known::openid_configuration,
+        ssf::configuration,
+        ssf::create,
+        ssf::read,
+        ssf::update,
+        ssf::replace,
+        ssf::delete,
+        ssf::status,
+        ssf::set_status,
+        ssf::verify,
+        ssf::poll,
         document,
         demo::client_module,
         demo::page,
@@ -79,6 +89,7 @@ use super::{account, auth, authorize, demo, end_session, oauth, ops, well_known}
         (name = "account", description = "A signed-in user's sessions and password"),
         (name = "oauth", description = "RFC 6749 token endpoint, RFC 7009 revocation, RFC 7662 introspection"),
         (name = "discovery", description = "Public keys and metadata"),
+        (name = "feed", description = "The revocation feed: a Shared Signals (SSF 1.0) transmitter with RFC 8936 poll delivery"),
         (name = "operations", description = "Probes and metrics"),
         (name = "demo", description = "The demo SPA and its JavaScript client (off by default)"),
     )

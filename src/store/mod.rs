@@ -8,6 +8,7 @@
 
 pub mod embedded;
 pub mod redis;
+pub mod revocation_log;
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use uuid::Uuid;
 use crate::clock::UnixMs;
 use crate::config::{Durability, StoreSettings};
 use crate::tokens::TokenId;
+pub use revocation_log::{LogNote, LogPosition, RevocationReason, RevocationRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -191,6 +193,8 @@ pub struct Rotation {
     pub channel: Channel,
     /// The DPoP key the request proved, if it carried a proof.
     pub dpop_jkt: Option<String>,
+    /// Until when the revocation-log record of a detected reuse is kept.
+    pub log_keep_until: UnixMs,
 }
 
 /// A family's binding as stored: its channel, then the key thumbprint of a DPoP-bound family.
@@ -309,9 +313,15 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_name(&self, username: &str) -> Result<Option<User>, StoreError>;
     async fn user_by_id(&self, id: &str) -> Result<Option<User>, StoreError>;
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
-    /// Sets the password hash, bumps the epoch and ends every session, in one atomic step.
-    /// Returns how many sessions ended, or `None` when there is no such user.
-    async fn set_password(&self, user_id: &str, hash: &str) -> Result<Option<usize>, StoreError>;
+    /// Sets the password hash, bumps the epoch and ends every session, in one atomic step that
+    /// also writes `note` to the revocation log (as every revoking method does). Returns how
+    /// many sessions ended, or `None` when there is no such user.
+    async fn set_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        note: &LogNote,
+    ) -> Result<Option<usize>, StoreError>;
     /// Replaces `old_hash` by `new_hash` (the same password at another cost) if it is still the
     /// stored one. The epoch stays and no session ends. Returns whether it was replaced.
     async fn upgrade_password_hash(
@@ -329,18 +339,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Removes the user and ends every session; the name is free again. Returns how many
     /// sessions ended, or `None` when there is no such user.
-    async fn delete_user(&self, user_id: &str) -> Result<Option<usize>, StoreError>;
+    async fn delete_user(&self, user_id: &str, note: &LogNote)
+    -> Result<Option<usize>, StoreError>;
     /// As [`Store::set_password`], for the disabled flag.
     async fn set_disabled(
         &self,
         user_id: &str,
         disabled: bool,
+        note: &LogNote,
     ) -> Result<Option<usize>, StoreError>;
 
     /// Creates the session if the user is still enabled and at `session.user_epoch`, atomically;
     /// `false` when the user changed since the login checked it (nothing is created).
     async fn create_session(&self, session: &NewSession) -> Result<bool, StoreError>;
-    /// The atomic check-and-rotate of `docs/tokens.md` (rotation and reuse).
+    /// The atomic check-and-rotate of `docs/tokens.md` (rotation and reuse); a detected reuse
+    /// is logged as a revocation in the same step.
     async fn rotate(&self, rotation: &Rotation) -> Result<RotateOutcome, StoreError>;
     /// The session if it is live at `now`.
     async fn session(&self, id: Uuid, now: UnixMs) -> Result<Option<Session>, StoreError>;
@@ -368,11 +381,29 @@ pub trait Store: Send + Sync + 'static {
     /// Every live session of a user.
     async fn sessions_of(&self, user_id: &str, now: UnixMs) -> Result<Vec<Session>, StoreError>;
     /// Revokes the family of `token` if the store ever issued that token (logout). Returns
-    /// whether a family was revoked.
-    async fn revoke_by_token(&self, session_id: Uuid, token: TokenId) -> Result<bool, StoreError>;
-    async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError>;
-    /// Revokes every family of the user; returns how many.
-    async fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError>;
+    /// whether a family was revoked (and logged).
+    async fn revoke_by_token(
+        &self,
+        session_id: Uuid,
+        token: TokenId,
+        note: &LogNote,
+    ) -> Result<bool, StoreError>;
+    async fn revoke_session(&self, id: Uuid, note: &LogNote) -> Result<bool, StoreError>;
+    /// Revokes every family of the user and logs a per-user record (with its cutoff) even when
+    /// none was live; returns how many.
+    async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        note: &LogNote,
+    ) -> Result<usize, StoreError>;
+    /// The revocation log after `after` (from its start: `None`), oldest first, at most `limit`
+    /// records, without those past their `keep_until` at `now`.
+    async fn revocations_after(
+        &self,
+        after: Option<LogPosition>,
+        now: UnixMs,
+        limit: usize,
+    ) -> Result<Vec<RevocationRecord>, StoreError>;
 
     /// Records that `kid` is published at `now` (kept if an earlier record exists) and must stay
     /// published until `publish_until` (overwritten). Returns the record as it now stands.

@@ -21,6 +21,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
+use super::revocation_log::{
+    LogNote, LogPosition, RevocationReason, RevocationRecord, split_sessions,
+};
 use super::{
     Entitlement, Invalid, KeyPublication, NewSession, ReuseCause, RotateOutcome, Rotation, Session,
     SharedCounters, Store, StoreError, User, UserAttributes,
@@ -368,6 +371,7 @@ pub struct RedisStore {
     upgrade_hash: Script,
     delete_user: Script,
     swap_record: Script,
+    append_log: Script,
 }
 
 impl From<redis::RedisError> for StoreError {
@@ -418,6 +422,8 @@ const USERS: &str = "lk:{users}:all";
 const KEYS_FIRST_PUBLISHED: &str = "lk:{keys}:first";
 const KEYS_PUBLISH_UNTIL: &str = "lk:{keys}:until";
 const META: &str = "lk:meta";
+/// The revocation log, a stream in a slot of its own (`docs/revocation-feed.md`).
+const REVOCATION_LOG: &str = "lk:{log}:revocations";
 
 impl RedisStore {
     pub fn new(url: &str) -> Result<RedisStore, StoreError> {
@@ -493,15 +499,31 @@ impl RedisStore {
             }),
             client,
             conn: ConnCell::default(),
-            rotate: Script::new(include_str!("lua/rotate.lua")),
+            rotate: Script::new(concat!(
+                include_str!("lua/append_revocation.lua"),
+                include_str!("lua/rotate.lua")
+            )),
             create_session: Script::new(include_str!("lua/create_session.lua")),
-            revoke_family: Script::new(include_str!("lua/revoke_family.lua")),
-            revoke_user: Script::new(include_str!("lua/revoke_user.lua")),
+            revoke_family: Script::new(concat!(
+                include_str!("lua/append_revocation.lua"),
+                include_str!("lua/revoke_family.lua")
+            )),
+            revoke_user: Script::new(concat!(
+                include_str!("lua/append_revocation.lua"),
+                include_str!("lua/revoke_user.lua")
+            )),
             list_sessions: Script::new(include_str!("lua/list_sessions.lua")),
             create_user: Script::new(include_str!("lua/create_user.lua")),
             upgrade_hash: Script::new(include_str!("lua/upgrade_hash.lua")),
-            delete_user: Script::new(include_str!("lua/delete_user.lua")),
+            delete_user: Script::new(concat!(
+                include_str!("lua/append_revocation.lua"),
+                include_str!("lua/delete_user.lua")
+            )),
             swap_record: Script::new(include_str!("lua/swap_record.lua")),
+            append_log: Script::new(concat!(
+                include_str!("lua/append_revocation.lua"),
+                include_str!("lua/append_log.lua")
+            )),
         }
     }
 
@@ -571,34 +593,153 @@ impl RedisStore {
         uid: &str,
         bump_epoch: bool,
         fields: &[(&str, &str)],
+        note: &LogNote,
     ) -> Result<Option<usize>, StoreError> {
-        self.change_user(uid, bump_epoch, fields, true).await
+        self.change_user(uid, bump_epoch, fields, Some(note)).await
     }
 
-    /// Sets `fields` of `uid` (bumping its epoch when asked) and, when `end` is set, ends every
-    /// session in the same step. `None` when there is no such user.
+    /// Sets `fields` of `uid` (bumping its epoch when asked) and, when a log note is given, ends
+    /// every session and logs the revocation in the same step. `None` when there is no such user.
     async fn change_user(
         &self,
         uid: &str,
         bump_epoch: bool,
         fields: &[(&str, &str)],
-        end: bool,
+        end: Option<&LogNote>,
     ) -> Result<Option<usize>, StoreError> {
         let mut conn = self.conn().await?;
         let prefix = user_slot(uid);
         let mut invocation = self.revoke_user.prepare_invoke();
         invocation
             .key(format!("{prefix}u:{uid}"))
-            .key(format!("{prefix}s:{uid}"))
+            .key(format!("{prefix}s:{uid}"));
+        if end.is_some()
+            && let Some(log) = self.log_in_script()
+        {
+            invocation.key(log);
+        }
+        invocation
             .arg(&prefix)
             .arg(if bump_epoch { "1" } else { "0" })
-            .arg(if end { "1" } else { "0" });
+            .arg(if end.is_some() { "1" } else { "0" })
+            .arg(end.map(LogNote::packed).unwrap_or_default())
+            .arg(uid)
+            .arg(
+                end.and_then(LogNote::cutoff)
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+            );
         for (name, value) in fields {
             invocation.arg(*name).arg(*value);
         }
-        let ended: i64 = invocation.invoke_async(&mut conn).await?;
+        let (ended, sids): (i64, String) = invocation.invoke_async(&mut conn).await?;
+        if ended >= 0
+            && let Some(note) = end
+        {
+            self.append_after_script(&mut conn, note, uid, &sids)
+                .await?;
+        }
         Ok(usize::try_from(ended).ok())
     }
+
+    /// Revokes one family (only if it issued `token`, when given) and logs it.
+    async fn revoke_family(
+        &self,
+        id: Uuid,
+        token: Option<TokenId>,
+        note: &LogNote,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let prefix = session_slot(id);
+        let sid = sid_member(id);
+        let mut invocation = self.revoke_family.prepare_invoke();
+        invocation
+            .key(format!("{prefix}f:{sid}"))
+            .key(format!("{prefix}x:{sid}"));
+        if let Some(log) = self.log_in_script() {
+            invocation.key(log);
+        }
+        invocation
+            .arg(&sid)
+            .arg(format!("{prefix}s:"))
+            .arg(note.packed());
+        if let Some(token) = token {
+            invocation.arg(token.0.as_slice());
+        }
+        let uid: Option<String> = invocation.invoke_async(&mut conn).await?;
+        if let Some(uid) = &uid {
+            self.append_after_script(&mut conn, note, uid, &sid).await?;
+        }
+        Ok(uid.is_some())
+    }
+
+    fn on_cluster(&self) -> bool {
+        matches!(self.client, Target::Cluster(_))
+    }
+
+    /// The log key a revoking script appends to in its own step: none on a Cluster, where the
+    /// log lives in another slot than the user's keys.
+    fn log_in_script(&self) -> Option<&'static str> {
+        (!self.on_cluster()).then_some(REVOCATION_LOG)
+    }
+
+    /// On a Cluster, appends right after the script the record it could not write (the log is
+    /// in another slot), retried: the revocation is done, and resource servers only learn of it
+    /// from the log. Elsewhere the script wrote it: nothing to do. `sids`: simple ids joined by
+    /// commas.
+    async fn append_after_script(
+        &self,
+        conn: &mut Conn,
+        note: &LogNote,
+        uid: &str,
+        sids: &str,
+    ) -> Result<(), StoreError> {
+        if !self.on_cluster() {
+            return Ok(());
+        }
+        let mut last = None;
+        for attempt in 0..3u64 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            let appended: redis::RedisResult<i64> = self
+                .append_log
+                .key(REVOCATION_LOG)
+                .arg(note.packed())
+                .arg(uid)
+                .arg(sids)
+                .arg(note.cutoff().map(|c| c.to_string()).unwrap_or_default())
+                .invoke_async(conn)
+                .await;
+            match appended {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.map_or_else(|| StoreError::Unavailable("no attempt".into()), Into::into);
+        tracing::error!(
+            event = "revocation_log.append_failed",
+            %uid,
+            error = %crate::telemetry::error_chain(&e),
+            "sessions were revoked but the revocation log could not record it: resource servers \
+             following the feed keep accepting their access tokens until they expire"
+        );
+        Err(e)
+    }
+}
+
+/// A stream entry of the log as a record; `None` for one that cannot be read (skipped, so one
+/// bad entry never blocks the feed).
+fn revocation_from(id: &str, fields: &HashMap<String, String>) -> Option<RevocationRecord> {
+    Some(RevocationRecord {
+        position: id.parse().ok()?,
+        at: fields.get("at")?.parse().ok()?,
+        keep_until: fields.get("keep")?.parse().ok()?,
+        reason: RevocationReason::parse(fields.get("why")?)?,
+        user_id: fields.get("uid")?.clone(),
+        sessions: split_sessions(fields.get("sids").map_or("", String::as_str)),
+        cutoff: fields.get("cut").and_then(|c| c.parse().ok()),
+    })
 }
 
 fn field(h: &HashMap<String, String>, name: &str) -> Result<String, StoreError> {
@@ -783,8 +924,14 @@ impl Store for RedisStore {
         Ok(users)
     }
 
-    async fn set_password(&self, user_id: &str, hash: &str) -> Result<Option<usize>, StoreError> {
-        self.end_sessions(user_id, true, &[("hash", hash)]).await
+    async fn set_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        note: &LogNote,
+    ) -> Result<Option<usize>, StoreError> {
+        self.end_sessions(user_id, true, &[("hash", hash)], note)
+            .await
     }
 
     async fn upgrade_password_hash(
@@ -825,24 +972,39 @@ impl Store for RedisStore {
         let fields: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
         // No epoch bump and no session ends: attributes are not credentials.
         Ok(self
-            .change_user(user_id, false, &fields, false)
+            .change_user(user_id, false, &fields, None)
             .await?
             .is_some())
     }
 
-    async fn delete_user(&self, user_id: &str) -> Result<Option<usize>, StoreError> {
+    async fn delete_user(
+        &self,
+        user_id: &str,
+        note: &LogNote,
+    ) -> Result<Option<usize>, StoreError> {
         let mut conn = self.conn().await?;
         let Some(user) = self.load_user(&mut conn, user_id).await? else {
             return Ok(None);
         };
         let prefix = user_slot(user_id);
-        let ended: i64 = self
-            .delete_user
+        let mut invocation = self.delete_user.prepare_invoke();
+        invocation
             .key(format!("{prefix}u:{user_id}"))
-            .key(format!("{prefix}s:{user_id}"))
+            .key(format!("{prefix}s:{user_id}"));
+        if let Some(log) = self.log_in_script() {
+            invocation.key(log);
+        }
+        let (ended, sids): (i64, String) = invocation
             .arg(&prefix)
+            .arg(note.packed())
+            .arg(user_id)
+            .arg(note.cutoff().map(|c| c.to_string()).unwrap_or_default())
             .invoke_async(&mut conn)
             .await?;
+        if ended >= 0 {
+            self.append_after_script(&mut conn, note, user_id, &sids)
+                .await?;
+        }
         // The name is released only if it still names this user (never another's claim).
         for key in [username_key(&user.username), look_alike_key(&user.username)] {
             let claimed: Option<String> = conn.get(&key).await?;
@@ -858,9 +1020,10 @@ impl Store for RedisStore {
         &self,
         user_id: &str,
         disabled: bool,
+        note: &LogNote,
     ) -> Result<Option<usize>, StoreError> {
         let value = if disabled { "1" } else { "0" };
-        self.end_sessions(user_id, true, &[("disabled", value)])
+        self.end_sessions(user_id, true, &[("disabled", value)], note)
             .await
     }
 
@@ -896,11 +1059,20 @@ impl Store for RedisStore {
         let sid = sid_member(r.session_id);
         let sent = system_ms();
         let deadline = sent + crate::clock::duration_ms(RESPONSE_TIMEOUT) - DEADLINE_MARGIN_MS;
-        let mut reply: Vec<Vec<u8>> = self
-            .rotate
+        let reuse_note = LogNote {
+            reason: RevocationReason::ReuseDetected,
+            at: r.now,
+            keep_until: r.log_keep_until,
+        };
+        let mut invocation = self.rotate.prepare_invoke();
+        invocation
             .key(format!("{prefix}f:{sid}"))
             .key(format!("{prefix}x:{sid}"))
-            .key(format!("{prefix}r:{sid}"))
+            .key(format!("{prefix}r:{sid}"));
+        if let Some(log) = self.log_in_script() {
+            invocation.key(log);
+        }
+        let mut reply: Vec<Vec<u8>> = invocation
             .arg(r.now)
             .arg(r.grace_ms)
             .arg(r.idle_ttl_ms)
@@ -917,8 +1089,14 @@ impl Store for RedisStore {
             .arg(r.channel.as_str())
             .arg(sent)
             .arg(r.dpop_jkt.as_deref().unwrap_or(""))
+            .arg(reuse_note.packed())
             .invoke_async(&mut conn)
             .await?;
+        if word(&reply, 0) == b"reused" {
+            let uid = text(&reply, 1)?;
+            self.append_after_script(&mut conn, &reuse_note, &uid, &sid)
+                .await?;
+        }
         match word(&reply, 0) {
             b"rotated" => Ok(RotateOutcome::Rotated(entitlement_from(&mut reply)?)),
             b"replayed" => Ok(RotateOutcome::Replayed {
@@ -1025,39 +1203,72 @@ impl Store for RedisStore {
         Ok(sessions)
     }
 
-    async fn revoke_by_token(&self, session_id: Uuid, token: TokenId) -> Result<bool, StoreError> {
-        let mut conn = self.conn().await?;
-        let prefix = session_slot(session_id);
-        let sid = sid_member(session_id);
-        let uid: Option<String> = self
-            .revoke_family
-            .key(format!("{prefix}f:{sid}"))
-            .key(format!("{prefix}x:{sid}"))
-            .arg(&sid)
-            .arg(format!("{prefix}s:"))
-            .arg(token.0.as_slice())
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(uid.is_some())
+    async fn revoke_by_token(
+        &self,
+        session_id: Uuid,
+        token: TokenId,
+        note: &LogNote,
+    ) -> Result<bool, StoreError> {
+        self.revoke_family(session_id, Some(token), note).await
     }
 
-    async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError> {
-        let mut conn = self.conn().await?;
-        let prefix = session_slot(id);
-        let sid = sid_member(id);
-        let uid: Option<String> = self
-            .revoke_family
-            .key(format!("{prefix}f:{sid}"))
-            .key(format!("{prefix}x:{sid}"))
-            .arg(&sid)
-            .arg(format!("{prefix}s:"))
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(uid.is_some())
+    async fn revoke_session(&self, id: Uuid, note: &LogNote) -> Result<bool, StoreError> {
+        self.revoke_family(id, None, note).await
     }
 
-    async fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
-        Ok(self.end_sessions(user_id, false, &[]).await?.unwrap_or(0))
+    async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        note: &LogNote,
+    ) -> Result<usize, StoreError> {
+        Ok(self
+            .end_sessions(user_id, false, &[], note)
+            .await?
+            .unwrap_or(0))
+    }
+
+    async fn revocations_after(
+        &self,
+        after: Option<LogPosition>,
+        now: UnixMs,
+        limit: usize,
+    ) -> Result<Vec<RevocationRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut from = after;
+        // Entries past their `keep` are skipped; trimming is approximate, so a few may lead.
+        for _ in 0..8 {
+            let start = from.map_or_else(|| "-".to_owned(), |p| format!("({p}"));
+            let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+                .arg(REVOCATION_LOG)
+                .arg(start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(limit)
+                .query_async(&mut conn)
+                .await?;
+            let Some((last, _)) = entries.last() else {
+                return Ok(Vec::new());
+            };
+            from = Some(last.parse().map_err(|()| {
+                StoreError::Corrupt("a revocation log id is not a stream id".into())
+            })?);
+            let full = entries.len() >= limit;
+            let live: Vec<RevocationRecord> = entries
+                .iter()
+                .filter_map(|(id, pairs)| {
+                    let fields: HashMap<String, String> = pairs
+                        .chunks_exact(2)
+                        .map(|kv| (kv[0].clone(), kv[1].clone()))
+                        .collect();
+                    revocation_from(id, &fields)
+                })
+                .filter(|r| r.keep_until > now)
+                .collect();
+            if !live.is_empty() || !full {
+                return Ok(live);
+            }
+        }
+        Ok(Vec::new())
     }
 
     async fn record_key_publication(
@@ -1252,8 +1463,13 @@ impl Store for Reconnecting {
         self.once_more(|| self.0.list_users()).await
     }
 
-    async fn set_password(&self, user_id: &str, hash: &str) -> Result<Option<usize>, StoreError> {
-        self.once(self.0.set_password(user_id, hash)).await
+    async fn set_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        note: &LogNote,
+    ) -> Result<Option<usize>, StoreError> {
+        self.once(self.0.set_password(user_id, hash, note)).await
     }
 
     async fn upgrade_password_hash(
@@ -1275,16 +1491,22 @@ impl Store for Reconnecting {
             .await
     }
 
-    async fn delete_user(&self, user_id: &str) -> Result<Option<usize>, StoreError> {
-        self.once(self.0.delete_user(user_id)).await
+    async fn delete_user(
+        &self,
+        user_id: &str,
+        note: &LogNote,
+    ) -> Result<Option<usize>, StoreError> {
+        self.once(self.0.delete_user(user_id, note)).await
     }
 
     async fn set_disabled(
         &self,
         user_id: &str,
         disabled: bool,
+        note: &LogNote,
     ) -> Result<Option<usize>, StoreError> {
-        self.once(self.0.set_disabled(user_id, disabled)).await
+        self.once(self.0.set_disabled(user_id, disabled, note))
+            .await
     }
 
     async fn create_session(&self, session: &NewSession) -> Result<bool, StoreError> {
@@ -1328,17 +1550,36 @@ impl Store for Reconnecting {
         self.once_more(|| self.0.sessions_of(user_id, now)).await
     }
 
-    async fn revoke_by_token(&self, session_id: Uuid, token: TokenId) -> Result<bool, StoreError> {
-        self.once_more(|| self.0.revoke_by_token(session_id, token))
+    async fn revoke_by_token(
+        &self,
+        session_id: Uuid,
+        token: TokenId,
+        note: &LogNote,
+    ) -> Result<bool, StoreError> {
+        self.once_more(|| self.0.revoke_by_token(session_id, token, note))
             .await
     }
 
-    async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.once(self.0.revoke_session(id)).await
+    async fn revoke_session(&self, id: Uuid, note: &LogNote) -> Result<bool, StoreError> {
+        self.once(self.0.revoke_session(id, note)).await
     }
 
-    async fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
-        self.once_more(|| self.0.revoke_user_sessions(user_id))
+    // Not retried: a second run would log a second per-user record (harmless, but counted).
+    async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        note: &LogNote,
+    ) -> Result<usize, StoreError> {
+        self.once(self.0.revoke_user_sessions(user_id, note)).await
+    }
+
+    async fn revocations_after(
+        &self,
+        after: Option<LogPosition>,
+        now: UnixMs,
+        limit: usize,
+    ) -> Result<Vec<RevocationRecord>, StoreError> {
+        self.once_more(|| self.0.revocations_after(after, now, limit))
             .await
     }
 

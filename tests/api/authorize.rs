@@ -458,7 +458,14 @@ async fn the_sign_on_ends_with_the_users_sessions(backend: Backend) {
     let b = signed_on().await;
     assert!(!shows_login(b.clone()).await);
     let new_hash = app.user_record("x", "another password").await.password_hash;
-    app.store.set_password(&user.id, &new_hash).await.unwrap();
+    app.store
+        .set_password(
+            &user.id,
+            &new_hash,
+            &crate::helpers::note(latchkey::store::RevocationReason::PasswordChanged),
+        )
+        .await
+        .unwrap();
     assert!(shows_login(b).await, "a password change ends the sign-on");
 
     let b = browser();
@@ -473,7 +480,14 @@ async fn the_sign_on_ends_with_the_users_sessions(backend: Backend) {
             .status(),
         StatusCode::SEE_OTHER
     );
-    app.store.set_disabled(&user.id, true).await.unwrap();
+    app.store
+        .set_disabled(
+            &user.id,
+            true,
+            &crate::helpers::note(latchkey::store::RevocationReason::UserDisabled),
+        )
+        .await
+        .unwrap();
     assert!(shows_login(b).await, "users disable ends the sign-on");
 }
 

@@ -116,7 +116,14 @@ async fn logout_is_idempotent(backend: Backend) {
 async fn disabled_user_cannot_log_in(backend: Backend) {
     let app = spawn_app_with(backend, |_| {}).await;
     let user = app.add_user("dave", PASSWORD).await;
-    app.store.set_disabled(&user.id, true).await.unwrap();
+    app.store
+        .set_disabled(
+            &user.id,
+            true,
+            &crate::helpers::note(latchkey::store::RevocationReason::UserDisabled),
+        )
+        .await
+        .unwrap();
 
     assert_error(
         app.login("dave", PASSWORD).await,

@@ -739,6 +739,10 @@ impl ServeProcess {
         panic!("latchkey serve exited at start three times");
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no chance to flush or finish anything.
     pub fn kill_9(&mut self) {
         self.child.kill().unwrap();
@@ -845,4 +849,15 @@ pub async fn burst(
         }
     }
     all
+}
+
+/// A revocation-log note for a revocation a test makes directly on the store, at the wall
+/// clock's now, kept for 15 minutes.
+pub fn note(reason: latchkey::store::RevocationReason) -> latchkey::store::LogNote {
+    let at = latchkey::clock::system_ms();
+    latchkey::store::LogNote {
+        reason,
+        at,
+        keep_until: at + 15 * 60 * 1000,
+    }
 }

@@ -33,6 +33,7 @@ mod discovery;
 mod dpop;
 mod eddsa;
 mod embedded;
+mod feed;
 mod flow;
 mod fuzz;
 mod key_rotation;

@@ -74,7 +74,14 @@ async fn every_refresh_outcome_login_outcome_and_revocation_is_counted() {
     .await;
     app.add_user("alice", PASSWORD).await;
     let disabled = app.add_user("dora", PASSWORD).await;
-    app.store.set_disabled(&disabled.id, true).await.unwrap();
+    app.store
+        .set_disabled(
+            &disabled.id,
+            true,
+            &crate::helpers::note(latchkey::store::RevocationReason::UserDisabled),
+        )
+        .await
+        .unwrap();
     let before = scrape(&app).await;
     assert_eq!(refresh_outcome(&before, "rotated", ""), 0.0);
 
@@ -343,7 +350,14 @@ async fn store_errors_are_counted_per_operation() {
 async fn a_wrong_password_for_a_disabled_account_counts_as_any_wrong_password() {
     let app = spawn_app_with(Backend::Embedded, |_| {}).await;
     let dora = app.add_user("dora", PASSWORD).await;
-    app.store.set_disabled(&dora.id, true).await.unwrap();
+    app.store
+        .set_disabled(
+            &dora.id,
+            true,
+            &crate::helpers::note(latchkey::store::RevocationReason::UserDisabled),
+        )
+        .await
+        .unwrap();
     let counted = async |username: &str, password: &str| {
         let before = scrape(&app).await;
         let refused = app.login(username, password).await;

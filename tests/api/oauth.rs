@@ -902,7 +902,14 @@ async fn introspection_follows_rfc_7662() {
         assert_eq!(introspect(garbage.into()).await, json!({"active": false}));
     }
     let user = app.store.user_by_name("alice").await.unwrap().unwrap();
-    app.store.set_disabled(&user.id, true).await.unwrap();
+    app.store
+        .set_disabled(
+            &user.id,
+            true,
+            &crate::helpers::note(latchkey::store::RevocationReason::UserDisabled),
+        )
+        .await
+        .unwrap();
     assert_eq!(
         introspect(text(&rotated, "access_token")).await,
         json!({"active": false})

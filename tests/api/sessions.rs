@@ -284,7 +284,14 @@ async fn a_disabled_users_tokens_stop_at_once(backend: Backend) {
     let user = app.add_user("alice", PASSWORD).await;
     let tokens = app.login_ok("alice").await;
 
-    app.store.set_disabled(&user.id, true).await.unwrap();
+    app.store
+        .set_disabled(
+            &user.id,
+            true,
+            &crate::helpers::note(latchkey::store::RevocationReason::UserDisabled),
+        )
+        .await
+        .unwrap();
 
     assert_eq!(
         app.userinfo(&text(&tokens, "access_token")).await.status(),

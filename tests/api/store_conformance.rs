@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use latchkey::store::{
-    Channel, Invalid, NewSession, ReuseCause, RotateOutcome, Rotation, SharedStore, StoreError,
-    User,
+    Channel, Invalid, LogNote, NewSession, ReuseCause, RevocationReason, RotateOutcome, Rotation,
+    SharedStore, StoreError, User,
 };
 use latchkey::tokens::{RefreshToken, TokenId, new_session_id};
 use tempfile::TempDir;
@@ -60,12 +60,25 @@ conformance!(
     sessions_are_listed_per_user,
     key_publications_keep_the_first_instant,
     sign_in_records_expire_by_the_callers_clock_and_swap_once,
+    every_revocation_is_logged_once_in_order,
+    the_revocation_log_forgets_records_past_their_keep,
 );
 
 const T0: i64 = 1_800_000_000_000;
 const IDLE: i64 = 3_600_000;
 const GRACE: i64 = 10_000;
 const FAMILY: i64 = 4 * IDLE;
+/// How long the revocation log keeps a record in these tests.
+const RETENTION: i64 = 900_000;
+
+/// A revocation-log note at `T0`.
+fn n(reason: RevocationReason) -> LogNote {
+    LogNote {
+        reason,
+        at: T0,
+        keep_until: T0 + RETENTION,
+    }
+}
 
 struct Fixture {
     store: SharedStore,
@@ -285,6 +298,7 @@ fn rotation(sid: Uuid, presented: TokenId, now: i64) -> (Rotation, TokenId) {
             client_id: None,
             channel: Channel::Body,
             dpop_jkt: None,
+            log_keep_until: now + 900_000,
         },
         successor,
     )
@@ -324,10 +338,23 @@ async fn users_are_unique_by_name(store: &SharedStore) {
 
     // Each change of credentials or status bumps the epoch.
     assert_eq!(
-        store.set_password(&user.id, "$argon2id$y").await.unwrap(),
+        store
+            .set_password(
+                &user.id,
+                "$argon2id$y",
+                &n(RevocationReason::PasswordChanged)
+            )
+            .await
+            .unwrap(),
         Some(0)
     );
-    assert_eq!(store.set_disabled(&user.id, true).await.unwrap(), Some(0));
+    assert_eq!(
+        store
+            .set_disabled(&user.id, true, &n(RevocationReason::UserDisabled))
+            .await
+            .unwrap(),
+        Some(0)
+    );
     let changed = User {
         password_hash: "$argon2id$y".into(),
         disabled: true,
@@ -340,8 +367,20 @@ async fn users_are_unique_by_name(store: &SharedStore) {
     );
     let listed = store.list_users().await.unwrap();
     assert!(listed.contains(&changed), "{listed:?}");
-    assert_eq!(store.set_password("nobody", "$x").await.unwrap(), None);
-    assert_eq!(store.set_disabled("nobody", true).await.unwrap(), None);
+    assert_eq!(
+        store
+            .set_password("nobody", "$x", &n(RevocationReason::PasswordChanged))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .set_disabled("nobody", true, &n(RevocationReason::UserDisabled))
+            .await
+            .unwrap(),
+        None
+    );
 
     // The profile claims round-trip, and changing them bumps no epoch.
     let profile = latchkey::store::UserAttributes {
@@ -384,7 +423,10 @@ async fn credential_changes_end_every_session_and_void_logins_in_flight(store: &
 
     // A password change ends both sessions in the same step that bumps the epoch…
     assert_eq!(
-        store.set_password("u1", "$argon2id$new").await.unwrap(),
+        store
+            .set_password("u1", "$argon2id$new", &n(RevocationReason::PasswordChanged))
+            .await
+            .unwrap(),
         Some(2)
     );
     assert_eq!(store.session(a, T0).await.unwrap(), None);
@@ -400,7 +442,13 @@ async fn credential_changes_end_every_session_and_void_logins_in_flight(store: &
     assert!(created, "a login with the new password");
 
     // Disabled: no session at any epoch.
-    assert_eq!(store.set_disabled("u1", true).await.unwrap(), Some(1));
+    assert_eq!(
+        store
+            .set_disabled("u1", true, &n(RevocationReason::UserDisabled))
+            .await
+            .unwrap(),
+        Some(1)
+    );
     for epoch in 0..4 {
         let (_, _, created) = try_session(store, "u1", T0 + 2, epoch).await;
         assert!(!created, "a session of a disabled user at epoch {epoch}");
@@ -538,7 +586,12 @@ async fn a_user_and_a_session_read_together_answer_as_read_apart(store: &SharedS
         .await
         .unwrap();
     assert!(ended.is_none());
-    assert!(store.revoke_session(sid).await.unwrap());
+    assert!(
+        store
+            .revoke_session(sid, &n(RevocationReason::SessionEnded))
+            .await
+            .unwrap()
+    );
     let (user, session) = store.user_and_session("u1", sid, T0 + 2).await.unwrap();
     assert!(user.is_some() && session.is_none());
     let (nobody, _) = store.user_and_session("nobody", sid, T0 + 2).await.unwrap();
@@ -549,7 +602,13 @@ async fn deleting_a_user_ends_its_sessions_and_frees_its_name(store: &SharedStor
     let (sid, t1) = new_session(store, "u1", T0).await;
     let (other, _) = new_session(store, "u2", T0).await;
 
-    assert_eq!(store.delete_user("u1").await.unwrap(), Some(1));
+    assert_eq!(
+        store
+            .delete_user("u1", &n(RevocationReason::UserDeleted))
+            .await
+            .unwrap(),
+        Some(1)
+    );
 
     assert_eq!(store.user_by_id("u1").await.unwrap(), None);
     assert_eq!(store.user_by_name("user-u1").await.unwrap(), None);
@@ -559,7 +618,13 @@ async fn deleting_a_user_ends_its_sessions_and_frees_its_name(store: &SharedStor
         RotateOutcome::Invalid(_)
     ));
     assert!(store.session(other, T0).await.unwrap().is_some());
-    assert_eq!(store.delete_user("u1").await.unwrap(), None);
+    assert_eq!(
+        store
+            .delete_user("u1", &n(RevocationReason::UserDeleted))
+            .await
+            .unwrap(),
+        None
+    );
     // The name is free: a new user takes it, inheriting nothing.
     store.create_user(&user("u9", "user-u1")).await.unwrap();
     assert_eq!(
@@ -760,21 +825,35 @@ async fn logout_needs_a_token_of_the_family(store: &SharedStore) {
     let (other_sid, other) = new_session(store, "u1", T0).await;
 
     assert!(
-        !store.revoke_by_token(sid, token(sid)).await.unwrap(),
+        !store
+            .revoke_by_token(sid, token(sid), &n(RevocationReason::Logout))
+            .await
+            .unwrap(),
         "forged token"
     );
     assert!(
-        !store.revoke_by_token(sid, other).await.unwrap(),
+        !store
+            .revoke_by_token(sid, other, &n(RevocationReason::Logout))
+            .await
+            .unwrap(),
         "token of another family"
     );
     assert!(store.session(sid, T0).await.unwrap().is_some());
 
     // A consumed token of the family still identifies it.
     let (_, _t2) = rotate(store, sid, t1, T0).await;
-    assert!(store.revoke_by_token(sid, t1).await.unwrap());
+    assert!(
+        store
+            .revoke_by_token(sid, t1, &n(RevocationReason::Logout))
+            .await
+            .unwrap()
+    );
     assert_eq!(store.session(sid, T0).await.unwrap(), None);
     assert!(
-        !store.revoke_by_token(sid, t1).await.unwrap(),
+        !store
+            .revoke_by_token(sid, t1, &n(RevocationReason::Logout))
+            .await
+            .unwrap(),
         "already revoked"
     );
     assert!(store.session(other_sid, T0).await.unwrap().is_some());
@@ -785,14 +864,30 @@ async fn revocation_by_session_and_by_user(store: &SharedStore) {
     let (_, _) = new_session(store, "u1", T0).await;
     let (c, tc) = new_session(store, "u2", T0).await;
 
-    assert!(store.revoke_session(a).await.unwrap());
-    assert!(!store.revoke_session(a).await.unwrap());
+    assert!(
+        store
+            .revoke_session(a, &n(RevocationReason::SessionEnded))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_session(a, &n(RevocationReason::SessionEnded))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         rotate(store, a, ta, T0).await.0,
         RotateOutcome::Invalid(Invalid::Unknown)
     );
 
-    assert_eq!(store.revoke_user_sessions("u1").await.unwrap(), 1);
+    assert_eq!(
+        store
+            .revoke_user_sessions("u1", &n(RevocationReason::LogoutAll))
+            .await
+            .unwrap(),
+        1
+    );
     assert!(store.sessions_of("u1", T0).await.unwrap().is_empty());
     assert!(store.session(c, T0).await.unwrap().is_some());
     assert!(matches!(
@@ -921,4 +1016,132 @@ async fn sign_in_records_expire_by_the_callers_clock_and_swap_once(store: &Share
     store.delete_record("tx:b").await.unwrap();
     assert_eq!(store.record("tx:b", T0).await.unwrap(), None);
     store.delete_record("tx:b").await.unwrap();
+}
+
+/// Every revoking call writes one record with what it revoked, in the order of the
+/// revocations; a call that revokes nothing writes none, except per-user revocations, whose
+/// cutoff matters even with no session live (a login in flight).
+async fn every_revocation_is_logged_once_in_order(store: &SharedStore) {
+    let (a, ta) = new_session(store, "u1", T0).await;
+    let (b, _) = new_session(store, "u1", T0).await;
+    let (c, tc) = new_session(store, "u2", T0).await;
+    let (d, _) = new_session(store, "u2", T0).await;
+
+    assert!(
+        store
+            .revoke_by_token(a, ta, &n(RevocationReason::Logout))
+            .await
+            .unwrap()
+    );
+    // Nothing revoked: nothing logged.
+    assert!(
+        !store
+            .revoke_by_token(a, ta, &n(RevocationReason::Logout))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_session(Uuid::new_v4(), &n(RevocationReason::SessionEnded))
+            .await
+            .unwrap()
+    );
+    // Reuse: the rotated token presented again after the grace window.
+    let (rotated, _) = rotate(store, c, tc, T0).await;
+    assert!(matches!(rotated, RotateOutcome::Rotated(_)));
+    let (reused, _) = rotate(store, c, tc, T0 + GRACE + 1).await;
+    assert!(matches!(reused, RotateOutcome::Reused { .. }), "{reused:?}");
+    assert_eq!(
+        store
+            .set_password("u1", "$argon2id$z", &n(RevocationReason::PasswordChanged))
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert!(
+        store
+            .revoke_session(d, &n(RevocationReason::SessionEnded))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .set_disabled("u2", true, &n(RevocationReason::UserDisabled))
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    assert_eq!(
+        store
+            .set_password("nobody", "$x", &n(RevocationReason::PasswordChanged))
+            .await
+            .unwrap(),
+        None,
+        "no such user: nothing logged"
+    );
+
+    let log = store.revocations_after(None, T0, 100).await.unwrap();
+    let seen: Vec<_> = log
+        .iter()
+        .map(|r| (r.reason, r.user_id.as_str(), r.sessions.clone(), r.cutoff))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (RevocationReason::Logout, "u1", vec![a], None),
+            (RevocationReason::ReuseDetected, "u2", vec![c], None),
+            (RevocationReason::PasswordChanged, "u1", vec![b], Some(T0)),
+            (RevocationReason::SessionEnded, "u2", vec![d], None),
+            (RevocationReason::UserDisabled, "u2", vec![], Some(T0)),
+        ]
+    );
+    assert!(log.windows(2).all(|w| w[0].position < w[1].position));
+    assert!(log.iter().all(|r| r.keep_until == r.at + RETENTION));
+    // Read on from any record, in pages.
+    let after_second = store
+        .revocations_after(Some(log[1].position), T0, 2)
+        .await
+        .unwrap();
+    assert_eq!(after_second, log[2..4].to_vec());
+    assert!(
+        store
+            .revocations_after(Some(log[4].position), T0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A record is only read while an access token it concerns may still be alive.
+async fn the_revocation_log_forgets_records_past_their_keep(store: &SharedStore) {
+    let (a, _) = new_session(store, "u1", T0).await;
+    let (b, _) = new_session(store, "u1", T0).await;
+    let short = LogNote {
+        reason: RevocationReason::SessionEnded,
+        at: T0,
+        keep_until: T0 + 1_000,
+    };
+    assert!(store.revoke_session(a, &short).await.unwrap());
+    assert!(
+        store
+            .revoke_session(b, &n(RevocationReason::SessionEnded))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.revocations_after(None, T0, 10).await.unwrap().len(),
+        2
+    );
+    store.sweep(T0 + 1_000).await.unwrap();
+    let later = store.revocations_after(None, T0 + 1_000, 10).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].sessions, vec![b]);
+    store.sweep(T0 + RETENTION).await.unwrap();
+    assert!(
+        store
+            .revocations_after(None, T0 + RETENTION, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

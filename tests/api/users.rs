@@ -72,7 +72,13 @@ async fn names_that_look_alike_are_one_name(backend: Backend) {
     assert_eq!(fullwidth.status(), StatusCode::OK);
     // Deleting alice frees the look: the dotless spelling can be had now.
     let alice = accounts.find("alice").await.unwrap();
-    app.store.delete_user(&alice.id).await.unwrap();
+    app.store
+        .delete_user(
+            &alice.id,
+            &crate::helpers::note(latchkey::store::RevocationReason::UserDeleted),
+        )
+        .await
+        .unwrap();
     create("al\u{131}ce").await.unwrap();
 }
 
@@ -112,7 +118,13 @@ async fn users_check_lists_look_alikes_from_before_keys_were_kept(backend: Backe
     assert!(!out.contains("bob"), "{out}");
     // Once a look-alike is removed, the check is clean.
     let dotless = app.flows.accounts().find("al\u{131}ce").await.unwrap();
-    app.store.delete_user(&dotless.id).await.unwrap();
+    app.store
+        .delete_user(
+            &dotless.id,
+            &crate::helpers::note(latchkey::store::RevocationReason::UserDeleted),
+        )
+        .await
+        .unwrap();
     let checked = cli(&["users", "check"], &app.config_path, "");
     assert!(ok(&checked).contains("no two names look alike"));
 }

@@ -32,6 +32,7 @@ use super::{
 };
 use crate::clock::UnixMs;
 use crate::config::Durability;
+use crate::store::{LogNote, LogPosition, RevocationRecord};
 use crate::tokens::TokenId;
 use writer::WriteJob;
 
@@ -204,9 +205,14 @@ impl Store for EmbeddedStore {
         self.read(sql::list_users).await
     }
 
-    async fn set_password(&self, user_id: &str, hash: &str) -> Result<Option<usize>, StoreError> {
-        let (user_id, hash) = (user_id.to_owned(), hash.to_owned());
-        self.write(move |c| sql::change_user(c, &user_id, "password_hash", &hash))
+    async fn set_password(
+        &self,
+        user_id: &str,
+        hash: &str,
+        note: &LogNote,
+    ) -> Result<Option<usize>, StoreError> {
+        let (user_id, hash, note) = (user_id.to_owned(), hash.to_owned(), *note);
+        self.write(move |c| sql::change_user(c, &user_id, "password_hash", &hash, &note))
             .await
     }
 
@@ -231,18 +237,24 @@ impl Store for EmbeddedStore {
             .await
     }
 
-    async fn delete_user(&self, user_id: &str) -> Result<Option<usize>, StoreError> {
-        let user_id = user_id.to_owned();
-        self.write(move |c| sql::delete_user(c, &user_id)).await
+    async fn delete_user(
+        &self,
+        user_id: &str,
+        note: &LogNote,
+    ) -> Result<Option<usize>, StoreError> {
+        let (user_id, note) = (user_id.to_owned(), *note);
+        self.write(move |c| sql::delete_user(c, &user_id, &note))
+            .await
     }
 
     async fn set_disabled(
         &self,
         user_id: &str,
         disabled: bool,
+        note: &LogNote,
     ) -> Result<Option<usize>, StoreError> {
-        let user_id = user_id.to_owned();
-        self.write(move |c| sql::change_user(c, &user_id, "disabled", &disabled))
+        let (user_id, note) = (user_id.to_owned(), *note);
+        self.write(move |c| sql::change_user(c, &user_id, "disabled", &disabled, &note))
             .await
     }
 
@@ -283,18 +295,39 @@ impl Store for EmbeddedStore {
         self.read(move |c| sql::sessions_of(c, &user_id, now)).await
     }
 
-    async fn revoke_by_token(&self, session_id: Uuid, token: TokenId) -> Result<bool, StoreError> {
-        self.write(move |c| sql::revoke_by_token(c, session_id, token))
+    async fn revoke_by_token(
+        &self,
+        session_id: Uuid,
+        token: TokenId,
+        note: &LogNote,
+    ) -> Result<bool, StoreError> {
+        let note = *note;
+        self.write(move |c| sql::revoke_by_token(c, session_id, token, &note))
             .await
     }
 
-    async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.write(move |c| sql::revoke_session(c, id)).await
+    async fn revoke_session(&self, id: Uuid, note: &LogNote) -> Result<bool, StoreError> {
+        let note = *note;
+        self.write(move |c| sql::revoke_session(c, id, &note)).await
     }
 
-    async fn revoke_user_sessions(&self, user_id: &str) -> Result<usize, StoreError> {
-        let user_id = user_id.to_owned();
-        self.write(move |c| sql::revoke_user_sessions(c, &user_id))
+    async fn revoke_user_sessions(
+        &self,
+        user_id: &str,
+        note: &LogNote,
+    ) -> Result<usize, StoreError> {
+        let (user_id, note) = (user_id.to_owned(), *note);
+        self.write(move |c| sql::revoke_user_sessions(c, &user_id, &note))
+            .await
+    }
+
+    async fn revocations_after(
+        &self,
+        after: Option<LogPosition>,
+        now: UnixMs,
+        limit: usize,
+    ) -> Result<Vec<RevocationRecord>, StoreError> {
+        self.read(move |c| sql::revocations_after(c, after, now, limit))
             .await
     }
 

@@ -9,10 +9,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use crate::clock::UnixMs;
+use crate::store::revocation_log::{join_sessions, split_sessions};
 use crate::store::{
     Entitlement, Invalid, KeyPublication, NewSession, ReuseCause, RotateOutcome, Rotation, Session,
     StoreError, User,
 };
+use crate::store::{LogNote, LogPosition, RevocationReason, RevocationRecord};
 use crate::tokens::TokenId;
 
 pub(super) const SCHEMA: &str = r"
@@ -85,6 +87,18 @@ CREATE TABLE IF NOT EXISTS records (
     expires_at INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS records_by_expiry ON records (expires_at);
+-- The revocation log (docs/revocation-feed.md): written in the revoking transaction, read in
+-- order by the Shared Signals feed, dropped once no access token it concerns can be alive.
+CREATE TABLE IF NOT EXISTS revocation_log (
+    position   INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         INTEGER NOT NULL,
+    keep_until INTEGER NOT NULL,
+    reason     TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    sessions   TEXT NOT NULL,
+    cutoff     INTEGER
+) STRICT;
+CREATE INDEX IF NOT EXISTS revocation_log_by_keep ON revocation_log (keep_until);
 ";
 
 /// Creates the database's directory (0700) and file (0600) when missing, before SQLite opens it:
@@ -476,6 +490,16 @@ pub(super) fn rotate(
             }
             // Reuse: the whole family goes, its tokens with it (ON DELETE CASCADE).
             cached_execute(tx, "DELETE FROM sessions WHERE id = ?1", [sid])?;
+            log_revocation(
+                tx,
+                &LogNote {
+                    reason: RevocationReason::ReuseDetected,
+                    at: now,
+                    keep_until: r.log_keep_until,
+                },
+                &user_id,
+                &[r.session_id],
+            )?;
             cached_execute(
                 tx,
                 "INSERT OR REPLACE INTO revoked_for_reuse (session_id, until) VALUES (?1, ?2)",
@@ -583,6 +607,7 @@ pub(super) fn change_user(
     user_id: &str,
     set: &str,
     value: &dyn rusqlite::ToSql,
+    note: &LogNote,
 ) -> Result<Option<usize>, StoreError> {
     let changed = c.execute(
         &format!("UPDATE users SET {set} = ?1, epoch = epoch + 1 WHERE id = ?2"),
@@ -591,7 +616,73 @@ pub(super) fn change_user(
     if changed == 0 {
         return Ok(None);
     }
-    Ok(Some(revoke_user_sessions(c, user_id)?))
+    Ok(Some(revoke_user_sessions(c, user_id, note)?))
+}
+
+/// Appends a revocation to the log, in the caller's (the revocation's) transaction.
+fn log_revocation(
+    c: &Connection,
+    note: &LogNote,
+    user_id: &str,
+    sessions: &[Uuid],
+) -> Result<(), StoreError> {
+    cached_execute(
+        c,
+        "INSERT INTO revocation_log (at, keep_until, reason, user_id, sessions, cutoff)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            note.at,
+            note.keep_until,
+            note.reason.as_str(),
+            user_id,
+            join_sessions(sessions),
+            note.cutoff()
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn revocations_after(
+    c: &Connection,
+    after: Option<LogPosition>,
+    now: UnixMs,
+    limit: usize,
+) -> Result<Vec<RevocationRecord>, StoreError> {
+    let after = i64::try_from(after.map_or(0, |p| p.1)).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = c.prepare_cached(
+        "SELECT position, at, keep_until, reason, user_id, sessions, cutoff FROM revocation_log
+         WHERE position > ?1 AND keep_until > ?2 ORDER BY position LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![after, now, limit], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, String>(4)?,
+            row.get::<_, String>(5)?,
+            row.get::<_, Option<i64>>(6)?,
+        ))
+    })?;
+    let mut records = Vec::new();
+    for row in rows {
+        let (position, at, keep_until, reason, user_id, sessions, cutoff) = row?;
+        // A reason this version does not know (written by a newer one) is skipped.
+        let Some(reason) = RevocationReason::parse(&reason) else {
+            continue;
+        };
+        records.push(RevocationRecord {
+            position: LogPosition(0, u64::try_from(position).unwrap_or(0)),
+            at,
+            keep_until,
+            reason,
+            user_id,
+            sessions: split_sessions(&sessions),
+            cutoff,
+        });
+    }
+    Ok(records)
 }
 
 pub(super) fn upgrade_password_hash(
@@ -625,12 +716,15 @@ pub(super) fn set_user_attributes(
     )? == 1)
 }
 
-pub(super) fn delete_user(c: &Connection, user_id: &str) -> Result<Option<usize>, StoreError> {
-    let ended = revoke_user_sessions(c, user_id)?;
+pub(super) fn delete_user(
+    c: &Connection,
+    user_id: &str,
+    note: &LogNote,
+) -> Result<Option<usize>, StoreError> {
     if c.execute("DELETE FROM users WHERE id = ?1", [user_id])? == 0 {
         return Ok(None);
     }
-    Ok(Some(ended))
+    Ok(Some(revoke_user_sessions(c, user_id, note)?))
 }
 
 pub(super) fn create_session(tx: &Connection, s: &NewSession) -> Result<bool, StoreError> {
@@ -719,30 +813,66 @@ pub(super) fn revoke_by_token(
     c: &Connection,
     session_id: Uuid,
     token: TokenId,
+    note: &LogNote,
 ) -> Result<bool, StoreError> {
-    let deleted = c.execute(
-        "DELETE FROM sessions WHERE id = ?1 AND EXISTS
-         (SELECT 1 FROM refresh_tokens WHERE id = ?2 AND session_id = ?1)",
-        params![session_id.as_bytes().as_slice(), token.0.as_slice()],
-    )?;
-    Ok(deleted > 0)
+    let user_id: Option<String> = c
+        .query_row(
+            "DELETE FROM sessions WHERE id = ?1 AND EXISTS
+             (SELECT 1 FROM refresh_tokens WHERE id = ?2 AND session_id = ?1)
+             RETURNING user_id",
+            params![session_id.as_bytes().as_slice(), token.0.as_slice()],
+            |row| row.get(0),
+        )
+        .optional()?;
+    match user_id {
+        Some(user_id) => {
+            log_revocation(c, note, &user_id, &[session_id])?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
-pub(super) fn revoke_session(c: &Connection, id: Uuid) -> Result<bool, StoreError> {
-    Ok(c.execute(
-        "DELETE FROM sessions WHERE id = ?1",
-        [id.as_bytes().as_slice()],
-    )? > 0)
+pub(super) fn revoke_session(c: &Connection, id: Uuid, note: &LogNote) -> Result<bool, StoreError> {
+    let user_id: Option<String> = c
+        .query_row(
+            "DELETE FROM sessions WHERE id = ?1 RETURNING user_id",
+            [id.as_bytes().as_slice()],
+            |row| row.get(0),
+        )
+        .optional()?;
+    match user_id {
+        Some(user_id) => {
+            log_revocation(c, note, &user_id, &[id])?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
-pub(super) fn revoke_user_sessions(c: &Connection, user_id: &str) -> Result<usize, StoreError> {
-    Ok(c.execute("DELETE FROM sessions WHERE user_id = ?1", [user_id])?)
+/// Ends every session of the user and logs a per-user record, even when none was live: its
+/// cutoff still refuses tokens of a login that was in flight.
+pub(super) fn revoke_user_sessions(
+    c: &Connection,
+    user_id: &str,
+    note: &LogNote,
+) -> Result<usize, StoreError> {
+    let mut stmt = c.prepare_cached("DELETE FROM sessions WHERE user_id = ?1 RETURNING id")?;
+    let ended = stmt
+        .query_map([user_id], |row| row.get::<_, Vec<u8>>(0))?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter_map(|id| Uuid::from_slice(&id).ok())
+        .collect::<Vec<_>>();
+    log_revocation(c, note, user_id, &ended)?;
+    Ok(ended.len())
 }
 
 pub(super) fn sweep(tx: &Connection, now: UnixMs) -> Result<(), StoreError> {
     tx.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
     tx.execute("DELETE FROM revoked_for_reuse WHERE until <= ?1", [now])?;
     tx.execute("DELETE FROM records WHERE expires_at <= ?1", [now])?;
+    tx.execute("DELETE FROM revocation_log WHERE keep_until <= ?1", [now])?;
     tx.execute("DELETE FROM refresh_tokens WHERE expires_at <= ?1", [now])?;
     tx.execute(
         "UPDATE refresh_tokens SET sealed_successor = NULL, sealed_until = NULL

@@ -1,12 +1,14 @@
 -- Revokes one family: its record and its sealed successor, and its entry in the user's index.
--- KEYS: 1 family hash, 2 the family's sealed successor
--- ARGV: 1 session id, 2 the user-index key prefix, 3 (optional) a token id the family must have
---       issued: live, the last consumed, or one in its history
+-- KEYS: 1 family hash, 2 the family's sealed successor, 3 the revocation log (absent on a
+--       Cluster: the caller appends it)
+-- ARGV: 1 session id, 2 the user-index key prefix, 3 the log note (LogNote::packed),
+--       4 (optional) a token id the family must have issued: live, the last consumed, or one in
+--       its history
 -- Returns the family's user id, or false when there was nothing to revoke.
 local f = redis.call('HMGET', KEYS[1], 'uid', 'live', 'prev', 'hist', 'h1', 'h2', 'h3', 'h4')
 if not f[1] then return false end
-if ARGV[3] then
-  local t = ARGV[3]
+if ARGV[4] then
+  local t = ARGV[4]
   -- live and prev: the first 16 bytes of their ids (whole, from earlier versions).
   local function issued_as(stored)
     return stored and #stored >= 16 and stored == string.sub(t, 1, #stored)
@@ -28,4 +30,5 @@ if ARGV[3] then
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', ARGV[2] .. f[1], ARGV[1])
+append_revocation(KEYS[3], ARGV[3], f[1], {ARGV[1]}, '')
 return f[1]

@@ -7,7 +7,9 @@
 --       11 history length kept, 12 the slot's key prefix (lk:{T}:), 13 the presenting client
 --       ('' for any), 14 the channel the token came by (body, cookie, confidential),
 --       15 when the caller sent it (ms, the caller's wall clock, comparable with the deadline),
---       16 the DPoP key thumbprint the request proved ('' for none)
+--       16 the DPoP key thumbprint the request proved ('' for none),
+--       17 the revocation-log note a reuse writes (LogNote::packed);
+--       KEYS 4: the revocation log (absent on a Cluster: the caller appends it)
 -- The user's record and session index (prefix..'u:'..uid, prefix..'s:'..uid) are found through
 -- the family's uid; they share the family's hash slot by construction of the session id.
 -- Replies: {'late'} | {'invalid', why} | {'rotated', uid, cid, scope, next_exp, held} |
@@ -76,6 +78,7 @@ end
 -- thief, or the victim, trying on) are still recognised.
 local function revoke_for_reuse()
   revoke()
+  append_revocation(KEYS[4], ARGV[17], f[1], {ARGV[9]}, '')
   if family_exp > now then
     redis.call('SET', KEYS[3], '1', 'PX', family_exp - now)
   end

@@ -1,0 +1,617 @@
+//! The revocation feed (SSF 1.0 transmitter, RFC 8936 polling): every revocation reaches a
+//! receiver as Security Event Tokens it can verify from the JWKS, within a second of the
+//! revocation, from any instance.
+
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Backend, PASSWORD, RedisServer, ServeProcess, TestApp, TestConfig, assert_error, base_config,
+    claims_of, hash, latchkey, run_with_stdin, spawn_app_with, text,
+};
+
+const RECEIVER_SECRET: &str = "receiver-secret-0123456789abcdef";
+const POLL: &str = "urn:ietf:rfc:8936";
+const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+const CREDENTIAL_CHANGE: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+const ACCOUNT_DISABLED: &str =
+    "https://schemas.openid.net/secevent/risc/event-type/account-disabled";
+const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/verification";
+
+on_every_backend!(
+    a_receiver_learns_every_revocation_as_verifiable_events_within_a_second,
+    a_new_stream_starts_with_every_revocation_still_retained,
+);
+
+/// `[[clients]]` for feed receivers: `rs` may manage and read streams, `other` too (its own),
+/// `reader` may only read.
+fn receivers(c: &mut TestConfig, secret_hash: &str) {
+    for (id, scopes) in [
+        ("rs", "\"ssf.manage\", \"ssf.read\""),
+        ("other", "\"ssf.manage\", \"ssf.read\""),
+        ("reader", "\"ssf.read\""),
+    ] {
+        c.text.push_str(&format!(
+            "\n[[clients]]\nid = \"{id}\"\ntype = \"confidential\"\nsecret_hash = \"{secret_hash}\"\n\
+             grants = [\"client_credentials\"]\nscopes = [{scopes}]\n"
+        ));
+    }
+}
+
+async fn feed_app(backend: Backend) -> TestApp {
+    let secret_hash = hash(RECEIVER_SECRET).await;
+    spawn_app_with(backend, move |c| {
+        c.issuer_on_own_port();
+        receivers(c, &secret_hash);
+    })
+    .await
+}
+
+/// A client-credentials token of `client` for `scope`.
+async fn receiver_token(client: &reqwest::Client, base: &str, id: &str, scope: &str) -> String {
+    let answer: Value = client
+        .post(format!("{base}/oauth/token"))
+        .basic_auth(id, Some(RECEIVER_SECRET))
+        .form(&[("grant_type", "client_credentials"), ("scope", scope)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    text(&answer, "access_token")
+}
+
+async fn create_stream(client: &reqwest::Client, base: &str, token: &str, body: Value) -> Value {
+    let created = client
+        .post(format!("{base}/ssf/stream"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    created.json().await.unwrap()
+}
+
+async fn poll(client: &reqwest::Client, url: &str, token: &str, body: Value) -> Value {
+    let answer = client
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.headers()["cache-control"], "no-store");
+    answer.json().await.unwrap()
+}
+
+/// Each SET of a poll answer, verified with the issuer's JWKS as a receiver would: explicit
+/// type, issuer, audience, no `exp` and no `sub` (RFC 8417 §2.2, SSF 1.0 §4.1), the `jti` it is
+/// keyed by. In the order of their `jti`s' log positions.
+async fn verified_sets(base: &str, issuer: &str, aud: &str, answer: &Value) -> Vec<Value> {
+    let jwks: JwkSet = reqwest::get(format!("{base}/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut sets = Vec::new();
+    for (jti, token) in answer["sets"].as_object().unwrap() {
+        let token = token.as_str().unwrap();
+        let header = jsonwebtoken::decode_header(token).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("secevent+jwt"));
+        let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[aud]);
+        validation.validate_exp = false;
+        validation.set_required_spec_claims(&["iss", "aud"]);
+        let claims: Value =
+            jsonwebtoken::decode(token, &DecodingKey::from_jwk(jwk).unwrap(), &validation)
+                .expect("a SET that verifies")
+                .claims;
+        assert_eq!(claims["jti"], *jti);
+        assert!(claims.get("exp").is_none() && claims.get("sub").is_none());
+        assert!(claims["iat"].is_i64());
+        sets.push(claims);
+    }
+    sets.sort_by_key(|s| position_of(s["jti"].as_str().unwrap()));
+    sets
+}
+
+/// `stream.ms-seq.index` → `(ms, seq, index)`; verification events (`stream.v.n`) first.
+fn position_of(jti: &str) -> (u64, u64, u64) {
+    let mut parts = jti.split('.').skip(1);
+    let Some((a, b)) = parts.next().unwrap().split_once('-') else {
+        return (0, 0, 0);
+    };
+    let index = parts.next().unwrap().parse().unwrap_or(0);
+    (a.parse().unwrap(), b.parse().unwrap(), index)
+}
+
+fn event_of(set: &Value) -> (&str, &Value) {
+    let events = set["events"].as_object().unwrap();
+    assert_eq!(events.len(), 1, "one event per SET: {set}");
+    let (uri, body) = events.iter().next().unwrap();
+    (uri.as_str(), body)
+}
+
+fn jtis(answer: &Value) -> Vec<String> {
+    answer["sets"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+async fn a_receiver_learns_every_revocation_as_verifiable_events_within_a_second(backend: Backend) {
+    let app = feed_app(backend).await;
+    let issuer = app.address.clone();
+    let metadata: Value = app
+        .get("/.well-known/ssf-configuration")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["issuer"], issuer);
+    assert_eq!(metadata["spec_version"], "1_0");
+    assert_eq!(
+        metadata["jwks_uri"],
+        format!("{issuer}/.well-known/jwks.json")
+    );
+    assert_eq!(metadata["delivery_methods_supported"], json!([POLL]));
+    for endpoint in [
+        "configuration_endpoint",
+        "status_endpoint",
+        "verification_endpoint",
+    ] {
+        assert!(
+            metadata[endpoint]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{issuer}/ssf/")),
+            "{endpoint}"
+        );
+    }
+
+    let token = receiver_token(&app.client, &issuer, "rs", "ssf.manage ssf.read").await;
+    let stream = create_stream(
+        &app.client,
+        &issuer,
+        &token,
+        json!({"delivery": {"method": POLL}, "description": "orders api"}),
+    )
+    .await;
+    assert_eq!(stream["iss"], issuer);
+    assert_eq!(stream["aud"], "rs");
+    assert_eq!(stream["delivery"]["method"], POLL);
+    assert_eq!(stream["description"], "orders api");
+    assert!(
+        stream["events_delivered"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(SESSION_REVOKED))
+    );
+    let poll_url = text(&stream["delivery"], "endpoint_url");
+    let stream_id = text(&stream, "stream_id");
+    assert_eq!(poll_url, format!("{issuer}/ssf/poll/{stream_id}"));
+    let nothing = poll(
+        &app.client,
+        &poll_url,
+        &token,
+        json!({"returnImmediately": true}),
+    )
+    .await;
+    assert_eq!(nothing, json!({"sets": {}, "moreAvailable": false}));
+
+    let alice = app.add_user("alice", PASSWORD).await;
+    let bob = app.add_user("bob", PASSWORD).await;
+    let first = app.login_ok("alice").await;
+    let second = app.login_ok("alice").await;
+    app.login_ok("bob").await;
+    let first_sid = claims_of(&text(&first, "access_token"))["sid"].clone();
+    let second_sid = claims_of(&text(&second, "access_token"))["sid"].clone();
+
+    // A held poll answers as soon as the logout lands.
+    let held = {
+        let (client, url, token) = (app.client.clone(), poll_url.clone(), token.clone());
+        tokio::spawn(async move { poll(&client, &url, &token, json!({})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "nothing to deliver: the poll is held");
+    let logged_out = Instant::now();
+    assert_eq!(
+        app.logout(&text(&first, "refresh_token")).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let answer = held.await.unwrap();
+    let waited = logged_out.elapsed();
+    assert!(
+        waited < Duration::from_secs(1),
+        "the held poll answered {waited:?} after the logout"
+    );
+    let sets = verified_sets(&issuer, &issuer, "rs", &answer).await;
+    assert_eq!(sets.len(), 1, "{answer}");
+    let (event, body) = event_of(&sets[0]);
+    assert_eq!(event, SESSION_REVOKED);
+    assert_eq!(body["initiating_entity"], "user");
+    assert!(body["reason_admin"]["en"].is_string());
+    assert!(body["event_timestamp"].is_i64());
+    assert_eq!(
+        sets[0]["sub_id"],
+        json!({
+            "format": "complex",
+            "session": {"format": "opaque", "id": first_sid},
+            "user": {"format": "iss_sub", "iss": issuer, "sub": alice.id},
+        })
+    );
+    assert!(sets[0]["txn"].is_string());
+    // Not acknowledged: delivered again.
+    let again = poll(
+        &app.client,
+        &poll_url,
+        &token,
+        json!({"returnImmediately": true}),
+    )
+    .await;
+    assert_eq!(jtis(&again), jtis(&answer));
+
+    // A password change: the credential change, then every session it ended; disabling bob.
+    let changed = app
+        .client
+        .post(app.url("/auth/password"))
+        .bearer_auth(text(&second, "access_token"))
+        .json(&json!({"current_password": PASSWORD, "new_password": "another long password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+    app.flows.accounts().disable("bob").await.unwrap();
+    let answer = poll(
+        &app.client,
+        &poll_url,
+        &token,
+        json!({"ack": jtis(&answer), "returnImmediately": true}),
+    )
+    .await;
+    let sets = verified_sets(&issuer, &issuer, "rs", &answer).await;
+    let seen: Vec<(&str, &Value)> = sets.iter().map(|s| (event_of(s).0, &s["sub_id"])).collect();
+    assert_eq!(seen.len(), 4, "{answer}");
+    assert_eq!(seen[0].0, CREDENTIAL_CHANGE);
+    assert_eq!(
+        *seen[0].1,
+        json!({"format": "iss_sub", "iss": issuer, "sub": alice.id})
+    );
+    assert_eq!(event_of(&sets[0]).1["credential_type"], "password");
+    assert_eq!(seen[1].0, SESSION_REVOKED);
+    assert_eq!(seen[1].1["session"]["id"], second_sid);
+    assert_eq!(seen[2].0, ACCOUNT_DISABLED);
+    assert_eq!(seen[2].1["sub"], bob.id);
+    assert_eq!(event_of(&sets[2]).1["initiating_entity"], "admin");
+    assert_eq!(seen[3].0, SESSION_REVOKED);
+    assert_eq!(seen[3].1["user"]["sub"], bob.id);
+    // maxEvents pages; acknowledging everything leaves nothing.
+    let page = poll(
+        &app.client,
+        &poll_url,
+        &token,
+        json!({"maxEvents": 1, "returnImmediately": true}),
+    )
+    .await;
+    assert_eq!(page["sets"].as_object().unwrap().len(), 1);
+    assert_eq!(page["moreAvailable"], true);
+    let rest = poll(
+        &app.client,
+        &poll_url,
+        &token,
+        json!({"ack": jtis(&answer), "returnImmediately": true}),
+    )
+    .await;
+    assert_eq!(rest, json!({"sets": {}, "moreAvailable": false}));
+}
+
+async fn a_new_stream_starts_with_every_revocation_still_retained(backend: Backend) {
+    let app = feed_app(backend).await;
+    let issuer = app.address.clone();
+    app.add_user("alice", PASSWORD).await;
+    let session = app.login_ok("alice").await;
+    app.logout(&text(&session, "refresh_token")).await;
+
+    let token = receiver_token(&app.client, &issuer, "rs", "ssf.manage ssf.read").await;
+    let stream = create_stream(&app.client, &issuer, &token, json!({})).await;
+    let poll_url = text(&stream["delivery"], "endpoint_url");
+    let answer = poll(
+        &app.client,
+        &poll_url,
+        &token,
+        json!({"returnImmediately": true}),
+    )
+    .await;
+    let sets = verified_sets(&issuer, &issuer, "rs", &answer).await;
+    assert_eq!(sets.len(), 1, "the logout before the stream existed");
+    assert_eq!(event_of(&sets[0]).0, SESSION_REVOKED);
+    poll(
+        &app.client,
+        &poll_url,
+        &token,
+        json!({"ack": jtis(&answer), "returnImmediately": true, "maxEvents": 0}),
+    )
+    .await;
+    let stream_id = text(&stream, "stream_id");
+
+    // The stream is its receiver's alone.
+    let other = receiver_token(&app.client, &issuer, "other", "ssf.manage ssf.read").await;
+    let foreign = app
+        .client
+        .post(&poll_url)
+        .bearer_auth(&other)
+        .json(&json!({"returnImmediately": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(foreign, StatusCode::NOT_FOUND, "invalid_request").await;
+    let listed: Value = app
+        .client
+        .get(app.url("/ssf/stream"))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed, json!([]));
+    // Who may call: a reader cannot manage, a user's token is no receiver's, and none is 401.
+    let reader = receiver_token(&app.client, &issuer, "reader", "ssf.read").await;
+    let refused = app
+        .client
+        .post(app.url("/ssf/stream"))
+        .bearer_auth(&reader)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        refused.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_scope")
+    );
+    assert_error(refused, StatusCode::FORBIDDEN, "insufficient_scope").await;
+    let users = app
+        .client
+        .get(app.url("/ssf/stream"))
+        .bearer_auth(text(&app.login_ok("alice").await, "access_token"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(users, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    let anonymous = app
+        .client
+        .post(&poll_url)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
+    // Management: read, narrow the events, pause, verify, delete.
+    let listed: Value = app
+        .client
+        .get(app.url("/ssf/stream"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["stream_id"], stream_id);
+    let patched: Value = app
+        .client
+        .patch(app.url("/ssf/stream"))
+        .bearer_auth(&token)
+        .json(&json!({"stream_id": stream_id, "events_requested": [SESSION_REVOKED, VERIFICATION, "urn:example:unknown"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        patched["events_delivered"],
+        json!([SESSION_REVOKED, VERIFICATION])
+    );
+    let push = app
+        .client
+        .post(app.url("/ssf/stream"))
+        .bearer_auth(&token)
+        .json(&json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "https://rs.example/events"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(push, StatusCode::BAD_REQUEST, "invalid_request").await;
+
+    let status_url = app.url(&format!("/ssf/status?stream_id={stream_id}"));
+    let paused: Value = app
+        .client
+        .post(app.url("/ssf/status"))
+        .bearer_auth(&token)
+        .json(&json!({"stream_id": stream_id, "status": "paused", "reason": "maintenance"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        paused,
+        json!({"stream_id": stream_id, "status": "paused", "reason": "maintenance"})
+    );
+    let read: Value = app
+        .client
+        .get(&status_url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["status"], "paused");
+    let session = app.login_ok("alice").await;
+    app.logout(&text(&session, "refresh_token")).await;
+    let held_back = poll(
+        &app.client,
+        &poll_url,
+        &token,
+        json!({"returnImmediately": true}),
+    )
+    .await;
+    assert_eq!(
+        held_back["sets"],
+        json!({}),
+        "a paused stream delivers nothing"
+    );
+    app.client
+        .post(app.url("/ssf/status"))
+        .bearer_auth(&token)
+        .json(&json!({"stream_id": stream_id, "status": "enabled"}))
+        .send()
+        .await
+        .unwrap();
+    let verify = app
+        .client
+        .post(app.url("/ssf/verify"))
+        .bearer_auth(&token)
+        .json(&json!({"stream_id": stream_id, "state": "abc123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verify.status(), StatusCode::NO_CONTENT);
+    let answer = poll(
+        &app.client,
+        &poll_url,
+        &token,
+        json!({"returnImmediately": true}),
+    )
+    .await;
+    let sets = verified_sets(&issuer, &issuer, "rs", &answer).await;
+    let kinds: Vec<&str> = sets.iter().map(|s| event_of(s).0).collect();
+    assert!(kinds.contains(&VERIFICATION), "{kinds:?}");
+    assert!(
+        kinds.contains(&SESSION_REVOKED),
+        "held while paused, delivered once enabled"
+    );
+    let verification = sets.iter().find(|s| event_of(s).0 == VERIFICATION).unwrap();
+    assert_eq!(event_of(verification).1["state"], "abc123");
+    assert_eq!(
+        verification["sub_id"],
+        json!({"format": "opaque", "id": stream_id})
+    );
+
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/ssf/stream?stream_id={stream_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let gone = app
+        .client
+        .post(&poll_url)
+        .bearer_auth(&token)
+        .json(&json!({"returnImmediately": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(gone, StatusCode::NOT_FOUND, "invalid_request").await;
+}
+
+/// Two instances on one Redis: a stream made on one is polled on the other, which answers a
+/// held poll when the first revokes; SIGTERM answers a held poll at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_instance_answers_any_poll_and_a_stopping_one_lets_go_at_once() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = base_config(dir.path(), &redis.url());
+    receivers(&mut config, &hash(RECEIVER_SECRET).await);
+    let path = dir.path().join("latchkey.toml");
+    std::fs::write(&path, &config.text).unwrap();
+    assert!(
+        run_with_stdin(latchkey(&["users", "add", "alice"], &path), PASSWORD)
+            .status
+            .success()
+    );
+    let a = ServeProcess::start(&path).await;
+    let b = ServeProcess::start(&path).await;
+    let client = reqwest::Client::new();
+    let token = receiver_token(&client, &a.address, "rs", "ssf.manage ssf.read").await;
+    let stream = create_stream(&client, &a.address, &token, json!({})).await;
+    let stream_id = text(&stream, "stream_id");
+    let on_b = format!("{}/ssf/poll/{stream_id}", b.address);
+
+    let held = {
+        let (client, url, token) = (client.clone(), on_b.clone(), token.clone());
+        tokio::spawn(async move { poll(&client, &url, &token, json!({})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let login: Value = client
+        .post(format!("{}/auth/login", a.address))
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let revoked = Instant::now();
+    client
+        .post(format!("{}/auth/logout", a.address))
+        .json(&json!({"refresh_token": text(&login, "refresh_token")}))
+        .send()
+        .await
+        .unwrap();
+    let answer = held.await.unwrap();
+    assert!(revoked.elapsed() < Duration::from_secs(1));
+    assert_eq!(answer["sets"].as_object().unwrap().len(), 1, "{answer}");
+
+    // Acknowledged on b; a held poll on a is answered when a is told to stop.
+    poll(
+        &client,
+        &on_b,
+        &token,
+        json!({"ack": jtis(&answer), "maxEvents": 0}),
+    )
+    .await;
+    let on_a = format!("{}/ssf/poll/{stream_id}", a.address);
+    let held = {
+        let (client, token) = (client.clone(), token.clone());
+        tokio::spawn(async move { poll(&client, &on_a, &token, json!({})).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let answer = held.await.unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(2),
+        "held {:?} after SIGTERM",
+        stopping.elapsed()
+    );
+    assert_eq!(answer, json!({"sets": {}, "moreAvailable": false}));
+}
