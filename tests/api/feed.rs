@@ -26,6 +26,8 @@ const VERIFICATION: &str = "https://schemas.openid.net/secevent/ssf/event-type/v
 on_every_backend!(
     a_receiver_learns_every_revocation_as_verifiable_events_within_a_second,
     a_new_stream_starts_with_every_revocation_still_retained,
+    latchkey_verify_refuses_a_revoked_sessions_tokens_within_a_second,
+    latchkey_verify_goes_on_by_signature_while_the_feed_is_down_or_fails_closed_when_asked,
 );
 
 /// `[[clients]]` for feed receivers: `rs` may manage and read streams, `other` too (its own),
@@ -614,4 +616,143 @@ async fn any_instance_answers_any_poll_and_a_stopping_one_lets_go_at_once() {
         stopping.elapsed()
     );
     assert_eq!(answer, json!({"sets": {}, "moreAvailable": false}));
+}
+
+/// Verifies `token` every 10 ms until the verifier refuses it as revoked; how long that took.
+async fn until_refused(verifier: &latchkey_verify::Verifier, token: &str) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        match verifier.verify(token).await {
+            Err(e) if e.kind() == latchkey_verify::ErrorKind::Revoked => return started.elapsed(),
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    panic!("still accepted 5 s after its revocation");
+}
+
+async fn latchkey_verify_refuses_a_revoked_sessions_tokens_within_a_second(backend: Backend) {
+    let app = feed_app(backend).await;
+    let issuer = app.address.clone();
+    app.add_user("alice", PASSWORD).await;
+    let before = app.login_ok("alice").await;
+    app.logout(&text(&before, "refresh_token")).await;
+    let kept = app.login_ok("alice").await;
+    let other = app.login_ok("alice").await;
+
+    let verifier = latchkey_verify::Verifier::from_issuer(&issuer, "api")
+        .build()
+        .unwrap();
+    let feed = verifier
+        .follow_revocations(latchkey_verify::FeedSettings::new("rs", RECEIVER_SECRET))
+        .await
+        .unwrap();
+    // Revoked before this process subscribed: refused from the first request on.
+    let early = verifier
+        .verify(&text(&before, "access_token"))
+        .await
+        .unwrap_err();
+    assert_eq!(early.kind(), latchkey_verify::ErrorKind::Revoked);
+    assert_eq!(early.to_string(), "session revoked");
+    verifier
+        .verify(&text(&kept, "access_token"))
+        .await
+        .expect("a live session's token");
+
+    app.logout(&text(&kept, "refresh_token")).await;
+    let took = until_refused(&verifier, &text(&kept, "access_token")).await;
+    assert!(
+        took < Duration::from_secs(1),
+        "refused {took:?} after the logout"
+    );
+    verifier
+        .verify(&text(&other, "access_token"))
+        .await
+        .expect("another session is untouched");
+
+    // A password change ends every session; a login after it works at once.
+    let changed = app
+        .client
+        .post(app.url("/auth/password"))
+        .bearer_auth(text(&other, "access_token"))
+        .json(&json!({"current_password": PASSWORD, "new_password": "another long password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::NO_CONTENT);
+    until_refused(&verifier, &text(&other, "access_token")).await;
+    let fresh = app
+        .login("alice", "another long password")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    verifier
+        .verify(&text(&fresh, "access_token"))
+        .await
+        .expect("a session begun after the change");
+
+    let status = feed.status();
+    assert!(status.up && status.down_for.is_none(), "{status:?}");
+    assert!(status.events_applied >= 4, "{status:?}");
+    assert!(status.tokens_refused >= 3, "{status:?}");
+    assert_eq!(
+        status.revoked_held, 4,
+        "three sessions and one subject: {status:?}"
+    );
+}
+
+async fn latchkey_verify_goes_on_by_signature_while_the_feed_is_down_or_fails_closed_when_asked(
+    backend: Backend,
+) {
+    let app = feed_app(backend).await;
+    let issuer = app.address.clone();
+    app.add_user("alice", PASSWORD).await;
+    let session = app.login_ok("alice").await;
+    let token = text(&session, "access_token");
+    let open = latchkey_verify::Verifier::from_issuer(&issuer, "api")
+        .build()
+        .unwrap();
+    let closed = latchkey_verify::Verifier::from_issuer(&issuer, "api")
+        .build()
+        .unwrap();
+    let open_feed = open
+        .follow_revocations(
+            latchkey_verify::FeedSettings::new("rs", RECEIVER_SECRET)
+                .max_backoff(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap();
+    let closed_feed = closed
+        .follow_revocations(
+            latchkey_verify::FeedSettings::new("rs", RECEIVER_SECRET)
+                .fail_closed_after(Duration::from_secs(1))
+                .max_backoff(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap();
+    open.verify(&token).await.unwrap();
+    closed.verify(&token).await.unwrap();
+
+    // The issuer goes away: held polls are let go, and the next ones find nobody.
+    app.flows.start_draining();
+    app.stop().await;
+    let down = Instant::now();
+    while open_feed.status().up && down.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!open_feed.status().up, "the feed is seen down");
+    open.verify(&token)
+        .await
+        .expect("verified by signature while the feed is down");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!closed_feed.status().up);
+    assert!(closed_feed.status().down_for.unwrap() >= Duration::from_secs(1));
+    let refused = closed.verify(&token).await.unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        latchkey_verify::ErrorKind::RevocationsUnknown
+    );
+    assert!(!refused.is_token_error(), "a 503, not the token's fault");
+    open.verify(&token).await.expect("fail-open by default");
 }

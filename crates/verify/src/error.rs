@@ -48,6 +48,12 @@ pub enum ErrorKind {
     NotDpopBound,
     /// The replay memory is full of live proofs: retry shortly (a 503, not the client's fault).
     ReplayMemoryFull,
+    /// The revocation feed says the token's session (or every token of its subject issued
+    /// before a cutoff) is revoked.
+    Revoked,
+    /// The revocation feed has been unreachable longer than the configured fail-closed delay:
+    /// no token is accepted until it answers again (a 503).
+    RevocationsUnknown,
 }
 
 /// A token that did not verify, or a JWKS that could not be had.
@@ -90,7 +96,10 @@ impl VerifyError {
     pub fn is_token_error(&self) -> bool {
         !matches!(
             self.kind,
-            ErrorKind::JwksUnavailable | ErrorKind::Configuration | ErrorKind::ReplayMemoryFull
+            ErrorKind::JwksUnavailable
+                | ErrorKind::Configuration
+                | ErrorKind::ReplayMemoryFull
+                | ErrorKind::RevocationsUnknown
         )
     }
 }

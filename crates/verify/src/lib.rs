@@ -9,13 +9,16 @@ pub mod axum;
 mod claims;
 pub mod dpop;
 mod error;
+mod feed;
 mod jwks;
 #[cfg(any(feature = "actix", feature = "axum"))]
 mod rejection;
+mod revocations;
 mod verifier;
 
 pub use claims::{Claims, Confirmation};
 pub use error::{ErrorKind, VerifyError};
+pub use feed::{FeedSettings, FeedStatus, RevocationFeed};
 pub use jsonwebtoken::Algorithm;
 #[cfg(any(feature = "actix", feature = "axum"))]
 pub use rejection::{Rejection, Scope};

@@ -12,6 +12,7 @@ use crate::claims::Claims;
 use crate::dpop::{self, Freshness, ProofContext, ProofFault, ReplayCache};
 use crate::error::{ErrorKind, VerifyError};
 use crate::jwks::{CacheSettings, JwksCache, Source};
+use crate::revocations::Revocations;
 
 /// Tokens longer than this are refused before any parsing.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -31,6 +32,10 @@ struct Inner {
     dpop_freshness: Freshness,
     dpop_replays: ReplayCache,
     public_base_url: Option<String>,
+    /// What the revocation feed says is revoked (empty and idle unless subscribed).
+    revocations: Arc<Revocations>,
+    /// For the revocation feed's requests.
+    client: reqwest::Client,
 }
 
 /// The credentials of one HTTP request, as a resource server received them: what
@@ -104,6 +109,22 @@ enum BuilderSource {
     Fixed(Vec<u8>),
 }
 
+/// Which kind of JWT a signature path expects (explicit typing, RFC 8725 §3.11).
+#[derive(Clone, Copy)]
+enum TokenType {
+    Access,
+    SecurityEvent,
+}
+
+impl TokenType {
+    fn name(self) -> &'static str {
+        match self {
+            TokenType::Access => "at+jwt",
+            TokenType::SecurityEvent => "secevent+jwt",
+        }
+    }
+}
+
 /// The JOSE header fields this crate reads (RFC 7515 §4.1). Anything else is ignored, and in
 /// particular `jku`, `x5u` and an embedded `jwk` are never used to find a key.
 #[derive(Deserialize)]
@@ -167,6 +188,70 @@ impl Verifier {
     /// judged against it, so callers with their own clock (and tests) never depend on the wall
     /// clock.
     pub async fn verify_at(&self, token: &str, now: SystemTime) -> Result<Claims, VerifyError> {
+        let payload = self.verified_payload(token, TokenType::Access, now).await?;
+        let claims: Claims = serde_json::from_slice(&payload).map_err(|e| {
+            if e.to_string().starts_with("missing field") {
+                VerifyError::new(
+                    ErrorKind::MissingClaim,
+                    "a required claim (exp, iss, aud, sub) is missing",
+                )
+            } else {
+                VerifyError::new(ErrorKind::Malformed, "the claims are malformed")
+            }
+        })?;
+        self.check_claims(&claims, now)?;
+        self.inner.revocations.check(&claims, now)?;
+        Ok(claims)
+    }
+
+    /// A Security Event Token of this issuer for `audience` (RFC 8417, SSF 1.0 §4.1): typed
+    /// `secevent+jwt`, signed by a key of the same JWKS, with no `exp` and no `sub`.
+    pub(crate) async fn verify_security_event(
+        &self,
+        token: &str,
+        audience: &str,
+        now: SystemTime,
+    ) -> Result<serde_json::Value, VerifyError> {
+        let payload = self
+            .verified_payload(token, TokenType::SecurityEvent, now)
+            .await?;
+        let claims: serde_json::Value = serde_json::from_slice(&payload)
+            .map_err(|_| VerifyError::new(ErrorKind::Malformed, "the SET is malformed"))?;
+        if claims["iss"].as_str() != Some(self.inner.issuer.as_str()) {
+            return Err(VerifyError::new(
+                ErrorKind::WrongIssuer,
+                "unexpected issuer",
+            ));
+        }
+        let aud_ok = match &claims["aud"] {
+            serde_json::Value::String(a) => a == audience,
+            serde_json::Value::Array(all) => all.iter().any(|a| a.as_str() == Some(audience)),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(VerifyError::new(
+                ErrorKind::WrongAudience,
+                "unexpected audience",
+            ));
+        }
+        // A SET is not an access token and must never pass as one (RFC 8417 §2.2).
+        if claims.get("exp").is_some() || claims.get("sub").is_some() {
+            return Err(VerifyError::new(
+                ErrorKind::Malformed,
+                "a SET carries neither exp nor sub",
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// The authenticated payload of a compact JWS of `typ`, signed by a key of the issuer's
+    /// JWKS with that key's algorithm. Nothing of the payload is read before the signature.
+    async fn verified_payload(
+        &self,
+        token: &str,
+        typ: TokenType,
+        now: SystemTime,
+    ) -> Result<Vec<u8>, VerifyError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(VerifyError::new(
                 ErrorKind::Malformed,
@@ -204,11 +289,17 @@ impl Verifier {
                 "the token lists critical header extensions",
             ));
         }
+        let expected = typ.name();
         let typ_ok = header.typ.as_deref().is_some_and(|t| {
-            t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+            t.eq_ignore_ascii_case(expected)
+                || t.strip_prefix("application/")
+                    .is_some_and(|t| t.eq_ignore_ascii_case(expected))
         });
         if !typ_ok {
-            return Err(VerifyError::new(ErrorKind::WrongType, "typ is not at+jwt"));
+            return Err(VerifyError::new(
+                ErrorKind::WrongType,
+                format!("typ is not {expected}"),
+            ));
         }
         let kid = header
             .kid
@@ -231,21 +322,21 @@ impl Verifier {
             .map_err(|_| {
                 VerifyError::new(ErrorKind::InvalidSignature, "the signature does not verify")
             })?;
-        let payload = B64
-            .decode(payload)
-            .map_err(|_| VerifyError::new(ErrorKind::Malformed, "the payload is not base64url"))?;
-        let claims: Claims = serde_json::from_slice(&payload).map_err(|e| {
-            if e.to_string().starts_with("missing field") {
-                VerifyError::new(
-                    ErrorKind::MissingClaim,
-                    "a required claim (exp, iss, aud, sub) is missing",
-                )
-            } else {
-                VerifyError::new(ErrorKind::Malformed, "the claims are malformed")
-            }
-        })?;
-        self.check_claims(&claims, now)?;
-        Ok(claims)
+        B64.decode(payload)
+            .map_err(|_| VerifyError::new(ErrorKind::Malformed, "the payload is not base64url"))
+    }
+
+    /// The issuer this verifier trusts.
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    pub(crate) fn revocations(&self) -> &Arc<Revocations> {
+        &self.inner.revocations
+    }
+
+    pub(crate) fn http_client(&self) -> &reqwest::Client {
+        &self.inner.client
     }
 
     /// Verifies the access token of a request at the current system time: a bearer token
@@ -457,13 +548,14 @@ impl VerifierBuilder {
     /// Builds the verifier. Nothing is fetched until the first verification; a fixed JWKS is
     /// parsed now.
     pub fn build(self) -> Result<Verifier, VerifyError> {
+        let client = match self.client {
+            Some(client) => client,
+            None => default_client(self.http_timeout)?,
+        };
         let cache = match self.source {
             BuilderSource::Fixed(jwks) => JwksCache::fixed(&jwks)?,
             source => {
-                let client = match self.client {
-                    Some(client) => client,
-                    None => default_client(self.http_timeout)?,
-                };
+                let client = client.clone();
                 let source = match source {
                     BuilderSource::JwksUrl(url) => Source::Jwks(url),
                     _ => Source::Issuer(self.issuer.clone()),
@@ -490,6 +582,8 @@ impl VerifierBuilder {
                 dpop_freshness: self.dpop_freshness,
                 dpop_replays: ReplayCache::new(self.dpop_replay_capacity),
                 public_base_url: self.public_base_url,
+                revocations: Arc::default(),
+                client,
             }),
         })
     }
