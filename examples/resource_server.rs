@@ -6,7 +6,9 @@
 //! ```
 //!
 //! Environment: `LATCHKEY_ISSUER` (default `http://127.0.0.1:8080`), `RESOURCE_AUDIENCE`
-//! (default `api`), `RESOURCE_LISTEN` (default `127.0.0.1:8081`).
+//! (default `api`), `RESOURCE_LISTEN` (default `127.0.0.1:8081`), and to refuse revoked sessions'
+//! tokens within a second, `LATCHKEY_FEED_CLIENT_ID` and `LATCHKEY_FEED_CLIENT_SECRET`
+//! (`docs/revocation-feed.md`).
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -62,6 +64,26 @@ async fn log_request(
     Ok(response)
 }
 
+/// Follows the issuer's revocation feed when `LATCHKEY_FEED_CLIENT_ID` and
+/// `LATCHKEY_FEED_CLIENT_SECRET` name a client allowed `ssf.manage` and `ssf.read`: a revoked
+/// session's tokens are then refused within a second. The handle must live as long as the server.
+async fn follow_feed_if_configured(
+    verifier: &Verifier,
+) -> std::io::Result<Option<latchkey_verify::RevocationFeed>> {
+    let (Ok(id), Ok(secret)) = (
+        std::env::var("LATCHKEY_FEED_CLIENT_ID"),
+        std::env::var("LATCHKEY_FEED_CLIENT_SECRET"),
+    ) else {
+        return Ok(None);
+    };
+    let feed = verifier
+        .follow_revocations(latchkey_verify::FeedSettings::new(&id, &secret))
+        .await
+        .map_err(std::io::Error::other)?;
+    println!("following the revocation feed as {id:?}");
+    Ok(Some(feed))
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     // Requests, and the verifier's own warnings (an unreachable issuer, a failed JWKS refresh).
@@ -76,6 +98,7 @@ async fn main() -> std::io::Result<()> {
     let verifier = Verifier::from_issuer(&issuer, &audience)
         .build()
         .map_err(std::io::Error::other)?;
+    let _feed = follow_feed_if_configured(&verifier).await?;
     println!("resource server on http://{listen}, trusting tokens from {issuer} for {audience:?}");
     HttpServer::new(move || {
         App::new()

@@ -618,7 +618,7 @@ use crate::verifier::resource_server as actix_example;
 
 #[allow(dead_code)]
 #[path = "../../crates/verify/examples/axum_resource_server.rs"]
-mod axum_example;
+pub(crate) mod axum_example;
 
 /// Both example resource servers on real sockets, trusting `issuer`: their base URLs.
 async fn resource_servers(issuer: &TestApp) -> Vec<(&'static str, String)> {

@@ -640,7 +640,9 @@ async fn latchkey_verify_refuses_a_revoked_sessions_tokens_within_a_second(backe
     let kept = app.login_ok("alice").await;
     let other = app.login_ok("alice").await;
 
+    // With the verified-token cache: its hits check the revocation set too.
     let verifier = latchkey_verify::Verifier::from_issuer(&issuer, "api")
+        .token_cache(1000)
         .build()
         .unwrap();
     let feed = verifier
@@ -755,4 +757,75 @@ async fn latchkey_verify_goes_on_by_signature_while_the_feed_is_down_or_fails_cl
     );
     assert!(!refused.is_token_error(), "a 503, not the token's fault");
     open.verify(&token).await.expect("fail-open by default");
+}
+
+/// Both example resource servers, their verifiers following the feed: a revoked session's token
+/// gets 401 `invalid_token` ("session revoked") within a second.
+#[tokio::test]
+async fn the_example_resource_servers_refuse_a_revoked_sessions_token() {
+    let app = feed_app(Backend::Embedded).await;
+    let issuer = app.address.clone();
+    app.add_user("alice", PASSWORD).await;
+    let verifier = latchkey_verify::Verifier::from_issuer(&issuer, "api")
+        .build()
+        .unwrap();
+    let _feed = verifier
+        .follow_revocations(latchkey_verify::FeedSettings::new("rs", RECEIVER_SECRET))
+        .await
+        .unwrap();
+    let actix_verifier = verifier.clone();
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(actix_web::web::Data::new(actix_verifier.clone()))
+            .configure(crate::verifier::resource_server::routes)
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let actix_url = format!("http://{}/users", server.addrs()[0]);
+    tokio::spawn(server.run());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let axum_url = format!("http://{}/users", listener.local_addr().unwrap());
+    let router = crate::dpop::axum_example::router(verifier);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let session = app.login_ok("alice").await;
+    let token = text(&session, "access_token");
+    for url in [&actix_url, &axum_url] {
+        let ok = app
+            .client
+            .get(url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), StatusCode::OK, "{url}");
+    }
+    app.logout(&text(&session, "refresh_token")).await;
+    let revoked = Instant::now();
+    for url in [&actix_url, &axum_url] {
+        loop {
+            let answer = app
+                .client
+                .get(url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            if answer.status() == StatusCode::UNAUTHORIZED {
+                let challenge = answer.headers()["www-authenticate"].to_str().unwrap();
+                assert!(
+                    challenge.contains("invalid_token") && challenge.contains("session revoked"),
+                    "{challenge}"
+                );
+                break;
+            }
+            assert_eq!(answer.status(), StatusCode::OK);
+            assert!(
+                revoked.elapsed() < Duration::from_secs(1),
+                "{url} still accepts the token"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }

@@ -535,3 +535,85 @@ async fn a_stale_cache_hit_never_waits_on_the_refresh() {
         "one background refresh, not one per hit"
     );
 }
+
+/// Serves `jwks` (changeable through the returned handle) with a 1 s max-age.
+async fn jwks_server(jwks: String) -> (String, std::sync::Arc<std::sync::Mutex<String>>) {
+    let current = std::sync::Arc::new(std::sync::Mutex::new(jwks));
+    let served = std::sync::Arc::clone(&current);
+    let router = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let body = served.lock().unwrap().clone();
+            async move {
+                (
+                    [
+                        ("content-type", "application/json"),
+                        ("cache-control", "max-age=1"),
+                    ],
+                    body,
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, current)
+}
+
+/// The verified-token cache skips the signature of a token seen before, and nothing else: a hit
+/// past the token's expiry, or after its key left the JWKS, is refused as without the cache.
+#[tokio::test]
+async fn the_token_cache_never_extends_a_tokens_life() {
+    let app = spawn_app().await;
+    let access = logged_in(&app).await;
+    let jwks = app
+        .get("/.well-known/jwks.json")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let (url, served) = jwks_server(jwks).await;
+    let verifier = Verifier::from_jwks_url(&url, "http://127.0.0.1", "api")
+        .token_cache(16)
+        .unknown_kid_cooldown(Duration::ZERO)
+        .build()
+        .unwrap();
+    let first = verifier.verify(&access).await.unwrap();
+    assert_eq!(verifier.verify(&access).await.unwrap(), first, "a hit");
+    let exp = u64::try_from(first.exp).unwrap();
+    let past_expiry = SystemTime::UNIX_EPOCH + Duration::from_secs(exp + 31);
+    assert_eq!(
+        verifier
+            .verify_at(&access, past_expiry)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Expired
+    );
+    // Cached again, then its key is withdrawn from the JWKS.
+    verifier.verify(&access).await.unwrap();
+    *served.lock().unwrap() = r#"{"keys":[]}"#.to_owned();
+    let withdrawn = Instant::now();
+    loop {
+        match verifier.verify(&access).await {
+            Ok(_) => {
+                assert!(
+                    withdrawn.elapsed() < Duration::from_secs(5),
+                    "a cached token outlived its key"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::UnknownKey);
+                break;
+            }
+        }
+    }
+    // Forged tokens never enter the cache: a tampered signature is checked every time.
+    let (signed, _) = access.rsplit_once('.').unwrap();
+    let tampered = format!("{signed}.AAAA");
+    for _ in 0..3 {
+        assert!(verifier.verify(&tampered).await.is_err());
+    }
+}

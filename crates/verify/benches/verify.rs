@@ -53,6 +53,11 @@ fn bench(c: &mut Criterion) {
          "x": B64.encode(ed.public_key().as_ref())},
     ]});
     let verifier = Verifier::from_static_jwks(jwks.to_string().as_bytes(), ISSUER, "api").unwrap();
+    // The same keys with the verified-token cache: a token seen before skips its signature.
+    let cached = Verifier::from_jwks(jwks.to_string().as_bytes(), ISSUER, "api")
+        .token_cache(10_000)
+        .build()
+        .unwrap();
     let es_token = jws(r#"{"alg":"ES256","typ":"at+jwt","kid":"es"}"#, |m| {
         ec.sign(&rng, m).unwrap().as_ref().to_vec()
     });
@@ -80,6 +85,10 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("EdDSA", |b| {
         b.iter(|| runtime.block_on(verifier.verify(&ed_token)).unwrap())
+    });
+    runtime.block_on(cached.verify(&es_token)).unwrap();
+    group.bench_function("ES256, token cache hit", |b| {
+        b.iter(|| runtime.block_on(cached.verify(&es_token)).unwrap())
     });
     group.finish();
 }

@@ -8,7 +8,9 @@
 //!
 //! Environment: `LATCHKEY_ISSUER` (default `http://127.0.0.1:8080`), `RESOURCE_AUDIENCE`
 //! (default `api`), `RESOURCE_LISTEN` (default `127.0.0.1:8082`), `RESOURCE_PUBLIC_URL` (the
-//! scheme and host clients use, when behind a TLS-terminating proxy).
+//! scheme and host clients use, when behind a TLS-terminating proxy), and to refuse revoked
+//! sessions' tokens within a second, `LATCHKEY_FEED_CLIENT_ID` and `LATCHKEY_FEED_CLIENT_SECRET`
+//! (`docs/revocation-feed.md` in the latchkey repository).
 
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -60,6 +62,26 @@ pub fn router(verifier: Verifier) -> Router {
         .with_state(verifier)
 }
 
+/// Follows the issuer's revocation feed when `LATCHKEY_FEED_CLIENT_ID` and
+/// `LATCHKEY_FEED_CLIENT_SECRET` name a client allowed `ssf.manage` and `ssf.read`: a revoked
+/// session's tokens are then refused within a second. The handle must live as long as the server.
+async fn follow_feed_if_configured(
+    verifier: &Verifier,
+) -> std::io::Result<Option<latchkey_verify::RevocationFeed>> {
+    let (Ok(id), Ok(secret)) = (
+        std::env::var("LATCHKEY_FEED_CLIENT_ID"),
+        std::env::var("LATCHKEY_FEED_CLIENT_SECRET"),
+    ) else {
+        return Ok(None);
+    };
+    let feed = verifier
+        .follow_revocations(latchkey_verify::FeedSettings::new(&id, &secret))
+        .await
+        .map_err(std::io::Error::other)?;
+    println!("following the revocation feed as {id:?}");
+    Ok(Some(feed))
+}
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let env = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
@@ -71,6 +93,7 @@ async fn main() -> std::io::Result<()> {
         verifier = verifier.public_base_url(&public);
     }
     let verifier = verifier.build().map_err(std::io::Error::other)?;
+    let _feed = follow_feed_if_configured(&verifier).await?;
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("resource server on http://{listen}, trusting tokens from {issuer} for {audience:?}");
     axum::serve(listener, router(verifier)).await

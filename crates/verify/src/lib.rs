@@ -14,6 +14,7 @@ mod jwks;
 #[cfg(any(feature = "actix", feature = "axum"))]
 mod rejection;
 mod revocations;
+mod token_cache;
 mod verifier;
 
 pub use claims::{Claims, Confirmation};

@@ -13,6 +13,7 @@ use crate::dpop::{self, Freshness, ProofContext, ProofFault, ReplayCache};
 use crate::error::{ErrorKind, VerifyError};
 use crate::jwks::{CacheSettings, JwksCache, Source};
 use crate::revocations::Revocations;
+use crate::token_cache;
 
 /// Tokens longer than this are refused before any parsing.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -36,6 +37,8 @@ struct Inner {
     revocations: Arc<Revocations>,
     /// For the revocation feed's requests.
     client: reqwest::Client,
+    /// Verified tokens, when enabled ([`VerifierBuilder::token_cache`]).
+    token_cache: Option<token_cache::TokenCache>,
 }
 
 /// The credentials of one HTTP request, as a resource server received them: what
@@ -101,6 +104,7 @@ pub struct VerifierBuilder {
     dpop_freshness: Freshness,
     dpop_replay_capacity: usize,
     public_base_url: Option<String>,
+    token_cache: Option<usize>,
 }
 
 enum BuilderSource {
@@ -188,6 +192,41 @@ impl Verifier {
     /// judged against it, so callers with their own clock (and tests) never depend on the wall
     /// clock.
     pub async fn verify_at(&self, token: &str, now: SystemTime) -> Result<Claims, VerifyError> {
+        let Some(cache) = &self.inner.token_cache else {
+            return self.verify_uncached(token, now).await;
+        };
+        let key = token_cache::key_of(token);
+        if let Some(hit) = cache.get(&key) {
+            // Everything that can change since the token was verified is checked again.
+            let checked = async {
+                self.check_claims(&hit.claims, now)?;
+                self.inner.cache.key(&hit.kid, now).await?;
+                self.inner.revocations.check(&hit.claims, now)
+            };
+            return match checked.await {
+                Ok(()) => Ok(hit.claims),
+                Err(e) => {
+                    cache.remove(&key);
+                    Err(e)
+                }
+            };
+        }
+        let claims = self.verify_uncached(token, now).await?;
+        if let Some(kid) = token_kid(token) {
+            let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            cache.put(
+                key,
+                token_cache::Cached {
+                    claims: claims.clone(),
+                    kid,
+                },
+                i64::try_from(now_s).unwrap_or(i64::MAX),
+            );
+        }
+        Ok(claims)
+    }
+
+    async fn verify_uncached(&self, token: &str, now: SystemTime) -> Result<Claims, VerifyError> {
         let payload = self.verified_payload(token, TokenType::Access, now).await?;
         let claims: Claims = serde_json::from_slice(&payload).map_err(|e| {
             if e.to_string().starts_with("missing field") {
@@ -452,6 +491,11 @@ impl Verifier {
     }
 }
 
+/// The `kid` of a token that verified (its header parsed once already).
+fn token_kid(token: &str) -> Option<String> {
+    parse_header(token.split('.').next()?).ok()?.kid
+}
+
 fn parse_header(encoded: &str) -> Result<Header, VerifyError> {
     let malformed = || VerifyError::new(ErrorKind::Malformed, "the token header is malformed");
     let bytes = B64.decode(encoded).map_err(|_| malformed())?;
@@ -474,6 +518,7 @@ impl VerifierBuilder {
             dpop_freshness: Freshness::default(),
             dpop_replay_capacity: 100_000,
             public_base_url: None,
+            token_cache: None,
         }
     }
 
@@ -545,6 +590,15 @@ impl VerifierBuilder {
         self
     }
 
+    /// Keeps up to `capacity` verified tokens, so a token presented again skips its signature
+    /// check (off by default). A hit still checks expiry, that the token's key is still
+    /// published, and the revocation feed: the cache never extends a token's life. DPoP proofs
+    /// are always checked. Each entry holds the claims (a few hundred bytes).
+    pub fn token_cache(mut self, capacity: usize) -> Self {
+        self.token_cache = (capacity > 0).then_some(capacity);
+        self
+    }
+
     /// Builds the verifier. Nothing is fetched until the first verification; a fixed JWKS is
     /// parsed now.
     pub fn build(self) -> Result<Verifier, VerifyError> {
@@ -584,6 +638,7 @@ impl VerifierBuilder {
                 public_base_url: self.public_base_url,
                 revocations: Arc::default(),
                 client,
+                token_cache: self.token_cache.map(token_cache::TokenCache::new),
             }),
         })
     }
