@@ -149,14 +149,16 @@ pub async fn deliver_now(notices: Vec<LogoutNotice>) -> usize {
     delivered
 }
 
-fn http_client() -> Option<reqwest::Client> {
+/// The client for every request the issuer makes to another server: bounded in time, and never
+/// following a redirect (the target is only ever a URL an operator registered).
+pub(crate) fn http_client() -> Option<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("latchkey/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(
-            |e| tracing::error!(error = %e, "no HTTP client: back-channel logouts are not sent"),
+            |e| tracing::error!(error = %e, "no HTTP client: back-channel logouts and feed pushes are not sent"),
         )
         .ok()
 }

@@ -12,7 +12,7 @@ use crate::config::{Config, ConfigError};
 use crate::keys::schedule::schedule_warnings;
 use crate::keys::{KeyError, KeyRing};
 use crate::state::{LiveState, ReloadChanges, Snapshot, keep_restart_only_fields};
-use crate::store::{SharedStore, Store};
+use crate::store::{LogNote, RevocationReason, SharedStore, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -60,8 +60,35 @@ pub async fn reload_changes(
     if keys.active(clock.now_ms()).is_none() {
         return Err(ReloadError::NoActiveKey);
     }
+    let running = state.current();
+    let removed: Vec<String> = running
+        .config
+        .clients
+        .iter()
+        .filter(|c| config.client(&c.id).is_none())
+        .map(|c| c.id.clone())
+        .collect();
+    let retention = config.revocation_retention();
     state.replace(Snapshot::new(config, keys));
-    let warnings = publish_and_check(state, store, clock).await.warnings;
+    let mut warnings = publish_and_check(state, store, clock).await.warnings;
+    for client_id in removed {
+        let note = LogNote::new(&retention, RevocationReason::ClientRemoved, clock.now_ms());
+        match store.revoke_client_sessions(&client_id, &note).await {
+            Ok(ended) => tracing::info!(
+                event = "family.revoked",
+                %client_id,
+                count = ended,
+                cause = "client_removed",
+                "sessions of a client removed from the config ended"
+            ),
+            // Its sessions cannot refresh anyway; each is revoked when its token is presented.
+            Err(e) => warnings.push(format!(
+                "the sessions of the removed client {client_id:?} could not be ended now ({}); \
+                 each ends when its refresh token is next presented",
+                crate::telemetry::error_chain(&e)
+            )),
+        }
+    }
     Ok((changes, warnings))
 }
 

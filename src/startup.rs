@@ -218,15 +218,16 @@ impl Application {
             )));
         }
         tasks.push(tokio::spawn(publish_when_the_store_answers(flows.clone())));
-        {
-            let flows = flows.clone();
-            tasks.push(tokio::spawn(async move {
-                let watch = std::sync::Arc::clone(flows.log_watch());
-                watch
-                    .follow(flows.store().clone(), flows.clock().clone())
-                    .await;
-            }));
-        }
+        // The revocation feed: the log watch that wakes held polls, and push delivery.
+        let watcher = flows.clone();
+        tasks.push(tokio::spawn(async move {
+            let watch = std::sync::Arc::clone(watcher.log_watch());
+            watch
+                .follow(watcher.store().clone(), watcher.clock().clone())
+                .await;
+        }));
+        let pusher = flows.clone();
+        tasks.push(tokio::spawn(async move { pusher.push_forever().await }));
         tasks.push(tokio::spawn(follow_password_costs_forever(flows)));
         if let Some((path, poll)) = self.watch {
             let flows = &self.flows;

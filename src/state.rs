@@ -167,6 +167,7 @@ pub const SETTINGS: &[Setting] = &[
     reloadable!("users", |c| c.users),
     reloadable!("demo", |c| c.demo),
     reloadable!("sso", |c| c.sso),
+    reloadable!("feed", |c| c.feed),
     reloadable!("trusted_proxies", |c| c.trusted_proxies),
     reloadable!("forwarded_header", |c| c.forwarded_header),
 ];
@@ -308,6 +309,7 @@ mod tests {
             "clients" => BASE.replace("\"https://x\"", "\"https://y\""),
             "users" => section("users", "allow_registration = true"),
             "sso" => section("sso", "code_ttl = \"30s\""),
+            "feed" => section("feed", "push_endpoints = [\"https://rs.example/events\"]"),
             "demo" => format!("{BASE}[demo]\nenabled = true\nclient_id = \"latchkey\"\n"),
             "trusted_proxies" => format!("trusted_proxies = [\"10.0.0.1\"]\n{BASE}"),
             "forwarded_header" => format!("forwarded_header = \"forwarded\"\n{BASE}"),

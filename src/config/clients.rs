@@ -226,6 +226,17 @@ pub(super) struct RawClient {
 pub const MAX_REDIRECT_URI_LEN: usize = 2000;
 
 /// Whether `host` (of an `http` URI, without port) is a loopback host.
+/// Why the issuer may not POST to `uri` (a back-channel logout or a revocation-feed push
+/// target), if it may not: it must be https, or http on loopback, with no fragment, wildcard or
+/// user information.
+pub(super) fn server_uri_problem(uri: &str) -> Option<&'static str> {
+    if uri.starts_with("https://") || uri.starts_with("http://") {
+        redirect_uri_problem(uri)
+    } else {
+        Some("the issuer POSTs to it: an https URI (http only on loopback)")
+    }
+}
+
 fn loopback_host(host: &str) -> bool {
     host == "localhost"
         || host == "[::1]"
@@ -430,15 +441,10 @@ pub(super) fn validate(raw: Vec<RawClient>, problems: &mut Vec<String>) -> Vec<C
                 problems.push(format!("{at}.post_logout_redirect_uris: {uri:?}: {why}"));
             }
         }
-        if let Some(uri) = &c.backchannel_logout_uri {
-            let why = if uri.starts_with("https://") || uri.starts_with("http://") {
-                redirect_uri_problem(uri)
-            } else {
-                Some("the issuer POSTs to it: an https URI (http only on loopback)")
-            };
-            if let Some(why) = why {
-                problems.push(format!("{at}.backchannel_logout_uri: {uri:?}: {why}"));
-            }
+        if let Some(uri) = &c.backchannel_logout_uri
+            && let Some(why) = server_uri_problem(uri)
+        {
+            problems.push(format!("{at}.backchannel_logout_uri: {uri:?}: {why}"));
         }
         if grants.contains(&GrantType::AuthorizationCode) {
             if c.redirect_uris.is_empty() {

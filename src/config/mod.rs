@@ -12,6 +12,7 @@ use crate::clock::UnixMs;
 pub mod clients;
 mod demo;
 mod dpop;
+mod feed;
 mod jwks;
 mod keys;
 mod limits;
@@ -28,6 +29,7 @@ mod values;
 pub use clients::{ClientKind, ClientSpec, Consent, DEFAULT_CLIENT_ID, GrantType, RefreshDelivery};
 pub use demo::DemoSettings;
 pub use dpop::DpopSettings;
+pub use feed::FeedSettings;
 pub use jwks::JwksSettings;
 pub use keys::{Alg, KeySpec};
 pub use limits::LimitSettings;
@@ -74,6 +76,8 @@ pub struct Config {
     pub dpop: DpopSettings,
     /// The single sign-on session and authorization codes.
     pub sso: SsoSettings,
+    /// The revocation feed's push targets.
+    pub feed: FeedSettings,
     /// Peers whose forwarding header names the client; from any other peer it is ignored and
     /// the client is the peer itself.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -278,6 +282,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let shutdown = operations::validate_shutdown(raw.shutdown, &mut problems);
     let dpop = dpop::validate(raw.dpop, &mut problems);
     let sso = sso::validate(raw.sso, &mut problems);
+    let feed = feed::validate(raw.feed, &mut problems);
     let metrics = operations::validate_metrics(raw.metrics, &mut problems);
     let log_format = operations::validate_log(raw.log, &mut problems);
     let store = store::validate(raw.store, &mut problems);
@@ -323,6 +328,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         shutdown,
         dpop,
         sso,
+        feed,
         trusted_proxies: server.trusted_proxies,
         forwarded_header: server.forwarded_header,
     })

@@ -39,6 +39,8 @@ pub(crate) struct RawConfig {
     pub(super) dpop: super::dpop::RawDpop,
     #[serde(default)]
     pub(super) sso: super::sso::RawSso,
+    #[serde(default)]
+    pub(super) feed: super::feed::RawFeed,
     /// An `http://` issuer on a non-loopback host is refused unless this says it is meant.
     #[serde(default)]
     pub(super) allow_insecure_issuer: bool,
@@ -93,6 +95,7 @@ const ENV_FIELDS: &[(Option<&str>, &str, EnvKind)] = &[
     (Some("dpop"), "nonce_lifetime", EnvKind::Str),
     (Some("dpop"), "nonce_secret_file", EnvKind::Str),
     (Some("dpop"), "max_remembered_proofs", EnvKind::Int),
+    (Some("feed"), "push_endpoints", EnvKind::List),
     (Some("sso"), "session_idle", EnvKind::Str),
     (Some("sso"), "session_max", EnvKind::Str),
     (Some("sso"), "code_ttl", EnvKind::Str),

@@ -195,6 +195,18 @@ impl Store for MeasuredStore {
         .await
     }
 
+    async fn revoke_client_sessions(
+        &self,
+        client_id: &str,
+        note: &LogNote,
+    ) -> Result<usize, StoreError> {
+        self.timed(
+            "revoke_client_sessions",
+            self.inner.revoke_client_sessions(client_id, note),
+        )
+        .await
+    }
+
     async fn revocations_after(
         &self,
         after: Option<LogPosition>,

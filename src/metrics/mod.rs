@@ -223,6 +223,7 @@ pub struct Metrics {
     page_logins: Family<OutcomeLabels, Counter>,
     code_exchanges: Family<OutcomeLabels, Counter>,
     backchannel_logouts: Family<OutcomeLabels, Counter>,
+    feed_pushes: Family<OutcomeLabels, Counter>,
     hashing: HashingMetrics,
     store: StoreMetrics,
     signing_key: Family<KeyLabels, Gauge>,
@@ -306,6 +307,12 @@ impl Metrics {
             "Back-channel logout tokens sent to clients, by outcome: delivered, refused (4xx), gave_up (after retries), dropped (queue full)",
             backchannel_logouts.clone(),
         );
+        let feed_pushes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "feed_pushes",
+            "Security events pushed to revocation-feed receivers (RFC 8935), by outcome: delivered, refused (400), failed (network, 401/403, 429, 5xx: retried later)",
+            feed_pushes.clone(),
+        );
         let hashing = HashingMetrics::default();
         registry.register(
             "password_hash_queue_depth",
@@ -359,6 +366,7 @@ impl Metrics {
             page_logins,
             code_exchanges,
             backchannel_logouts,
+            feed_pushes,
             hashing,
             store,
             signing_key,
@@ -435,6 +443,13 @@ impl Metrics {
     /// A back-channel logout notice: `delivered`, `refused`, `gave_up` or `dropped`.
     pub fn backchannel_logout(&self, outcome: &'static str) {
         self.backchannel_logouts
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// A security event pushed to a feed receiver: `delivered`, `refused` or `failed`.
+    pub fn feed_push(&self, outcome: &'static str) {
+        self.feed_pushes
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

@@ -396,6 +396,13 @@ pub trait Store: Send + Sync + 'static {
         user_id: &str,
         note: &LogNote,
     ) -> Result<usize, StoreError>;
+    /// Revokes every session of a client removed from the config, logging each. Rare (a reload
+    /// that removes a client): backends without an index by client may scan.
+    async fn revoke_client_sessions(
+        &self,
+        client_id: &str,
+        note: &LogNote,
+    ) -> Result<usize, StoreError>;
     /// The revocation log after `after` (from its start: `None`), oldest first, at most `limit`
     /// records, without those past their `keep_until` at `now`.
     async fn revocations_after(

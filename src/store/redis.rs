@@ -673,6 +673,48 @@ impl RedisStore {
         Ok(uid.is_some())
     }
 
+    /// The key of every session family, by SCAN on each master (a Cluster's too). Bounded:
+    /// at most `MAX_SCAN_STEPS` steps per master.
+    async fn families(&self, conn: &mut Conn) -> Result<Vec<String>, StoreError> {
+        const MAX_SCAN_STEPS: usize = 100_000;
+        let mut found = Vec::new();
+        let masters = match conn {
+            Conn::Cluster(cluster) => cluster_masters(cluster).await?,
+            _ => vec![None],
+        };
+        for master in masters {
+            let mut cursor = 0u64;
+            for _ in 0..MAX_SCAN_STEPS {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg("lk:{*}:f:*")
+                    .arg("COUNT")
+                    .arg(1000);
+                let (next, keys): (u64, Vec<String>) = match (&master, &mut *conn) {
+                    (Some((host, port)), Conn::Cluster(cluster)) => {
+                        let routing = redis::cluster_routing::RoutingInfo::SingleNode(
+                            redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                                host: host.clone(),
+                                port: *port,
+                            },
+                        );
+                        let value = cluster.route_command(scan, routing).await?;
+                        redis::from_redis_value(value)
+                            .map_err(|e| StoreError::Corrupt(format!("SCAN answer: {e}")))?
+                    }
+                    (_, conn) => scan.query_async(conn).await?,
+                };
+                found.extend(keys);
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
     fn on_cluster(&self) -> bool {
         matches!(self.client, Target::Cluster(_))
     }
@@ -726,6 +768,28 @@ impl RedisStore {
         );
         Err(e)
     }
+}
+
+/// Every master of a cluster, as `(host, port)`, from `CLUSTER NODES`.
+async fn cluster_masters(
+    cluster: &mut redis::cluster_async::ClusterConnection,
+) -> Result<Vec<Option<(String, u16)>>, StoreError> {
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(cluster)
+        .await?;
+    Ok(nodes
+        .lines()
+        .filter(|line| {
+            let flags = line.split(' ').nth(2).unwrap_or("");
+            flags.split(',').any(|f| f == "master") && !flags.contains("fail")
+        })
+        .filter_map(|line| {
+            let address = line.split(' ').nth(1)?.split('@').next()?;
+            let (host, port) = address.rsplit_once(':')?;
+            Some(Some((host.to_owned(), port.parse().ok()?)))
+        })
+        .collect())
 }
 
 /// A stream entry of the log as a record; `None` for one that cannot be read (skipped, so one
@@ -1227,6 +1291,29 @@ impl Store for RedisStore {
             .unwrap_or(0))
     }
 
+    async fn revoke_client_sessions(
+        &self,
+        client_id: &str,
+        note: &LogNote,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut ended = 0;
+        for family in self.families(&mut conn).await? {
+            let Some(sid) = family
+                .rsplit(':')
+                .next()
+                .and_then(|s| Uuid::try_parse(s).ok())
+            else {
+                continue;
+            };
+            let cid: Option<String> = conn.hget(&family, "cid").await?;
+            if cid.as_deref() == Some(client_id) && self.revoke_family(sid, None, note).await? {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
     async fn revocations_after(
         &self,
         after: Option<LogPosition>,
@@ -1571,6 +1658,16 @@ impl Store for Reconnecting {
         note: &LogNote,
     ) -> Result<usize, StoreError> {
         self.once(self.0.revoke_user_sessions(user_id, note)).await
+    }
+
+    // Not retried: a scan that failed halfway is simply run again by the next reload.
+    async fn revoke_client_sessions(
+        &self,
+        client_id: &str,
+        note: &LogNote,
+    ) -> Result<usize, StoreError> {
+        self.once(self.0.revoke_client_sessions(client_id, note))
+            .await
     }
 
     async fn revocations_after(

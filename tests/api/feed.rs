@@ -28,6 +28,7 @@ on_every_backend!(
     a_new_stream_starts_with_every_revocation_still_retained,
     latchkey_verify_refuses_a_revoked_sessions_tokens_within_a_second,
     latchkey_verify_goes_on_by_signature_while_the_feed_is_down_or_fails_closed_when_asked,
+    events_are_pushed_only_to_allowed_urls_and_retried_until_accepted,
 );
 
 /// `[[clients]]` for feed receivers: `rs` may manage and read streams, `other` too (its own),
@@ -828,4 +829,244 @@ async fn the_example_resource_servers_refuse_a_revoked_sessions_token() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// A push receiver (RFC 8935): records each POST's content type, `Authorization` and body, and
+/// answers the next scripted status (202 once the script is used up).
+struct PushReceiver {
+    url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+}
+
+async fn push_receiver(script: &[u16]) -> PushReceiver {
+    use std::sync::{Arc, Mutex};
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let statuses = Arc::new(Mutex::new(
+        script
+            .iter()
+            .copied()
+            .collect::<std::collections::VecDeque<_>>(),
+    ));
+    let (kept, next) = (Arc::clone(&received), Arc::clone(&statuses));
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (kept, next) = (Arc::clone(&kept), Arc::clone(&next));
+            async move {
+                let header = |name: &str| {
+                    headers
+                        .get(name)
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default()
+                };
+                kept.lock()
+                    .unwrap()
+                    .push((header("content-type"), header("authorization"), body));
+                let status = next.lock().unwrap().pop_front().unwrap_or(202);
+                let body = if status == 400 {
+                    r#"{"err":"invalid_key","description":"unknown key"}"#
+                } else {
+                    ""
+                };
+                (axum::http::StatusCode::from_u16(status).unwrap(), body)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    PushReceiver { url, received }
+}
+
+impl PushReceiver {
+    /// What arrived, once `count` pushes did (waiting at most 15 s).
+    async fn wait_for(&self, count: usize) -> Vec<(String, String, String)> {
+        for _ in 0..300 {
+            let received = self.received.lock().unwrap().clone();
+            if received.len() >= count {
+                return received;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{count} pushes expected, {} arrived",
+            self.received.lock().unwrap().len()
+        );
+    }
+}
+
+async fn events_are_pushed_only_to_allowed_urls_and_retried_until_accepted(backend: Backend) {
+    // 503 first (retried), then 400 for the next event (refused: not sent again), then 202s.
+    let rs = push_receiver(&[503, 202, 400]).await;
+    let secret_hash = hash(RECEIVER_SECRET).await;
+    let allowed = rs.url.clone();
+    let app = spawn_app_with(backend, move |c| {
+        c.issuer_on_own_port();
+        receivers(c, &secret_hash);
+        c.text
+            .push_str(&format!("\n[feed]\npush_endpoints = [\"{allowed}\"]\n"));
+    })
+    .await;
+    let issuer = app.address.clone();
+    let metadata: Value = app
+        .get("/.well-known/ssf-configuration")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        metadata["delivery_methods_supported"],
+        json!([POLL, "urn:ietf:rfc:8935"])
+    );
+    let token = receiver_token(&app.client, &issuer, "rs", "ssf.manage ssf.read").await;
+    let elsewhere = app
+        .client
+        .post(app.url("/ssf/stream"))
+        .bearer_auth(&token)
+        .json(&json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "http://127.0.0.1:9/events"}}))
+        .send()
+        .await
+        .unwrap();
+    let refused = assert_error(elsewhere, StatusCode::BAD_REQUEST, "invalid_request").await;
+    assert!(
+        refused["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("not one of the push endpoints")
+    );
+    let stream = create_stream(
+        &app.client,
+        &issuer,
+        &token,
+        json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": rs.url, "authorization_header": "Bearer push-secret"}}),
+    )
+    .await;
+    assert_eq!(
+        stream["delivery"],
+        json!({"method": "urn:ietf:rfc:8935", "endpoint_url": rs.url}),
+        "the authorization header is never shown"
+    );
+    let polled = app
+        .client
+        .post(app.url(&format!("/ssf/poll/{}", text(&stream, "stream_id"))))
+        .bearer_auth(&token)
+        .json(&json!({"returnImmediately": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(polled, StatusCode::BAD_REQUEST, "invalid_request").await;
+
+    app.add_user("alice", PASSWORD).await;
+    let first = app.login_ok("alice").await;
+    let second = app.login_ok("alice").await;
+    let third = app.login_ok("alice").await;
+    app.logout(&text(&first, "refresh_token")).await;
+    // 503, then the retry's 202.
+    let received = rs.wait_for(2).await;
+    assert_eq!(
+        claims_of(&received[0].2)["jti"],
+        claims_of(&received[1].2)["jti"],
+        "the same event again"
+    );
+    app.logout(&text(&second, "refresh_token")).await;
+    app.logout(&text(&third, "refresh_token")).await;
+    // The second logout's event is refused (400) and not sent again; the third's is accepted.
+    let received = rs.wait_for(4).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let received_later = rs.received.lock().unwrap().clone();
+    assert_eq!(received_later.len(), 4, "nothing more: {received_later:?}");
+    let sids: Vec<Value> = [&first, &second, &third]
+        .iter()
+        .map(|s| claims_of(&text(s, "access_token"))["sid"].clone())
+        .collect();
+    let issuer_jwks = issuer.clone();
+    for (i, (content_type, authorization, body)) in received.iter().enumerate() {
+        assert_eq!(content_type, "application/secevent+jwt");
+        assert_eq!(authorization, "Bearer push-secret");
+        let answer = json!({"sets": {format!("push{i}"): body}});
+        let mut sets = verified_sets(&issuer_jwks, &issuer, "rs", &answer_with_jti(&answer)).await;
+        let set = sets.remove(0);
+        assert_eq!(event_of(&set).0, SESSION_REVOKED);
+        let expected = [0, 0, 1, 2][i];
+        assert_eq!(set["sub_id"]["session"]["id"], sids[expected], "push {i}");
+    }
+    let metrics = crate::metrics::scrape(&app).await;
+    assert_eq!(
+        crate::metrics::sample(
+            &metrics,
+            "latchkey_feed_pushes_total{outcome=\"delivered\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        crate::metrics::sample(&metrics, "latchkey_feed_pushes_total{outcome=\"refused\"}"),
+        1.0
+    );
+}
+
+/// A poll-shaped answer keyed by each SET's own `jti` (what [`verified_sets`] checks).
+fn answer_with_jti(answer: &Value) -> Value {
+    let mut sets = serde_json::Map::new();
+    for token in answer["sets"].as_object().unwrap().values() {
+        let claims = claims_of(token.as_str().unwrap());
+        sets.insert(claims["jti"].as_str().unwrap().to_owned(), token.clone());
+    }
+    json!({"sets": sets})
+}
+
+/// A reload that removes a client ends its sessions at once: resource servers following the feed
+/// refuse their tokens within a second, and their refresh tokens are dead.
+#[tokio::test]
+async fn removing_a_client_at_a_reload_revokes_its_sessions() {
+    const KIOSK: &str =
+        "\n[[clients]]\nid = \"kiosk\"\ntype = \"public\"\ngrants = [\"refresh_token\"]\n";
+    let secret_hash = hash(RECEIVER_SECRET).await;
+    let app = spawn_app_with(Backend::Redis, move |c| {
+        c.issuer_on_own_port();
+        receivers(c, &secret_hash);
+        c.text.push_str(KIOSK);
+    })
+    .await;
+    app.add_user("alice", PASSWORD).await;
+    let kiosk: Value = app
+        .post_json(
+            "/auth/login",
+            &json!({"username": "alice", "password": PASSWORD, "client_id": "kiosk"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        claims_of(&text(&kiosk, "access_token"))["client_id"],
+        "kiosk"
+    );
+    let other = app.login_ok("alice").await;
+    let verifier = latchkey_verify::Verifier::from_issuer(&app.address, "api")
+        .build()
+        .unwrap();
+    let _feed = verifier
+        .follow_revocations(latchkey_verify::FeedSettings::new("rs", RECEIVER_SECRET))
+        .await
+        .unwrap();
+    verifier
+        .verify(&text(&kiosk, "access_token"))
+        .await
+        .unwrap();
+
+    std::fs::write(&app.config_path, app.config_text.replace(KIOSK, "")).unwrap();
+    app.reload().await.unwrap();
+    let took = until_refused(&verifier, &text(&kiosk, "access_token")).await;
+    assert!(
+        took < Duration::from_secs(1),
+        "refused {took:?} after the reload"
+    );
+    verifier
+        .verify(&text(&other, "access_token"))
+        .await
+        .expect("another client's session stays");
+    assert_eq!(
+        app.refresh(&text(&kiosk, "refresh_token")).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }

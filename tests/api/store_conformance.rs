@@ -62,6 +62,7 @@ conformance!(
     sign_in_records_expire_by_the_callers_clock_and_swap_once,
     every_revocation_is_logged_once_in_order,
     the_revocation_log_forgets_records_past_their_keep,
+    a_removed_clients_sessions_end_each_logged,
 );
 
 const T0: i64 = 1_800_000_000_000;
@@ -258,13 +259,23 @@ async fn try_session(
     now: i64,
     user_epoch: u64,
 ) -> (Uuid, TokenId, bool) {
+    try_session_of(store, user_id, "web", now, user_epoch).await
+}
+
+async fn try_session_of(
+    store: &SharedStore,
+    user_id: &str,
+    client_id: &str,
+    now: i64,
+    user_epoch: u64,
+) -> (Uuid, TokenId, bool) {
     let sid = new_session_id(user_id).unwrap();
     let first = token(sid);
     let created = store
         .create_session(&NewSession {
             id: sid,
             user_id: user_id.into(),
-            client_id: "web".into(),
+            client_id: client_id.into(),
             scope: "read".into(),
             created_at: now,
             expires_at: now + FAMILY,
@@ -1143,5 +1154,36 @@ async fn the_revocation_log_forgets_records_past_their_keep(store: &SharedStore)
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// A client removed from the config: every session of it ends, one log record each; other
+/// clients' sessions stay.
+async fn a_removed_clients_sessions_end_each_logged(store: &SharedStore) {
+    let (web1, _) = new_session(store, "u1", T0).await;
+    let (web2, _) = new_session(store, "u2", T0).await;
+    let (kept, _, created) = try_session_of(store, "u1", "portal", T0, 0).await;
+    assert!(created);
+    let note = n(RevocationReason::ClientRemoved);
+    assert_eq!(store.revoke_client_sessions("web", &note).await.unwrap(), 2);
+    assert_eq!(store.revoke_client_sessions("web", &note).await.unwrap(), 0);
+    assert!(store.session(web1, T0).await.unwrap().is_none());
+    assert!(store.session(web2, T0).await.unwrap().is_none());
+    assert!(store.session(kept, T0).await.unwrap().is_some());
+    let mut logged: Vec<(String, Vec<Uuid>)> = store
+        .revocations_after(None, T0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.reason, RevocationReason::ClientRemoved);
+            assert_eq!(r.cutoff, None);
+            (r.user_id, r.sessions)
+        })
+        .collect();
+    logged.sort();
+    assert_eq!(
+        logged,
+        vec![("u1".to_owned(), vec![web1]), ("u2".to_owned(), vec![web2])]
     );
 }

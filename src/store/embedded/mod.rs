@@ -321,6 +321,16 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn revoke_client_sessions(
+        &self,
+        client_id: &str,
+        note: &LogNote,
+    ) -> Result<usize, StoreError> {
+        let (client_id, note) = (client_id.to_owned(), *note);
+        self.write(move |c| sql::revoke_client_sessions(c, &client_id, &note))
+            .await
+    }
+
     async fn revocations_after(
         &self,
         after: Option<LogPosition>,

@@ -850,6 +850,27 @@ pub(super) fn revoke_session(c: &Connection, id: Uuid, note: &LogNote) -> Result
     }
 }
 
+/// Ends every session of `client_id`, one log record each.
+pub(super) fn revoke_client_sessions(
+    c: &Connection,
+    client_id: &str,
+    note: &LogNote,
+) -> Result<usize, StoreError> {
+    let mut stmt =
+        c.prepare_cached("DELETE FROM sessions WHERE client_id = ?1 RETURNING id, user_id")?;
+    let ended = stmt
+        .query_map([client_id], |row| {
+            Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (id, user_id) in &ended {
+        if let Ok(sid) = Uuid::from_slice(id) {
+            log_revocation(c, note, user_id, &[sid])?;
+        }
+    }
+    Ok(ended.len())
+}
+
 /// Ends every session of the user and logs a per-user record, even when none was live: its
 /// cutoff still refuses tokens of a login that was in flight.
 pub(super) fn revoke_user_sessions(

@@ -4,7 +4,7 @@
 //! Tokens (RFC 8417): CAEP `session-revoked` for every session that ended, and for per-user
 //! revocations one event about the user (`session-revoked`, `credential-change`, or RISC
 //! `account-disabled` / `account-enabled` / `account-purged`). Delivery is by polling (RFC 8936),
-//! long-held until records arrive.
+//! long-held until records arrive, or by push (RFC 8935, [`push`]) to URLs the config allows.
 //!
 //! A stream's state is a cursor in the log (every record up to it acknowledged), the ids of
 //! events acknowledged beyond it, and pending verification events. Any instance answers any
@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+pub mod push;
+
 use super::{FlowError, Flows};
 use crate::clock::UnixMs;
 use crate::state::Snapshot;
@@ -27,6 +29,8 @@ pub const SCOPE_MANAGE: &str = "ssf.manage";
 pub const SCOPE_READ: &str = "ssf.read";
 /// Poll delivery (RFC 8936).
 pub const POLL: &str = "urn:ietf:rfc:8936";
+/// Push delivery (RFC 8935).
+pub const PUSH: &str = "urn:ietf:rfc:8935";
 
 pub const SESSION_REVOKED: &str =
     "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
@@ -110,6 +114,26 @@ pub struct Stream {
     pub pending: Vec<PendingVerification>,
     #[serde(default)]
     pub verifications: u64,
+    /// Where events are pushed; `None`: the receiver polls.
+    #[serde(default)]
+    pub push: Option<PushTarget>,
+}
+
+/// A push stream's target (RFC 8935): a URL the config allows, and the `Authorization` header
+/// value the receiver asked for (kept in the store, never shown or logged).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PushTarget {
+    pub endpoint_url: String,
+    #[serde(default)]
+    pub authorization_header: Option<String>,
+}
+
+impl std::fmt::Debug for PushTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushTarget")
+            .field("endpoint_url", &self.endpoint_url)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -133,11 +157,22 @@ pub struct StreamRequest {
     pub description: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct DeliveryRequest {
     pub method: String,
     #[serde(default)]
     pub endpoint_url: Option<String>,
+    #[serde(default)]
+    pub authorization_header: Option<String>,
+}
+
+impl std::fmt::Debug for DeliveryRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeliveryRequest")
+            .field("method", &self.method)
+            .field("endpoint_url", &self.endpoint_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A poll's body (RFC 8936 §2.4).
@@ -226,6 +261,9 @@ fn receiver_key(client_id: &str) -> String {
     format!("ssf:receiver:{client_id}")
 }
 
+/// The ids of every push stream, for the instances that deliver them.
+const PUSH_STREAMS: &str = "ssf:push-streams";
+
 fn bad(description: impl Into<std::borrow::Cow<'static, str>>) -> FlowError {
     FlowError::InvalidRequest(description.into())
 }
@@ -237,11 +275,16 @@ fn no_stream() -> FlowError {
 /// The transmitter's metadata (SSF 1.0 §7.1).
 pub fn configuration(snapshot: &Snapshot) -> Value {
     let issuer = &snapshot.config.issuer;
+    let methods = if snapshot.config.feed.push_endpoints.is_empty() {
+        vec![POLL]
+    } else {
+        vec![POLL, PUSH]
+    };
     json!({
         "spec_version": "1_0",
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-        "delivery_methods_supported": [POLL],
+        "delivery_methods_supported": methods,
         "configuration_endpoint": format!("{issuer}/ssf/stream"),
         "status_endpoint": format!("{issuer}/ssf/status"),
         "verification_endpoint": format!("{issuer}/ssf/verify"),
@@ -254,14 +297,18 @@ impl Stream {
     /// The stream as its receiver sees it (SSF 1.0 §8.1.1).
     pub fn view(&self, snapshot: &Snapshot) -> Value {
         let issuer = &snapshot.config.issuer;
+        let delivery = match &self.push {
+            Some(push) => json!({"method": PUSH, "endpoint_url": push.endpoint_url}),
+            None => json!({
+                "method": POLL,
+                "endpoint_url": format!("{issuer}/ssf/poll/{}", self.stream_id),
+            }),
+        };
         json!({
             "stream_id": self.stream_id,
             "iss": issuer,
             "aud": self.receiver,
-            "delivery": {
-                "method": POLL,
-                "endpoint_url": format!("{issuer}/ssf/poll/{}", self.stream_id),
-            },
+            "delivery": delivery,
             "events_supported": EVENTS_SUPPORTED,
             "events_requested": self.events_requested,
             "events_delivered": self.delivered(),
@@ -304,15 +351,46 @@ fn requested_events(requested: Option<Vec<String>>) -> Result<Vec<String>, FlowE
     Ok(kept)
 }
 
-fn check_delivery(delivery: Option<&DeliveryRequest>) -> Result<(), FlowError> {
-    match delivery {
-        None => Ok(()),
-        Some(d) if d.method == POLL && d.endpoint_url.is_none() => Ok(()),
-        Some(d) if d.method == POLL => Err(bad(
+/// The delivery a request asks for: `None` for polling (the default), or a push target the
+/// config allows.
+fn check_delivery(
+    delivery: Option<&DeliveryRequest>,
+    settings: &crate::config::FeedSettings,
+) -> Result<Option<PushTarget>, FlowError> {
+    let Some(d) = delivery else {
+        return Ok(None);
+    };
+    match d.method.as_str() {
+        POLL if d.endpoint_url.is_none() => Ok(None),
+        POLL => Err(bad(
             "delivery.endpoint_url: the transmitter names the poll endpoint; leave it out",
         )),
-        Some(_) => Err(bad(format!(
-            "delivery.method: this transmitter delivers by polling ({POLL}) only"
+        PUSH if settings.push_endpoints.is_empty() => Err(bad(format!(
+            "delivery.method: push is not enabled here ([feed] push_endpoints); poll with {POLL}"
+        ))),
+        PUSH => {
+            let url = d
+                .endpoint_url
+                .as_deref()
+                .ok_or_else(|| bad("delivery.endpoint_url is required for push"))?;
+            if !settings.allows_push_to(url) {
+                return Err(bad(
+                    "delivery.endpoint_url: not one of the push endpoints the issuer allows",
+                ));
+            }
+            if d.authorization_header
+                .as_ref()
+                .is_some_and(|h| h.len() > 4096 || h.chars().any(char::is_control))
+            {
+                return Err(bad("delivery.authorization_header: malformed"));
+            }
+            Ok(Some(PushTarget {
+                endpoint_url: url.to_owned(),
+                authorization_header: d.authorization_header.clone(),
+            }))
+        }
+        _ => Err(bad(format!(
+            "delivery.method: {POLL} (poll) or {PUSH} (push)"
         ))),
     }
 }
@@ -505,7 +583,7 @@ impl Flows {
         receiver: &Receiver,
         request: StreamRequest,
     ) -> Result<Value, FlowError> {
-        check_delivery(request.delivery.as_ref())?;
+        let push = check_delivery(request.delivery.as_ref(), &self.snapshot().config.feed)?;
         if request.stream_id.is_some() {
             return Err(bad("stream_id: the transmitter assigns it"));
         }
@@ -536,10 +614,14 @@ impl Flows {
             acked: BTreeSet::new(),
             pending: Vec::new(),
             verifications: 0,
+            push,
         };
         self.save_stream(&stream).await?;
         ids.push(stream.stream_id.clone());
         self.save_stream_ids(receiver, &ids).await?;
+        if stream.push.is_some() {
+            self.file_push_stream(&stream.stream_id, true).await?;
+        }
         tracing::info!(event = "feed.stream_created", receiver = %receiver.client_id, stream_id = %stream.stream_id, "revocation feed stream created");
         Ok(stream.view(&self.snapshot()))
     }
@@ -573,7 +655,7 @@ impl Flows {
         request: StreamRequest,
         replace: bool,
     ) -> Result<Value, FlowError> {
-        check_delivery(request.delivery.as_ref())?;
+        let push = check_delivery(request.delivery.as_ref(), &self.snapshot().config.feed)?;
         let id = request
             .stream_id
             .clone()
@@ -585,13 +667,21 @@ impl Flows {
         if replace || request.description.is_some() {
             stream.description = check_description(request.description)?;
         }
+        if replace || request.delivery.is_some() {
+            stream.push = push;
+        }
         self.save_stream(&stream).await?;
+        self.file_push_stream(&stream.stream_id, stream.push.is_some())
+            .await?;
         Ok(stream.view(&self.snapshot()))
     }
 
     pub async fn delete_stream(&self, receiver: &Receiver, id: &str) -> Result<(), FlowError> {
-        self.load_stream(receiver, id).await?;
+        let stream = self.load_stream(receiver, id).await?;
         self.store.delete_record(&stream_key(id)).await?;
+        if stream.push.is_some() {
+            self.file_push_stream(id, false).await?;
+        }
         let ids: Vec<String> = self
             .stream_ids(receiver)
             .await?
@@ -635,6 +725,31 @@ impl Flows {
         stream.reason = reason;
         self.save_stream(&stream).await?;
         Ok(status_view(&stream))
+    }
+
+    /// Adds the stream to (or removes it from) the list the pushing instances read.
+    async fn file_push_stream(&self, id: &str, push: bool) -> Result<(), FlowError> {
+        let now = self.clock.now_ms();
+        let mut ids: Vec<String> = self
+            .store
+            .record(PUSH_STREAMS, now)
+            .await?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        let listed = ids.iter().any(|i| i == id);
+        if listed == push {
+            return Ok(());
+        }
+        if push {
+            ids.push(id.to_owned());
+        } else {
+            ids.retain(|i| i != id);
+        }
+        let value = serde_json::to_string(&ids).map_err(FlowError::internal)?;
+        self.store
+            .put_record(PUSH_STREAMS, &value, now + STREAM_IDLE_MS)
+            .await?;
+        Ok(())
     }
 
     /// The newest record of the log, if any.
@@ -707,6 +822,11 @@ impl Flows {
             return Err(bad(format!("maxEvents: at most {MAX_EVENTS}")));
         }
         let mut stream = self.load_stream(receiver, id).await?;
+        if stream.push.is_some() {
+            return Err(bad(
+                "this stream is delivered by push: its events are not polled",
+            ));
+        }
         let mut changed = false;
         for (jti, error) in &request.set_errs {
             // An event the receiver could not take is not sent again (RFC 8936 §2.4).
@@ -962,6 +1082,7 @@ mod tests {
             acked: BTreeSet::new(),
             pending: vec![],
             verifications: 0,
+            push: None,
         };
         assert!(
             !acknowledge(&mut stream, &jti),
@@ -976,7 +1097,7 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_event_types_are_dropped_and_delivery_is_poll_only() {
+    fn unsupported_event_types_are_dropped_and_push_goes_only_where_allowed() {
         let kept = requested_events(Some(vec![
             SESSION_REVOKED.into(),
             "urn:example:other".into(),
@@ -988,19 +1109,30 @@ mod tests {
             requested_events(None).unwrap().len(),
             EVENTS_SUPPORTED.len()
         );
+        let push_to = |url: &str| DeliveryRequest {
+            method: PUSH.into(),
+            endpoint_url: Some(url.into()),
+            authorization_header: Some("Bearer abc".into()),
+        };
+        let off = crate::config::FeedSettings::default();
+        assert!(check_delivery(Some(&push_to("https://rs.example/events")), &off).is_err());
+        let on = crate::config::FeedSettings {
+            push_endpoints: vec!["https://rs.example/events".into()],
+        };
+        let target = check_delivery(Some(&push_to("https://rs.example/events")), &on)
+            .unwrap()
+            .unwrap();
+        assert_eq!(target.endpoint_url, "https://rs.example/events");
         assert!(
-            check_delivery(Some(&DeliveryRequest {
-                method: "urn:ietf:rfc:8935".into(),
-                endpoint_url: Some("https://rs.example/events".into()),
-            }))
-            .is_err()
+            !format!("{target:?}").contains("abc"),
+            "the header is never shown"
         );
-        assert!(
-            check_delivery(Some(&DeliveryRequest {
-                method: POLL.into(),
-                endpoint_url: None,
-            }))
-            .is_ok()
-        );
+        assert!(check_delivery(Some(&push_to("https://rs.example/other")), &on).is_err());
+        let poll = DeliveryRequest {
+            method: POLL.into(),
+            endpoint_url: None,
+            authorization_header: None,
+        };
+        assert!(check_delivery(Some(&poll), &off).unwrap().is_none());
     }
 }
