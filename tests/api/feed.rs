@@ -697,6 +697,12 @@ async fn latchkey_verify_refuses_a_revoked_sessions_tokens_within_a_second(backe
 
     let status = feed.status();
     assert!(status.up && status.down_for.is_none(), "{status:?}");
+    assert!(
+        status
+            .last_lag
+            .is_some_and(|lag| lag < Duration::from_secs(3)),
+        "{status:?}"
+    );
     assert!(status.events_applied >= 4, "{status:?}");
     assert!(status.tokens_refused >= 3, "{status:?}");
     assert_eq!(

@@ -116,6 +116,9 @@ pub struct FeedStatus {
     pub down_for: Option<Duration>,
     /// Security events applied since the subscription.
     pub events_applied: u64,
+    /// How long after its revocation the last event was applied, to the second (events carry
+    /// the revocation's second): the feed's lag. `None` before the first event.
+    pub last_lag: Option<Duration>,
     /// Tokens refused because the feed said they are revoked.
     pub tokens_refused: u64,
     /// Revoked sessions and subjects held now.
@@ -153,6 +156,10 @@ impl RevocationFeed {
             up: self.shared.up.load(Ordering::Relaxed),
             down_for,
             events_applied: self.shared.applied.load(Ordering::Relaxed),
+            last_lag: match self.shared.last_lag_ms.load(Ordering::Relaxed) {
+                u64::MAX => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
             tokens_refused: self.shared.revocations.refused(),
             revoked_held: self.shared.revocations.held(),
             stream_id: self
@@ -171,6 +178,8 @@ struct Shared {
     /// Milliseconds since the epoch the feed went down (0: up).
     down_since: AtomicU64,
     applied: AtomicU64,
+    /// Milliseconds from the last event's revocation to its application (`u64::MAX`: none yet).
+    last_lag_ms: AtomicU64,
     revocations: Arc<Revocations>,
     stream: Mutex<StreamAt>,
 }
@@ -260,6 +269,7 @@ impl Verifier {
             up: AtomicBool::new(false),
             down_since: AtomicU64::new(0),
             applied: AtomicU64::new(0),
+            last_lag_ms: AtomicU64::new(u64::MAX),
             revocations: Arc::clone(&revocations),
             stream: Mutex::new(StreamAt::default()),
         });
@@ -527,6 +537,10 @@ impl Receiver {
                 _ => continue,
             }
             self.shared.applied.fetch_add(1, Ordering::Relaxed);
+            let at_ms = u64::try_from(at).unwrap_or(0).saturating_mul(1000);
+            self.shared
+                .last_lag_ms
+                .store(now_ms().saturating_sub(at_ms), Ordering::Relaxed);
         }
     }
 
