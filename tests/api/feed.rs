@@ -502,6 +502,25 @@ async fn a_new_stream_starts_with_every_revocation_still_retained(backend: Backe
         .await
         .unwrap();
     assert_eq!(verify.status(), StatusCode::NO_CONTENT);
+    let only_acks = poll(
+        &app.client,
+        &poll_url,
+        &token,
+        json!({"returnImmediately": true, "maxEvents": 0}),
+    )
+    .await;
+    assert_eq!(only_acks["sets"], json!({}), "maxEvents 0 delivers nothing");
+    for malformed in ["abc", "..%2F..%2Fx", &"f".repeat(33)] {
+        let answer = app
+            .client
+            .post(app.url(&format!("/ssf/poll/{malformed}")))
+            .bearer_auth(&token)
+            .json(&json!({"returnImmediately": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_error(answer, StatusCode::NOT_FOUND, "invalid_request").await;
+    }
     let answer = poll(
         &app.client,
         &poll_url,

@@ -61,6 +61,8 @@ pub const POLL_HOLD: Duration = Duration::from_secs(20);
 pub const LOG_WATCH: Duration = Duration::from_millis(200);
 /// A stream nobody polled or managed for this long is forgotten.
 const STREAM_IDLE_MS: i64 = 7 * 24 * 3600 * 1000;
+/// A stream polled without change is written again after this long, to push its expiry on.
+const STREAM_TOUCH_MS: i64 = 24 * 3600 * 1000;
 /// Streams one receiver may hold (one per resource-server process is the usual shape).
 pub const MAX_STREAMS_PER_RECEIVER: usize = 256;
 /// Events in one poll answer, at most (and the default when the receiver names none).
@@ -117,6 +119,10 @@ pub struct Stream {
     /// Where events are pushed; `None`: the receiver polls.
     #[serde(default)]
     pub push: Option<PushTarget>,
+    /// When the stream was last written: a stream in use is written at least daily, so only
+    /// an abandoned one reaches its idle expiry.
+    #[serde(default)]
+    pub touched_at: UnixMs,
 }
 
 /// A push stream's target (RFC 8935): a URL the config allows, and the `Authorization` header
@@ -527,7 +533,8 @@ impl Flows {
     }
 
     async fn load_stream(&self, receiver: &Receiver, id: &str) -> Result<Stream, FlowError> {
-        if id.is_empty() || id.len() > 64 {
+        // Stream ids are simple UUIDs: nothing else reaches the store as part of a key.
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(no_stream());
         }
         let raw = self
@@ -544,8 +551,11 @@ impl Flows {
     }
 
     async fn save_stream(&self, stream: &Stream) -> Result<(), FlowError> {
-        let value = serde_json::to_string(stream).map_err(FlowError::internal)?;
-        let expires = self.clock.now_ms() + STREAM_IDLE_MS;
+        let now = self.clock.now_ms();
+        let mut stream = stream.clone();
+        stream.touched_at = now;
+        let value = serde_json::to_string(&stream).map_err(FlowError::internal)?;
+        let expires = now + STREAM_IDLE_MS;
         self.store
             .put_record(&stream_key(&stream.stream_id), &value, expires)
             .await?;
@@ -615,6 +625,7 @@ impl Flows {
             pending: Vec::new(),
             verifications: 0,
             push,
+            touched_at: 0,
         };
         self.save_stream(&stream).await?;
         ids.push(stream.stream_id.clone());
@@ -827,7 +838,7 @@ impl Flows {
                 "this stream is delivered by push: its events are not polled",
             ));
         }
-        let mut changed = false;
+        let mut changed = self.clock.now_ms() - stream.touched_at > STREAM_TOUCH_MS;
         for (jti, error) in &request.set_errs {
             // An event the receiver could not take is not sent again (RFC 8936 §2.4).
             tracing::warn!(event = "feed.set_error", receiver = %receiver.client_id, stream_id = %id, %jti, error = %error, "a receiver refused an event");
@@ -882,7 +893,7 @@ impl Flows {
         let mut outgoing = Vec::new();
         let mut moved = false;
         if stream.status == StreamStatus::Enabled && stream.wants(VERIFICATION) {
-            for pending in &stream.pending {
+            for pending in stream.pending.iter().take(max) {
                 outgoing.push(Outgoing {
                     jti: pending.jti.clone(),
                     txn: None,
@@ -1083,6 +1094,7 @@ mod tests {
             pending: vec![],
             verifications: 0,
             push: None,
+            touched_at: 0,
         };
         assert!(
             !acknowledge(&mut stream, &jti),
