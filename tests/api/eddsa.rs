@@ -142,6 +142,46 @@ async fn eddsa_keys_sign_tokens_that_independent_verifiers_accept() {
         .await
         .expect("node");
     assert!(!output.status.success());
+
+    // PyJWT, as a Python resource server would (the example in docs/resource-servers.md).
+    let pyjwt = |token: String| {
+        let issuer = issuer.clone();
+        async move {
+            tokio::process::Command::new("python3")
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/fixtures/python/verify_pyjwt.py"
+                ))
+                .args([issuer.as_str(), "api", token.as_str()])
+                .output()
+                .await
+                .expect("python3 with PyJWT and cryptography (.ci/run installs them)")
+        }
+    };
+    let output = pyjwt(access.clone()).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let verified: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(verified["header"]["alg"], "EdDSA");
+    assert_eq!(verified["claims"]["sub"], claims["sub"]);
+    // PyJWT reads the payload's JSON first: a bad signature is what shows it checks the key.
+    let mid_signature = access.rfind('.').unwrap() + 20;
+    let mut forged = access.clone().into_bytes();
+    forged[mid_signature] = if forged[mid_signature] == b'A' {
+        b'B'
+    } else {
+        b'A'
+    };
+    let output = pyjwt(String::from_utf8(forged).unwrap()).await;
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("InvalidSignatureError"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// An Ed25519 key encrypted by OpenSSL (PBES2) loads with its passphrase from the environment.
@@ -190,6 +230,19 @@ fn an_encrypted_ed25519_key_loads_with_its_passphrase() {
         String::from_utf8_lossy(&wrong.stderr).contains("ed"),
         "{}",
         String::from_utf8_lossy(&wrong.stderr)
+    );
+}
+
+/// The Python example in `docs/resource-servers.md` is the file the suite runs.
+#[test]
+fn the_documented_pyjwt_example_is_the_one_tested() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script =
+        std::fs::read_to_string(format!("{root}/tests/fixtures/python/verify_pyjwt.py")).unwrap();
+    let page = std::fs::read_to_string(format!("{root}/docs/resource-servers.md")).unwrap();
+    assert!(
+        page.contains(&format!("```python\n{script}```")),
+        "docs/resource-servers.md's PyJWT example differs from verify_pyjwt.py"
     );
 }
 
