@@ -268,8 +268,25 @@ openssl speed -seconds 3 ecdsap256 rsa2048 ed25519 2>/dev/null \
 fact openssl_es256_sign_per_s "$(awk '/nistp256/{print $(NF-1)}' "$TMP/openssl.txt")"
 if [ "${SKIP_CRITERION:-0}" != 1 ]; then
   echo "bench: criterion benches" >&2
+  # Keys in a SoftHSM2 token of this run's own, signed through PKCS#11 beside the file keys.
+  HSM_ENV=()
+  if [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null; then
+    mkdir -p "$TMP/softhsm/tokens"
+    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
+      "$TMP/softhsm/tokens" >"$TMP/softhsm/softhsm2.conf"
+    HSM_ENV=(SOFTHSM2_CONF="$TMP/softhsm/softhsm2.conf" LATCHKEY_BENCH_HSM_PIN=135790
+             LATCHKEY_BENCH_HSM_TOKEN=bench)
+    env "${HSM_ENV[@]}" softhsm2-util --init-token --free --label bench --so-pin 97531975 \
+      --pin 135790 >/dev/null
+    for key in "ES256 hsm-es" "RS256 hsm-rs"; do
+      set -- $key
+      env "${HSM_ENV[@]}" "$BIN" keys generate-hsm --alg "$1" --kid "$2" \
+        --module /usr/lib/softhsm/libsofthsm2.so --token bench --pin-env LATCHKEY_BENCH_HSM_PIN >/dev/null
+    done
+  fi
   { cargo bench -q -p latchkey-verify --bench verify 2>/dev/null | grep -E "^verify/|time:"
-    cargo bench -q -p latchkey --bench issuer 2>/dev/null | grep -E "^(sign/|refresh)|time:"; } >"$TMP/criterion.txt"
+    env "${HSM_ENV[@]}" cargo bench -q -p latchkey --bench issuer 2>/dev/null \
+      | grep -E "^(sign/|refresh)|time:"; } >"$TMP/criterion.txt"
 else
   : >"$TMP/criterion.txt"
 fi

@@ -1,7 +1,9 @@
 //! The issuer's per-request crypto: signing an access token with the key ring's pre-parsed keys
 //! (ES256, RS256, EdDSA), and the refresh-token work of one rotation (generate the successor, derive
 //! the presented token's lookup id and seal key, seal). Compare with `openssl speed` on the same
-//! machine: see bench/REPORT.md.
+//! machine: see bench/REPORT.md. With `LATCHKEY_BENCH_HSM_TOKEN` naming a SoftHSM2 token that
+//! holds the keys `hsm-es` and `hsm-rs` (bench/run.sh makes it, with `SOFTHSM2_CONF` and the PIN
+//! in `LATCHKEY_BENCH_HSM_PIN`), the same signatures through PKCS#11 too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -19,6 +21,14 @@ fn ring(dir: &std::path::Path) -> KeyRing {
             "[[keys]]\nkid = \"{kid}\"\nalg = \"{alg}\"\npath = \"{}\"\nnot_before = \"2020-01-01T00:00:00Z\"\nnot_after = \"2100-01-01T00:00:00Z\"\n",
             path.display()
         ));
+    }
+    if let Ok(token) = std::env::var("LATCHKEY_BENCH_HSM_TOKEN") {
+        for (kid, alg) in [("hsm-es", Alg::ES256), ("hsm-rs", Alg::RS256)] {
+            text.push_str(&format!(
+                "[[keys]]\nkid = \"{kid}\"\nalg = \"{alg}\"\nnot_before = \"2020-01-01T00:00:00Z\"\nnot_after = \"2100-01-01T00:00:00Z\"\nsigns = [\"id_tokens\"]\n\
+                 [keys.pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken = \"{token}\"\nkey_label = \"{kid}\"\npin_env = \"LATCHKEY_BENCH_HSM_PIN\"\n"
+            ));
+        }
     }
     KeyRing::load(&Config::parse(&text, |_| None).unwrap()).unwrap()
 }
@@ -41,6 +51,13 @@ fn bench(c: &mut Criterion) {
         group.bench_function(key.alg().as_str(), |b| {
             b.iter(|| key.sign_jws(&claims).unwrap())
         });
+    }
+    for kid in ["hsm-es", "hsm-rs"] {
+        if let Some(key) = ring.verifying(kid, now) {
+            group.bench_function(format!("{} (SoftHSM2)", key.alg().as_str()), |b| {
+                b.iter(|| key.sign_jws(&claims).unwrap())
+            });
+        }
     }
     group.finish();
 

@@ -85,6 +85,36 @@ pub enum KeysCommand {
     },
     /// One row per configured key: its state now, signing window and publication.
     List(ConfigArg),
+    /// Generate a key pair inside an HSM token over PKCS#11 (the private key never leaves it)
+    /// and print its [[keys]] snippet.
+    GenerateHsm {
+        #[arg(long, value_parser = ["ES256", "RS256"])]
+        alg: String,
+        #[arg(long)]
+        kid: String,
+        /// The PKCS#11 module (a shared library), e.g. /usr/lib/softhsm/libsofthsm2.so.
+        #[arg(long)]
+        module: PathBuf,
+        /// The token's label.
+        #[arg(long)]
+        token: String,
+        /// The key's label on the token (default: the kid).
+        #[arg(long)]
+        label: Option<String>,
+        /// The environment variable holding the user PIN.
+        #[arg(
+            long,
+            conflicts_with = "pin_file",
+            required_unless_present = "pin_file"
+        )]
+        pin_env: Option<String>,
+        /// A file holding the user PIN.
+        #[arg(long)]
+        pin_file: Option<PathBuf>,
+        /// RSA modulus size.
+        #[arg(long, default_value_t = 2048)]
+        bits: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -125,6 +155,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             config,
         }) => keys_generate(&alg, kid, &dir, bits, &config.path),
         Command::Keys(KeysCommand::List(c)) => keys_list(&c.path),
+        Command::Keys(KeysCommand::GenerateHsm {
+            alg,
+            kid,
+            module,
+            token,
+            label,
+            pin_env,
+            pin_file,
+            bits,
+        }) => keys_generate_hsm(&alg, &kid, module, token, label, pin_env, pin_file, bits),
         Command::Users(cmd) => users::run(cmd).await,
         Command::Healthcheck { url } => healthcheck::run(&url),
         Command::Openapi => {
@@ -206,6 +246,61 @@ fn relative_to(path: &Path, base: &Path) -> PathBuf {
         relative.push(part);
     }
     relative
+}
+
+#[allow(clippy::too_many_arguments)]
+fn keys_generate_hsm(
+    alg: &str,
+    kid: &str,
+    module: PathBuf,
+    token: String,
+    label: Option<String>,
+    pin_env: Option<String>,
+    pin_file: Option<PathBuf>,
+    bits: u64,
+) -> Result<(), CliError> {
+    let alg = Alg::parse(alg).ok_or_else(|| CliError("--alg must be ES256 or RS256".into()))?;
+    if alg == Alg::RS256 && ![2048, 3072, 4096].contains(&bits) {
+        return Err(CliError("--bits must be 2048, 3072 or 4096".into()));
+    }
+    if !config::valid_identifier(kid) {
+        return Err(CliError(
+            "--kid must be 1-64 characters of A-Z a-z 0-9 . _ -".into(),
+        ));
+    }
+    let pin = match (pin_env, pin_file) {
+        (Some(var), _) => config::PinSource::Env(var),
+        (None, Some(file)) => config::PinSource::File(file),
+        (None, None) => return Err(CliError("--pin-env or --pin-file is required".into())),
+    };
+    let hsm = config::Pkcs11Key {
+        module,
+        token,
+        key_label: label.unwrap_or_else(|| kid.to_owned()),
+        pin,
+    };
+    crate::keys::pkcs11::generate(alg, &hsm, bits)
+        .map_err(|e| CliError(format!("key {kid}: {e}")))?;
+    let now = system_ms();
+    let not_before = (now / 3_600_000 + 25) * 3_600_000;
+    let not_after = not_before + 90 * 86_400_000;
+    println!("{kid}");
+    println!();
+    println!("# Paste into your config; the PIN stays where it is (never in the config).");
+    println!("[[keys]]");
+    println!("kid = \"{kid}\"");
+    println!("alg = \"{}\"", alg.as_str());
+    println!("not_before = \"{}\"", format_timestamp(not_before));
+    println!("not_after = \"{}\"", format_timestamp(not_after));
+    println!("[keys.pkcs11]");
+    println!("module = \"{}\"", hsm.module.display());
+    println!("token = \"{}\"", hsm.token);
+    println!("key_label = \"{}\"", hsm.key_label);
+    match &hsm.pin {
+        config::PinSource::Env(var) => println!("pin_env = \"{var}\""),
+        config::PinSource::File(file) => println!("pin_file = \"{}\"", file.display()),
+    }
+    Ok(())
 }
 
 fn keys_generate(

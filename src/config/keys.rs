@@ -14,7 +14,9 @@ use crate::clock::UnixMs;
 pub(super) struct RawKey {
     pub(super) kid: String,
     pub(super) alg: String,
-    pub(super) path: PathBuf,
+    /// The key file; absent for a key held in an HSM (`pkcs11`).
+    #[serde(default)]
+    pub(super) path: Option<PathBuf>,
     pub(super) not_before: String,
     pub(super) not_after: String,
     #[serde(default)]
@@ -26,6 +28,37 @@ pub(super) struct RawKey {
     /// What the key signs: `access_tokens`, `id_tokens`, or both (the default).
     #[serde(default)]
     pub(super) signs: Option<Vec<String>>,
+    /// A key held in an HSM, instead of `path`.
+    #[serde(default)]
+    pub(super) pkcs11: Option<RawPkcs11>,
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPkcs11 {
+    pub(super) module: PathBuf,
+    pub(super) token: String,
+    pub(super) key_label: String,
+    #[serde(default)]
+    pub(super) pin_file: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) pin_env: Option<String>,
+}
+
+/// Where an HSM key is: the PKCS#11 module, the token's label and the key's label (its private
+/// and public objects share it), and where the user PIN is read from (never the config itself).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Pkcs11Key {
+    pub module: PathBuf,
+    pub token: String,
+    pub key_label: String,
+    pub pin: PinSource,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PinSource {
+    File(PathBuf),
+    Env(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,7 +98,10 @@ impl fmt::Display for Alg {
 pub struct KeySpec {
     pub kid: String,
     pub alg: Alg,
+    /// The key file (empty for a key in an HSM).
     pub path: PathBuf,
+    /// Set for a key held in an HSM: the private key never enters the process.
+    pub pkcs11: Option<Pkcs11Key>,
     /// Starts signing at (inclusive).
     pub not_before: UnixMs,
     /// Stops signing at (exclusive).
@@ -89,6 +125,48 @@ impl KeySpec {
     pub fn published_until(&self, publish_tail: Duration) -> UnixMs {
         self.not_after
             .saturating_add(crate::clock::duration_ms(publish_tail))
+    }
+}
+
+/// An HSM key's settings, checked: ES256 or RS256, one PIN source, nothing file-only.
+fn hsm_key(
+    at: &str,
+    alg: Alg,
+    raw: RawPkcs11,
+    file_only: bool,
+    problems: &mut Vec<String>,
+) -> Pkcs11Key {
+    if alg == Alg::EdDSA {
+        problems.push(format!(
+            "{at}.alg: an HSM key signs ES256 or RS256 (PKCS#11 modules rarely offer Ed25519)"
+        ));
+    }
+    if file_only {
+        problems.push(format!(
+            "{at}: generate_if_missing and passphrase_env are for key files, not HSM keys"
+        ));
+    }
+    if raw.token.is_empty() || raw.key_label.is_empty() {
+        problems.push(format!(
+            "{at}.pkcs11: token and key_label must not be empty"
+        ));
+    }
+    let pin = match (raw.pin_file, raw.pin_env) {
+        (Some(file), None) => PinSource::File(file),
+        (None, Some(var)) => PinSource::Env(var),
+        _ => {
+            problems.push(format!(
+                "{at}.pkcs11: the PIN comes from pin_file or pin_env (exactly one), never from \
+                 the config itself"
+            ));
+            PinSource::Env(String::new())
+        }
+    };
+    Pkcs11Key {
+        module: raw.module,
+        token: raw.token,
+        key_label: raw.key_label,
+        pin,
     }
 }
 
@@ -142,10 +220,28 @@ pub(super) fn validate(raw: Vec<RawKey>, problems: &mut Vec<String>) -> Vec<KeyS
                 ));
             }
         }
+        let file_only = k.generate_if_missing || k.passphrase_env.is_some();
+        let pkcs11 = match (&k.path, k.pkcs11) {
+            (Some(_), None) => None,
+            (None, Some(p)) => Some(hsm_key(&at, alg, p, file_only, problems)),
+            (Some(_), Some(_)) => {
+                problems.push(format!(
+                    "{at}: a key is a file (path) or in an HSM (pkcs11), not both"
+                ));
+                None
+            }
+            (None, None) => {
+                problems.push(format!(
+                    "{at}: path (a key file) or [keys.pkcs11] (a key in an HSM) is required"
+                ));
+                None
+            }
+        };
         keys.push(KeySpec {
             kid: k.kid,
             alg,
-            path: k.path,
+            path: k.path.unwrap_or_default(),
+            pkcs11,
             not_before,
             not_after,
             revoked: k.revoked,

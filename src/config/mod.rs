@@ -31,7 +31,7 @@ pub use demo::DemoSettings;
 pub use dpop::DpopSettings;
 pub use feed::FeedSettings;
 pub use jwks::JwksSettings;
-pub use keys::{Alg, KeySpec};
+pub use keys::{Alg, KeySpec, PinSource, Pkcs11Key};
 pub use limits::LimitSettings;
 pub use operations::{LogFormat, MetricsSettings, ShutdownSettings};
 pub use passwords::{MAX_ARGON2_MEMORY_KIB, PasswordSettings, default_hashing_threads};
@@ -105,8 +105,16 @@ impl Config {
             return;
         }
         for key in &mut self.keys {
-            if key.path.is_relative() {
+            if !key.path.as_os_str().is_empty() && key.path.is_relative() {
                 key.path = base.join(&key.path);
+            }
+            if let Some(keys::Pkcs11Key {
+                pin: keys::PinSource::File(file),
+                ..
+            }) = &mut key.pkcs11
+                && file.is_relative()
+            {
+                *file = base.join(&*file);
             }
         }
         if let Some(db) = self.store.url.strip_prefix("sqlite://")

@@ -5,6 +5,7 @@
 
 mod encrypted;
 pub mod files;
+pub mod pkcs11;
 pub mod schedule;
 
 use std::fmt;
@@ -39,6 +40,8 @@ enum Signer {
     Ec(EcdsaKeyPair),
     Rsa(RsaKeyPair),
     Ed(Ed25519KeyPair),
+    /// A key in an HSM: the token signs.
+    Hsm(pkcs11::HsmSigner),
 }
 
 /// One configured, non-revoked key with its private half parsed and its public half prepared.
@@ -81,6 +84,10 @@ impl LoadedKey {
             kid: spec.kid.clone(),
             reason,
         };
+        if let Some(hsm) = &spec.pkcs11 {
+            let (signer, jwk) = pkcs11::load(spec.alg, hsm).map_err(invalid)?;
+            return Ok(Self::prepared(spec, Signer::Hsm(signer), jwk, publish_tail));
+        }
         let passphrase = match &spec.passphrase_env {
             Some(var) => Some(std::env::var(var).map_err(|_| {
                 invalid(format!(
@@ -131,27 +138,32 @@ impl LoadedKey {
                 (Signer::Ed(pair), jwk)
             }
         };
-        let mut jwk = jwk;
+        Ok(Self::prepared(spec, signer, jwk, publish_tail))
+    }
+
+    /// The key with its headers and JWK prepared once.
+    fn prepared(
+        spec: &KeySpec,
+        signer: Signer,
+        mut jwk: serde_json::Value,
+        publish_tail: Duration,
+    ) -> LoadedKey {
         jwk["kid"] = json!(spec.kid);
         jwk["use"] = json!("sig");
         jwk["alg"] = json!(spec.alg.as_str());
-        let header = json!({"alg": spec.alg.as_str(), "typ": "at+jwt", "kid": spec.kid});
-        let id_header = json!({"alg": spec.alg.as_str(), "typ": "JWT", "kid": spec.kid});
-        Ok(LoadedKey {
+        let header = |typ: &str| {
+            B64.encode(json!({"alg": spec.alg.as_str(), "typ": typ, "kid": spec.kid}).to_string())
+        };
+        LoadedKey {
             spec: spec.clone(),
             signer,
-            header_b64: B64.encode(header.to_string()),
-            id_header_b64: B64.encode(id_header.to_string()),
-            logout_header_b64: B64.encode(
-                json!({"alg": spec.alg.as_str(), "typ": "logout+jwt", "kid": spec.kid}).to_string(),
-            ),
-            set_header_b64: B64.encode(
-                json!({"alg": spec.alg.as_str(), "typ": "secevent+jwt", "kid": spec.kid})
-                    .to_string(),
-            ),
+            header_b64: header("at+jwt"),
+            id_header_b64: header("JWT"),
+            logout_header_b64: header("logout+jwt"),
+            set_header_b64: header("secevent+jwt"),
             jwk,
             publish_until: spec.published_until(publish_tail),
-        })
+        }
     }
 
     pub fn kid(&self) -> &str {
@@ -211,6 +223,7 @@ impl LoadedKey {
                 sig
             }
             Signer::Ed(pair) => pair.sign(out.as_bytes()).as_ref().to_vec(),
+            Signer::Hsm(hsm) => hsm.sign(out.as_bytes())?,
         };
         out.push('.');
         B64.encode_string(signature, &mut out);
@@ -241,6 +254,7 @@ impl LoadedKey {
             Signer::Ed(pair) => UnparsedPublicKey::new(&ED25519, pair.public_key().as_ref())
                 .verify(signing_input, signature)
                 .is_ok(),
+            Signer::Hsm(hsm) => hsm.verifies(signing_input, signature),
         }
     }
 }
@@ -509,7 +523,7 @@ pub fn generate_missing(config: &Config) -> Result<Vec<String>, KeyFileError> {
     for spec in config
         .keys
         .iter()
-        .filter(|k| k.generate_if_missing && !k.revoked)
+        .filter(|k| k.generate_if_missing && !k.revoked && k.pkcs11.is_none())
     {
         if !spec.path.exists() {
             files::write_private_pem(&spec.path, &files::generate(spec.alg, MIN_RSA_BITS)?)?;

@@ -697,6 +697,16 @@ impl ServeProcess {
     /// As [`ServeProcess::start`], logging at `filter` (`LATCHKEY_LOG`) into `log` (appended to
     /// across start attempts) when given.
     pub async fn start_logging(config: &Path, filter: &str, log: Option<&Path>) -> ServeProcess {
+        Self::start_with_env(config, filter, log, &[]).await
+    }
+
+    /// As [`ServeProcess::start_logging`], with these environment variables set.
+    pub async fn start_with_env(
+        config: &Path,
+        filter: &str,
+        log: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> ServeProcess {
         for _ in 0..3 {
             let port = free_port();
             let stderr = match log {
@@ -714,6 +724,7 @@ impl ServeProcess {
                 .arg(config)
                 .env("LATCHKEY_LISTEN", format!("127.0.0.1:{port}"))
                 .env("LATCHKEY_LOG", filter)
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(stderr)
                 .spawn()

@@ -36,6 +36,7 @@ mod embedded;
 mod feed;
 mod flow;
 mod fuzz;
+mod hsm;
 mod key_rotation;
 mod keys;
 mod malformed;
